@@ -1,0 +1,450 @@
+//! The one error type of Tollgate and its one mapping to HTTP.
+//!
+//! Every refusal a filter can make is a variant here. [`Error::spec`] maps each variant, with no
+//! wildcard arm, to a status, a metric reason and the `type`/`code` each client dialect expects;
+//! [`Error::body`] renders the JSON body and [`Error::sse_event`] the single SSE event that ends a
+//! stream whose headers were already sent. Messages name rules, limits and fields; they never
+//! contain prompt text, matched text or credentials, so they are safe to log as well.
+
+use serde_json::json;
+
+/// The API dialect a client speaks; errors are rendered in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// `{"error":{"message","type","param","code"}}` (OpenAI and every OpenAI-compatible API).
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}` (Anthropic Messages).
+    Anthropic,
+}
+
+/// Everything that makes a filter answer instead of the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The body of an AI request is not JSON. `detail` is the parser's position message.
+    InvalidJson { detail: String },
+    /// The body is JSON but not a request we can act on (a field has the wrong type, say).
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+    },
+    /// The request body exceeds a configured limit, or Envoy's buffer limit (`None`: the
+    /// number is Envoy's and not known to the filter).
+    PayloadTooLarge { limit_bytes: Option<u64> },
+    /// A `content-encoding` we cannot inspect on a route where inspection is required.
+    UnsupportedEncoding { encoding: String },
+    /// A `content-type` that is not JSON on a route where inspection is required.
+    UnsupportedMediaType { content_type: String },
+    /// No credential, or one that does not identify a consumer.
+    Unauthorized { message: String },
+    /// The consumer may not use this model or provider.
+    Forbidden { model: String },
+    /// No backend serves this model.
+    ModelNotFound { model: String },
+    /// A quota is exhausted; `limit` names it (never another consumer's data).
+    RateLimited {
+        limit: String,
+        retry_after_secs: u64,
+    },
+    /// A guardrail rule refused the request; names the rule and the entity type, never the text.
+    Blocked {
+        rule: String,
+        entity: Option<String>,
+    },
+    /// The upstream answered something we cannot translate or read.
+    UpstreamInvalid { detail: String },
+    /// A bug of ours. The request is refused rather than forwarded half-processed.
+    Internal { detail: String },
+}
+
+/// How one error variant maps onto HTTP and onto each dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorSpec {
+    pub status: u16,
+    /// Metric label: which kind of refusal this was.
+    pub reason: &'static str,
+    pub openai_type: &'static str,
+    pub openai_code: &'static str,
+    pub anthropic_type: &'static str,
+}
+
+impl Error {
+    /// The single mapping from variant to status and dialect vocabulary.
+    pub fn spec(&self) -> ErrorSpec {
+        let (status, reason, openai_type, openai_code, anthropic_type) = match self {
+            Error::InvalidJson { .. } => (
+                400,
+                "invalid_json",
+                "invalid_request_error",
+                "invalid_json",
+                "invalid_request_error",
+            ),
+            Error::InvalidRequest { .. } => (
+                400,
+                "invalid_request",
+                "invalid_request_error",
+                "invalid_request",
+                "invalid_request_error",
+            ),
+            Error::PayloadTooLarge { .. } => (
+                413,
+                "payload_too_large",
+                "invalid_request_error",
+                "request_too_large",
+                "request_too_large",
+            ),
+            Error::UnsupportedEncoding { .. } => (
+                415,
+                "unsupported_encoding",
+                "invalid_request_error",
+                "unsupported_content_encoding",
+                "invalid_request_error",
+            ),
+            Error::UnsupportedMediaType { .. } => (
+                415,
+                "unsupported_media_type",
+                "invalid_request_error",
+                "unsupported_media_type",
+                "invalid_request_error",
+            ),
+            Error::Unauthorized { .. } => (
+                401,
+                "unauthorized",
+                "invalid_request_error",
+                "invalid_api_key",
+                "authentication_error",
+            ),
+            Error::Forbidden { .. } => (
+                403,
+                "forbidden",
+                "invalid_request_error",
+                "model_not_allowed",
+                "permission_error",
+            ),
+            Error::ModelNotFound { .. } => (
+                404,
+                "model_not_found",
+                "invalid_request_error",
+                "model_not_found",
+                "not_found_error",
+            ),
+            Error::RateLimited { .. } => (
+                429,
+                "rate_limited",
+                "tokens",
+                "rate_limit_exceeded",
+                "rate_limit_error",
+            ),
+            Error::Blocked { .. } => (
+                400,
+                "blocked",
+                "invalid_request_error",
+                "content_blocked",
+                "invalid_request_error",
+            ),
+            Error::UpstreamInvalid { .. } => (
+                502,
+                "upstream_invalid",
+                "server_error",
+                "bad_gateway",
+                "api_error",
+            ),
+            Error::Internal { .. } => (
+                500,
+                "internal",
+                "server_error",
+                "internal_error",
+                "api_error",
+            ),
+        };
+        ErrorSpec {
+            status,
+            reason,
+            openai_type,
+            openai_code,
+            anthropic_type,
+        }
+    }
+
+    /// HTTP status of the local reply.
+    pub fn status(&self) -> u16 {
+        self.spec().status
+    }
+
+    /// Human-readable message. Safe to log: built only from rule ids, limits and field names.
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidJson { detail } => format!("request body is not valid JSON: {detail}"),
+            Error::InvalidRequest { message, .. } => message.clone(),
+            Error::PayloadTooLarge {
+                limit_bytes: Some(limit),
+            } => {
+                format!("request body exceeds the gateway limit of {limit} bytes")
+            }
+            Error::PayloadTooLarge { limit_bytes: None } => {
+                "request body exceeds the gateway's buffer limit".to_string()
+            }
+            Error::UnsupportedEncoding { encoding } => {
+                format!("content-encoding '{encoding}' is not accepted on this route")
+            }
+            Error::UnsupportedMediaType { content_type } => {
+                format!("content-type '{content_type}' is not accepted on this route; send application/json")
+            }
+            Error::Unauthorized { message } => message.clone(),
+            Error::Forbidden { model } => format!("you are not allowed to use model '{model}'"),
+            Error::ModelNotFound { model } => {
+                format!("model '{model}' is not served by this gateway")
+            }
+            Error::RateLimited {
+                limit,
+                retry_after_secs,
+            } => {
+                format!("quota '{limit}' exhausted; retry after {retry_after_secs} s")
+            }
+            Error::Blocked {
+                rule,
+                entity: Some(entity),
+            } => {
+                format!("request blocked by guardrail rule '{rule}' ({entity} detected)")
+            }
+            Error::Blocked { rule, entity: None } => {
+                format!("request blocked by guardrail rule '{rule}'")
+            }
+            Error::UpstreamInvalid { detail } => {
+                format!("upstream response could not be read: {detail}")
+            }
+            Error::Internal { detail } => format!("internal gateway error: {detail}"),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Error::InvalidRequest { param, .. } => param.as_deref(),
+            Error::Forbidden { .. } | Error::ModelNotFound { .. } => Some("model"),
+            Error::InvalidJson { .. }
+            | Error::PayloadTooLarge { .. }
+            | Error::UnsupportedEncoding { .. }
+            | Error::UnsupportedMediaType { .. }
+            | Error::Unauthorized { .. }
+            | Error::RateLimited { .. }
+            | Error::Blocked { .. }
+            | Error::UpstreamInvalid { .. }
+            | Error::Internal { .. } => None,
+        }
+    }
+
+    /// Extra response headers that belong to this error (`retry-after` for 429).
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("content-type", "application/json".to_string())];
+        if let Error::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            headers.push(("retry-after", retry_after_secs.to_string()));
+        }
+        headers
+    }
+
+    /// The error object inside the body, in the client's dialect.
+    fn json(&self, dialect: Dialect) -> serde_json::Value {
+        let spec = self.spec();
+        match dialect {
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": self.message(),
+                    "type": spec.openai_type,
+                    "param": self.param(),
+                    "code": spec.openai_code,
+                }
+            }),
+            Dialect::Anthropic => json!({
+                "type": "error",
+                "error": { "type": spec.anthropic_type, "message": self.message() }
+            }),
+        }
+    }
+
+    /// The JSON body of the local reply.
+    pub fn body(&self, dialect: Dialect) -> Vec<u8> {
+        self.json(dialect).to_string().into_bytes()
+    }
+
+    /// One SSE event that ends a stream whose `200` headers were already sent.
+    ///
+    /// OpenAI's SDKs raise on a `data:` line holding an `error` object; Anthropic's stream has a
+    /// named `error` event for this.
+    pub fn sse_event(&self, dialect: Dialect) -> Vec<u8> {
+        let data = self.json(dialect).to_string();
+        match dialect {
+            Dialect::OpenAi => format!("data: {data}\n\n").into_bytes(),
+            Dialect::Anthropic => format!("event: error\ndata: {data}\n\n").into_bytes(),
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn all() -> Vec<Error> {
+        vec![
+            Error::InvalidJson {
+                detail: "EOF at line 1 column 3".into(),
+            },
+            Error::InvalidRequest {
+                param: Some("messages".into()),
+                message: "messages must be an array".into(),
+            },
+            Error::PayloadTooLarge {
+                limit_bytes: Some(1024),
+            },
+            Error::PayloadTooLarge { limit_bytes: None },
+            Error::UnsupportedEncoding {
+                encoding: "br".into(),
+            },
+            Error::UnsupportedMediaType {
+                content_type: "text/plain".into(),
+            },
+            Error::Unauthorized {
+                message: "missing API key".into(),
+            },
+            Error::Forbidden {
+                model: "gpt-4o".into(),
+            },
+            Error::ModelNotFound {
+                model: "nope".into(),
+            },
+            Error::RateLimited {
+                limit: "tokens_per_minute".into(),
+                retry_after_secs: 7,
+            },
+            Error::Blocked {
+                rule: "lgpd".into(),
+                entity: Some("CPF".into()),
+            },
+            Error::UpstreamInvalid {
+                detail: "truncated body".into(),
+            },
+            Error::Internal {
+                detail: "state".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_variant_renders_openai_shape_with_its_status() {
+        for error in all() {
+            let body: Value = serde_json::from_slice(&error.body(Dialect::OpenAi)).unwrap();
+            let spec = error.spec();
+            assert_eq!(body["error"]["type"], spec.openai_type, "{error:?}");
+            assert_eq!(body["error"]["code"], spec.openai_code, "{error:?}");
+            assert_eq!(body["error"]["message"], error.message());
+            assert!(body["error"].as_object().unwrap().contains_key("param"));
+            assert!((400..600).contains(&spec.status));
+        }
+    }
+
+    #[test]
+    fn every_variant_renders_anthropic_shape() {
+        for error in all() {
+            let body: Value = serde_json::from_slice(&error.body(Dialect::Anthropic)).unwrap();
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], error.spec().anthropic_type);
+            assert_eq!(body["error"]["message"], error.message());
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_style_guide() {
+        let status = |e: Error| e.status();
+        assert_eq!(
+            status(Error::InvalidJson {
+                detail: String::new()
+            }),
+            400
+        );
+        assert_eq!(
+            status(Error::PayloadTooLarge {
+                limit_bytes: Some(1)
+            }),
+            413
+        );
+        assert_eq!(
+            status(Error::UnsupportedEncoding {
+                encoding: "br".into()
+            }),
+            415
+        );
+        assert_eq!(
+            status(Error::RateLimited {
+                limit: "x".into(),
+                retry_after_secs: 1
+            }),
+            429
+        );
+        assert_eq!(
+            status(Error::UpstreamInvalid {
+                detail: String::new()
+            }),
+            502
+        );
+        assert_eq!(
+            status(Error::Internal {
+                detail: String::new()
+            }),
+            500
+        );
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let headers = Error::RateLimited {
+            limit: "rpm".into(),
+            retry_after_secs: 12,
+        }
+        .headers();
+        assert!(headers.contains(&("retry-after", "12".to_string())));
+        assert!(!Error::Internal {
+            detail: String::new()
+        }
+        .headers()
+        .iter()
+        .any(|(k, _)| *k == "retry-after"));
+    }
+
+    #[test]
+    fn reasons_are_distinct_metric_labels() {
+        let mut reasons: Vec<_> = all().iter().map(|e| e.spec().reason).collect();
+        reasons.dedup(); // the two PayloadTooLarge forms share a reason
+        reasons.sort_unstable();
+        let before = reasons.len();
+        reasons.dedup();
+        assert_eq!(before, reasons.len());
+        assert!(reasons
+            .iter()
+            .all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    }
+
+    #[test]
+    fn sse_error_event_is_one_well_formed_event() {
+        let error = Error::Blocked {
+            rule: "pii".into(),
+            entity: Some("EMAIL".into()),
+        };
+        let openai = String::from_utf8(error.sse_event(Dialect::OpenAi)).unwrap();
+        assert!(openai.starts_with("data: {") && openai.ends_with("}\n\n"));
+        let anthropic = String::from_utf8(error.sse_event(Dialect::Anthropic)).unwrap();
+        assert!(anthropic.starts_with("event: error\ndata: {") && anthropic.ends_with("}\n\n"));
+        let data: Value =
+            serde_json::from_str(anthropic.trim_end().split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(data["error"]["type"], "invalid_request_error");
+    }
+}

@@ -1,0 +1,780 @@
+//! The one parse of an AI request body that every stage shares.
+//!
+//! [`parse`] reads the body once, borrowing from it (no copy of the prompt is made), and returns
+//! a small owned [`RequestInfo`]: model, streaming, output cap and the estimator's features over
+//! exactly the text the provider will tokenize (message contents, system prompt, tool calls and
+//! tool definitions; not image/audio payloads, ids or roles). Stages that change the body express
+//! it as [`Splice`]s on the original bytes, applied once, so the body is never re-serialised.
+
+use crate::estimate::Features;
+use crate::route::ApiKind;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Tokens OpenAI adds per message (role and separators) and to prime the reply; applied to
+/// every API as the best public approximation of chat templates.
+const TOKENS_PER_MESSAGE: u64 = 3;
+const TOKENS_PER_NAME: u64 = 1;
+const REPLY_PRIMING_TOKENS: u64 = 3;
+/// Longest model name kept from a request (longer names are not labels anyone wants).
+pub const MAX_MODEL_LEN: usize = 128;
+
+/// What the stages learn from a request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestInfo {
+    /// `model` from the body (or, for Gemini/Bedrock, from the path: filled by the caller).
+    pub model: Option<String>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it (OpenAI chat/completions).
+    pub include_usage: Option<bool>,
+    /// `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `maxOutputTokens`, …
+    pub max_output_tokens: Option<u64>,
+    /// Number of messages (or contents, or input items).
+    pub messages: u32,
+    /// Estimator features of the prompt text.
+    pub features: Features,
+    /// Tokens added for message framing.
+    pub framing_tokens: u64,
+    /// Token ids sent directly (embeddings/completions accept arrays of ints).
+    pub token_ids: u64,
+}
+
+impl RequestInfo {
+    /// Estimated prompt tokens.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        self.features.estimate() + self.framing_tokens + self.token_ids
+    }
+}
+
+/// A replacement of `remove` bytes at `at` by `insert`, on the original body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splice {
+    pub at: usize,
+    pub remove: usize,
+    pub insert: Vec<u8>,
+}
+
+/// Applies non-overlapping splices (any order) to `body`.
+pub fn apply_splices(body: &[u8], splices: &mut [Splice]) -> Vec<u8> {
+    splices.sort_by_key(|s| s.at);
+    let extra: usize = splices.iter().map(|s| s.insert.len()).sum();
+    let mut out = Vec::with_capacity(body.len() + extra);
+    let mut cursor = 0;
+    for splice in splices.iter() {
+        let at = splice.at.clamp(cursor, body.len());
+        out.extend_from_slice(body.get(cursor..at).unwrap_or(&[]));
+        out.extend_from_slice(&splice.insert);
+        cursor = (at + splice.remove).min(body.len());
+    }
+    out.extend_from_slice(body.get(cursor..).unwrap_or(&[]));
+    out
+}
+
+/// The parse result: the information plus, when asked, the splice that makes a streaming OpenAI
+/// request report usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub info: RequestInfo,
+    /// Set when `stream` is true, the API supports `stream_options` and `include_usage` is not
+    /// already `true`.
+    pub include_usage_splice: Option<Splice>,
+}
+
+/// Parses `body` as a request of `kind`. Errors are serde's messages (positions only, never
+/// body content), fit for a metric reason and a log line.
+pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
+    // serde's derived structs also accept a JSON array (fields by position); a request is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(de::Error::custom("request body is not a JSON object"));
+    }
+    let mut splice = None;
+    let info = match kind {
+        ApiKind::OpenAiChat => {
+            let v: ChatView<'_> = serde_json::from_slice(body)?;
+            let mut info = info_from_messages(v.model, v.stream, &v.messages);
+            info.max_output_tokens = v.max_completion_tokens.or(v.max_tokens);
+            add_raw(&mut info.features, v.tools);
+            add_raw(&mut info.features, v.functions);
+            finish_stream_options(body, v.stream_options, &mut info, &mut splice)?;
+            info
+        }
+        ApiKind::OpenAiCompletions => {
+            let v: CompletionsView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(v.model, v.stream);
+            info.max_output_tokens = v.max_tokens;
+            add_text(&mut info, v.prompt);
+            finish_stream_options(body, v.stream_options, &mut info, &mut splice)?;
+            info
+        }
+        ApiKind::OpenAiEmbeddings => {
+            let v: EmbeddingsView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(v.model, None);
+            add_text(&mut info, v.input);
+            info
+        }
+        ApiKind::OpenAiResponses => {
+            let v: ResponsesView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(v.model, v.stream);
+            info.max_output_tokens = v.max_output_tokens;
+            add_text(&mut info, v.instructions);
+            add_text(&mut info, v.input);
+            add_raw(&mut info.features, v.tools);
+            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            info
+        }
+        ApiKind::AnthropicMessages => {
+            let v: AnthropicView<'_> = serde_json::from_slice(body)?;
+            let mut info = info_from_messages(v.model, v.stream, &v.messages);
+            info.max_output_tokens = v.max_tokens;
+            add_text(&mut info, v.system);
+            add_raw(&mut info.features, v.tools);
+            info
+        }
+        ApiKind::GeminiGenerate { stream } => {
+            let v: GeminiView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(stream));
+            for content in v.contents {
+                info.messages += 1;
+                info.framing_tokens += TOKENS_PER_MESSAGE;
+                add_text(&mut info, Some(content));
+            }
+            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            add_text(&mut info, v.system_instruction);
+            add_raw(&mut info.features, v.tools);
+            info.max_output_tokens = v.generation_config.and_then(|c| c.max_output_tokens);
+            info
+        }
+        ApiKind::BedrockConverse { stream } => {
+            let v: BedrockView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(stream));
+            for message in v.messages {
+                info.messages += 1;
+                info.framing_tokens += TOKENS_PER_MESSAGE;
+                add_text(&mut info, Some(message));
+            }
+            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            add_text(&mut info, v.system);
+            add_raw(&mut info.features, v.tool_config);
+            info.max_output_tokens = v.inference_config.and_then(|c| c.max_tokens);
+            info
+        }
+    };
+    Ok(Parsed {
+        info,
+        include_usage_splice: splice,
+    })
+}
+
+fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
+    RequestInfo {
+        model: model
+            .filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN)
+            .map(Cow::into_owned),
+        stream: stream.unwrap_or(false),
+        include_usage: None,
+        max_output_tokens: None,
+        messages: 0,
+        features: Features::default(),
+        framing_tokens: 0,
+        token_ids: 0,
+    }
+}
+
+fn info_from_messages(
+    model: Option<Cow<'_, str>>,
+    stream: Option<bool>,
+    messages: &[MessageView<'_>],
+) -> RequestInfo {
+    let mut info = base(model, stream);
+    for message in messages {
+        info.messages += 1;
+        info.framing_tokens += TOKENS_PER_MESSAGE;
+        if let Some(name) = &message.name {
+            info.framing_tokens += TOKENS_PER_NAME;
+            info.features.add_str(name);
+        }
+        for text in [&message.content, &message.tool_calls]
+            .into_iter()
+            .flatten()
+        {
+            info.features.merge(&text.features);
+            info.token_ids += text.token_ids;
+        }
+    }
+    info.framing_tokens += REPLY_PRIMING_TOKENS;
+    info
+}
+
+fn add_text(info: &mut RequestInfo, text: Option<PromptText>) {
+    if let Some(text) = text {
+        info.features.merge(&text.features);
+        info.token_ids += text.token_ids;
+    }
+}
+
+fn add_raw(features: &mut Features, raw: Option<&RawValue>) {
+    if let Some(raw) = raw {
+        features.add_str(raw.get());
+    }
+}
+
+/// Fills `include_usage` and, for streaming requests that lack it, plans the splice.
+fn finish_stream_options(
+    body: &[u8],
+    stream_options: Option<&RawValue>,
+    info: &mut RequestInfo,
+    splice: &mut Option<Splice>,
+) -> Result<(), serde_json::Error> {
+    let options = match stream_options.map(|raw| (raw, raw.get().trim_start())) {
+        Some((raw, json)) if json.starts_with('{') => {
+            let view: StreamOptionsView<'_> = serde_json::from_str(raw.get())?;
+            Some((raw, view))
+        }
+        _ => None,
+    };
+    info.include_usage = options
+        .as_ref()
+        .and_then(|(_, v)| v.include_usage.and_then(|r| r.get().parse::<bool>().ok()));
+    if !info.stream || info.include_usage == Some(true) {
+        return Ok(());
+    }
+    *splice = match (stream_options, options) {
+        // No stream_options at all: add the member right after the body's opening brace.
+        (None, _) => body.iter().position(|b| *b == b'{').map(|brace| Splice {
+            at: brace + 1,
+            remove: 0,
+            insert: br#""stream_options":{"include_usage":true},"#.to_vec(),
+        }),
+        // stream_options is an object: set its include_usage (replacing false/null if present).
+        (Some(_), Some((raw, view))) => match view.include_usage {
+            Some(value) => offset_in(body, value.get()).map(|at| Splice {
+                at,
+                remove: value.get().len(),
+                insert: b"true".to_vec(),
+            }),
+            None => offset_in(body, raw.get()).map(|at| {
+                let empty = raw
+                    .get()
+                    .trim_start()
+                    .trim_start_matches('{')
+                    .trim_start()
+                    .starts_with('}');
+                let insert = if empty {
+                    &br#""include_usage":true"#[..]
+                } else {
+                    &br#""include_usage":true,"#[..]
+                };
+                let brace = raw.get().find('{').unwrap_or(0);
+                Splice {
+                    at: at + brace + 1,
+                    remove: 0,
+                    insert: insert.to_vec(),
+                }
+            }),
+        },
+        // stream_options: null → an object.
+        (Some(raw), None) if raw.get().trim() == "null" => {
+            offset_in(body, raw.get()).map(|at| Splice {
+                at,
+                remove: raw.get().len(),
+                insert: br#"{"include_usage":true}"#.to_vec(),
+            })
+        }
+        // Some other type: the provider will reject the request; leave it as sent.
+        (Some(_), None) => None,
+    };
+    Ok(())
+}
+
+/// Offset of `part` inside `body`, when `part` was borrowed from it.
+fn offset_in(body: &[u8], part: &str) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    (start + part.len() <= body.len()).then_some(start)
+}
+
+// ---- borrowed views ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ChatView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default, deserialize_with = "raw_or_null")]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    messages: Vec<MessageView<'a>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    functions: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    content: Option<PromptText>,
+    #[serde(default)]
+    tool_calls: Option<PromptText>,
+}
+
+#[derive(Deserialize)]
+struct CompletionsView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default, deserialize_with = "raw_or_null")]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    prompt: Option<PromptText>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    input: Option<PromptText>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    input: Option<PromptText>,
+    #[serde(default)]
+    instructions: Option<PromptText>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    messages: Vec<MessageView<'a>>,
+    #[serde(default)]
+    system: Option<PromptText>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiView<'a> {
+    #[serde(default)]
+    contents: Vec<PromptText>,
+    #[serde(default)]
+    system_instruction: Option<PromptText>,
+    #[serde(borrow, default)]
+    tools: Option<&'a RawValue>,
+    #[serde(default)]
+    generation_config: Option<GeminiGenerationConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiGenerationConfig {
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockView<'a> {
+    #[serde(default)]
+    messages: Vec<PromptText>,
+    #[serde(default)]
+    system: Option<PromptText>,
+    #[serde(borrow, default)]
+    tool_config: Option<&'a RawValue>,
+    #[serde(default)]
+    inference_config: Option<BedrockInferenceConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BedrockInferenceConfig {
+    #[serde(default)]
+    max_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsView<'a> {
+    #[serde(borrow, default, deserialize_with = "raw_or_null")]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// `Some(raw)` for any present value, `null` included (plain `Option` maps `null` to `None`,
+/// which would make an explicit `null` look absent and a splice duplicate the key).
+fn raw_or_null<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// Any JSON value walked for the text a provider tokenizes: every string counts, except the
+/// values of keys that hold identifiers, roles, media or signatures; integers in arrays are
+/// token ids. Nothing is copied: only estimator features are kept.
+#[derive(Debug, Default)]
+struct PromptText {
+    features: Features,
+    token_ids: u64,
+}
+
+/// Keys whose string values are not tokenized as prompt text.
+const SKIP_KEYS: &[&str] = &[
+    "type",
+    "role",
+    "id",
+    "tool_use_id",
+    "tool_call_id",
+    "call_id",
+    "url",
+    "data",
+    "media_type",
+    "mime_type",
+    "mimeType",
+    "detail",
+    "cache_control",
+    "signature",
+    "thoughtSignature",
+    "format",
+    "file_id",
+    "image_url",
+    "inlineData",
+    "fileData",
+    "fileUri",
+    "bytes",
+    "source",
+];
+
+impl<'de> Deserialize<'de> for PromptText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut text = PromptText::default();
+        deserializer.deserialize_any(Walk {
+            text: &mut text,
+            depth: 0,
+        })?;
+        Ok(text)
+    }
+}
+
+/// Nesting bound of the walk (serde_json has its own recursion limit of 128 as well).
+const MAX_WALK_DEPTH: u32 = 64;
+
+struct Walk<'t> {
+    text: &'t mut PromptText,
+    depth: u32,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.text.features.add_str(v);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.text.token_ids += 1;
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.text.token_ids += 1;
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_WALK_DEPTH {
+            return Err(de::Error::custom("prompt nested too deeply"));
+        }
+        while seq
+            .next_element_seed(Walk {
+                text: &mut *self.text,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_WALK_DEPTH {
+            return Err(de::Error::custom("prompt nested too deeply"));
+        }
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if SKIP_KEYS.contains(&key.as_ref()) {
+                map.next_value::<IgnoredAny>()?;
+            } else {
+                map.next_value_seed(Walk {
+                    text: &mut *self.text,
+                    depth: self.depth + 1,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estimate::estimate_tokens;
+
+    fn parse_ok(kind: ApiKind, body: &str) -> Parsed {
+        parse(kind, body.as_bytes()).unwrap()
+    }
+
+    fn spliced(body: &str) -> Option<String> {
+        let mut parsed = parse_ok(ApiKind::OpenAiChat, body);
+        parsed
+            .include_usage_splice
+            .take()
+            .map(|s| String::from_utf8(apply_splices(body.as_bytes(), &mut [s])).unwrap())
+    }
+
+    #[test]
+    fn chat_request_fields_and_estimate() {
+        let body = r#"{"model":"gpt-4o","stream":true,"max_tokens":64,"messages":[
+            {"role":"system","content":"You are terse."},
+            {"role":"user","name":"ana","content":[{"type":"text","text":"Olá, tudo bem?"},
+                {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA","detail":"low"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",
+                "function":{"name":"get_weather","arguments":"{\"city\":\"Recife\"}"}}]}]}"#;
+        let info = parse_ok(ApiKind::OpenAiChat, body).info;
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+        assert!(info.stream);
+        assert_eq!(info.max_output_tokens, Some(64));
+        assert_eq!(info.messages, 3);
+        // Text only: the image payload, ids and types are not prompt text.
+        let text = estimate_tokens("You are terse.")
+            + estimate_tokens("ana")
+            + estimate_tokens("Olá, tudo bem?")
+            + estimate_tokens("get_weather")
+            + estimate_tokens("{\"city\":\"Recife\"}");
+        let estimate = info.estimated_prompt_tokens();
+        assert!(
+            estimate.abs_diff(text + 3 * 3 + 1 + 3) <= 2,
+            "{estimate} vs {text}"
+        );
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let info = parse_ok(
+            ApiKind::OpenAiChat,
+            r#"{"model":"o3","messages":[],"max_tokens":5,"max_completion_tokens":9}"#,
+        )
+        .info;
+        assert_eq!(info.max_output_tokens, Some(9));
+    }
+
+    #[test]
+    fn include_usage_is_added_when_absent() {
+        let body = r#"  {"model":"m","stream":true,"messages":[]}"#;
+        let out = spliced(body).unwrap();
+        assert_eq!(
+            out,
+            r#"  {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn include_usage_is_set_inside_existing_options() {
+        let out = spliced(
+            r#"{"stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["stream_options"],
+            serde_json::json!({"include_usage":true,"include_obfuscation":false})
+        );
+        let out = spliced(r#"{"stream":true,"stream_options":{ },"messages":[]}"#).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()["stream_options"]
+                ["include_usage"],
+            true
+        );
+        let out =
+            spliced(r#"{"stream":true,"stream_options":{"include_usage":false},"messages":[]}"#)
+                .unwrap();
+        assert_eq!(
+            out,
+            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#
+        );
+        let out = spliced(r#"{"stream":true,"stream_options":null,"messages":[]}"#).unwrap();
+        assert_eq!(
+            out,
+            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn no_splice_when_not_streaming_or_already_asked() {
+        assert_eq!(spliced(r#"{"messages":[]}"#), None);
+        assert_eq!(spliced(r#"{"stream":false,"messages":[]}"#), None);
+        let parsed = parse_ok(
+            ApiKind::OpenAiChat,
+            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
+        );
+        assert_eq!(parsed.include_usage_splice, None);
+        assert_eq!(parsed.info.include_usage, Some(true));
+        assert_eq!(
+            spliced(r#"{"stream":true,"stream_options":"weird","messages":[]}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn anthropic_system_blocks_and_tool_results_count() {
+        let body = r#"{"model":"claude-sonnet-4","max_tokens":1024,"stream":true,
+            "system":[{"type":"text","text":"Be brief.","cache_control":{"type":"ephemeral"}}],
+            "messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"22 degrees"},
+                {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo"}}]}]}"#;
+        let info = parse_ok(ApiKind::AnthropicMessages, body).info;
+        assert_eq!(
+            (info.model.as_deref(), info.stream, info.max_output_tokens),
+            (Some("claude-sonnet-4"), true, Some(1024))
+        );
+        let text = estimate_tokens("Be brief.") + estimate_tokens("22 degrees");
+        assert!(info.estimated_prompt_tokens().abs_diff(text + 3 + 3) <= 1);
+    }
+
+    #[test]
+    fn gemini_bedrock_responses_embeddings_shapes() {
+        let gemini = parse_ok(
+            ApiKind::GeminiGenerate { stream: true },
+            r#"{"contents":[{"role":"user","parts":[{"text":"Hi there"},{"inlineData":{"mimeType":"image/png","data":"AAAA"}}]}],
+               "systemInstruction":{"parts":[{"text":"Be kind"}]},"generationConfig":{"maxOutputTokens":77}}"#,
+        )
+        .info;
+        assert_eq!(
+            (gemini.stream, gemini.messages, gemini.max_output_tokens),
+            (true, 1, Some(77))
+        );
+        let bedrock = parse_ok(
+            ApiKind::BedrockConverse { stream: false },
+            r#"{"messages":[{"role":"user","content":[{"text":"Hello"}]}],"system":[{"text":"sys"}],"inferenceConfig":{"maxTokens":12}}"#,
+        )
+        .info;
+        assert_eq!((bedrock.messages, bedrock.max_output_tokens), (1, Some(12)));
+        let responses = parse_ok(
+            ApiKind::OpenAiResponses,
+            r#"{"model":"gpt-4.1","input":"Tell me a joke","max_output_tokens":50}"#,
+        )
+        .info;
+        assert_eq!(
+            (responses.model.as_deref(), responses.max_output_tokens),
+            (Some("gpt-4.1"), Some(50))
+        );
+        let embeddings = parse_ok(
+            ApiKind::OpenAiEmbeddings,
+            r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#,
+        )
+        .info;
+        assert_eq!(embeddings.estimated_prompt_tokens(), 5);
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        assert!(parse(ApiKind::OpenAiChat, b"{").is_err());
+        assert!(parse(ApiKind::OpenAiChat, br#"{"model":5,"messages":[]}"#).is_err());
+        assert!(parse(ApiKind::OpenAiChat, br#"{"stream":"yes","messages":[]}"#).is_err());
+        assert!(parse(ApiKind::OpenAiChat, b"[]").is_err());
+        let deep = format!(
+            "{{\"messages\":[{{\"content\":{}{}}}]}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(parse(ApiKind::OpenAiChat, deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn escaped_text_is_estimated_unescaped() {
+        let escaped = parse_ok(
+            ApiKind::OpenAiChat,
+            r#"{"messages":[{"content":"\u4e16\u754c\u4f60\u597d"}]}"#,
+        )
+        .info;
+        let plain = parse_ok(
+            ApiKind::OpenAiChat,
+            r#"{"messages":[{"content":"世界你好"}]}"#,
+        )
+        .info;
+        assert_eq!(
+            escaped.estimated_prompt_tokens(),
+            plain.estimated_prompt_tokens()
+        );
+    }
+
+    #[test]
+    fn splices_apply_in_order() {
+        let mut splices = vec![
+            Splice {
+                at: 4,
+                remove: 1,
+                insert: b"X".to_vec(),
+            },
+            Splice {
+                at: 0,
+                remove: 0,
+                insert: b">".to_vec(),
+            },
+        ];
+        assert_eq!(apply_splices(b"abcdef", &mut splices), b">abcdXf");
+    }
+}

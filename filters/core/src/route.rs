@@ -1,0 +1,286 @@
+//! Which LLM API a request speaks, decided from its method, path and authority alone.
+//!
+//! Everything that is not one of these APIs is "not AI traffic": the filters pass it untouched
+//! and emit no metrics for it.
+
+use crate::error::Dialect;
+use crate::usage::UsageFormat;
+
+/// The API a request targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiKind {
+    /// `POST …/chat/completions` (OpenAI, Azure OpenAI, any OpenAI-compatible server).
+    OpenAiChat,
+    /// `POST …/completions` (legacy text completions).
+    OpenAiCompletions,
+    /// `POST …/embeddings`.
+    OpenAiEmbeddings,
+    /// `POST …/responses`.
+    OpenAiResponses,
+    /// `POST …/v1/messages` (Anthropic Messages).
+    AnthropicMessages,
+    /// `POST …/models/{model}:generateContent` / `:streamGenerateContent` (Gemini, Vertex AI).
+    GeminiGenerate { stream: bool },
+    /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
+    BedrockConverse { stream: bool },
+}
+
+impl ApiKind {
+    /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
+    pub fn operation(self) -> &'static str {
+        match self {
+            ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => {
+                "chat"
+            }
+            ApiKind::OpenAiCompletions => "text_completion",
+            ApiKind::OpenAiEmbeddings => "embeddings",
+            ApiKind::OpenAiResponses => "responses",
+            ApiKind::GeminiGenerate { .. } => "generate_content",
+        }
+    }
+
+    pub fn usage_format(self) -> UsageFormat {
+        match self {
+            ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => UsageFormat::OpenAiChat,
+            ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
+            ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
+            ApiKind::AnthropicMessages => UsageFormat::Anthropic,
+            ApiKind::GeminiGenerate { .. } => UsageFormat::Gemini,
+            ApiKind::BedrockConverse { .. } => UsageFormat::Bedrock,
+        }
+    }
+
+    /// The dialect errors are rendered in for this client.
+    pub fn dialect(self) -> Dialect {
+        match self {
+            ApiKind::AnthropicMessages => Dialect::Anthropic,
+            ApiKind::OpenAiChat
+            | ApiKind::OpenAiCompletions
+            | ApiKind::OpenAiEmbeddings
+            | ApiKind::OpenAiResponses
+            | ApiKind::GeminiGenerate { .. }
+            | ApiKind::BedrockConverse { .. } => Dialect::OpenAi,
+        }
+    }
+}
+
+/// A classified AI request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub kind: ApiKind,
+    /// Provider label: `openai`, `azure`, `anthropic`, `gemini`, `vertex`, `bedrock`.
+    pub provider: &'static str,
+    /// Model named by the path (Gemini, Vertex, Bedrock, Azure deployment), percent-decoded.
+    pub path_model: Option<String>,
+}
+
+/// Classifies a request. `None` means it is not an LLM API call we understand.
+pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
+    if !method.eq_ignore_ascii_case("POST") {
+        return None;
+    }
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .to_ascii_lowercase();
+
+    if let Some((_, rest)) = path.split_once("/model/") {
+        let (model, action) = rest.rsplit_once('/')?;
+        let stream = match action {
+            "converse" => false,
+            "converse-stream" => true,
+            _ => return None,
+        };
+        return Some(Route {
+            kind: ApiKind::BedrockConverse { stream },
+            provider: "bedrock",
+            path_model: Some(percent_decode(model)),
+        });
+    }
+    if let Some(models_at) = path.rfind("/models/") {
+        let tail = path.get(models_at + "/models/".len()..)?;
+        let (model, action) = tail.rsplit_once(':')?;
+        let stream = match action {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return None,
+        };
+        let vertex = path.contains("/projects/") || host.ends_with("aiplatform.googleapis.com");
+        return Some(Route {
+            kind: ApiKind::GeminiGenerate { stream },
+            provider: if vertex { "vertex" } else { "gemini" },
+            path_model: Some(percent_decode(model)),
+        });
+    }
+
+    let kind = if path.ends_with("/chat/completions") {
+        ApiKind::OpenAiChat
+    } else if path.ends_with("/completions") {
+        ApiKind::OpenAiCompletions
+    } else if path.ends_with("/embeddings") {
+        ApiKind::OpenAiEmbeddings
+    } else if path.ends_with("/responses") {
+        ApiKind::OpenAiResponses
+    } else if path.ends_with("/v1/messages") || path == "/messages" {
+        return Some(Route {
+            kind: ApiKind::AnthropicMessages,
+            provider: "anthropic",
+            path_model: None,
+        });
+    } else {
+        return None;
+    };
+    let deployment = path
+        .split_once("/openai/deployments/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .map(percent_decode);
+    let azure = deployment.is_some()
+        || host.ends_with(".openai.azure.com")
+        || path.starts_with("/openai/v1/");
+    Some(Route {
+        kind,
+        provider: if azure { "azure" } else { "openai" },
+        path_model: deployment,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|c| (*c as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(method: &str, path: &str) -> Option<ApiKind> {
+        classify(method, path, "example.com").map(|r| r.kind)
+    }
+
+    #[test]
+    fn openai_family_paths() {
+        assert_eq!(
+            kind("POST", "/v1/chat/completions"),
+            Some(ApiKind::OpenAiChat)
+        );
+        assert_eq!(
+            kind("post", "/chat/completions?x=1"),
+            Some(ApiKind::OpenAiChat)
+        );
+        assert_eq!(
+            kind("POST", "/v1/completions"),
+            Some(ApiKind::OpenAiCompletions)
+        );
+        assert_eq!(
+            kind("POST", "/v1/embeddings"),
+            Some(ApiKind::OpenAiEmbeddings)
+        );
+        assert_eq!(
+            kind("POST", "/v1/responses"),
+            Some(ApiKind::OpenAiResponses)
+        );
+        assert_eq!(
+            classify("POST", "/v1/chat/completions", "api.openai.com")
+                .unwrap()
+                .provider,
+            "openai"
+        );
+    }
+
+    #[test]
+    fn azure_deployment_paths_name_the_deployment() {
+        let route = classify(
+            "POST",
+            "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(route.kind, ApiKind::OpenAiChat);
+        assert_eq!(route.provider, "azure");
+        assert_eq!(route.path_model.as_deref(), Some("my-gpt4o"));
+        assert_eq!(
+            classify("POST", "/v1/chat/completions", "res.openai.azure.com:443")
+                .unwrap()
+                .provider,
+            "azure"
+        );
+    }
+
+    #[test]
+    fn anthropic_messages() {
+        let route = classify("POST", "/v1/messages", "api.anthropic.com").unwrap();
+        assert_eq!(
+            (route.kind, route.provider),
+            (ApiKind::AnthropicMessages, "anthropic")
+        );
+        assert_eq!(kind("POST", "/v1/messages/count_tokens"), None);
+    }
+
+    #[test]
+    fn gemini_and_vertex_take_model_from_path() {
+        let route = classify(
+            "POST",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            "g",
+        )
+        .unwrap();
+        assert_eq!(route.kind, ApiKind::GeminiGenerate { stream: true });
+        assert_eq!(route.provider, "gemini");
+        assert_eq!(route.path_model.as_deref(), Some("gemini-2.5-flash"));
+        let vertex = classify(
+            "POST",
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent",
+            "us-central1-aiplatform.googleapis.com",
+        )
+        .unwrap();
+        assert_eq!(
+            (vertex.kind, vertex.provider),
+            (ApiKind::GeminiGenerate { stream: false }, "vertex")
+        );
+        assert_eq!(kind("POST", "/v1beta/models/gemini:countTokens"), None);
+    }
+
+    #[test]
+    fn bedrock_model_ids_are_percent_decoded() {
+        let route = classify(
+            "POST",
+            "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream",
+            "b",
+        )
+        .unwrap();
+        assert_eq!(route.kind, ApiKind::BedrockConverse { stream: true });
+        assert_eq!(
+            route.path_model.as_deref(),
+            Some("anthropic.claude-3-5-sonnet-20240620-v1:0")
+        );
+        assert_eq!(kind("POST", "/model/x/invoke"), None);
+    }
+
+    #[test]
+    fn other_traffic_is_not_ai() {
+        assert_eq!(kind("GET", "/v1/chat/completions"), None);
+        assert_eq!(kind("GET", "/v1/models"), None);
+        assert_eq!(kind("POST", "/upload"), None);
+        assert_eq!(kind("POST", "/"), None);
+        assert!(
+            kind("POST", "/model/%ZZ/converse").is_some(),
+            "undecodable escapes are kept as they are"
+        );
+    }
+}

@@ -1,0 +1,497 @@
+//! Stages: the per-stream state machines of the filters, and the pipeline that runs them.
+//!
+//! A [`Stage`] is one filter's behaviour (token counting now; guardrails, provider rewrite and
+//! quota later). The [`Pipeline`] drives the enabled stages in order over one request: it
+//! classifies the request once, parses the body once ([`crate::request::parse`]) and hands every
+//! stage the same [`Exchange`]. Stages never touch the host: they read through [`HostRead`] and
+//! write decisions into an [`Outbox`] (header edits, metrics, filter state, log lines) that the
+//! adapter applies in one place. Time is a parameter (`now_ns`).
+//!
+//! The per-filter cdylibs build a pipeline with one stage; the all-in-one module builds it with
+//! every configured stage, and still parses each body once.
+
+pub mod token_counter;
+
+use crate::error::{Dialect, Error};
+use crate::request::{Parsed, Splice};
+use crate::route::Route;
+
+/// Read-only access to the host's view of the stream.
+pub trait HostRead {
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// An Envoy attribute/property (`["xds","route_name"]`, `["metadata",…]`).
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+}
+
+/// A header change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    Set(&'static str, String),
+    Remove(&'static str),
+}
+
+/// A metric update. Names carry their labels (see [`crate::metrics`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricOp {
+    Counter { name: String, value: u64 },
+    Histogram { name: String, value: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Everything a stage wants done, applied by the adapter after each callback.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outbox {
+    pub request_headers: Vec<HeaderEdit>,
+    pub response_headers: Vec<HeaderEdit>,
+    pub metrics: Vec<MetricOp>,
+    /// Filter state for access logs: `(key, value)`, key without Envoy's `wasm.` prefix.
+    pub filter_state: Vec<(String, String)>,
+    /// Log lines. Never prompt text, response text or credentials.
+    pub logs: Vec<(LogLevel, String)>,
+}
+
+impl Outbox {
+    pub fn counter(&mut self, name: String, value: u64) {
+        if value > 0 {
+            self.metrics.push(MetricOp::Counter { name, value });
+        }
+    }
+
+    pub fn histogram(&mut self, name: String, value: u64) {
+        self.metrics.push(MetricOp::Histogram { name, value });
+    }
+
+    pub fn state(&mut self, key: &str, value: impl Into<String>) {
+        self.filter_state.push((key.to_string(), value.into()));
+    }
+
+    pub fn log(&mut self, level: LogLevel, message: impl Into<String>) {
+        self.logs.push((level, message.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Outbox::default()
+    }
+}
+
+/// What to do with the request headers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeadersFlow {
+    Continue,
+    /// Hold the headers until the body decision (needs `allow_on_headers_stop_iteration`).
+    Pause,
+    Reply(Error, Dialect),
+}
+
+/// What to do after a request body callback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyFlow {
+    /// Keep buffering (the adapter returns `Pause`).
+    Buffer,
+    /// Forward the body; `Some` replaces it (the adapter fixes `content-length`).
+    Continue(Option<Vec<u8>>),
+    Reply(Error, Dialect),
+}
+
+/// What the pipeline learned about the request, shared by every stage.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub route: Route,
+    /// Nanoseconds at request headers.
+    pub started_ns: u64,
+    /// The one parse of the body, once it is complete (`None` before, or when not parseable).
+    pub parsed: Option<Parsed>,
+    /// Why the body was not parsed, as a metric reason.
+    pub unparsed_reason: Option<&'static str>,
+    /// Whether the request body was forwarded with `stream_options.include_usage` added.
+    pub injected_include_usage: bool,
+}
+
+impl Exchange {
+    pub fn dialect(&self) -> Dialect {
+        self.route.kind.dialect()
+    }
+
+    /// The request's model: from the body, or from the path (Gemini, Bedrock, Azure deployment).
+    pub fn request_model(&self) -> Option<&str> {
+        self.parsed
+            .as_ref()
+            .and_then(|p| p.info.model.as_deref())
+            .or(self.route.path_model.as_deref())
+    }
+
+    pub fn streaming(&self) -> bool {
+        match self.route.kind {
+            crate::route::ApiKind::GeminiGenerate { stream }
+            | crate::route::ApiKind::BedrockConverse { stream } => stream,
+            _ => self.parsed.as_ref().is_some_and(|p| p.info.stream),
+        }
+    }
+}
+
+/// Head of the request as the pipeline needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub authority: String,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_length: Option<u64>,
+    /// Whether a body follows the headers.
+    pub has_body: bool,
+}
+
+/// Head of the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub has_body: bool,
+}
+
+/// One filter's per-stream behaviour. Every method has a do-nothing default.
+pub trait Stage {
+    /// Called for AI requests only (the pipeline skips everything else).
+    fn request_headers(
+        &mut self,
+        _ex: &mut Exchange,
+        _head: &RequestHead,
+        _host: &dyn HostRead,
+        _out: &mut Outbox,
+    ) -> HeadersFlow {
+        HeadersFlow::Continue
+    }
+
+    /// Whether this stage needs the complete request body before the request may proceed.
+    fn needs_request_body(&self, _ex: &Exchange, _head: &RequestHead) -> bool {
+        false
+    }
+
+    /// The body is complete and parsed once into `ex.parsed` (if it could be). The stage may
+    /// add splices (applied once by the pipeline) or refuse.
+    fn request_body(
+        &mut self,
+        _ex: &mut Exchange,
+        _body: &[u8],
+        _splices: &mut Vec<Splice>,
+        _out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        Ok(())
+    }
+
+    fn response_headers(
+        &mut self,
+        _ex: &Exchange,
+        _head: &ResponseHead,
+        _now_ns: u64,
+        _out: &mut Outbox,
+    ) {
+    }
+
+    /// A response body chunk. Returning `Some` replaces the chunk sent to the client.
+    fn response_chunk(
+        &mut self,
+        _ex: &Exchange,
+        _chunk: &[u8],
+        _end_of_stream: bool,
+        _now_ns: u64,
+        _out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// The stream is over (completed, reset or refused). Called exactly once.
+    fn done(
+        &mut self,
+        _ex: &Exchange,
+        _completed: bool,
+        _now_ns: u64,
+        _host: &dyn HostRead,
+        _out: &mut Outbox,
+    ) {
+    }
+}
+
+/// Creates the stages of a pipeline for each new stream.
+pub trait StageFactory {
+    fn create(&self) -> Box<dyn Stage>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestState {
+    /// Not an AI request: every callback is a no-op.
+    Bypass,
+    /// Headers seen; no body wanted (or none coming).
+    Forwarded,
+    /// Collecting the body for the stages.
+    Buffering,
+    /// The body decision is made.
+    Done,
+}
+
+/// The stages of one stream, in order, over one [`Exchange`].
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+    exchange: Option<Exchange>,
+    request: RequestState,
+    /// Bodies larger than this are refused with 413 before Envoy's own limit is hit.
+    max_request_bytes: Option<u64>,
+    /// Envoy answered 413 to the body we were buffering: its text reply becomes our JSON.
+    reword_413: bool,
+    finished: bool,
+}
+
+impl Pipeline {
+    pub fn new(stages: Vec<Box<dyn Stage>>, max_request_bytes: Option<u64>) -> Self {
+        Pipeline {
+            stages,
+            exchange: None,
+            request: RequestState::Bypass,
+            max_request_bytes,
+            reword_413: false,
+            finished: false,
+        }
+    }
+
+    pub fn exchange(&self) -> Option<&Exchange> {
+        self.exchange.as_ref()
+    }
+
+    /// Whether this stream is AI traffic the stages act on.
+    pub fn active(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// Whether the request body is still being collected (Envoy's own 413 then is ours to word).
+    pub fn buffering_request(&self) -> bool {
+        self.request == RequestState::Buffering
+    }
+
+    pub fn request_headers(
+        &mut self,
+        head: &RequestHead,
+        now_ns: u64,
+        host: &dyn HostRead,
+        out: &mut Outbox,
+    ) -> HeadersFlow {
+        let Some(route) = crate::route::classify(&head.method, &head.path, &head.authority) else {
+            self.request = RequestState::Bypass;
+            return HeadersFlow::Continue;
+        };
+        let mut ex = Exchange {
+            route,
+            started_ns: now_ns,
+            parsed: None,
+            unparsed_reason: None,
+            injected_include_usage: false,
+        };
+        if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
+            if length > limit {
+                let dialect = ex.dialect();
+                self.exchange = Some(ex);
+                self.request = RequestState::Done;
+                return reply(
+                    Error::PayloadTooLarge {
+                        limit_bytes: Some(limit),
+                    },
+                    dialect,
+                    out,
+                )
+                .into();
+            }
+        }
+        if head.has_body {
+            ex.unparsed_reason = body_unreadable(head);
+        }
+        let mut flow = HeadersFlow::Continue;
+        for stage in &mut self.stages {
+            match stage.request_headers(&mut ex, head, host, out) {
+                HeadersFlow::Continue => {}
+                HeadersFlow::Pause => flow = HeadersFlow::Pause,
+                HeadersFlow::Reply(error, dialect) => {
+                    self.exchange = Some(ex);
+                    self.request = RequestState::Done;
+                    return reply(error, dialect, out).into();
+                }
+            }
+        }
+        let wants_body =
+            head.has_body && self.stages.iter().any(|s| s.needs_request_body(&ex, head));
+        self.request = if wants_body && ex.unparsed_reason.is_none() {
+            RequestState::Buffering
+        } else {
+            RequestState::Forwarded
+        };
+        if self.request != RequestState::Buffering && flow == HeadersFlow::Pause {
+            flow = HeadersFlow::Continue;
+        }
+        self.exchange = Some(ex);
+        flow
+    }
+
+    /// A request body callback: `buffered` is what Envoy holds so far, `body` the whole body
+    /// when `end_of_stream` (or at request trailers).
+    pub fn request_body(
+        &mut self,
+        buffered: u64,
+        end_of_stream: bool,
+        body: impl FnOnce() -> Option<Vec<u8>>,
+        out: &mut Outbox,
+    ) -> BodyFlow {
+        if self.request != RequestState::Buffering {
+            return BodyFlow::Continue(None);
+        }
+        let Some(ex) = self.exchange.as_mut() else {
+            return BodyFlow::Continue(None);
+        };
+        if let Some(limit) = self.max_request_bytes {
+            if buffered > limit {
+                self.request = RequestState::Done;
+                let (error, dialect) = reply(
+                    Error::PayloadTooLarge {
+                        limit_bytes: Some(limit),
+                    },
+                    ex.dialect(),
+                    out,
+                );
+                return BodyFlow::Reply(error, dialect);
+            }
+        }
+        if !end_of_stream {
+            return BodyFlow::Buffer;
+        }
+        self.request = RequestState::Done;
+        let Some(body) = body() else {
+            ex.unparsed_reason = Some("request_body_unavailable");
+            return BodyFlow::Continue(None);
+        };
+        match crate::request::parse(ex.route.kind, &body) {
+            Ok(parsed) => ex.parsed = Some(parsed),
+            Err(_) => ex.unparsed_reason = Some("request_malformed_json"),
+        }
+        let mut splices = Vec::new();
+        for stage in &mut self.stages {
+            if let Err((error, dialect)) = stage.request_body(ex, &body, &mut splices, out) {
+                let (error, dialect) = reply(error, dialect, out);
+                return BodyFlow::Reply(error, dialect);
+            }
+        }
+        if splices.is_empty() {
+            BodyFlow::Continue(None)
+        } else {
+            BodyFlow::Continue(Some(crate::request::apply_splices(&body, &mut splices)))
+        }
+    }
+
+    pub fn response_headers(&mut self, head: &ResponseHead, now_ns: u64, out: &mut Outbox) {
+        let Some(ex) = self.exchange.as_ref() else {
+            return;
+        };
+        if self.request == RequestState::Buffering && head.status == 413 {
+            // Envoy refused the body we were buffering (its buffer limit) with a plain-text
+            // local reply. Say it in the client's dialect instead.
+            self.reword_413 = true;
+            out.response_headers
+                .push(HeaderEdit::Remove("content-length"));
+            out.response_headers
+                .push(HeaderEdit::Set("content-type", "application/json".into()));
+            out.counter(
+                crate::metrics::name(
+                    "errors",
+                    &[(
+                        "reason",
+                        Error::PayloadTooLarge { limit_bytes: None }.spec().reason,
+                    )],
+                ),
+                1,
+            );
+        }
+        for stage in &mut self.stages {
+            stage.response_headers(ex, head, now_ns, out);
+        }
+    }
+
+    /// A response chunk flows through every stage; the last replacement wins the wire.
+    pub fn response_chunk(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        now_ns: u64,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        let ex = self.exchange.as_ref()?;
+        if self.reword_413 {
+            return Some(if end_of_stream {
+                Error::PayloadTooLarge { limit_bytes: None }.body(ex.dialect())
+            } else {
+                Vec::new()
+            });
+        }
+        let mut current: Option<Vec<u8>> = None;
+        for stage in &mut self.stages {
+            let input = current.as_deref().unwrap_or(chunk);
+            if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now_ns, out) {
+                current = Some(replaced);
+            }
+        }
+        current
+    }
+
+    /// End of the stream; idempotent. `completed` is false for resets and aborted streams.
+    pub fn done(&mut self, completed: bool, now_ns: u64, host: &dyn HostRead, out: &mut Outbox) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let Some(ex) = self.exchange.as_ref() else {
+            return;
+        };
+        for stage in &mut self.stages {
+            stage.done(ex, completed, now_ns, host, out);
+        }
+    }
+}
+
+/// Counts a refusal by reason and passes it on.
+fn reply(error: Error, dialect: Dialect, out: &mut Outbox) -> (Error, Dialect) {
+    out.counter(
+        crate::metrics::name("errors", &[("reason", error.spec().reason)]),
+        1,
+    );
+    out.log(
+        LogLevel::Info,
+        format!("refused with {}: {}", error.status(), error.spec().reason),
+    );
+    (error, dialect)
+}
+
+impl From<(Error, Dialect)> for HeadersFlow {
+    fn from((error, dialect): (Error, Dialect)) -> Self {
+        HeadersFlow::Reply(error, dialect)
+    }
+}
+
+/// Why a request body cannot be read as JSON, if it cannot.
+fn body_unreadable(head: &RequestHead) -> Option<&'static str> {
+    if head
+        .content_encoding
+        .as_deref()
+        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+    {
+        return Some("request_compressed");
+    }
+    match head.content_type.as_deref() {
+        Some(ct) if !ct.to_ascii_lowercase().contains("json") => Some("request_not_json"),
+        _ => None,
+    }
+}

@@ -1,0 +1,891 @@
+//! token-counter: reads what an LLM call costs, changes nothing the client can see.
+//!
+//! Request: learns the model, whether it streams and the estimated prompt tokens from the one
+//! parse of the body. When `inject_include_usage` is on (default), a streaming OpenAI chat or
+//! completions request without `stream_options.include_usage: true` is forwarded with it, and
+//! the extra usage chunk (and the `"usage":null` members it adds) is removed from the stream the
+//! client receives, so the client sees exactly the stream it asked for.
+//!
+//! Response, without buffering (every chunk is forwarded in the callback that received it):
+//! - JSON: an incremental scan captures `usage`/`model` (also Gemini's JSON-array stream);
+//! - SSE: events are decoded as they complete; usage is read from each event's data;
+//! - AWS event-stream (Bedrock): frames are decoded and CRC-checked, usage read from `metadata`;
+//! - `gzip`/`deflate`: decompressed on the side for reading; the client gets the original bytes;
+//! - error statuses pass untouched (counted by status).
+//!
+//! States (response side): `Idle` → one of `Json | Sse | EventStream | Skip` → done. Any
+//! decoding failure moves to `Failed` (pass-through, counted by reason). Bounds: one SSE event or
+//! event-stream message ≤ `max_event_bytes`; captured JSON values ≤ 64 KiB; decompression output
+//! per step ≤ 1 MiB.
+//!
+//! Known inaccuracies: usage after a reset is counted as far as reported and marked `incomplete`;
+//! a client that asked `include_usage: false` still does not see usage (we strip it) but the
+//! upstream sees `true`.
+
+use super::{
+    Exchange, HeaderEdit, HeadersFlow, HostRead, LogLevel, Outbox, RequestHead, ResponseHead,
+    Stage, StageFactory,
+};
+use crate::decompress::{Encoding, Inflater};
+use crate::error::{Dialect, Error};
+use crate::eventstream::EventStreamDecoder;
+use crate::json_scan::{self, JsonScanner};
+use crate::metrics::{self, LabelLimiter};
+use crate::request::Splice;
+use crate::route::ApiKind;
+use crate::sse::{SseDecoder, SseError};
+use crate::usage::{Usage, UsageTracker};
+use serde::Deserialize;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+// ---- configuration ------------------------------------------------------------------------
+
+/// The plugin configuration, as written in Envoy's `configuration` (JSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Add `stream_options.include_usage: true` to streaming OpenAI requests that lack it, and
+    /// remove the usage the client did not ask for from the stream.
+    pub inject_include_usage: bool,
+    /// Hold request headers while the body is read (needs `allow_on_headers_stop_iteration:
+    /// true` in the plugin config). If false, headers continue and `content-length` is removed
+    /// from requests that may be rewritten, so Envoy re-frames them.
+    pub hold_request_headers: bool,
+    /// Refuse request bodies above this size with 413 (in the client's dialect). Unset: only
+    /// Envoy's buffer limit applies, and its 413 is reworded into the client's dialect.
+    pub max_request_bytes: Option<u64>,
+    /// Bound on one SSE event or event-stream message.
+    pub max_event_bytes: u64,
+    /// Request header naming the consumer (metric label and access log). Credential headers
+    /// are refused: a label must never carry a secret.
+    pub consumer_header: Option<String>,
+    /// Envoy property path naming the consumer, e.g.
+    /// `["metadata","filter_metadata","envoy.filters.http.jwt_authn","payload","sub"]`.
+    /// Tried before `consumer_header`.
+    pub consumer_property: Option<Vec<String>>,
+    /// Overrides the provider label detected from path and authority.
+    pub provider: Option<String>,
+    /// Distinct values per label (model, consumer, route) before new values become `other`.
+    pub max_label_values: u32,
+    /// Decompress gzip/deflate responses to read usage (the client still gets them compressed).
+    pub decompress_responses: bool,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            inject_include_usage: true,
+            hold_request_headers: true,
+            max_request_bytes: None,
+            max_event_bytes: crate::sse::DEFAULT_MAX_EVENT_BYTES as u64,
+            consumer_header: None,
+            consumer_property: None,
+            provider: None,
+            max_label_values: 200,
+            decompress_responses: true,
+        }
+    }
+}
+
+/// A validated configuration; only [`Config::parse`] makes one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    raw: RawConfig,
+}
+
+/// A configuration error naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "cookie",
+    "x-amz-security-token",
+];
+
+impl Config {
+    /// Parses and validates. `prefix` is the field path of this object (`""` for a top-level
+    /// plugin config, `"token_counter."` inside the all-in-one config).
+    pub fn parse(json: &[u8], prefix: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = if json.iter().all(u8::is_ascii_whitespace) {
+            RawConfig::default()
+        } else {
+            serde_json::from_slice(json).map_err(|e| ConfigError(format!("{prefix}: {e}")))?
+        };
+        Config::validate(raw, prefix)
+    }
+
+    pub fn validate(raw: RawConfig, prefix: &str) -> Result<Config, ConfigError> {
+        let field =
+            |name: &str, message: String| Err(ConfigError(format!("{prefix}{name}: {message}")));
+        if !(1024..=64 << 20).contains(&raw.max_event_bytes) {
+            return field(
+                "max_event_bytes",
+                format!("{} is outside 1024..=67108864", raw.max_event_bytes),
+            );
+        }
+        if raw.max_request_bytes == Some(0) {
+            return field("max_request_bytes", "must be at least 1".into());
+        }
+        if raw.max_label_values == 0 || raw.max_label_values > 100_000 {
+            return field(
+                "max_label_values",
+                format!("{} is outside 1..=100000", raw.max_label_values),
+            );
+        }
+        if let Some(header) = &raw.consumer_header {
+            let valid = !header.is_empty()
+                && header.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !valid {
+                return field(
+                    "consumer_header",
+                    format!("'{header}' is not a lowercase header name"),
+                );
+            }
+            if CREDENTIAL_HEADERS.contains(&header.as_str()) {
+                return field("consumer_header", format!("'{header}' carries credentials and would leak them into metrics and logs; name the consumer with a header set by your auth filter instead"));
+            }
+        }
+        if let Some(path) = &raw.consumer_property {
+            if path.is_empty() || path.iter().any(String::is_empty) {
+                return field(
+                    "consumer_property",
+                    "must be a non-empty list of non-empty path segments".into(),
+                );
+            }
+        }
+        if let Some(provider) = &raw.provider {
+            if provider.is_empty() || metrics::sanitize(provider) != *provider {
+                return field(
+                    "provider",
+                    format!("'{provider}' must be a non-empty label of [A-Za-z0-9._:/@+-]"),
+                );
+            }
+        }
+        Ok(Config { raw })
+    }
+
+    pub fn raw(&self) -> &RawConfig {
+        &self.raw
+    }
+
+    pub fn max_request_bytes(&self) -> Option<u64> {
+        self.raw.max_request_bytes
+    }
+}
+
+// ---- factory --------------------------------------------------------------------------------
+
+/// Per-VM state of the stage: config and label caps.
+pub struct TokenCounter {
+    config: Rc<Config>,
+    labels: Rc<RefCell<LabelLimiter>>,
+}
+
+impl TokenCounter {
+    pub fn new(config: Config) -> Self {
+        let cap = config.raw.max_label_values as usize;
+        TokenCounter {
+            config: Rc::new(config),
+            labels: Rc::new(RefCell::new(LabelLimiter::new(cap))),
+        }
+    }
+}
+
+impl StageFactory for TokenCounter {
+    fn create(&self) -> Box<dyn Stage> {
+        Box::new(TokenCounterStream::new(
+            self.config.clone(),
+            self.labels.clone(),
+        ))
+    }
+}
+
+// ---- per stream -----------------------------------------------------------------------------
+
+/// Paths read from each chunk of a stream whose usage we strip: usage, model and choices.
+const STRIP_TARGETS: &[&[&str]] = &[&["usage"], &["model"], &["choices"]];
+
+// One reader per stream, created once: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Reader {
+    /// Before response headers.
+    Idle,
+    /// Not read (error status, non-AI content): passed through.
+    Skip,
+    Json(JsonScanner),
+    Sse {
+        decoder: SseDecoder,
+        strip_usage: bool,
+    },
+    EventStream(EventStreamDecoder),
+    /// Gave up decoding (reason counted); the rest passes through unread.
+    Failed,
+}
+
+pub struct TokenCounterStream {
+    config: Rc<Config>,
+    labels: Rc<RefCell<LabelLimiter>>,
+    consumer: String,
+    status: Option<u16>,
+    reader: Reader,
+    inflater: Option<Inflater>,
+    tracker: Option<UsageTracker>,
+    first_byte_ns: Option<u64>,
+    /// Reasons something could not be read, counted at the end.
+    unread: Vec<&'static str>,
+    response_done: bool,
+}
+
+impl TokenCounterStream {
+    fn new(config: Rc<Config>, labels: Rc<RefCell<LabelLimiter>>) -> Self {
+        TokenCounterStream {
+            config,
+            labels,
+            consumer: String::new(),
+            status: None,
+            reader: Reader::Idle,
+            inflater: None,
+            tracker: None,
+            first_byte_ns: None,
+            unread: Vec::new(),
+            response_done: false,
+        }
+    }
+
+    /// Stops reading (the rest passes through) and counts why. A rewriting SSE reader first
+    /// hands back every byte it held, so the client's stream stays byte-exact.
+    fn fail(&mut self, reason: &'static str, out_bytes: &mut Option<Vec<u8>>) {
+        self.unread.push(reason);
+        if let Reader::Sse {
+            decoder,
+            strip_usage: true,
+        } = &mut self.reader
+        {
+            out_bytes
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&decoder.take_unconsumed());
+        }
+        self.reader = Reader::Failed;
+        self.inflater = None;
+    }
+
+    /// Reads one chunk of decoded (decompressed) response bytes; returns the bytes to send to
+    /// the client when the stream is being rewritten.
+    fn read(&mut self, bytes: &[u8], out_bytes: &mut Option<Vec<u8>>) {
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let mut failure = None;
+        match &mut self.reader {
+            Reader::Json(scanner) => {
+                if scanner.push(bytes).is_err() {
+                    failure = Some("response_malformed_json");
+                } else {
+                    for captured in scanner.take_captured() {
+                        if tracker.observe(&captured).is_err() {
+                            failure = Some("response_bad_usage");
+                        }
+                    }
+                }
+            }
+            Reader::Sse {
+                decoder,
+                strip_usage,
+            } => {
+                if let Err(SseError::EventTooLarge { .. }) = decoder.push(bytes) {
+                    failure = Some("sse_event_too_large");
+                } else {
+                    let strip = *strip_usage;
+                    while let Some(event) = decoder.next_event() {
+                        // A bad event is counted; reading goes on with the next one.
+                        if let Some(reason) = observe_event(tracker, &event.data) {
+                            self.unread.push(reason);
+                        }
+                        if strip {
+                            let sink = out_bytes.get_or_insert_with(Vec::new);
+                            strip_usage_from_event(event.raw, event.data.as_deref(), sink);
+                        }
+                    }
+                }
+            }
+            Reader::EventStream(decoder) => {
+                if decoder.push(bytes).is_err() {
+                    failure = Some("eventstream_invalid");
+                } else {
+                    while let Some(message) = decoder.next_message() {
+                        match message {
+                            Ok(message) => {
+                                if message.header_str(":message-type") == Some("event")
+                                    && message.header_str(":event-type") == Some("metadata")
+                                    && tracker.observe_document(message.payload).is_err()
+                                {
+                                    failure.get_or_insert("response_bad_usage");
+                                }
+                            }
+                            Err(_) => {
+                                failure = Some("eventstream_invalid");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Reader::Idle | Reader::Skip | Reader::Failed => {}
+        }
+        if let Some(reason) = failure {
+            self.fail(reason, out_bytes);
+        }
+    }
+
+    /// Feeds a raw (possibly compressed) chunk.
+    fn feed(&mut self, chunk: &[u8], out_bytes: &mut Option<Vec<u8>>) {
+        match self.inflater.take() {
+            None => self.read(chunk, out_bytes),
+            Some(mut inflater) => {
+                let mut plain = Vec::new();
+                let result = inflater.push(chunk, |b| plain.extend_from_slice(b));
+                self.inflater = Some(inflater);
+                self.read(&plain, out_bytes);
+                if result.is_err() {
+                    self.fail("response_decompress_error", out_bytes);
+                }
+            }
+        }
+    }
+
+    /// End of the response body: flush decoders, check completeness.
+    fn finish_response(&mut self, out_bytes: &mut Option<Vec<u8>>) {
+        if self.response_done {
+            return;
+        }
+        self.response_done = true;
+        if let Some(mut inflater) = self.inflater.take() {
+            let mut plain = Vec::new();
+            let result = inflater.finish(|b| plain.extend_from_slice(b));
+            self.read(&plain, out_bytes);
+            if result.is_err() {
+                self.fail("response_decompress_error", out_bytes);
+                return;
+            }
+        }
+        let Some(tracker) = self.tracker.as_mut() else {
+            return;
+        };
+        let mut failure = None;
+        match &mut self.reader {
+            Reader::Json(scanner) => {
+                if scanner.finish().is_err() {
+                    failure = Some("response_truncated_json");
+                } else {
+                    for captured in scanner.take_captured() {
+                        if tracker.observe(&captured).is_err() {
+                            failure = Some("response_bad_usage");
+                        }
+                    }
+                }
+            }
+            Reader::Sse {
+                decoder,
+                strip_usage,
+            } => {
+                let strip = *strip_usage;
+                let (last, tail) = decoder.finish();
+                if let Some(event) = last {
+                    if let Some(reason) = observe_event(tracker, &event.data) {
+                        self.unread.push(reason);
+                    }
+                    if strip {
+                        strip_usage_from_event(
+                            event.raw,
+                            event.data.as_deref(),
+                            out_bytes.get_or_insert_with(Vec::new),
+                        );
+                    }
+                } else if strip && !tail.is_empty() {
+                    out_bytes
+                        .get_or_insert_with(Vec::new)
+                        .extend_from_slice(tail);
+                }
+            }
+            Reader::EventStream(decoder) => {
+                if decoder.finish().is_err() {
+                    failure = Some("eventstream_truncated");
+                }
+            }
+            Reader::Idle | Reader::Skip | Reader::Failed => {}
+        }
+        if let Some(reason) = failure {
+            self.fail(reason, out_bytes);
+        }
+    }
+}
+
+/// Reads usage from one SSE event's data. Returns a failure reason, if any.
+fn observe_event(
+    tracker: &mut UsageTracker,
+    data: &Option<std::borrow::Cow<'_, [u8]>>,
+) -> Option<&'static str> {
+    let data = data.as_deref()?;
+    let trimmed = data.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"[DONE]" {
+        return None;
+    }
+    match tracker.observe_document(trimmed) {
+        Ok(()) => None,
+        Err(crate::usage::UsageTrackerError::Json(_)) => Some("sse_malformed_json"),
+        Err(crate::usage::UsageTrackerError::Usage(_)) => Some("response_bad_usage"),
+    }
+}
+
+/// Writes `raw` to `sink` without the usage the client did not ask for: the usage-only chunk
+/// (`choices: []` with usage) is dropped, `"usage":null` members are removed, and a usage object
+/// on a chunk that has choices is removed from it. Anything unexpected is written unchanged.
+fn strip_usage_from_event(raw: &[u8], data: Option<&[u8]>, sink: &mut Vec<u8>) {
+    let Some(data) = data else {
+        sink.extend_from_slice(raw);
+        return;
+    };
+    let Ok(captured) = json_scan::scan_document(STRIP_TARGETS, data) else {
+        sink.extend_from_slice(raw);
+        return;
+    };
+    let Some(usage) = captured.iter().find(|c| c.target == 0) else {
+        sink.extend_from_slice(raw);
+        return;
+    };
+    let choices_empty = captured.iter().any(|c| {
+        c.target == 2
+            && c.bytes
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .eq(b"[]".iter())
+    });
+    let usage_null = usage.bytes.trim_ascii() == b"null";
+    if !usage_null && choices_empty {
+        return; // the usage-only chunk the client did not ask for
+    }
+    // Remove the member: with the comma before it, or with the comma after it if it is first.
+    let (start, mut end) = match usage.comma_before {
+        Some(comma) => (comma as usize, usage.value_end as usize),
+        None => (usage.member_start as usize, usage.value_end as usize),
+    };
+    if usage.comma_before.is_none() {
+        let rest = data.get(end..).unwrap_or(&[]);
+        if let Some(pos) = rest.iter().position(|b| !b.is_ascii_whitespace()) {
+            if rest.get(pos) == Some(&b',') {
+                end += pos + 1;
+            }
+        }
+    }
+    let mut new_data = Vec::with_capacity(data.len());
+    new_data.extend_from_slice(data.get(..start).unwrap_or(&[]));
+    new_data.extend_from_slice(data.get(end..).unwrap_or(&[]));
+    // Re-emit the event: keep the raw framing when the data was one borrowed line.
+    match offset_of(raw, data) {
+        Some(at) => {
+            sink.extend_from_slice(raw.get(..at).unwrap_or(&[]));
+            sink.extend_from_slice(&new_data);
+            sink.extend_from_slice(raw.get(at + data.len()..).unwrap_or(&[]));
+        }
+        None => {
+            sink.extend_from_slice(b"data: ");
+            sink.extend_from_slice(&new_data);
+            sink.extend_from_slice(b"\n\n");
+        }
+    }
+}
+
+fn offset_of(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start + inner.len() <= outer.len()).then_some(start)
+}
+
+fn header_is(value: &Option<String>, wanted: &str) -> bool {
+    value
+        .as_deref()
+        .is_some_and(|v| v.to_ascii_lowercase().contains(wanted))
+}
+
+impl Stage for TokenCounterStream {
+    fn request_headers(
+        &mut self,
+        ex: &mut Exchange,
+        head: &RequestHead,
+        host: &dyn HostRead,
+        out: &mut Outbox,
+    ) -> HeadersFlow {
+        let consumer = self
+            .config
+            .raw
+            .consumer_property
+            .as_ref()
+            .and_then(|path| {
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                host.property(&path)
+            })
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .or_else(|| {
+                self.config
+                    .raw
+                    .consumer_header
+                    .as_deref()
+                    .and_then(|h| host.request_header(h))
+            });
+        if let Some(consumer) = consumer {
+            self.consumer = metrics::sanitize(&consumer);
+        }
+        let may_rewrite = self.config.raw.inject_include_usage
+            && matches!(
+                ex.route.kind,
+                ApiKind::OpenAiChat | ApiKind::OpenAiCompletions
+            )
+            && ex.unparsed_reason.is_none();
+        if !head.has_body {
+            return HeadersFlow::Continue;
+        }
+        if self.config.raw.hold_request_headers {
+            HeadersFlow::Pause
+        } else {
+            if may_rewrite {
+                out.request_headers
+                    .push(HeaderEdit::Remove("content-length"));
+            }
+            HeadersFlow::Continue
+        }
+    }
+
+    fn needs_request_body(&self, _ex: &Exchange, _head: &RequestHead) -> bool {
+        true
+    }
+
+    fn request_body(
+        &mut self,
+        ex: &mut Exchange,
+        _body: &[u8],
+        splices: &mut Vec<Splice>,
+        _out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        if !self.config.raw.inject_include_usage {
+            return Ok(());
+        }
+        if let Some(splice) = ex
+            .parsed
+            .as_mut()
+            .and_then(|p| p.include_usage_splice.take())
+        {
+            splices.push(splice);
+            ex.injected_include_usage = true;
+        }
+        Ok(())
+    }
+
+    fn response_headers(
+        &mut self,
+        ex: &Exchange,
+        head: &ResponseHead,
+        _now_ns: u64,
+        out: &mut Outbox,
+    ) {
+        self.status = Some(head.status);
+        let format = ex.route.kind.usage_format();
+        self.tracker = Some(UsageTracker::new(format));
+        if head.status >= 400 || !head.has_body {
+            self.reader = Reader::Skip;
+            return;
+        }
+        let encoding = match Encoding::parse(head.content_encoding.as_deref()) {
+            Ok(encoding) => encoding,
+            Err(_) => {
+                self.fail("response_unsupported_encoding", &mut None);
+                return;
+            }
+        };
+        if encoding != Encoding::Identity {
+            if !self.config.raw.decompress_responses {
+                self.fail("response_compressed", &mut None);
+                return;
+            }
+            self.inflater = Inflater::new(encoding);
+        }
+        let max_event = self.config.raw.max_event_bytes as usize;
+        self.reader = if header_is(&head.content_type, "text/event-stream") {
+            let strip_usage = ex.injected_include_usage;
+            if strip_usage {
+                // We rewrite the stream: its length changes.
+                out.response_headers
+                    .push(HeaderEdit::Remove("content-length"));
+            }
+            Reader::Sse {
+                decoder: SseDecoder::new(max_event),
+                strip_usage,
+            }
+        } else if header_is(&head.content_type, "application/vnd.amazon.eventstream") {
+            Reader::EventStream(EventStreamDecoder::new(max_event))
+        } else {
+            // JSON, or whatever the upstream labelled its JSON: the scanner decides.
+            Reader::Json(format.scanner())
+        };
+        if ex.injected_include_usage && !matches!(self.reader, Reader::Sse { .. }) {
+            // We asked for usage in a stream but did not get a stream: nothing to strip.
+            out.logs.push((
+                LogLevel::Debug,
+                "include_usage injected but response is not SSE".into(),
+            ));
+        }
+        if self.inflater.is_some()
+            && matches!(
+                self.reader,
+                Reader::Sse {
+                    strip_usage: true,
+                    ..
+                }
+            )
+        {
+            // Rewriting a compressed stream would mean recompressing it: leave it as it is.
+            self.reader = Reader::Sse {
+                decoder: SseDecoder::new(max_event),
+                strip_usage: false,
+            };
+            self.unread.push("compressed_stream_not_stripped");
+        }
+    }
+
+    fn response_chunk(
+        &mut self,
+        _ex: &Exchange,
+        chunk: &[u8],
+        end_of_stream: bool,
+        now_ns: u64,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        if !chunk.is_empty() && self.first_byte_ns.is_none() {
+            self.first_byte_ns = Some(now_ns);
+        }
+        let strip = matches!(
+            self.reader,
+            Reader::Sse {
+                strip_usage: true,
+                ..
+            }
+        );
+        let mut rewritten = strip.then(Vec::new);
+        self.feed(chunk, &mut rewritten);
+        if end_of_stream {
+            self.finish_response(&mut rewritten);
+        }
+        if strip && matches!(self.reader, Reader::Failed) {
+            out.log(
+                LogLevel::Warn,
+                "token-counter: SSE rewrite stopped; the rest of the stream passes unchanged",
+            );
+        }
+        rewritten
+    }
+
+    fn done(
+        &mut self,
+        ex: &Exchange,
+        completed: bool,
+        now_ns: u64,
+        host: &dyn HostRead,
+        out: &mut Outbox,
+    ) {
+        let mut flush = None;
+        if completed {
+            self.finish_response(&mut flush);
+        }
+        let route = host
+            .property(&["xds", "route_name"])
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default();
+        let estimate = ex.parsed.as_ref().map(|p| p.info.estimated_prompt_tokens());
+        let usage = self.tracker.as_ref().and_then(UsageTracker::usage);
+        let reset = !completed || !self.response_done;
+        let usage_state = match (usage.is_some(), reset, self.status) {
+            (true, false, _) => "reported",
+            (true, true, _) => "incomplete",
+            (false, _, Some(s)) if s >= 400 => "none",
+            (false, true, _) => "incomplete",
+            (false, false, _) => "missing",
+        };
+        if usage_state == "missing" && !matches!(self.reader, Reader::Failed) {
+            self.unread.push("usage_missing");
+        }
+        if reset {
+            self.unread.push("stream_not_completed");
+        }
+        if let Some(reason) = ex.unparsed_reason {
+            self.unread.push(reason);
+        }
+
+        let mut labels = self.labels.borrow_mut();
+        let request_model = labels.admit("gen_ai_request_model", ex.request_model().unwrap_or(""));
+        let response_model_raw = self
+            .tracker
+            .as_ref()
+            .and_then(|t| t.response_model())
+            .or(ex.request_model())
+            .unwrap_or("");
+        let response_model = labels.admit("gen_ai_response_model", response_model_raw);
+        let consumer = labels.admit("consumer", &self.consumer);
+        let route = labels.admit("route", &route);
+        drop(labels);
+        let provider = self
+            .config
+            .raw
+            .provider
+            .as_deref()
+            .unwrap_or(ex.route.provider);
+        let operation = ex.route.kind.operation();
+        let error_type = match (self.status, reset) {
+            (_, true) => "incomplete".to_string(),
+            (Some(status), false) if status >= 400 => status.to_string(),
+            _ => String::new(),
+        };
+
+        let base = [
+            ("gen_ai_request_model", request_model.as_str()),
+            ("gen_ai_response_model", response_model.as_str()),
+            ("gen_ai_provider_name", provider),
+            ("gen_ai_operation_name", operation),
+            ("route", route.as_str()),
+            ("consumer", consumer.as_str()),
+        ];
+        if let Some(u) = usage {
+            for (kind, value) in token_types(&u) {
+                let mut labels = vec![("gen_ai_token_type", kind)];
+                labels.extend_from_slice(&base);
+                out.counter(metrics::name("gen_ai.client.token.usage", &labels), value);
+            }
+        }
+        if let Some(estimate) = estimate {
+            out.counter(
+                metrics::name("gen_ai.client.token.estimated_input", &base),
+                estimate,
+            );
+        }
+        let mut request_labels = base.to_vec();
+        request_labels.push(("error_type", error_type.as_str()));
+        out.counter(metrics::name("gen_ai.requests", &request_labels), 1);
+
+        // Histograms: without consumer and response model (their cardinality times the buckets).
+        let timing = [
+            ("gen_ai_request_model", request_model.as_str()),
+            ("gen_ai_provider_name", provider),
+            ("gen_ai_operation_name", operation),
+            ("route", route.as_str()),
+        ];
+        let duration_ms = now_ns.saturating_sub(ex.started_ns) / 1_000_000;
+        out.histogram(
+            metrics::name("gen_ai.server.request.duration", &timing),
+            duration_ms,
+        );
+        let streaming = ex.streaming();
+        let ttft_ms = self
+            .first_byte_ns
+            .map(|t| t.saturating_sub(ex.started_ns) / 1_000_000);
+        if let (true, Some(ttft)) = (streaming, ttft_ms) {
+            out.histogram(
+                metrics::name("gen_ai.server.time_to_first_token", &timing),
+                ttft,
+            );
+            if let (Some(first), Some(u)) = (self.first_byte_ns, usage) {
+                if u.output > 1 && !reset {
+                    let per_token_us = now_ns.saturating_sub(first) / 1_000 / (u.output - 1);
+                    out.histogram(
+                        metrics::name("gen_ai.server.time_per_output_token", &timing),
+                        per_token_us,
+                    );
+                }
+            }
+        }
+        self.unread.sort_unstable();
+        self.unread.dedup();
+        for reason in &self.unread {
+            out.counter(
+                metrics::name("token_counter.unread", &[("reason", reason)]),
+                1,
+            );
+        }
+
+        // Filter state for access logs (`%FILTER_STATE(wasm.tollgate.<key>:PLAIN)%`).
+        out.state(
+            "tollgate.request_model",
+            ex.request_model()
+                .map(metrics::sanitize)
+                .unwrap_or_default(),
+        );
+        out.state(
+            "tollgate.response_model",
+            metrics::sanitize(response_model_raw),
+        );
+        out.state("tollgate.provider", provider);
+        out.state("tollgate.operation", operation);
+        out.state("tollgate.stream", if streaming { "true" } else { "false" });
+        out.state("tollgate.consumer", self.consumer.clone());
+        out.state("tollgate.usage", usage_state);
+        let u = usage.unwrap_or_default();
+        for (key, value) in [
+            ("tollgate.input_tokens", u.input),
+            ("tollgate.output_tokens", u.output),
+            ("tollgate.cached_input_tokens", u.cached_input),
+            ("tollgate.cache_creation_input_tokens", u.cache_creation),
+            ("tollgate.reasoning_tokens", u.reasoning),
+            ("tollgate.total_tokens", u.total),
+        ] {
+            out.state(key, value.to_string());
+        }
+        out.state(
+            "tollgate.estimated_input_tokens",
+            estimate.map(|e| e.to_string()).unwrap_or_default(),
+        );
+        out.state(
+            "tollgate.ttft_ms",
+            ttft_ms.map(|t| t.to_string()).unwrap_or_default(),
+        );
+        out.state("tollgate.duration_ms", duration_ms.to_string());
+        if ex.injected_include_usage {
+            out.state("tollgate.include_usage_injected", "true");
+        }
+        if !self.unread.is_empty() {
+            out.logs.push((
+                LogLevel::Debug,
+                format!("token-counter: unread: {}", self.unread.join(",")),
+            ));
+        }
+        if flush.as_ref().is_some_and(|f| !f.is_empty()) {
+            // Only reachable when the response ended with trailers: body bytes cannot follow.
+            out.log(
+                LogLevel::Debug,
+                "token-counter: held SSE bytes dropped after response trailers",
+            );
+        }
+    }
+}
+
+/// Token types reported to the `gen_ai.client.token.usage` counter, OTel `gen_ai.token.type`
+/// values first, then the cache/reasoning breakdowns (as Envoy AI Gateway names them).
+fn token_types(u: &Usage) -> [(&'static str, u64); 6] {
+    [
+        ("input", u.input),
+        ("output", u.output),
+        ("total", u.total),
+        ("cached_input", u.cached_input),
+        ("cache_creation_input", u.cache_creation),
+        ("reasoning", u.reasoning),
+    ]
+}

@@ -1,0 +1,516 @@
+//! One normalised usage model for every provider, and the tracker that reads it off responses.
+//!
+//! [`Usage`] semantics, whatever the provider:
+//! - `input`: every prompt token the provider processed, cached and cache-writing ones included
+//!   (Anthropic and Bedrock report those separately; OpenAI and Gemini already include them);
+//!   Gemini's tool-use prompt tokens count as input.
+//! - `output`: every generated token, reasoning included (Gemini reports thoughts separately).
+//! - `cached_input` ⊆ input (cache reads), `cache_creation` ⊆ input (cache writes),
+//!   `reasoning` ⊆ output.
+//! - `total = input + output`.
+//!
+//! Streams: providers repeat or split usage over several events. The tracker keeps the
+//! provider's own counters in [`Reported`] and lets a newer report *overwrite* the fields it
+//! carries, never add to them: Anthropic's `message_start` (input side) then cumulative
+//! `message_delta` (output side), Gemini's repeated cumulative `usageMetadata`, OpenAI's single
+//! final usage chunk and Bedrock's `metadata` event are all read right by that one rule, and
+//! nothing is counted twice. Normalisation happens once, at the end.
+
+use crate::api;
+use crate::json_scan::{Captured, JsonScanner};
+use serde::Serialize;
+
+/// Normalised token usage of one request (see the module docs for the exact semantics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+    pub cache_creation: u64,
+    pub reasoning: u64,
+    pub total: u64,
+}
+
+/// The response body formats whose usage we read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UsageFormat {
+    /// Chat Completions, legacy Completions (also Azure OpenAI and OpenAI-compatible servers).
+    OpenAiChat,
+    OpenAiEmbeddings,
+    OpenAiResponses,
+    Anthropic,
+    Gemini,
+    Bedrock,
+}
+
+/// What a captured value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Usage,
+    Model,
+}
+
+/// Paths (see [`crate::json_scan`]) holding usage and the response model, valid both for a
+/// whole JSON response and for each event of the format's stream.
+struct Targets {
+    paths: &'static [&'static [&'static str]],
+    fields: &'static [Field],
+}
+
+const OPENAI: Targets = Targets {
+    paths: &[&["usage"], &["model"]],
+    fields: &[Field::Usage, Field::Model],
+};
+const RESPONSES: Targets = Targets {
+    paths: &[
+        &["usage"],
+        &["model"],
+        &["response", "usage"],
+        &["response", "model"],
+    ],
+    fields: &[Field::Usage, Field::Model, Field::Usage, Field::Model],
+};
+const ANTHROPIC: Targets = Targets {
+    paths: &[
+        &["usage"],
+        &["model"],
+        &["message", "usage"],
+        &["message", "model"],
+    ],
+    fields: &[Field::Usage, Field::Model, Field::Usage, Field::Model],
+};
+const GEMINI: Targets = Targets {
+    paths: &[&["usageMetadata"], &["modelVersion"]],
+    fields: &[Field::Usage, Field::Model],
+};
+const BEDROCK: Targets = Targets {
+    paths: &[&["usage"]],
+    fields: &[Field::Usage],
+};
+
+impl UsageFormat {
+    fn targets(self) -> &'static Targets {
+        match self {
+            UsageFormat::OpenAiChat | UsageFormat::OpenAiEmbeddings => &OPENAI,
+            UsageFormat::OpenAiResponses => &RESPONSES,
+            UsageFormat::Anthropic => &ANTHROPIC,
+            UsageFormat::Gemini => &GEMINI,
+            UsageFormat::Bedrock => &BEDROCK,
+        }
+    }
+
+    /// A scanner looking for this format's usage and model.
+    pub fn scanner(self) -> JsonScanner {
+        JsonScanner::new(self.targets().paths)
+    }
+}
+
+/// Counters as the provider reported them (its own semantics), `None` = not seen yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// The provider's main input counter (excludes cache tokens for Anthropic and Bedrock).
+    pub input: Option<u64>,
+    /// The provider's main output counter (excludes thoughts for Gemini).
+    pub output: Option<u64>,
+    pub cache_read: Option<u64>,
+    pub cache_write: Option<u64>,
+    pub reasoning: Option<u64>,
+    /// Gemini `toolUsePromptTokenCount`.
+    pub tool_prompt: Option<u64>,
+}
+
+impl Reported {
+    /// Overwrites the fields `newer` carries.
+    pub fn merge(&mut self, newer: Reported) {
+        let Reported {
+            input,
+            output,
+            cache_read,
+            cache_write,
+            reasoning,
+            tool_prompt,
+        } = newer;
+        for (slot, value) in [
+            (&mut self.input, input),
+            (&mut self.output, output),
+            (&mut self.cache_read, cache_read),
+            (&mut self.cache_write, cache_write),
+            (&mut self.reasoning, reasoning),
+            (&mut self.tool_prompt, tool_prompt),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Reported::default()
+    }
+
+    /// Reads one usage section of `format`. `Ok(None)` for an explicit `null` (OpenAI's
+    /// non-final stream chunks).
+    pub fn parse(format: UsageFormat, json: &[u8]) -> Result<Option<Reported>, serde_json::Error> {
+        Ok(match format {
+            UsageFormat::OpenAiChat
+            | UsageFormat::OpenAiEmbeddings
+            | UsageFormat::OpenAiResponses => {
+                serde_json::from_slice::<Option<api::openai::Usage>>(json)?.map(|u| Reported {
+                    input: u.prompt_tokens,
+                    output: match format {
+                        // Embeddings generate nothing; report 0, not "unknown".
+                        UsageFormat::OpenAiEmbeddings => Some(u.completion_tokens.unwrap_or(0)),
+                        _ => u.completion_tokens,
+                    },
+                    cache_read: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+                    cache_write: None,
+                    reasoning: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+                    tool_prompt: None,
+                })
+            }
+            UsageFormat::Anthropic => {
+                serde_json::from_slice::<Option<api::anthropic::Usage>>(json)?.map(|u| Reported {
+                    input: u.input_tokens,
+                    output: u.output_tokens,
+                    cache_read: u.cache_read_input_tokens,
+                    cache_write: u.cache_creation_input_tokens,
+                    reasoning: None,
+                    tool_prompt: None,
+                })
+            }
+            UsageFormat::Gemini => {
+                serde_json::from_slice::<Option<api::gemini::UsageMetadata>>(json)?.map(|u| {
+                    Reported {
+                        input: u.prompt_token_count,
+                        output: u.candidates_token_count,
+                        cache_read: u.cached_content_token_count,
+                        cache_write: None,
+                        reasoning: u.thoughts_token_count,
+                        tool_prompt: u.tool_use_prompt_token_count,
+                    }
+                })
+            }
+            UsageFormat::Bedrock => {
+                serde_json::from_slice::<Option<api::bedrock::TokenUsage>>(json)?.map(|u| {
+                    Reported {
+                        input: u.input_tokens,
+                        output: u.output_tokens,
+                        cache_read: u.cache_read_input_tokens,
+                        cache_write: u.cache_write_input_tokens,
+                        reasoning: None,
+                        tool_prompt: None,
+                    }
+                })
+            }
+        }
+        .filter(|r| !r.is_empty()))
+    }
+
+    /// Applies the format's semantics once (see the module docs).
+    pub fn normalise(&self, format: UsageFormat) -> Usage {
+        let base_input = self.input.unwrap_or(0);
+        let cached_input = self.cache_read.unwrap_or(0);
+        let cache_creation = self.cache_write.unwrap_or(0);
+        let reasoning = self.reasoning.unwrap_or(0);
+        let (input, output) = match format {
+            UsageFormat::OpenAiChat
+            | UsageFormat::OpenAiEmbeddings
+            | UsageFormat::OpenAiResponses => (base_input, self.output.unwrap_or(0)),
+            UsageFormat::Gemini => (
+                base_input + self.tool_prompt.unwrap_or(0),
+                self.output.unwrap_or(0) + reasoning,
+            ),
+            UsageFormat::Anthropic | UsageFormat::Bedrock => (
+                base_input + cached_input + cache_creation,
+                self.output.unwrap_or(0),
+            ),
+        };
+        Usage {
+            input,
+            output,
+            cached_input,
+            cache_creation,
+            reasoning,
+            total: input + output,
+        }
+    }
+}
+
+/// Why a captured value could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// The usage section is not the shape the format documents.
+    BadUsage(String),
+}
+
+/// Accumulates usage and response model over one response.
+#[derive(Debug, Clone)]
+pub struct UsageTracker {
+    format: UsageFormat,
+    reported: Reported,
+    response_model: Option<String>,
+}
+
+/// Longest response model name kept (labels and filter state stay small).
+const MAX_MODEL_LEN: usize = 128;
+
+impl UsageTracker {
+    pub fn new(format: UsageFormat) -> Self {
+        UsageTracker {
+            format,
+            reported: Reported::default(),
+            response_model: None,
+        }
+    }
+
+    pub fn format(&self) -> UsageFormat {
+        self.format
+    }
+
+    /// Feeds a value captured by this format's scanner.
+    pub fn observe(&mut self, captured: &Captured) -> Result<(), UsageError> {
+        match self.format.targets().fields.get(captured.target) {
+            Some(Field::Usage) => {
+                let reported = Reported::parse(self.format, &captured.bytes)
+                    .map_err(|e| UsageError::BadUsage(e.to_string()))?;
+                if let Some(reported) = reported {
+                    self.reported.merge(reported);
+                }
+            }
+            Some(Field::Model) => {
+                if let Ok(model) = serde_json::from_slice::<String>(&captured.bytes) {
+                    if !model.is_empty() && model.len() <= MAX_MODEL_LEN {
+                        self.response_model = Some(model);
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Scans one complete JSON document (an SSE event's data, an event-stream payload).
+    pub fn observe_document(&mut self, json: &[u8]) -> Result<(), UsageTrackerError> {
+        let captured = crate::json_scan::scan_document(self.format.targets().paths, json)
+            .map_err(|e| UsageTrackerError::Json(e.to_string()))?;
+        for value in &captured {
+            self.observe(value)
+                .map_err(|UsageError::BadUsage(e)| UsageTrackerError::Usage(e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether any usage was reported.
+    pub fn has_usage(&self) -> bool {
+        !self.reported.is_empty()
+    }
+
+    pub fn reported(&self) -> Reported {
+        self.reported
+    }
+
+    /// The normalised usage, if the provider reported any.
+    pub fn usage(&self) -> Option<Usage> {
+        self.has_usage()
+            .then(|| self.reported.normalise(self.format))
+    }
+
+    pub fn response_model(&self) -> Option<&str> {
+        self.response_model.as_deref()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageTrackerError {
+    /// The document is not JSON.
+    Json(String),
+    /// The usage section has the wrong shape.
+    Usage(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(format: UsageFormat, docs: &[&str]) -> (Option<Usage>, Option<String>) {
+        let mut tracker = UsageTracker::new(format);
+        for doc in docs {
+            tracker.observe_document(doc.as_bytes()).unwrap();
+        }
+        (
+            tracker.usage(),
+            tracker.response_model().map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn openai_chat_with_cached_and_reasoning_tokens() {
+        let (usage, model) = track(
+            UsageFormat::OpenAiChat,
+            &[
+                r#"{"model":"o3-2025","usage":{"prompt_tokens":1200,"completion_tokens":800,"total_tokens":2000,
+                "prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},
+                "completion_tokens_details":{"reasoning_tokens":512}}}"#,
+            ],
+        );
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 1200,
+                output: 800,
+                cached_input: 1024,
+                cache_creation: 0,
+                reasoning: 512,
+                total: 2000
+            })
+        );
+        assert_eq!(model.as_deref(), Some("o3-2025"));
+    }
+
+    #[test]
+    fn openai_stream_ignores_null_usage_until_the_final_chunk() {
+        let (usage, _) = track(
+            UsageFormat::OpenAiChat,
+            &[
+                r#"{"model":"gpt-4o","choices":[{"delta":{"content":"Hi"}}],"usage":null}"#,
+                r#"{"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#,
+            ],
+        );
+        assert_eq!(
+            usage.map(|u| (u.input, u.output, u.total)),
+            Some((9, 3, 12))
+        );
+        assert_eq!(
+            track(UsageFormat::OpenAiChat, &[r#"{"usage":null}"#]).0,
+            None
+        );
+    }
+
+    #[test]
+    fn responses_api_usage_in_the_completed_event() {
+        let (usage, model) = track(
+            UsageFormat::OpenAiResponses,
+            &[
+                r#"{"type":"response.completed","response":{"model":"gpt-4.1","usage":{"input_tokens":36,
+                "input_tokens_details":{"cached_tokens":0},"output_tokens":87,
+                "output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}}}"#,
+            ],
+        );
+        assert_eq!(
+            usage.map(|u| (u.input, u.output, u.reasoning, u.total)),
+            Some((36, 87, 10, 123))
+        );
+        assert_eq!(model.as_deref(), Some("gpt-4.1"));
+    }
+
+    #[test]
+    fn embeddings_have_zero_output() {
+        let (usage, _) = track(
+            UsageFormat::OpenAiEmbeddings,
+            &[r#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#],
+        );
+        assert_eq!(usage.map(|u| (u.input, u.output, u.total)), Some((8, 0, 8)));
+    }
+
+    #[test]
+    fn anthropic_stream_takes_cumulative_delta_and_adds_cache_to_input() {
+        let (usage, model) = track(
+            UsageFormat::Anthropic,
+            &[
+                r#"{"type":"message_start","message":{"model":"claude-sonnet-4","usage":{"input_tokens":25,
+                    "cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":1}}}"#,
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#,
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":40}}"#,
+            ],
+        );
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 2125,
+                output: 40,
+                cached_input: 2000,
+                cache_creation: 100,
+                reasoning: 0,
+                total: 2165
+            })
+        );
+        assert_eq!(model.as_deref(), Some("claude-sonnet-4"));
+    }
+
+    #[test]
+    fn anthropic_delta_with_input_counters_overrides_not_adds() {
+        let (usage, _) = track(
+            UsageFormat::Anthropic,
+            &[
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":10,"output_tokens":1}}}"#,
+                r#"{"type":"message_delta","usage":{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":0}}"#,
+            ],
+        );
+        assert_eq!(usage.map(|u| (u.input, u.output)), Some((10, 5)));
+    }
+
+    #[test]
+    fn gemini_repeated_usage_metadata_is_cumulative_and_thoughts_are_output() {
+        let (usage, model) = track(
+            UsageFormat::Gemini,
+            &[
+                r#"{"candidates":[],"usageMetadata":{"promptTokenCount":50,"candidatesTokenCount":2,"totalTokenCount":52},"modelVersion":"gemini-2.5-flash"}"#,
+                r#"{"candidates":[],"usageMetadata":{"promptTokenCount":50,"candidatesTokenCount":20,"thoughtsTokenCount":30,
+                    "cachedContentTokenCount":32,"toolUsePromptTokenCount":4,"totalTokenCount":104}}"#,
+            ],
+        );
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 54,
+                output: 50,
+                cached_input: 32,
+                cache_creation: 0,
+                reasoning: 30,
+                total: 104
+            })
+        );
+        assert_eq!(model.as_deref(), Some("gemini-2.5-flash"));
+    }
+
+    #[test]
+    fn bedrock_cache_tokens_are_added_to_input() {
+        let (usage, _) = track(
+            UsageFormat::Bedrock,
+            &[
+                r#"{"usage":{"inputTokens":12,"outputTokens":30,"totalTokens":42,"cacheReadInputTokens":500,"cacheWriteInputTokens":7}}"#,
+            ],
+        );
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 519,
+                output: 30,
+                cached_input: 500,
+                cache_creation: 7,
+                reasoning: 0,
+                total: 549
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors_not_guesses() {
+        let mut tracker = UsageTracker::new(UsageFormat::OpenAiChat);
+        assert!(matches!(
+            tracker.observe_document(br#"{"usage":{"prompt_tokens":"9"}}"#),
+            Err(UsageTrackerError::Usage(_))
+        ));
+        assert!(matches!(
+            tracker.observe_document(b"{not json"),
+            Err(UsageTrackerError::Json(_))
+        ));
+        assert_eq!(tracker.usage(), None);
+    }
+
+    #[test]
+    fn absurd_model_names_are_not_kept() {
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(500));
+        assert_eq!(track(UsageFormat::OpenAiChat, &[&long]).1, None);
+    }
+}
