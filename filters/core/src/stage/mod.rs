@@ -10,6 +10,7 @@
 //! The per-filter cdylibs build a pipeline with one stage; the all-in-one module builds it with
 //! every configured stage, and still parses each body once.
 
+pub mod compose;
 pub mod token_counter;
 
 use crate::error::{Dialect, Error};
@@ -390,6 +391,14 @@ impl Pipeline {
             BodyFlow::Continue(None)
         } else {
             BodyFlow::Continue(Some(crate::request::apply_splices(&body, &mut splices)))
+        }
+    }
+
+    /// The host refused the rewritten body: the upstream got the original, so nothing the
+    /// stages added (such as `include_usage`) is in effect.
+    pub fn body_rewrite_failed(&mut self) {
+        if let Some(ex) = self.exchange.as_mut() {
+            ex.injected_include_usage = false;
         }
     }
 

@@ -1,0 +1,75 @@
+//! Configuration of the all-in-one module: one object with a section per stage.
+//!
+//! ```json
+//! { "token_counter": { "consumer_header": "x-consumer" } }
+//! ```
+//! A present section enables its stage; stages run in the fixed order token-counter →
+//! guardrails → provider-rewrite → quota (only token-counter exists yet). Unknown sections are
+//! refused, naming them.
+
+use super::token_counter::{self, TokenCounter};
+use super::StageFactory;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw<'a> {
+    #[serde(borrow, default)]
+    token_counter: Option<&'a RawValue>,
+}
+
+pub struct Composed {
+    pub stages: Vec<Box<dyn StageFactory>>,
+    pub max_request_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeError(pub String);
+
+impl std::fmt::Display for ComposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
+    let raw: Raw<'_> = if json.iter().all(u8::is_ascii_whitespace) {
+        return Err(ComposeError("configuration: empty; name at least one stage, e.g. {\"token_counter\":{}}".into()));
+    } else {
+        serde_json::from_slice(json).map_err(|e| ComposeError(format!("configuration: {e}")))?
+    };
+    let mut composed = Composed { stages: Vec::new(), max_request_bytes: None };
+    if let Some(section) = raw.token_counter {
+        let config = token_counter::Config::parse(section.get().as_bytes(), "token_counter.").map_err(|e| ComposeError(e.0))?;
+        composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
+        composed.stages.push(Box::new(TokenCounter::new(config)));
+    }
+    if composed.stages.is_empty() {
+        return Err(ComposeError("configuration: no stage enabled; add a \"token_counter\" section".into()));
+    }
+    Ok(composed)
+}
+
+fn min_limit(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_enable_stages_and_errors_name_fields() {
+        assert_eq!(parse(br#"{"token_counter":{}}"#).map(|c| c.stages.len()).ok(), Some(1));
+        let err = parse(br#"{"token_counter":{"max_event_bytes":1}}"#).err().unwrap();
+        assert!(err.0.starts_with("token_counter.max_event_bytes:"), "{}", err.0);
+        let err = parse(br#"{"tokencounter":{}}"#).err().unwrap();
+        assert!(err.0.contains("unknown field `tokencounter`"), "{}", err.0);
+        assert!(parse(b"{}").is_err());
+        assert!(parse(b"  ").is_err());
+    }
+}

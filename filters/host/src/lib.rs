@@ -1,0 +1,287 @@
+//! The proxy-wasm glue every Tollgate filter shares.
+//!
+//! - [`HttpHost`]: what a filter may ask of the host (headers, bodies, local replies, time,
+//!   filter state, metrics, logs), as a trait;
+//! - [`Driver`]: turns the proxy-wasm HTTP callbacks into calls on a core
+//!   [`Pipeline`](tollgate_core::stage::Pipeline) and applies its decisions, in one place;
+//! - [`fake::FakeHost`]: an in-memory host, so the whole per-stream state machine is tested
+//!   natively (like Envoy's `filter_test.cc` tests filters against mocks);
+//! - `wasm` (wasm32 only): the real host over the raw ABI, where no host status can panic, and
+//!   the root context that validates the plugin configuration in `on_configure`.
+//!
+//! Dependencies point one way: filters → host → core.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+use tollgate_core::stage::{
+    BodyFlow, HeaderEdit, HeadersFlow, HostRead, LogLevel, MetricOp, Outbox, Pipeline, RequestHead, ResponseHead, StageFactory,
+};
+
+/// What a module's configuration parser produces: its stages, in order, and the request size
+/// limit. One per VM; each stream gets a fresh [`Pipeline`] from it.
+pub struct Spec {
+    pub stages: Vec<Box<dyn StageFactory>>,
+    pub max_request_bytes: Option<u64>,
+}
+
+impl Spec {
+    pub fn pipeline(&self) -> Pipeline {
+        Pipeline::new(self.stages.iter().map(|f| f.create()).collect(), self.max_request_bytes)
+    }
+}
+
+/// Parses a module's plugin configuration; the error names the field.
+pub type ConfigParser = fn(&[u8]) -> Result<Spec, String>;
+
+/// What a filter may do to the stream and the host. Every write reports failure instead of
+/// panicking: the host refuses edits in some phases (headers already sent) and that must never
+/// take the VM down.
+pub trait HttpHost: HostRead {
+    fn now_ns(&self) -> u64;
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
+    /// The request body buffered so far (`size` bytes from the start).
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the first `size` bytes of the buffered request body.
+    fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
+    /// The response body chunk of this callback (`size` bytes).
+    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
+    fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
+    /// Sets filter state `wasm.<key>` (readable as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
+    fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError>;
+    fn counter_add(&mut self, name: &str, value: u64);
+    fn histogram_record(&mut self, name: &str, value: u64);
+    fn log(&self, level: LogLevel, message: &str);
+}
+
+/// A host call failed; carries the proxy-wasm status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+/// What a callback returns to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+/// Runs one stream's pipeline on the host's callbacks.
+pub struct Driver {
+    pipeline: Pipeline,
+    /// Request headers were held (`Pause`) and may still be edited.
+    request_headers_held: bool,
+    response_headers_seen: bool,
+    response_complete: bool,
+    replied: bool,
+}
+
+impl Driver {
+    pub fn new(pipeline: Pipeline) -> Self {
+        Driver { pipeline, request_headers_held: false, response_headers_seen: false, response_complete: false, replied: false }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn HttpHost, end_of_stream: bool) -> Action {
+        let header = |name: &str| host.request_header(name);
+        let head = RequestHead {
+            method: header(":method").unwrap_or_default(),
+            path: header(":path").unwrap_or_default(),
+            authority: header(":authority").unwrap_or_default(),
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+            has_body: !end_of_stream,
+        };
+        let mut out = Outbox::default();
+        let now = host.now_ns();
+        let flow = self.pipeline.request_headers(&head, now, &*host, &mut out);
+        self.request_headers_held = true; // edits made during this callback are always allowed
+        apply(host, &mut out);
+        match flow {
+            HeadersFlow::Continue => {
+                self.request_headers_held = false;
+                Action::Continue
+            }
+            HeadersFlow::Pause => Action::Pause,
+            HeadersFlow::Reply(error, dialect) => self.reply(host, &error, dialect),
+        }
+    }
+
+    pub fn on_request_body(&mut self, host: &mut dyn HttpHost, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.pipeline.active() || self.replied {
+            return Action::Continue;
+        }
+        let mut out = Outbox::default();
+        let flow = self.pipeline.request_body(body_size as u64, end_of_stream, || host.request_body(body_size), &mut out);
+        self.finish_request_body(host, flow, body_size, out)
+    }
+
+    /// Request trailers end the body: a body that ends with trailers is read here, so it is
+    /// never waved through unread.
+    pub fn on_request_trailers(&mut self, host: &mut dyn HttpHost) -> Action {
+        if !self.pipeline.active() || self.replied || !self.pipeline.buffering_request() {
+            return Action::Continue;
+        }
+        let mut out = Outbox::default();
+        let body = host.request_body(usize::MAX);
+        let size = body.as_ref().map_or(0, Vec::len);
+        let flow = self.pipeline.request_body(size as u64, true, || body, &mut out);
+        self.finish_request_body(host, flow, size, out)
+    }
+
+    fn finish_request_body(&mut self, host: &mut dyn HttpHost, flow: BodyFlow, size: usize, mut out: Outbox) -> Action {
+        apply(host, &mut out);
+        match flow {
+            BodyFlow::Buffer => Action::Pause,
+            BodyFlow::Continue(None) => {
+                self.request_headers_held = false;
+                Action::Continue
+            }
+            BodyFlow::Continue(Some(body)) => {
+                match host.set_request_body(size, &body) {
+                    Ok(()) => {
+                        if self.request_headers_held {
+                            let length = body.len().to_string();
+                            if host.set_request_header("content-length", Some(&length)).is_err() {
+                                host.log(LogLevel::Warn, "could not set content-length after rewriting the request body");
+                            }
+                        }
+                    }
+                    Err(HostError(status)) => {
+                        host.log(LogLevel::Warn, &format!("request body not rewritten (host status {status}); forwarded as sent"));
+                        self.pipeline.body_rewrite_failed();
+                    }
+                }
+                self.request_headers_held = false;
+                Action::Continue
+            }
+            BodyFlow::Reply(error, dialect) => self.reply(host, &error, dialect),
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn HttpHost, end_of_stream: bool) -> Action {
+        self.response_headers_seen = true;
+        if !self.pipeline.active() {
+            return Action::Continue;
+        }
+        let head = ResponseHead {
+            status: host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0),
+            content_type: host.response_header("content-type"),
+            content_encoding: host.response_header("content-encoding"),
+            has_body: !end_of_stream,
+        };
+        let mut out = Outbox::default();
+        let now = host.now_ns();
+        self.pipeline.response_headers(&head, now, &mut out);
+        apply(host, &mut out);
+        if end_of_stream {
+            self.response_complete = true;
+            self.done(host, true);
+        }
+        Action::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &mut dyn HttpHost, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.pipeline.active() {
+            return Action::Continue;
+        }
+        let now = host.now_ns();
+        let chunk = if body_size > 0 { host.response_body(body_size).unwrap_or_default() } else { Vec::new() };
+        let mut out = Outbox::default();
+        let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, now, &mut out);
+        apply(host, &mut out);
+        if let Some(bytes) = replacement {
+            if let Err(HostError(status)) = host.set_response_body(body_size, &bytes) {
+                host.log(LogLevel::Warn, &format!("response chunk not rewritten (host status {status})"));
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+            self.done(host, true);
+        }
+        // Never Pause: an observed stream is never buffered.
+        Action::Continue
+    }
+
+    pub fn on_response_trailers(&mut self, host: &mut dyn HttpHost) -> Action {
+        if !self.pipeline.active() {
+            return Action::Continue;
+        }
+        let mut out = Outbox::default();
+        let now = host.now_ns();
+        // Trailers end the body; bytes a rewriting stage still held cannot be sent after them.
+        let _ = self.pipeline.response_chunk(&[], true, now, &mut out);
+        apply(host, &mut out);
+        self.response_complete = true;
+        self.done(host, true);
+        Action::Continue
+    }
+
+    /// The stream is over; finishes it if the response never ended (reset, abort).
+    pub fn on_log(&mut self, host: &mut dyn HttpHost) {
+        let completed = self.response_complete;
+        self.done(host, completed);
+    }
+
+    fn done(&mut self, host: &mut dyn HttpHost, completed: bool) {
+        let mut out = Outbox::default();
+        let now = host.now_ns();
+        self.pipeline.done(completed, now, &*host, &mut out);
+        apply(host, &mut out);
+    }
+
+    fn reply(&mut self, host: &mut dyn HttpHost, error: &tollgate_core::error::Error, dialect: tollgate_core::error::Dialect) -> Action {
+        self.replied = true;
+        let headers = error.headers();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Err(HostError(status)) = host.send_local_reply(error.status(), &headers, &error.body(dialect)) {
+            host.log(LogLevel::Error, &format!("local reply failed (host status {status})"));
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+}
+
+/// Applies a pipeline's decisions to the host. Failures are logged, never fatal.
+fn apply(host: &mut dyn HttpHost, out: &mut Outbox) {
+    for edit in out.request_headers.drain(..) {
+        let result = match &edit {
+            HeaderEdit::Set(name, value) => host.set_request_header(name, Some(value)),
+            HeaderEdit::Remove(name) => host.set_request_header(name, None),
+        };
+        if let Err(HostError(status)) = result {
+            host.log(LogLevel::Warn, &format!("request header edit refused (host status {status})"));
+        }
+    }
+    for edit in out.response_headers.drain(..) {
+        let result = match &edit {
+            HeaderEdit::Set(name, value) => host.set_response_header(name, Some(value)),
+            HeaderEdit::Remove(name) => host.set_response_header(name, None),
+        };
+        if let Err(HostError(status)) = result {
+            host.log(LogLevel::Warn, &format!("response header edit refused (host status {status})"));
+        }
+    }
+    for metric in out.metrics.drain(..) {
+        match metric {
+            MetricOp::Counter { name, value } => host.counter_add(&name, value),
+            MetricOp::Histogram { name, value } => host.histogram_record(&name, value),
+        }
+    }
+    for (key, value) in out.filter_state.drain(..) {
+        if let Err(HostError(status)) = host.set_filter_state(&key, &value) {
+            host.log(LogLevel::Debug, &format!("filter state {key} not set (host status {status})"));
+        }
+    }
+    for (level, message) in out.logs.drain(..) {
+        host.log(level, &message);
+    }
+}

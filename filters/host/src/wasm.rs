@@ -1,0 +1,384 @@
+//! The real host (wasm32 only): raw proxy-wasm ABI calls and the root/HTTP contexts.
+//!
+//! Why raw calls: every `proxy_wasm::hostcalls` function `panic!`s on a status it does not
+//! expect (a header edit after the headers were continued returns `BadArgument`; a non-UTF-8
+//! header value makes `get_map_value` unwrap), and a panic kills the VM for every request on
+//! that worker. Here every status becomes a `Result`. The SDK's dispatcher (context
+//! bookkeeping) and allocator are still used.
+
+use crate::{Action, ConfigParser, Driver, HostError, HttpHost, Spec};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use tollgate_core::stage::{HostRead, LogLevel};
+
+#[allow(unsafe_code)]
+mod abi {
+    //! One safe function per host call. SAFETY (all blocks): pointers passed to the host are
+    //! valid for the given lengths for the duration of the call; memory the host returns was
+    //! allocated through the SDK's `proxy_on_memory_allocate` (a boxed slice of exactly the
+    //! returned size), which is what `Vec::from_raw_parts(ptr, len, len)` reclaims, as the
+    //! SDK itself does.
+
+    use std::ptr::null_mut;
+
+    const OK: u32 = 0;
+    const NOT_FOUND: u32 = 1;
+    pub const REQUEST_HEADERS: u32 = 0;
+    pub const RESPONSE_HEADERS: u32 = 2;
+    pub const REQUEST_BODY: u32 = 0;
+    pub const RESPONSE_BODY: u32 = 1;
+    pub const PLUGIN_CONFIGURATION: u32 = 7;
+    pub const COUNTER: u32 = 0;
+    pub const HISTOGRAM: u32 = 2;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+        fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
+        fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_buffer_bytes(kind: u32, start: usize, size: usize, data: *const u8, len: usize) -> u32;
+        fn proxy_get_header_map_value(map: u32, key: *const u8, key_len: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_replace_header_map_value(map: u32, key: *const u8, key_len: usize, value: *const u8, value_len: usize) -> u32;
+        fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
+        fn proxy_get_property(path: *const u8, path_len: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+        fn proxy_set_property(path: *const u8, path_len: usize, value: *const u8, value_len: usize) -> u32;
+        fn proxy_send_local_response(
+            status: u32,
+            details: *const u8,
+            details_len: usize,
+            body: *const u8,
+            body_len: usize,
+            headers: *const u8,
+            headers_len: usize,
+            grpc_status: i32,
+        ) -> u32;
+        fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
+        fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        fn proxy_record_metric(id: u32, value: u64) -> u32;
+    }
+
+    fn status(code: u32) -> Result<(), u32> {
+        if code == OK {
+            Ok(())
+        } else {
+            Err(code)
+        }
+    }
+
+    fn take(data: *mut u8, size: usize) -> Vec<u8> {
+        if data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: see module docs.
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    pub fn log(level: u32, message: &str) {
+        // SAFETY: see module docs.
+        let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+    }
+
+    pub fn now_ns() -> u64 {
+        let mut time = 0u64;
+        // SAFETY: see module docs.
+        let _ = unsafe { proxy_get_current_time_nanoseconds(&mut time) };
+        time
+    }
+
+    pub fn get_buffer(kind: u32, start: usize, max: usize) -> Result<Option<Vec<u8>>, u32> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: see module docs.
+        match unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) } {
+            OK => Ok(Some(take(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    pub fn set_buffer(kind: u32, start: usize, size: usize, value: &[u8]) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_set_buffer_bytes(kind, start, size, value.as_ptr(), value.len()) })
+    }
+
+    pub fn get_header(map: u32, key: &str) -> Result<Option<Vec<u8>>, u32> {
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: see module docs.
+        match unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut size) } {
+            OK => Ok(Some(take(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    pub fn set_header(map: u32, key: &str, value: Option<&str>) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe {
+            match value {
+                Some(v) => proxy_replace_header_map_value(map, key.as_ptr(), key.len(), v.as_ptr(), v.len()),
+                None => proxy_remove_header_map_value(map, key.as_ptr(), key.len()),
+            }
+        })
+    }
+
+    pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, u32> {
+        let path = path.join("\0");
+        let (mut data, mut size) = (null_mut(), 0usize);
+        // SAFETY: see module docs.
+        match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
+            OK => Ok(Some(take(data, size))),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    pub fn set_property(key: &str, value: &str) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
+    }
+
+    pub fn send_local_response(code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), u32> {
+        let mut map = Vec::with_capacity(64);
+        map.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+        for (k, v) in headers {
+            map.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            map.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in headers {
+            map.extend_from_slice(k.as_bytes());
+            map.push(0);
+            map.extend_from_slice(v.as_bytes());
+            map.push(0);
+        }
+        let details = b"tollgate";
+        // SAFETY: see module docs.
+        status(unsafe {
+            proxy_send_local_response(code, details.as_ptr(), details.len(), body.as_ptr(), body.len(), map.as_ptr(), map.len(), -1)
+        })
+    }
+
+    pub fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
+        let mut id = 0u32;
+        // SAFETY: see module docs.
+        status(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) }).map(|()| id)
+    }
+
+    pub fn increment_metric(id: u32, offset: i64) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_increment_metric(id, offset) })
+    }
+
+    pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_record_metric(id, value) })
+    }
+}
+
+/// Metric ids by full stat name, per VM: `define_metric` allocates on every call, so each
+/// name is defined once. Names are bounded by the label caps.
+#[derive(Default)]
+pub struct MetricIds {
+    ids: HashMap<(u32, String), u32>,
+}
+
+impl MetricIds {
+    fn id(&mut self, kind: u32, name: &str) -> Option<u32> {
+        if let Some(id) = self.ids.get(&(kind, name.to_string())) {
+            return Some(*id);
+        }
+        let id = abi::define_metric(kind, name).ok()?;
+        self.ids.insert((kind, name.to_string()), id);
+        Some(id)
+    }
+}
+
+fn level_code(level: LogLevel) -> u32 {
+    match level {
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+    }
+}
+
+/// The host as seen from one HTTP context.
+pub struct ProxyWasmHost {
+    metrics: Rc<RefCell<MetricIds>>,
+    log_prefix: Rc<str>,
+}
+
+impl HostRead for ProxyWasmHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        abi::get_header(abi::REQUEST_HEADERS, name).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        abi::get_header(abi::RESPONSE_HEADERS, name).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        abi::get_property(path).ok().flatten()
+    }
+}
+
+impl HttpHost for ProxyWasmHost {
+    fn now_ns(&self) -> u64 {
+        abi::now_ns()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        abi::set_header(abi::REQUEST_HEADERS, name, value).map_err(HostError)
+    }
+
+    fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        abi::set_header(abi::RESPONSE_HEADERS, name, value).map_err(HostError)
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        abi::get_buffer(abi::REQUEST_BODY, 0, size).ok().flatten()
+    }
+
+    fn set_request_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        abi::set_buffer(abi::REQUEST_BODY, 0, size, body).map_err(HostError)
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        abi::get_buffer(abi::RESPONSE_BODY, 0, size).ok().flatten()
+    }
+
+    fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        abi::set_buffer(abi::RESPONSE_BODY, 0, size, body).map_err(HostError)
+    }
+
+    fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
+        abi::send_local_response(u32::from(status), headers, body).map_err(HostError)
+    }
+
+    fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError> {
+        abi::set_property(key, value).map_err(HostError)
+    }
+
+    fn counter_add(&mut self, name: &str, value: u64) {
+        let id = self.metrics.borrow_mut().id(abi::COUNTER, name);
+        if let Some(id) = id {
+            let _ = abi::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn histogram_record(&mut self, name: &str, value: u64) {
+        let id = self.metrics.borrow_mut().id(abi::HISTOGRAM, name);
+        if let Some(id) = id {
+            let _ = abi::record_metric(id, value);
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        abi::log(level_code(level), &format!("{}{message}", self.log_prefix));
+    }
+}
+
+/// Root context shared by every filter: validates the configuration in `on_configure`.
+pub struct Root {
+    parse: ConfigParser,
+    spec: Option<Rc<Spec>>,
+    metrics: Rc<RefCell<MetricIds>>,
+    log_prefix: Rc<str>,
+}
+
+impl Root {
+    pub fn new(name: &'static str, parse: ConfigParser) -> Self {
+        Root { parse, spec: None, metrics: Rc::default(), log_prefix: Rc::from(format!("{name}: ")) }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = abi::get_buffer(abi::PLUGIN_CONFIGURATION, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        match (self.parse)(&config) {
+            Ok(spec) => {
+                self.spec = Some(Rc::new(spec));
+                abi::log(2, &format!("{}configuration accepted", self.log_prefix));
+                true
+            }
+            Err(message) => {
+                // One line, naming the field; Envoy then rejects the configuration.
+                abi::log(4, &format!("{}invalid configuration: {message}", self.log_prefix));
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let spec = self.spec.as_ref()?;
+        Some(Box::new(Http {
+            driver: Driver::new(spec.pipeline()),
+            host: ProxyWasmHost { metrics: self.metrics.clone(), log_prefix: self.log_prefix.clone() },
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    driver: Driver,
+    host: ProxyWasmHost,
+}
+
+fn action(a: Action) -> proxy_wasm::types::Action {
+    match a {
+        Action::Continue => proxy_wasm::types::Action::Continue,
+        Action::Pause => proxy_wasm::types::Action::Pause,
+    }
+}
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        action(self.driver.on_request_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        action(self.driver.on_request_body(&mut self.host, body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> proxy_wasm::types::Action {
+        action(self.driver.on_request_trailers(&mut self.host))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        action(self.driver.on_response_headers(&mut self.host, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        action(self.driver.on_response_body(&mut self.host, body_size, end_of_stream))
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> proxy_wasm::types::Action {
+        action(self.driver.on_response_trailers(&mut self.host))
+    }
+
+    fn on_log(&mut self) {
+        self.driver.on_log(&mut self.host);
+    }
+}
+
+/// Declares a filter module: `tollgate_host::filter!("name", parser_fn);`
+#[macro_export]
+macro_rules! filter {
+    ($name:expr, $parse:expr) => {
+        proxy_wasm::main! {{
+            // Installs the SDK's panic hook, which logs a panic at `critical` before the trap.
+            proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+            proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+                Box::new($crate::wasm::Root::new($name, $parse))
+            });
+        }}
+    };
+}

@@ -1,0 +1,436 @@
+#!/usr/bin/env python3
+"""Mock LLM provider: OpenAI, Azure OpenAI, Anthropic, Gemini/Vertex and Bedrock wire formats.
+
+Serves the golden cases of tests/fixtures/manifest.json exactly as each provider would:
+JSON bodies, SSE streams (CRLF for Gemini), Gemini's JSON-array stream, and Bedrock's binary
+application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently of the Rust
+encoder). It validates what the real APIs validate (credentials present, Anthropic's required
+max_tokens, JSON bodies) and answers with their error bodies.
+
+Which case answers a request: the `x-mock-case` header, else the default case for the route and
+stream flag. OpenAI chat streams carry usage only when the request asked for
+`stream_options.include_usage` (as OpenAI does), so a gateway that injects it can be seen to.
+
+Test knobs (request headers):
+  x-mock-case: <name>            pick a manifest case
+  x-mock-delay-ms: N             pause N ms before each stream event (and before headers)
+  x-mock-chunking: event|split|bytes:N   how stream bytes are written (default: event)
+  x-mock-gzip: 1                 gzip the response (content-encoding: gzip)
+  x-mock-trailers: 1             end an HTTP/1.1 chunked response with trailers
+  x-mock-fault: reset-mid-stream close the connection half-way through the body
+  x-mock-status: N               answer N with the provider's error body for it
+
+Admin: GET /mock/requests (recent requests: method, path, headers, body), POST /mock/reset,
+GET /mock/health, GET /v1/models.
+
+Usage: mock_provider.py [--port P] [--h2-port P] [--port-file F]
+"""
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import struct
+import sys
+import zlib
+from urllib.parse import urlsplit, parse_qs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "fixtures")
+MAX_RECORDED = 200
+
+with open(os.path.join(FIXTURES, "manifest.json")) as f:
+    CASES = {c["name"]: c for c in json.load(f)["cases"]}
+
+
+def load(case):
+    path = os.path.join(FIXTURES, "responses", case["response"])
+    with open(path, "rb") as f:
+        return f.read()
+
+
+BODIES = {name: load(case) for name, case in CASES.items()}
+RECORDED = []
+
+# ---- wire helpers -------------------------------------------------------------------------------
+
+
+def eventstream_frame(event_type, payload):
+    """One AWS event-stream message with string headers (AWS 'Event stream encoding')."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def sse_events(raw):
+    """Splits an SSE fixture into its events, keeping their bytes (any line ending)."""
+    text = raw.decode("utf-8")
+    sep = "\r\n\r\n" if "\r\n\r\n" in text else "\n\n"
+    parts = text.split(sep)
+    return [(p + sep).encode() for p in parts if p.strip()], sep
+
+
+def without_usage(event_bytes, sep):
+    """OpenAI without include_usage: no `usage` members, no usage-only chunk."""
+    text = event_bytes.decode()
+    if not text.startswith("data: ") or text.startswith("data: [DONE]"):
+        return event_bytes
+    data = json.loads(text[len("data: "):].strip())
+    if "usage" not in data:
+        return event_bytes
+    if data.get("usage") is not None and data.get("choices") == []:
+        return None
+    del data["usage"]
+    return ("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False) + sep).encode()
+
+
+# ---- routing -----------------------------------------------------------------------------------
+
+def route_of(path):
+    p = urlsplit(path).path
+    if p.startswith("/model/"):
+        return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
+    if ":streamGenerateContent" in p:
+        return "gemini-stream"
+    if ":generateContent" in p:
+        return "gemini"
+    if p.endswith("/chat/completions"):
+        return "azure-chat" if p.startswith("/openai/deployments/") else "openai-chat"
+    if p.endswith("/embeddings"):
+        return "openai-embeddings"
+    if p.endswith("/responses"):
+        return "openai-responses"
+    if p.endswith("/messages"):
+        return "anthropic"
+    return None
+
+
+def default_case(route, stream, path):
+    vertex = "/projects/" in path
+    return {
+        ("openai-chat", False): "openai-chat", ("openai-chat", True): "openai-chat-stream",
+        ("azure-chat", False): "azure-chat", ("azure-chat", True): "azure-chat-stream",
+        ("openai-embeddings", False): "openai-embeddings",
+        ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
+        ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
+        ("gemini", False): "vertex-generate" if vertex else "gemini-generate",
+        ("gemini-stream", True): ("vertex-stream-sse" if vertex else "gemini-stream-sse") if "alt=sse" in path else "gemini-stream-array",
+        ("bedrock", False): "bedrock-converse", ("bedrock-stream", True): "bedrock-converse-stream",
+    }.get((route, stream))
+
+
+def error_body(route, status, message):
+    if route == "anthropic":
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if route and route.startswith("gemini"):
+        state = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": message, "status": state}}
+    if route and route.startswith("bedrock"):
+        return {"message": message}
+    kind = {401: "invalid_request_error", 429: "requests"}.get(status, "invalid_request_error" if status < 500 else "server_error")
+    code = {401: "invalid_api_key", 429: "rate_limit_exceeded", 404: "model_not_found"}.get(status)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+class Reply:
+    """A response to write: status, headers, and body pieces with pacing."""
+
+    def __init__(self, status, headers, pieces, delay=0.0, stream=False, trailers=None, reset_at=None):
+        self.status, self.headers, self.pieces = status, headers, pieces
+        self.delay, self.stream, self.trailers, self.reset_at = delay, stream, trailers, reset_at
+
+
+def json_reply(status, obj, extra=None):
+    body = json.dumps(obj).encode()
+    headers = [("content-type", "application/json")] + list((extra or {}).items())
+    return Reply(status, headers, [body])
+
+
+def handle(method, path, headers, body):
+    """Pure request handler: returns a Reply."""
+    h = {k.lower(): v for k, v in headers}
+    if path == "/mock/health":
+        return json_reply(200, {"ok": True})
+    if path == "/mock/requests":
+        return json_reply(200, RECORDED)
+    if path == "/mock/reset":
+        RECORDED.clear()
+        return json_reply(200, {"ok": True})
+    if method == "GET" and urlsplit(path).path.endswith("/models"):
+        return json_reply(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "mock"}
+                                                           for m in ("gpt-4o-mini", "gpt-4.1", "o3", "text-embedding-3-small")]})
+    route = route_of(path)
+    try:
+        text = body.decode("utf-8", errors="replace")
+    except Exception:
+        text = ""
+    RECORDED.append({"method": method, "path": path, "headers": h, "body": text})
+    del RECORDED[:-MAX_RECORDED]
+    if route is None or method != "POST":
+        return json_reply(404, {"error": {"message": f"Unknown request URL: {method} {path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}})
+
+    # Credentials, as each API requires them.
+    if route in ("openai-chat", "openai-embeddings", "openai-responses") and not h.get("authorization", "").startswith("Bearer "):
+        return json_reply(401, error_body(route, 401, "You didn't provide an API key."))
+    if route == "azure-chat" and not (h.get("api-key") or h.get("authorization")):
+        return json_reply(401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}})
+    if route == "anthropic" and not (h.get("x-api-key") or h.get("authorization")):
+        return json_reply(401, error_body(route, 401, "x-api-key header is required"))
+    if route.startswith("gemini") and not (h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
+        return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
+    if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
+        return json_reply(403, {"message": "Missing Authentication Token"}, {"x-amzn-errortype": "MissingAuthenticationTokenException"})
+
+    try:
+        request = json.loads(body) if body else {}
+        if not isinstance(request, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
+    if route == "anthropic" and "max_tokens" not in request:
+        return json_reply(400, error_body(route, 400, "max_tokens: Field required"))
+
+    if "x-mock-status" in h:
+        status = int(h["x-mock-status"])
+        extra = {"retry-after": "2"} if status == 429 else None
+        return json_reply(status, error_body(route, status, f"mock error {status}"), extra)
+
+    stream = bool(request.get("stream")) if not (route.startswith("gemini") or route.startswith("bedrock")) else route.endswith("stream")
+    name = h.get("x-mock-case") or default_case(route, stream, path)
+    case = CASES.get(name)
+    if case is None:
+        return json_reply(400, error_body(route, 400, f"unknown mock case {name!r}"))
+    raw = BODIES[name]
+    delay = float(h.get("x-mock-delay-ms", "0")) / 1000.0
+    extra_headers = list(case.get("headers", {}).items())
+    content_type = case["content_type"]
+
+    if content_type == "application/vnd.amazon.eventstream":
+        pieces = [eventstream_frame(e["event"], e["payload"]) for e in json.loads(raw)]
+        is_stream = True
+    elif content_type == "text/event-stream":
+        events, sep = sse_events(raw)
+        if case.get("openai_include_usage") and not (request.get("stream_options") or {}).get("include_usage") is True:
+            events = [e for e in (without_usage(ev, sep) for ev in events) if e is not None]
+        pieces = events
+        is_stream = True
+        content_type = "text/event-stream; charset=utf-8"
+    elif name == "gemini-stream-array":
+        text = raw.decode()
+        # Stream the array element by element, as Gemini does without alt=sse.
+        parts = text.split(",\r\n")
+        pieces = [(p + (",\r\n" if i < len(parts) - 1 else "")).encode() for i, p in enumerate(parts)]
+        is_stream = True
+    else:
+        pieces = [raw]
+        is_stream = False
+
+    chunking = h.get("x-mock-chunking", "event")
+    if chunking == "split":
+        split = []
+        for p in pieces:
+            cut = max(1, len(p) // 2 - 3)
+            split += [p[:cut], p[cut:]]
+        pieces = split
+    elif chunking.startswith("bytes:"):
+        n = max(1, int(chunking.split(":", 1)[1]))
+        joined = b"".join(pieces)
+        pieces = [joined[i:i + n] for i in range(0, len(joined), n)]
+
+    out_headers = [("content-type", content_type)] + extra_headers
+    if h.get("x-mock-gzip") == "1":
+        if is_stream:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+            pieces = [compressor.compress(p) + compressor.flush(zlib.Z_SYNC_FLUSH) for p in pieces] + [compressor.flush()]
+        else:
+            pieces = [gzip.compress(b"".join(pieces))]
+        out_headers.append(("content-encoding", "gzip"))
+    reset_at = len(pieces) // 2 if h.get("x-mock-fault") == "reset-mid-stream" else None
+    trailers = [("x-mock-trailer", "done")] if h.get("x-mock-trailers") == "1" else None
+    return Reply(case["status"], out_headers, pieces, delay, is_stream, trailers, reset_at)
+
+
+# ---- HTTP/1.1 server ------------------------------------------------------------------------------
+
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable", 529: "Overloaded"}
+
+
+async def serve_http1(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = []
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers.append((k.strip(), v.strip()))
+            h = {k.lower(): v for k, v in headers}
+            if h.get("transfer-encoding", "").lower() == "chunked":
+                body = b""
+                while True:
+                    size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                    if size == 0:
+                        while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                            pass
+                        break
+                    body += await reader.readexactly(size)
+                    await reader.readexactly(2)
+            else:
+                body = await reader.readexactly(int(h.get("content-length", "0")))
+            reply = handle(method, path, headers, body)
+            if reply.delay:
+                await asyncio.sleep(reply.delay)
+            chunked = reply.stream or reply.trailers
+            out = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Status')}\r\n"]
+            for k, v in reply.headers:
+                out.append(f"{k}: {v}\r\n")
+            if chunked:
+                out.append("transfer-encoding: chunked\r\n")
+            else:
+                out.append(f"content-length: {sum(len(p) for p in reply.pieces)}\r\n")
+            out.append("\r\n")
+            writer.write("".join(out).encode("latin-1"))
+            for i, piece in enumerate(reply.pieces):
+                if reply.reset_at is not None and i == reply.reset_at:
+                    await writer.drain()
+                    writer.transport.abort()
+                    return
+                if reply.stream and reply.delay and i > 0:
+                    await writer.drain()
+                    await asyncio.sleep(reply.delay)
+                if chunked:
+                    if piece:
+                        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                else:
+                    writer.write(piece)
+                if reply.stream:
+                    await writer.drain()
+            if chunked:
+                trailer = "".join(f"{k}: {v}\r\n" for k, v in (reply.trailers or []))
+                writer.write(b"0\r\n" + trailer.encode() + b"\r\n")
+            await writer.drain()
+            if h.get("connection", "").lower() == "close":
+                break
+    except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+# ---- HTTP/2 (h2c, prior knowledge) ----------------------------------------------------------------
+
+async def serve_h2(reader, writer):
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn.initiate_connection()
+    writer.write(conn.data_to_send())
+    streams = {}
+
+    async def respond(stream_id, headers, body):
+        pseudo = dict(headers)
+        reply = handle(pseudo.get(":method", "GET"), pseudo.get(":path", "/"), [(k, v) for k, v in headers if not k.startswith(":")], body)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        conn.send_headers(stream_id, [(":status", str(reply.status))] + [(k, v) for k, v in reply.headers])
+        writer.write(conn.data_to_send())
+        for i, piece in enumerate(reply.pieces):
+            if reply.reset_at is not None and i == reply.reset_at:
+                conn.reset_stream(stream_id)
+                writer.write(conn.data_to_send())
+                return
+            if reply.stream and reply.delay and i > 0:
+                await asyncio.sleep(reply.delay)
+            while piece:
+                window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+                if window <= 0:
+                    await writer.drain()
+                    await asyncio.sleep(0.001)
+                    continue
+                conn.send_data(stream_id, piece[:window])
+                piece = piece[window:]
+                writer.write(conn.data_to_send())
+            await writer.drain()
+        if reply.trailers:
+            conn.send_headers(stream_id, reply.trailers, end_stream=True)
+        else:
+            conn.end_stream(stream_id)
+        writer.write(conn.data_to_send())
+        await writer.drain()
+
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    streams[event.stream_id] = (event.headers, bytearray())
+                    if event.stream_ended:
+                        asyncio.ensure_future(respond(event.stream_id, event.headers, b""))
+                elif isinstance(event, h2.events.DataReceived):
+                    streams[event.stream_id][1].extend(event.data)
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    if event.stream_ended:
+                        headers, body = streams[event.stream_id]
+                        asyncio.ensure_future(respond(event.stream_id, headers, bytes(body)))
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id in streams:
+                    headers, body = streams[event.stream_id]
+                    if body:
+                        pass
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return
+            writer.write(conn.data_to_send())
+            await writer.drain()
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--h2-port", type=int, default=None, help="also serve h2c (prior knowledge) on this port (0 = any)")
+    parser.add_argument("--port-file", help="write the bound ports here as JSON once listening")
+    args = parser.parse_args()
+    server = await asyncio.start_server(serve_http1, "127.0.0.1", args.port, limit=1 << 24, backlog=1024)
+    ports = {"http1": server.sockets[0].getsockname()[1]}
+    servers = [server]
+    if args.h2_port is not None:
+        h2server = await asyncio.start_server(serve_h2, "127.0.0.1", args.h2_port, limit=1 << 24)
+        ports["h2"] = h2server.sockets[0].getsockname()[1]
+        servers.append(h2server)
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(ports, f)
+        os.replace(tmp, args.port_file)
+    print(f"mock provider listening: {ports}", file=sys.stderr, flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop  # optional: faster, so the mock is never the benchmark's bottleneck
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

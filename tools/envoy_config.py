@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Renders envoy/*.yaml.tmpl into a runnable Envoy config.
+
+Used by `make run`, the e2e tests and the benchmark, so all three run the same configuration.
+
+  envoy_config.py --out FILE [--wasm PATH] [--provider mock:PORT | openai | anthropic | URL]
+                  [--listen-port N] [--admin-port N] [--access-log PATH] [--filter-config JSON]
+                  [--h2] [--no-filter]
+"""
+import argparse
+import json
+import os
+import string
+from urllib.parse import urlsplit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE = os.path.join(ROOT, "envoy", "token-counter.yaml.tmpl")
+DEFAULT_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate_token_counter.wasm")
+DEFAULT_FILTER_CONFIG = {"consumer_header": "x-tollgate-consumer"}
+
+KNOWN = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
+
+TLS = """transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}"""
+H2 = """typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"""
+H1_TRAILERS = """typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http_protocol_options: { enable_trailers: true } }"""
+
+
+def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_port=9901, access_log="/dev/stdout",
+           filter_config=None, h2=False, with_filter=True, buffer_limit=1 << 20):
+    with open(TEMPLATE) as f:
+        text = f.read()
+    if provider.startswith("mock:"):
+        host, port, tls, rewrite, discovery = "127.0.0.1", int(provider.split(":", 1)[1]), "", "", "STATIC"
+    else:
+        url = urlsplit(KNOWN.get(provider, provider))
+        host = url.hostname
+        port = url.port or (443 if url.scheme == "https" else 80)
+        tls = TLS.format(host=host) if url.scheme == "https" else ""
+        rewrite = f"host_rewrite_literal: {host}"
+        discovery = "LOGICAL_DNS"
+    config = json.dumps(filter_config if filter_config is not None else DEFAULT_FILTER_CONFIG)
+    values = {
+        "ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "ACCESS_LOG": access_log, "WASM": wasm,
+        "FILTER_CONFIG": config.replace("'", "''"), "PROVIDER_HOST": host, "PROVIDER_PORT": port,
+        "PROVIDER_TLS": tls, "HOST_REWRITE": rewrite, "PROVIDER_DISCOVERY": discovery,
+        "PROVIDER_PROTOCOL": H2 if h2 else H1_TRAILERS, "BUFFER_LIMIT": buffer_limit,
+    }
+    text = string.Template(text).substitute(values)
+    if not with_filter:
+        # Bare Envoy for the benchmark baseline: the same config without the wasm filter.
+        start = text.index("          - name: envoy.filters.http.wasm")
+        end = text.index("          - name: envoy.filters.http.router")
+        text = text[:start] + text[end:]
+    return text
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    p.add_argument("--out", required=True)
+    p.add_argument("--wasm", default=DEFAULT_WASM)
+    p.add_argument("--provider", default="mock:8081", help="mock:PORT, openai, anthropic or a base URL")
+    p.add_argument("--listen-port", type=int, default=10000)
+    p.add_argument("--admin-port", type=int, default=9901)
+    p.add_argument("--access-log", default="/dev/stdout")
+    p.add_argument("--filter-config", help="token-counter configuration (JSON)")
+    p.add_argument("--h2", action="store_true", help="HTTP/2 to the provider")
+    p.add_argument("--no-filter", action="store_true", help="bare Envoy (benchmark baseline)")
+    a = p.parse_args()
+    text = render(wasm=a.wasm, provider=a.provider, listen_port=a.listen_port, admin_port=a.admin_port,
+                  access_log=a.access_log, filter_config=json.loads(a.filter_config) if a.filter_config else None,
+                  h2=a.h2, with_filter=not a.no_filter)
+    with open(a.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
