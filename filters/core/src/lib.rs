@@ -12,6 +12,7 @@
 )]
 
 pub mod api;
+pub mod config;
 pub mod decompress;
 pub mod error;
 pub mod estimate;

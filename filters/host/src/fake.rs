@@ -183,6 +183,9 @@ impl<'a> Exchange<'a> {
         let mut action = Action::Continue;
         let last = chunks.len().saturating_sub(1);
         for (i, chunk) in chunks.iter().enumerate() {
+            if self.host.local_reply.is_some() {
+                break; // Envoy stops feeding the body once the filter answered
+            }
             if action == Action::Continue && i > 0 {
                 self.host.request_body.clear(); // forwarded already: the next callback sees only new data
             }

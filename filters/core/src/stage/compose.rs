@@ -37,7 +37,7 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
     let raw: Raw<'_> = if json.iter().all(u8::is_ascii_whitespace) {
         return Err(ComposeError("configuration: empty; name at least one stage, e.g. {\"token_counter\":{}}".into()));
     } else {
-        serde_json::from_slice(json).map_err(|e| ComposeError(format!("configuration: {e}")))?
+        crate::config::from_json(json, "").map_err(ComposeError)?
     };
     let mut composed = Composed { stages: Vec::new(), max_request_bytes: None };
     if let Some(section) = raw.token_counter {

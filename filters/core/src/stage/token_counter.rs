@@ -121,7 +121,7 @@ impl Config {
         let raw: RawConfig = if json.iter().all(u8::is_ascii_whitespace) {
             RawConfig::default()
         } else {
-            serde_json::from_slice(json).map_err(|e| ConfigError(format!("{prefix}: {e}")))?
+            crate::config::from_json(json, prefix).map_err(ConfigError)?
         };
         Config::validate(raw, prefix)
     }
