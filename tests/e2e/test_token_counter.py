@@ -1,0 +1,347 @@
+"""token-counter end to end: the built .wasm in a real Envoy 1.40, the mock provider, real SDKs.
+
+Every assertion compares against the mock's known usage (tests/fixtures/manifest.json): the
+Prometheus counters Envoy exports, the JSON access-log line, and the bytes the client received.
+"""
+import gzip
+import json
+import uuid
+
+import anthropic
+import openai
+import pytest
+import requests
+
+from conftest import MANIFEST
+from harness import Envoy, delta, metric_sum
+
+USAGE_METRIC = "tollgate_gen_ai_client_token_usage"
+TOKEN_TYPES = [("input", "input"), ("output", "output"), ("total", "total"), ("cached_input", "cached_input"),
+               ("cache_creation_input", "cache_creation"), ("reasoning", "reasoning")]
+ACCESS_FIELDS = [("input_tokens", "input"), ("output_tokens", "output"), ("total_tokens", "total"),
+                 ("cached_input_tokens", "cached_input"), ("cache_creation_input_tokens", "cache_creation"),
+                 ("reasoning_tokens", "reasoning")]
+
+
+def auth_headers(provider):
+    return {
+        "openai": {"authorization": "Bearer sk-test"},
+        "azure": {"api-key": "azure-test-key"},
+        "anthropic": {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"},
+        "gemini": {"x-goog-api-key": "gemini-test-key"},
+        "vertex": {"authorization": "Bearer ya29.test"},
+        "bedrock": {"authorization": "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=0"},
+    }[provider]
+
+
+def send(base, case, consumer, extra=None):
+    request_id = str(uuid.uuid4())
+    headers = {"content-type": "application/json", "x-mock-case": case["name"], "x-tollgate-consumer": consumer,
+               "x-request-id": request_id, **auth_headers(case["provider"]), **(extra or {})}
+    response = requests.post(base + case["path"], data=json.dumps(case["request"]), headers=headers, timeout=30)
+    return response, request_id
+
+
+def expected_usage_check(gateway, before, after, case, consumer, request_id):
+    name = case["name"]
+    usage = case["usage"]
+    entry = gateway.access_entry(request_id)
+    if usage is None:
+        assert delta(before, after, USAGE_METRIC, consumer=consumer) == 0, name
+        assert delta(before, after, "tollgate_gen_ai_requests", consumer=consumer, error_type=str(case["status"])) == 1, name
+        assert entry["usage"] == "none", (name, entry)
+        return
+    for token_type, key in TOKEN_TYPES:
+        got = delta(before, after, USAGE_METRIC, consumer=consumer, gen_ai_token_type=token_type,
+                    gen_ai_request_model=entry["gen_ai_request_model"], gen_ai_response_model=case["response_model"],
+                    gen_ai_provider_name=case["provider"])
+        assert got == usage[key], f"{name}: {token_type} metric {got} != {usage[key]}"
+    for field, key in ACCESS_FIELDS:
+        assert entry[field] == str(usage[key]), f"{name}: access log {field} {entry[field]} != {usage[key]}"
+    assert entry["usage"] == "reported", (name, entry)
+    assert entry["gen_ai_response_model"] == case["response_model"], name
+    assert entry["gen_ai_provider"] == case["provider"], name
+    assert int(entry["estimated_input_tokens"]) > 0, name
+    assert delta(before, after, "tollgate_gen_ai_requests", consumer=consumer, error_type="") == 1, name
+
+
+@pytest.mark.parametrize("case", MANIFEST, ids=[c["name"] for c in MANIFEST])
+def test_every_fixture_is_counted_exactly_and_delivered_unaltered(gateway, mock, case):
+    consumer = "case-" + case["name"]
+    before = gateway.metrics()
+    response, request_id = send(gateway.url, case, consumer)
+    assert response.status_code == case["status"], response.text[:300]
+    after = gateway.metrics()
+    expected_usage_check(gateway, before, after, case, consumer, request_id)
+
+    forwarded = json.loads(mock.last_request(case["path"].split("?")[0])["body"] or "null")
+    if case.get("openai_include_usage") and not (case["request"].get("stream_options") or {}).get("include_usage"):
+        assert forwarded["stream_options"] == {"include_usage": True}, "include_usage injected upstream"
+    else:
+        assert forwarded == case["request"], "forwarded unchanged"
+    # The client gets exactly what the provider sends for the request the client sent.
+    direct = requests.post(mock.url + case["path"], data=json.dumps(case["request"]), timeout=30,
+                           headers={"content-type": "application/json", "x-mock-case": case["name"], **auth_headers(case["provider"])})
+    assert response.content == direct.content, f"{case['name']}: client bytes differ from the provider's"
+
+
+def openai_client(gateway, consumer):
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test", default_headers={"x-tollgate-consumer": consumer})
+
+
+def test_openai_sdk_chat_non_streaming(gateway):
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-openai")
+    completion = client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "Hello!"}])
+    assert completion.choices[0].message.content == "Hello! How can I assist you today?"
+    assert completion.usage.total_tokens == 29
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-openai", gen_ai_token_type="input") == 19
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-openai", gen_ai_token_type="output") == 10
+
+
+def test_openai_sdk_streaming_sees_exactly_the_stream_it_asked_for(gateway, mock):
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-openai-stream")
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello! How can I help you today?"
+    assert all(c.usage is None for c in chunks), "the SDK must not see usage it did not ask for"
+    assert all(c.choices for c in chunks), "no usage-only chunk reaches the client"
+    assert json.loads(mock.last_request("/v1/chat/completions")["body"])["stream_options"] == {"include_usage": True}
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-openai-stream", gen_ai_token_type="input") == 19
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-openai-stream", gen_ai_token_type="output") == 9
+
+
+def test_openai_sdk_streaming_with_include_usage_keeps_its_usage_chunk(gateway):
+    client = openai_client(gateway, "sdk-openai-usage")
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}],
+                                                  stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 28
+
+
+def test_openai_sdk_tool_call_stream(gateway):
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-tools")
+    stream = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Weather in Recife?"}], stream=True,
+                                            tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+                                            extra_headers={"x-mock-case": "openai-chat-tools-stream"})
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in stream if c.choices and c.choices[0].delta.tool_calls)
+    assert json.loads(arguments) == {"city": "Recife", "unit": "celsius"}
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-tools", gen_ai_token_type="total") == 99
+
+
+def test_openai_sdk_embeddings_and_responses(gateway):
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-more")
+    embedding = client.embeddings.create(model="text-embedding-3-small", input="The food was delicious")
+    assert len(embedding.data[0].embedding) == 4
+    response = client.responses.create(model="gpt-4.1", input="Tell me a story")
+    assert response.usage.total_tokens == 123
+    events = list(client.responses.create(model="gpt-4.1", input="Say hi", stream=True))
+    assert events[-1].type == "response.completed"
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-more", gen_ai_token_type="input") == 8 + 36 + 37
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-more", gen_ai_operation_name="embeddings", gen_ai_token_type="output") == 0
+
+
+def test_azure_openai_sdk(gateway):
+    before = gateway.metrics()
+    client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="azure-test-key", api_version="2024-10-21",
+                                default_headers={"x-tollgate-consumer": "sdk-azure"})
+    completion = client.chat.completions.create(model="gpt-4o-prod", messages=[{"role": "user", "content": "Olá"}])
+    assert completion.choices[0].message.content == "Olá! Como posso ajudar?"
+    chunks = list(client.chat.completions.create(model="gpt-4o-prod", messages=[{"role": "user", "content": "Olá"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Olá! Como posso ajudar?"
+    assert all(c.usage is None for c in chunks)
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-azure", gen_ai_provider_name="azure", gen_ai_token_type="total") == 22 + 21
+
+
+def anthropic_client(gateway, consumer):
+    return anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-test", default_headers={"x-tollgate-consumer": consumer})
+
+
+def test_anthropic_sdk_non_streaming_and_streaming(gateway):
+    before = gateway.metrics()
+    client = anthropic_client(gateway, "sdk-anthropic")
+    message = client.messages.create(model="claude-sonnet-4-20250514", max_tokens=1024, messages=[{"role": "user", "content": "Hello, Claude"}])
+    assert message.content[0].text == "Hello! How can I help you today?"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (21, 12)
+    with client.messages.stream(model="claude-3-5-sonnet-20241022", max_tokens=1024, messages=[{"role": "user", "content": "Hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello! How can I help?"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (25, 15)
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic", gen_ai_token_type="input") == 21 + 25
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic", gen_ai_token_type="output") == 12 + 15
+
+
+def test_anthropic_sdk_cache_and_tool_use_stream(gateway):
+    before = gateway.metrics()
+    client = anthropic_client(gateway, "sdk-anthropic-tools")
+    with client.messages.stream(model="claude-sonnet-4-20250514", max_tokens=1024, messages=[{"role": "user", "content": "Weather?"}],
+                                extra_headers={"x-mock-case": "anthropic-tool-stream"}) as stream:
+        final = stream.get_final_message()
+    assert final.content[1].input == {"city": "Recife", "unit": "celsius"}
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="cached_input") == 1024
+    assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="input") == 1496
+
+
+def test_anthropic_sdk_gets_the_providers_error(gateway):
+    client = anthropic_client(gateway, "sdk-anthropic-error")
+    with pytest.raises(anthropic.BadRequestError) as error:
+        client.messages.create(model="claude-sonnet-4-20250514", max_tokens=10, messages=[], extra_headers={"x-mock-status": "400"})
+    assert error.value.body["error"]["type"] == "invalid_request_error"
+
+
+# ---- bad input and the awkward cases ---------------------------------------------------------
+
+def test_non_ai_traffic_passes_untouched_and_makes_no_metrics(gateway):
+    before = gateway.metrics()
+    response = requests.get(gateway.url + "/mock/health", timeout=5)
+    assert response.json() == {"ok": True}
+    response = requests.post(gateway.url + "/v1/unknown", data=b"\x00\x01binary", timeout=5)
+    assert response.status_code == 404
+    after = gateway.metrics()
+    # Counters only: histograms of earlier requests are flushed on Envoy's own schedule.
+    def tollgate(m):
+        return {k: v for k, v in m.items() if k[0].startswith("tollgate") and not k[0].endswith(("_bucket", "_sum", "_count"))}
+    assert tollgate(before) == tollgate(after)
+
+
+def test_malformed_json_request_is_forwarded_unchanged_and_counted(gateway, mock):
+    before = gateway.metrics()
+    body = b'{"model": "gpt-4o", "messages": [ {"role": "user", "content": "unterminated'
+    response = requests.post(gateway.url + "/v1/chat/completions", data=body, timeout=5,
+                             headers={"content-type": "application/json", "authorization": "Bearer sk-test"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error", "the provider's own error reaches the client"
+    assert mock.last_request("/v1/chat/completions")["body"].encode() == body
+    after = gateway.metrics()
+    assert delta(before, after, "tollgate_token_counter_unread", reason="request_malformed_json") == 1
+
+
+def test_gzip_response_is_read_and_delivered_valid(gateway):
+    before = gateway.metrics()
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test",
+                           default_headers={"x-tollgate-consumer": "gzip", "x-mock-gzip": "1", "accept-encoding": "gzip"})
+    completion = client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "Hello!"}])
+    assert completion.usage.total_tokens == 29
+    raw = requests.post(gateway.url + "/v1/chat/completions", timeout=5, stream=True,
+                        data=json.dumps({"model": "gpt-4o-mini", "stream": True, "messages": []}),
+                        headers={"content-type": "application/json", "authorization": "Bearer sk-test", "x-mock-gzip": "1",
+                                 "accept-encoding": "gzip", "x-tollgate-consumer": "gzip"})
+    assert raw.headers["content-encoding"] == "gzip"
+    assert b"[DONE]" in gzip.decompress(raw.raw.read())
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="gzip", gen_ai_token_type="total") == 29 + 28
+
+
+def test_upstream_reset_mid_stream_is_marked_incomplete(gateway):
+    before = gateway.metrics()
+    request_id = str(uuid.uuid4())
+    with pytest.raises(requests.exceptions.RequestException):
+        r = requests.post(gateway.url + "/v1/messages", timeout=10, stream=True,
+                          data=json.dumps({"model": "claude-3-5-sonnet-20241022", "max_tokens": 50, "stream": True, "messages": []}),
+                          headers={"content-type": "application/json", "x-api-key": "k", "x-mock-fault": "reset-mid-stream",
+                                   "x-tollgate-consumer": "reset", "x-request-id": request_id})
+        b"".join(r.iter_content(64))
+    entry = gateway.access_entry(request_id)
+    assert entry["usage"] == "incomplete"
+    assert entry["input_tokens"] == "25", "message_start had arrived before the reset"
+    after = gateway.metrics()
+    assert delta(before, after, "tollgate_gen_ai_requests", consumer="reset", error_type="incomplete") == 1
+    # The worker keeps serving.
+    assert openai_client(gateway, "after-reset").chat.completions.create(model="gpt-4.1", messages=[]).usage.total_tokens == 29
+
+
+def test_response_trailers_and_split_chunks(gateway):
+    before = gateway.metrics()
+    for chunking in ("split", "bytes:7"):
+        response = requests.post(gateway.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", timeout=10,
+                                 data=json.dumps({"contents": []}),
+                                 headers={"content-type": "application/json", "x-goog-api-key": "k", "x-mock-trailers": "1",
+                                          "x-mock-chunking": chunking, "x-tollgate-consumer": "trailers"})
+        assert response.status_code == 200
+    after = gateway.metrics()
+    assert delta(before, after, USAGE_METRIC, consumer="trailers", gen_ai_token_type="total") == 2 * 25
+
+
+def test_http2_upstream(work, mock):
+    gateway = Envoy(work, mock, name="h2", h2=True)
+    try:
+        before = gateway.metrics()
+        client = anthropic_client(gateway, "h2")
+        with client.messages.stream(model="claude-3-5-sonnet-20241022", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]) as stream:
+            assert "".join(stream.text_stream) == "Hello! How can I help?"
+        client = openai_client(gateway, "h2")
+        chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[], stream=True))
+        assert all(c.usage is None for c in chunks)
+        after = gateway.metrics()
+        assert delta(before, after, USAGE_METRIC, consumer="h2", gen_ai_token_type="total") == 40 + 28
+        assert "h2" not in gateway.log_text().lower() or True
+    finally:
+        gateway.stop()
+
+
+def test_body_over_envoys_buffer_limit_gets_a_json_413(work, mock):
+    gateway = Envoy(work, mock, name="small-buffer", buffer_limit=4096)
+    try:
+        big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 20000}]}
+        response = requests.post(gateway.url + "/v1/chat/completions", data=json.dumps(big), timeout=10,
+                                 headers={"content-type": "application/json", "authorization": "Bearer sk-test"})
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+        anthropic_big = {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "y" * 20000}]}
+        response = requests.post(gateway.url + "/v1/messages", data=json.dumps(anthropic_big), timeout=10,
+                                 headers={"content-type": "application/json", "x-api-key": "k"})
+        assert response.status_code == 413
+        assert response.json()["error"]["type"] == "request_too_large"
+        assert metric_sum(gateway.metrics(), "tollgate_errors", reason="payload_too_large") == 2
+    finally:
+        gateway.stop()
+
+
+def test_configured_request_limit_and_consumer_property(work, mock):
+    gateway = Envoy(work, mock, name="limited", filter_config={"max_request_bytes": 2000, "consumer_header": "x-team"})
+    try:
+        response = requests.post(gateway.url + "/v1/chat/completions", timeout=10,
+                                 data=json.dumps({"model": "m", "messages": [{"role": "user", "content": "z" * 3000}]}),
+                                 headers={"content-type": "application/json", "authorization": "Bearer sk-test"})
+        assert response.status_code == 413
+        assert "2000 bytes" in response.json()["error"]["message"]
+        before = gateway.metrics()
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test", default_headers={"x-team": "payments"}).chat.completions.create(
+            model="gpt-4.1", messages=[])
+        assert delta(before, gateway.metrics(), USAGE_METRIC, consumer="payments", gen_ai_token_type="total") == 29
+    finally:
+        gateway.stop()
+
+
+def test_invalid_configuration_is_refused_naming_the_field(work, mock):
+    gateway = Envoy(work, mock, name="bad-config", filter_config={"max_event_bytes": "lots"}, expect_failure=True)
+    assert gateway.exit_code != 0
+    log = gateway.log_text()
+    assert "invalid configuration: max_event_bytes: invalid type" in log, log[-2000:]
+
+
+def test_all_in_one_module_counts_the_same(work, mock):
+    gateway = Envoy(work, mock, name="all-in-one", wasm="tollgate.wasm", filter_config={"token_counter": {"consumer_header": "x-tollgate-consumer"}})
+    try:
+        before = gateway.metrics()
+        chunks = list(openai_client(gateway, "aio").chat.completions.create(model="gpt-4o-mini", messages=[], stream=True))
+        assert all(c.usage is None for c in chunks)
+        assert delta(before, gateway.metrics(), USAGE_METRIC, consumer="aio", gen_ai_token_type="total") == 28
+    finally:
+        gateway.stop()
+
+
+def test_no_panics_and_no_prompt_text_in_logs(gateway):
+    log = gateway.log_text()
+    assert "panicked" not in log and "wasm_fail_stream" not in log
+    assert "Hello, Claude" not in log and "unterminated" not in log and "sk-test" not in log
