@@ -51,6 +51,7 @@ def load(case):
 
 BODIES = {name: load(case) for name, case in CASES.items()}
 RECORDED = []
+WITHOUT_USAGE = {}
 
 # ---- wire helpers -------------------------------------------------------------------------------
 
@@ -220,7 +221,10 @@ def handle(method, path, headers, body):
     elif content_type == "text/event-stream":
         events, sep = sse_events(raw)
         if case.get("openai_include_usage") and not (request.get("stream_options") or {}).get("include_usage") is True:
-            events = [e for e in (without_usage(ev, sep) for ev in events) if e is not None]
+            events = WITHOUT_USAGE.get(name)
+            if events is None:
+                events = [e for e in (without_usage(ev, sep) for ev in sse_events(raw)[0]) if e is not None]
+                WITHOUT_USAGE[name] = events
         pieces = events
         is_stream = True
         content_type = "text/event-stream; charset=utf-8"
@@ -234,7 +238,19 @@ def handle(method, path, headers, body):
         pieces = [raw]
         is_stream = False
 
+    return prepared(name, case, content_type, pieces, is_stream, extra_headers, delay, h)
+
+
+PREPARED = {}
+
+
+def prepared(name, case, content_type, pieces, is_stream, extra_headers, delay, h):
+    """Applies chunking, gzip and faults; cached per variant so the mock's own CPU stays low."""
     chunking = h.get("x-mock-chunking", "event")
+    key = (name, len(pieces), chunking, h.get("x-mock-gzip"), h.get("x-mock-fault"), h.get("x-mock-trailers"))
+    if key in PREPARED:
+        status, out_headers, pieces, is_stream, trailers, reset_at = PREPARED[key]
+        return Reply(status, out_headers, pieces, delay, is_stream, trailers, reset_at)
     if chunking == "split":
         split = []
         for p in pieces:
@@ -256,6 +272,8 @@ def handle(method, path, headers, body):
         out_headers.append(("content-encoding", "gzip"))
     reset_at = len(pieces) // 2 if h.get("x-mock-fault") == "reset-mid-stream" else None
     trailers = [("x-mock-trailer", "done")] if h.get("x-mock-trailers") == "1" else None
+    if len(PREPARED) < 1024:
+        PREPARED[key] = (case["status"], out_headers, pieces, is_stream, trailers, reset_at)
     return Reply(case["status"], out_headers, pieces, delay, is_stream, trailers, reset_at)
 
 

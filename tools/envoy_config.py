@@ -48,7 +48,8 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         tls = TLS.format(host=host) if url.scheme == "https" else ""
         rewrite = f"host_rewrite_literal: {host}"
         discovery = "LOGICAL_DNS"
-    config = json.dumps(filter_config if filter_config is not None else DEFAULT_FILTER_CONFIG)
+    config = filter_config if isinstance(filter_config, str) else json.dumps(
+        filter_config if filter_config is not None else DEFAULT_FILTER_CONFIG)
     values = {
         "ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "ACCESS_LOG": access_log, "WASM": wasm,
         "FILTER_CONFIG": config.replace("'", "''"), "PROVIDER_HOST": host, "PROVIDER_PORT": port,

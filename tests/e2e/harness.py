@@ -45,12 +45,17 @@ def wait_until(predicate, timeout=20.0, what="condition"):
     raise TimeoutError(f"timed out waiting for {what}: {last}")
 
 
+def pinned(cpus):
+    """`taskset` prefix pinning a child to `cpus` (benchmark isolation), or nothing."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 class Mock:
-    def __init__(self, workdir):
+    def __init__(self, workdir, cpus=None):
         self.port_file = os.path.join(workdir, "mock-ports.json")
         self.log = open(os.path.join(workdir, "mock.log"), "w")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "tests", "mock_provider.py"), "--port", "0", "--h2-port", "0", "--port-file", self.port_file],
+            pinned(cpus) + [sys.executable, os.path.join(ROOT, "tests", "mock_provider.py"), "--port", "0", "--h2-port", "0", "--port-file", self.port_file],
             stdout=self.log, stderr=subprocess.STDOUT)
         ports = wait_until(lambda: os.path.exists(self.port_file) and json.load(open(self.port_file)), what="mock provider")
         self.port, self.h2_port = ports["http1"], ports["h2"]
@@ -75,7 +80,7 @@ class Envoy:
     """One Envoy process with the token-counter (or bare) in front of the mock."""
 
     def __init__(self, workdir, mock, *, name="envoy", wasm="tollgate_token_counter.wasm", filter_config=None, h2=False,
-                 with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False):
+                 with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False, cpus=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.access_log = os.path.join(self.dir, "access.log")
@@ -90,7 +95,7 @@ class Envoy:
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency), "--disable-hot-restart",
+            pinned(cpus) + [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency), "--disable-hot-restart",
              "--admin-address-path", self.admin_path, "--file-flush-interval-msec", "50", "--component-log-level", "wasm:debug",
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -44,7 +44,10 @@ mod tests {
         let err = from_json::<Outer>(br#"{"inner":{"flag":"yes"}}"#, "stage.").unwrap_err();
         assert!(err.starts_with("stage.inner.flag: invalid type"), "{err}");
         let err = from_json::<Outer>(br#"{"inner":{"flag":true,"extra":1}}"#, "").unwrap_err();
-        assert!(err.starts_with("inner.extra: unknown field `extra`") || err.contains("unknown field `extra`"), "{err}");
+        assert!(
+            err.starts_with("inner.extra: unknown field `extra`") || err.contains("unknown field `extra`"),
+            "{err}"
+        );
         assert!(from_json::<Outer>(br#"{"inner":{"flag":true}} x"#, "").is_err());
     }
 }

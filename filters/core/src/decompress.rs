@@ -77,9 +77,7 @@ impl Inflater {
         if let (State::Deflate, Some(&first)) = (&self.state, input.first()) {
             // A zlib header's low nibble is 8 (deflate) and the 16-bit header is a multiple of 31.
             let zlib = first & 0x0F == 8
-                && input
-                    .get(1)
-                    .is_none_or(|&second| (u16::from(first) << 8 | u16::from(second)) % 31 == 0);
+                && input.get(1).is_none_or(|&second| (u16::from(first) << 8 | u16::from(second)) % 31 == 0);
             self.state = if zlib {
                 State::Zlib(ZlibDecoder::new(Vec::new()))
             } else {
@@ -139,11 +137,7 @@ mod tests {
     use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
     use flate2::Compression;
 
-    fn inflate_chunks(
-        encoding: Encoding,
-        data: &[u8],
-        chunk: usize,
-    ) -> Result<Vec<u8>, InflateError> {
+    fn inflate_chunks(encoding: Encoding, data: &[u8], chunk: usize) -> Result<Vec<u8>, InflateError> {
         let mut inflater = Inflater::new(encoding).unwrap();
         let mut out = Vec::new();
         for piece in data.chunks(chunk.max(1)) {
@@ -171,14 +165,8 @@ mod tests {
         let raw = raw.finish().unwrap();
         for chunk in [1, 7, 100, 5000] {
             assert_eq!(inflate_chunks(Encoding::Gzip, &gz, chunk).unwrap(), plain);
-            assert_eq!(
-                inflate_chunks(Encoding::Deflate, &zlib, chunk).unwrap(),
-                plain
-            );
-            assert_eq!(
-                inflate_chunks(Encoding::Deflate, &raw, chunk).unwrap(),
-                plain
-            );
+            assert_eq!(inflate_chunks(Encoding::Deflate, &zlib, chunk).unwrap(), plain);
+            assert_eq!(inflate_chunks(Encoding::Deflate, &raw, chunk).unwrap(), plain);
         }
     }
 

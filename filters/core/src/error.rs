@@ -23,10 +23,7 @@ pub enum Error {
     /// The body of an AI request is not JSON. `detail` is the parser's position message.
     InvalidJson { detail: String },
     /// The body is JSON but not a request we can act on (a field has the wrong type, say).
-    InvalidRequest {
-        param: Option<String>,
-        message: String,
-    },
+    InvalidRequest { param: Option<String>, message: String },
     /// The request body exceeds a configured limit, or Envoy's buffer limit (`None`: the
     /// number is Envoy's and not known to the filter).
     PayloadTooLarge { limit_bytes: Option<u64> },
@@ -41,15 +38,9 @@ pub enum Error {
     /// No backend serves this model.
     ModelNotFound { model: String },
     /// A quota is exhausted; `limit` names it (never another consumer's data).
-    RateLimited {
-        limit: String,
-        retry_after_secs: u64,
-    },
+    RateLimited { limit: String, retry_after_secs: u64 },
     /// A guardrail rule refused the request; names the rule and the entity type, never the text.
-    Blocked {
-        rule: String,
-        entity: Option<String>,
-    },
+    Blocked { rule: String, entity: Option<String> },
     /// The upstream answered something we cannot translate or read.
     UpstreamInvalid { detail: String },
     /// A bug of ours. The request is refused rather than forwarded half-processed.
@@ -71,27 +62,15 @@ impl Error {
     /// The single mapping from variant to status and dialect vocabulary.
     pub fn spec(&self) -> ErrorSpec {
         let (status, reason, openai_type, openai_code, anthropic_type) = match self {
-            Error::InvalidJson { .. } => (
-                400,
-                "invalid_json",
-                "invalid_request_error",
-                "invalid_json",
-                "invalid_request_error",
-            ),
-            Error::InvalidRequest { .. } => (
-                400,
-                "invalid_request",
-                "invalid_request_error",
-                "invalid_request",
-                "invalid_request_error",
-            ),
-            Error::PayloadTooLarge { .. } => (
-                413,
-                "payload_too_large",
-                "invalid_request_error",
-                "request_too_large",
-                "request_too_large",
-            ),
+            Error::InvalidJson { .. } => {
+                (400, "invalid_json", "invalid_request_error", "invalid_json", "invalid_request_error")
+            }
+            Error::InvalidRequest { .. } => {
+                (400, "invalid_request", "invalid_request_error", "invalid_request", "invalid_request_error")
+            }
+            Error::PayloadTooLarge { .. } => {
+                (413, "payload_too_large", "invalid_request_error", "request_too_large", "request_too_large")
+            }
             Error::UnsupportedEncoding { .. } => (
                 415,
                 "unsupported_encoding",
@@ -106,63 +85,23 @@ impl Error {
                 "unsupported_media_type",
                 "invalid_request_error",
             ),
-            Error::Unauthorized { .. } => (
-                401,
-                "unauthorized",
-                "invalid_request_error",
-                "invalid_api_key",
-                "authentication_error",
-            ),
-            Error::Forbidden { .. } => (
-                403,
-                "forbidden",
-                "invalid_request_error",
-                "model_not_allowed",
-                "permission_error",
-            ),
-            Error::ModelNotFound { .. } => (
-                404,
-                "model_not_found",
-                "invalid_request_error",
-                "model_not_found",
-                "not_found_error",
-            ),
-            Error::RateLimited { .. } => (
-                429,
-                "rate_limited",
-                "tokens",
-                "rate_limit_exceeded",
-                "rate_limit_error",
-            ),
-            Error::Blocked { .. } => (
-                400,
-                "blocked",
-                "invalid_request_error",
-                "content_blocked",
-                "invalid_request_error",
-            ),
-            Error::UpstreamInvalid { .. } => (
-                502,
-                "upstream_invalid",
-                "server_error",
-                "bad_gateway",
-                "api_error",
-            ),
-            Error::Internal { .. } => (
-                500,
-                "internal",
-                "server_error",
-                "internal_error",
-                "api_error",
-            ),
+            Error::Unauthorized { .. } => {
+                (401, "unauthorized", "invalid_request_error", "invalid_api_key", "authentication_error")
+            }
+            Error::Forbidden { .. } => {
+                (403, "forbidden", "invalid_request_error", "model_not_allowed", "permission_error")
+            }
+            Error::ModelNotFound { .. } => {
+                (404, "model_not_found", "invalid_request_error", "model_not_found", "not_found_error")
+            }
+            Error::RateLimited { .. } => (429, "rate_limited", "tokens", "rate_limit_exceeded", "rate_limit_error"),
+            Error::Blocked { .. } => {
+                (400, "blocked", "invalid_request_error", "content_blocked", "invalid_request_error")
+            }
+            Error::UpstreamInvalid { .. } => (502, "upstream_invalid", "server_error", "bad_gateway", "api_error"),
+            Error::Internal { .. } => (500, "internal", "server_error", "internal_error", "api_error"),
         };
-        ErrorSpec {
-            status,
-            reason,
-            openai_type,
-            openai_code,
-            anthropic_type,
-        }
+        ErrorSpec { status, reason, openai_type, openai_code, anthropic_type }
     }
 
     /// HTTP status of the local reply.
@@ -175,9 +114,7 @@ impl Error {
         match self {
             Error::InvalidJson { detail } => format!("request body is not valid JSON: {detail}"),
             Error::InvalidRequest { message, .. } => message.clone(),
-            Error::PayloadTooLarge {
-                limit_bytes: Some(limit),
-            } => {
+            Error::PayloadTooLarge { limit_bytes: Some(limit) } => {
                 format!("request body exceeds the gateway limit of {limit} bytes")
             }
             Error::PayloadTooLarge { limit_bytes: None } => {
@@ -194,16 +131,10 @@ impl Error {
             Error::ModelNotFound { model } => {
                 format!("model '{model}' is not served by this gateway")
             }
-            Error::RateLimited {
-                limit,
-                retry_after_secs,
-            } => {
+            Error::RateLimited { limit, retry_after_secs } => {
                 format!("quota '{limit}' exhausted; retry after {retry_after_secs} s")
             }
-            Error::Blocked {
-                rule,
-                entity: Some(entity),
-            } => {
+            Error::Blocked { rule, entity: Some(entity) } => {
                 format!("request blocked by guardrail rule '{rule}' ({entity} detected)")
             }
             Error::Blocked { rule, entity: None } => {
@@ -235,10 +166,7 @@ impl Error {
     /// Extra response headers that belong to this error (`retry-after` for 429).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = vec![("content-type", "application/json".to_string())];
-        if let Error::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
+        if let Error::RateLimited { retry_after_secs, .. } = self {
             headers.push(("retry-after", retry_after_secs.to_string()));
         }
         headers
@@ -296,46 +224,19 @@ mod tests {
 
     fn all() -> Vec<Error> {
         vec![
-            Error::InvalidJson {
-                detail: "EOF at line 1 column 3".into(),
-            },
-            Error::InvalidRequest {
-                param: Some("messages".into()),
-                message: "messages must be an array".into(),
-            },
-            Error::PayloadTooLarge {
-                limit_bytes: Some(1024),
-            },
+            Error::InvalidJson { detail: "EOF at line 1 column 3".into() },
+            Error::InvalidRequest { param: Some("messages".into()), message: "messages must be an array".into() },
+            Error::PayloadTooLarge { limit_bytes: Some(1024) },
             Error::PayloadTooLarge { limit_bytes: None },
-            Error::UnsupportedEncoding {
-                encoding: "br".into(),
-            },
-            Error::UnsupportedMediaType {
-                content_type: "text/plain".into(),
-            },
-            Error::Unauthorized {
-                message: "missing API key".into(),
-            },
-            Error::Forbidden {
-                model: "gpt-4o".into(),
-            },
-            Error::ModelNotFound {
-                model: "nope".into(),
-            },
-            Error::RateLimited {
-                limit: "tokens_per_minute".into(),
-                retry_after_secs: 7,
-            },
-            Error::Blocked {
-                rule: "lgpd".into(),
-                entity: Some("CPF".into()),
-            },
-            Error::UpstreamInvalid {
-                detail: "truncated body".into(),
-            },
-            Error::Internal {
-                detail: "state".into(),
-            },
+            Error::UnsupportedEncoding { encoding: "br".into() },
+            Error::UnsupportedMediaType { content_type: "text/plain".into() },
+            Error::Unauthorized { message: "missing API key".into() },
+            Error::Forbidden { model: "gpt-4o".into() },
+            Error::ModelNotFound { model: "nope".into() },
+            Error::RateLimited { limit: "tokens_per_minute".into(), retry_after_secs: 7 },
+            Error::Blocked { rule: "lgpd".into(), entity: Some("CPF".into()) },
+            Error::UpstreamInvalid { detail: "truncated body".into() },
+            Error::Internal { detail: "state".into() },
         ]
     }
 
@@ -365,59 +266,19 @@ mod tests {
     #[test]
     fn statuses_follow_the_style_guide() {
         let status = |e: Error| e.status();
-        assert_eq!(
-            status(Error::InvalidJson {
-                detail: String::new()
-            }),
-            400
-        );
-        assert_eq!(
-            status(Error::PayloadTooLarge {
-                limit_bytes: Some(1)
-            }),
-            413
-        );
-        assert_eq!(
-            status(Error::UnsupportedEncoding {
-                encoding: "br".into()
-            }),
-            415
-        );
-        assert_eq!(
-            status(Error::RateLimited {
-                limit: "x".into(),
-                retry_after_secs: 1
-            }),
-            429
-        );
-        assert_eq!(
-            status(Error::UpstreamInvalid {
-                detail: String::new()
-            }),
-            502
-        );
-        assert_eq!(
-            status(Error::Internal {
-                detail: String::new()
-            }),
-            500
-        );
+        assert_eq!(status(Error::InvalidJson { detail: String::new() }), 400);
+        assert_eq!(status(Error::PayloadTooLarge { limit_bytes: Some(1) }), 413);
+        assert_eq!(status(Error::UnsupportedEncoding { encoding: "br".into() }), 415);
+        assert_eq!(status(Error::RateLimited { limit: "x".into(), retry_after_secs: 1 }), 429);
+        assert_eq!(status(Error::UpstreamInvalid { detail: String::new() }), 502);
+        assert_eq!(status(Error::Internal { detail: String::new() }), 500);
     }
 
     #[test]
     fn rate_limited_carries_retry_after() {
-        let headers = Error::RateLimited {
-            limit: "rpm".into(),
-            retry_after_secs: 12,
-        }
-        .headers();
+        let headers = Error::RateLimited { limit: "rpm".into(), retry_after_secs: 12 }.headers();
         assert!(headers.contains(&("retry-after", "12".to_string())));
-        assert!(!Error::Internal {
-            detail: String::new()
-        }
-        .headers()
-        .iter()
-        .any(|(k, _)| *k == "retry-after"));
+        assert!(!Error::Internal { detail: String::new() }.headers().iter().any(|(k, _)| *k == "retry-after"));
     }
 
     #[test]
@@ -428,23 +289,17 @@ mod tests {
         let before = reasons.len();
         reasons.dedup();
         assert_eq!(before, reasons.len());
-        assert!(reasons
-            .iter()
-            .all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert!(reasons.iter().all(|r| r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
     }
 
     #[test]
     fn sse_error_event_is_one_well_formed_event() {
-        let error = Error::Blocked {
-            rule: "pii".into(),
-            entity: Some("EMAIL".into()),
-        };
+        let error = Error::Blocked { rule: "pii".into(), entity: Some("EMAIL".into()) };
         let openai = String::from_utf8(error.sse_event(Dialect::OpenAi)).unwrap();
         assert!(openai.starts_with("data: {") && openai.ends_with("}\n\n"));
         let anthropic = String::from_utf8(error.sse_event(Dialect::Anthropic)).unwrap();
         assert!(anthropic.starts_with("event: error\ndata: {") && anthropic.ends_with("}\n\n"));
-        let data: Value =
-            serde_json::from_str(anthropic.trim_end().split_once("data: ").unwrap().1).unwrap();
+        let data: Value = serde_json::from_str(anthropic.trim_end().split_once("data: ").unwrap().1).unwrap();
         assert_eq!(data["error"]["type"], "invalid_request_error");
     }
 }

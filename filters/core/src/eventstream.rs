@@ -32,10 +32,7 @@ impl std::fmt::Display for EventStreamError {
             EventStreamError::PreludeCrc => f.write_str("event-stream prelude CRC mismatch"),
             EventStreamError::MessageCrc => f.write_str("event-stream message CRC mismatch"),
             EventStreamError::BadLength { total, headers } => {
-                write!(
-                    f,
-                    "event-stream lengths impossible (total {total}, headers {headers})"
-                )
+                write!(f, "event-stream lengths impossible (total {total}, headers {headers})")
             }
             EventStreamError::TooLarge { limit } => {
                 write!(f, "event-stream message larger than {limit} bytes")
@@ -132,18 +129,13 @@ impl EventStreamDecoder {
         let start = self.consumed;
         let checked = match self.pending_len() {
             Ok(None) => return None,
-            Ok(Some(total)) => self
-                .buf
-                .get(start..start + total)
-                .map(|frame| check_frame(frame).map(|()| total)),
+            Ok(Some(total)) => self.buf.get(start..start + total).map(|frame| check_frame(frame).map(|()| total)),
             Err(error) => Some(Err(error)),
         };
         match checked? {
             Ok(total) => {
                 self.consumed += total;
-                self.buf
-                    .get(start..start + total)
-                    .map(|frame| Ok(split_frame(frame)))
+                self.buf.get(start..start + total).map(|frame| Ok(split_frame(frame)))
             }
             Err(error) => {
                 self.failed = Some(error.clone());
@@ -180,16 +172,11 @@ impl EventStreamDecoder {
             return Err(EventStreamError::PreludeCrc);
         }
         let (total_len, headers_len) = (total as usize, headers as usize);
-        if total_len < MIN_MESSAGE
-            || headers_len > MAX_HEADERS_BYTES
-            || headers_len + MIN_MESSAGE > total_len
-        {
+        if total_len < MIN_MESSAGE || headers_len > MAX_HEADERS_BYTES || headers_len + MIN_MESSAGE > total_len {
             return Err(EventStreamError::BadLength { total, headers });
         }
         if total_len > self.max_message_bytes {
-            return Err(EventStreamError::TooLarge {
-                limit: self.max_message_bytes,
-            });
+            return Err(EventStreamError::TooLarge { limit: self.max_message_bytes });
         }
         Ok((pending.len() >= total_len).then_some(total_len))
     }
@@ -215,9 +202,7 @@ fn check_frame(frame: &[u8]) -> Result<(), EventStreamError> {
         return Err(EventStreamError::MessageCrc);
     }
     let headers_len = be32(frame, 4) as usize;
-    let mut rest = frame
-        .get(12..12 + headers_len)
-        .ok_or(EventStreamError::BadHeader)?;
+    let mut rest = frame.get(12..12 + headers_len).ok_or(EventStreamError::BadHeader)?;
     while !rest.is_empty() {
         let (_, _, next) = parse_header(rest).ok_or(EventStreamError::BadHeader)?;
         rest = next;
@@ -231,9 +216,7 @@ fn split_frame(frame: &[u8]) -> Message<'_> {
     Message {
         raw: frame,
         headers: frame.get(12..headers_end).unwrap_or(&[]),
-        payload: frame
-            .get(headers_end..frame.len().saturating_sub(4))
-            .unwrap_or(&[]),
+        payload: frame.get(headers_end..frame.len().saturating_sub(4)).unwrap_or(&[]),
     }
 }
 
@@ -295,12 +278,10 @@ mod tests {
     use super::*;
 
     // AWS's published vectors (awslabs/aws-c-event-stream, tests/message_deserializer_test.c).
-    const NO_OP: [u8; 16] = [
-        0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff,
-    ];
+    const NO_OP: [u8; 16] = [0, 0, 0, 0x10, 0, 0, 0, 0, 0x05, 0xc2, 0x48, 0xeb, 0x7d, 0x98, 0xc8, 0xff];
     const PAYLOAD_ONLY: [u8; 29] = [
-        0, 0, 0, 0x1D, 0, 0, 0, 0, 0xfd, 0x52, 0x8c, 0x5a, 0x7b, 0x27, 0x66, 0x6f, 0x6f, 0x27,
-        0x3a, 0x27, 0x62, 0x61, 0x72, 0x27, 0x7d, 0xc3, 0x65, 0x39, 0x36,
+        0, 0, 0, 0x1D, 0, 0, 0, 0, 0xfd, 0x52, 0x8c, 0x5a, 0x7b, 0x27, 0x66, 0x6f, 0x6f, 0x27, 0x3a, 0x27, 0x62, 0x61,
+        0x72, 0x27, 0x7d, 0xc3, 0x65, 0x39, 0x36,
     ];
 
     fn one_header_vector() -> Vec<u8> {
@@ -342,35 +323,22 @@ mod tests {
     #[test]
     fn decodes_the_aws_published_vectors() {
         assert_eq!(decode_all(&[&NO_OP]).unwrap(), [(vec![], vec![])]);
-        assert_eq!(
-            decode_all(&[&PAYLOAD_ONLY]).unwrap(),
-            [(vec![], b"{'foo':'bar'}".to_vec())]
-        );
+        assert_eq!(decode_all(&[&PAYLOAD_ONLY]).unwrap(), [(vec![], b"{'foo':'bar'}".to_vec())]);
         let decoded = decode_all(&[&one_header_vector()]).unwrap();
-        assert_eq!(
-            decoded[0].0,
-            [("content-type".to_string(), "application/json".to_string())]
-        );
+        assert_eq!(decoded[0].0, [("content-type".to_string(), "application/json".to_string())]);
         assert_eq!(decoded[0].1, b"{'foo':'bar'}");
     }
 
     #[test]
     fn our_encoder_reproduces_the_aws_vector_byte_for_byte() {
-        assert_eq!(
-            encode(&[("content-type", "application/json")], b"{'foo':'bar'}"),
-            one_header_vector()
-        );
+        assert_eq!(encode(&[("content-type", "application/json")], b"{'foo':'bar'}"), one_header_vector());
         assert_eq!(encode(&[], b""), NO_OP);
     }
 
     #[test]
     fn reads_bedrock_style_headers() {
         let frame = encode(
-            &[
-                (":event-type", "metadata"),
-                (":content-type", "application/json"),
-                (":message-type", "event"),
-            ],
+            &[(":event-type", "metadata"), (":content-type", "application/json"), (":message-type", "event")],
             br#"{"usage":{"inputTokens":5,"outputTokens":7,"totalTokens":12}}"#,
         );
         let mut decoder = EventStreamDecoder::new(1024);
@@ -386,16 +354,10 @@ mod tests {
     fn bad_crcs_are_detected() {
         let mut bad_prelude = PAYLOAD_ONLY;
         bad_prelude[9] ^= 1;
-        assert_eq!(
-            decode_all(&[&bad_prelude]),
-            Err(EventStreamError::PreludeCrc)
-        );
+        assert_eq!(decode_all(&[&bad_prelude]), Err(EventStreamError::PreludeCrc));
         let mut bad_payload = PAYLOAD_ONLY;
         bad_payload[14] ^= 1;
-        assert_eq!(
-            decode_all(&[&bad_payload]),
-            Err(EventStreamError::MessageCrc)
-        );
+        assert_eq!(decode_all(&[&bad_payload]), Err(EventStreamError::MessageCrc));
     }
 
     #[test]
@@ -405,27 +367,18 @@ mod tests {
         let crc = crc32(&huge[..8]);
         huge[8..12].copy_from_slice(&crc.to_be_bytes());
         let mut decoder = EventStreamDecoder::new(1 << 20);
-        assert_eq!(
-            decoder.push(&huge[..12]),
-            Err(EventStreamError::TooLarge { limit: 1 << 20 })
-        );
+        assert_eq!(decoder.push(&huge[..12]), Err(EventStreamError::TooLarge { limit: 1 << 20 }));
 
         let mut short = [0u8; 12];
         short[..4].copy_from_slice(&8u32.to_be_bytes());
         let crc = crc32(&short[..8]);
         short[8..12].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(
-            EventStreamDecoder::new(1024).push(&short),
-            Err(EventStreamError::BadLength { .. })
-        ));
+        assert!(matches!(EventStreamDecoder::new(1024).push(&short), Err(EventStreamError::BadLength { .. })));
     }
 
     #[test]
     fn truncated_stream_is_reported_at_finish() {
-        assert_eq!(
-            decode_all(&[&PAYLOAD_ONLY[..20]]),
-            Err(EventStreamError::Truncated)
-        );
+        assert_eq!(decode_all(&[&PAYLOAD_ONLY[..20]]), Err(EventStreamError::Truncated));
     }
 
     #[test]
@@ -436,19 +389,12 @@ mod tests {
             ("contentBlockDelta", r#"{"delta":{"text":"olá 世界"}}"#),
             ("metadata", r#"{"usage":{"inputTokens":1}}"#),
         ] {
-            stream.extend(encode(
-                &[(":event-type", event), (":message-type", "event")],
-                payload.as_bytes(),
-            ));
+            stream.extend(encode(&[(":event-type", event), (":message-type", "event")], payload.as_bytes()));
         }
         let whole = decode_all(&[&stream]).unwrap();
         assert_eq!(whole.len(), 3);
         for i in 0..=stream.len() {
-            assert_eq!(
-                decode_all(&[&stream[..i], &stream[i..]]).unwrap(),
-                whole,
-                "split at {i}"
-            );
+            assert_eq!(decode_all(&[&stream[..i], &stream[i..]]).unwrap(), whole, "split at {i}");
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(decode_all(&bytes).unwrap(), whole);

@@ -35,10 +35,7 @@ impl std::fmt::Display for ScanError {
         match self {
             ScanError::Syntax { offset } => write!(f, "invalid JSON at byte {offset}"),
             ScanError::TooDeep => write!(f, "JSON nested deeper than {MAX_DEPTH}"),
-            ScanError::CaptureTooLarge => write!(
-                f,
-                "captured JSON value larger than {MAX_CAPTURE_BYTES} bytes"
-            ),
+            ScanError::CaptureTooLarge => write!(f, "captured JSON value larger than {MAX_CAPTURE_BYTES} bytes"),
             ScanError::Truncated => write!(f, "JSON document ended early"),
         }
     }
@@ -185,10 +182,7 @@ impl JsonScanner {
         }
         if self.lex == Lex::Scalar && self.objects.is_empty() {
             // A bare root scalar ends at end of input.
-            let mut cursor = Cursor {
-                chunk: &[],
-                capture_from: 0,
-            };
+            let mut cursor = Cursor { chunk: &[], capture_from: 0 };
             if let Err(error) = self.end_value(&mut cursor, 0) {
                 self.fail(error.clone());
                 return Err(error);
@@ -209,10 +203,7 @@ impl JsonScanner {
     }
 
     fn scan(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
-        let mut cursor = Cursor {
-            chunk,
-            capture_from: 0,
-        };
+        let mut cursor = Cursor { chunk, capture_from: 0 };
         let mut i = 0usize;
         while let Some(&b) = chunk.get(i) {
             let at = self.offset + i as u64;
@@ -268,18 +259,11 @@ impl JsonScanner {
                             if let Some(comma) = self.commas.get_mut(self.objects.len()) {
                                 *comma = None;
                             }
-                            self.lex = if b == b'{' {
-                                Lex::KeyOrClose
-                            } else {
-                                Lex::ValueOrClose
-                            };
+                            self.lex = if b == b'{' { Lex::KeyOrClose } else { Lex::ValueOrClose };
                         }
                         b'"' => {
                             self.maybe_start_capture(at, &mut cursor, i);
-                            self.lex = Lex::Str {
-                                key: false,
-                                escape: false,
-                            };
+                            self.lex = Lex::Str { key: false, escape: false };
                         }
                         b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
                             self.maybe_start_capture(at, &mut cursor, i);
@@ -295,16 +279,9 @@ impl JsonScanner {
                             let depth = self.objects.len();
                             let comma_before = self.commas.get(depth).copied().flatten();
                             if let Some(key) = self.open_key_mut() {
-                                *key = Key {
-                                    start: at,
-                                    comma_before,
-                                    ..Key::default()
-                                };
+                                *key = Key { start: at, comma_before, ..Key::default() };
                             }
-                            self.lex = Lex::Str {
-                                key: true,
-                                escape: false,
-                            };
+                            self.lex = Lex::Str { key: true, escape: false };
                         }
                         b'}' if self.lex == Lex::KeyOrClose => self.close(&mut cursor, i)?,
                         _ => return Err(ScanError::Syntax { offset: at }),
@@ -336,10 +313,7 @@ impl JsonScanner {
             }
         }
         if let Some(capture) = &mut self.capture {
-            append_bounded(
-                &mut capture.bytes,
-                chunk.get(cursor.capture_from..).unwrap_or(&[]),
-            )?;
+            append_bounded(&mut capture.bytes, chunk.get(cursor.capture_from..).unwrap_or(&[]))?;
         }
         self.offset += chunk.len() as u64;
         Ok(())
@@ -419,18 +393,11 @@ impl JsonScanner {
 
     /// A value ended just before chunk index `end`: finish the capture if it was this value.
     fn end_value(&mut self, cursor: &mut Cursor<'_>, end: usize) -> Result<(), ScanError> {
-        if self
-            .capture
-            .as_ref()
-            .is_none_or(|c| c.depth != self.objects.len())
-        {
+        if self.capture.as_ref().is_none_or(|c| c.depth != self.objects.len()) {
             return Ok(());
         }
         if let Some(mut capture) = self.capture.take() {
-            append_bounded(
-                &mut capture.bytes,
-                cursor.chunk.get(cursor.capture_from..end).unwrap_or(&[]),
-            )?;
+            append_bounded(&mut capture.bytes, cursor.chunk.get(cursor.capture_from..end).unwrap_or(&[]))?;
             cursor.capture_from = end;
             self.done.push(Captured {
                 target: capture.target,
@@ -460,10 +427,7 @@ fn append_bounded(dst: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ScanError> {
 }
 
 /// Scans one complete document.
-pub fn scan_document(
-    targets: &'static [&'static [&'static str]],
-    doc: &[u8],
-) -> Result<Vec<Captured>, ScanError> {
+pub fn scan_document(targets: &'static [&'static [&'static str]], doc: &[u8]) -> Result<Vec<Captured>, ScanError> {
     let mut scanner = JsonScanner::new(targets);
     scanner.push(doc)?;
     scanner.finish()?;
@@ -477,10 +441,7 @@ mod tests {
     const USAGE: &[&[&str]] = &[&["usage"], &["model"], &["message", "usage"]];
 
     fn values(captured: &[Captured]) -> Vec<(usize, String)> {
-        captured
-            .iter()
-            .map(|c| (c.target, String::from_utf8(c.bytes.clone()).unwrap()))
-            .collect()
+        captured.iter().map(|c| (c.target, String::from_utf8(c.bytes.clone()).unwrap())).collect()
     }
 
     fn scan_split(doc: &[u8], cuts: &[usize]) -> Result<Vec<Captured>, ScanError> {
@@ -499,49 +460,28 @@ mod tests {
     fn captures_top_level_values_of_every_type() {
         let doc = br#"{"id":"x","model":"gpt-4o","choices":[{"usage":{"no":1}}],"usage":{"prompt_tokens":9,"completion_tokens":12}}"#;
         let got = values(&scan_document(USAGE, doc).unwrap());
-        assert_eq!(
-            got,
-            [
-                (1, r#""gpt-4o""#.into()),
-                (0, r#"{"prompt_tokens":9,"completion_tokens":12}"#.into())
-            ]
-        );
+        assert_eq!(got, [(1, r#""gpt-4o""#.into()), (0, r#"{"prompt_tokens":9,"completion_tokens":12}"#.into())]);
     }
 
     #[test]
     fn captures_nested_paths_and_scalars() {
         let doc = br#"{"type":"message_start","message":{"model":"claude","usage":{"input_tokens":25,"output_tokens":1}},"usage":null}"#;
         let got = values(&scan_document(USAGE, doc).unwrap());
-        assert_eq!(
-            got,
-            [
-                (2, r#"{"input_tokens":25,"output_tokens":1}"#.into()),
-                (0, "null".into())
-            ]
-        );
+        assert_eq!(got, [(2, r#"{"input_tokens":25,"output_tokens":1}"#.into()), (0, "null".into())]);
         let doc = br#"{"usage":42}"#;
-        assert_eq!(
-            values(&scan_document(USAGE, doc).unwrap()),
-            [(0, "42".into())]
-        );
+        assert_eq!(values(&scan_document(USAGE, doc).unwrap()), [(0, "42".into())]);
     }
 
     #[test]
     fn root_arrays_are_transparent() {
         let doc = b"[{\"usage\":{\"a\":1}}\r\n,\r\n{\"usage\":{\"a\":2}}]";
-        assert_eq!(
-            values(&scan_document(USAGE, doc).unwrap()),
-            [(0, r#"{"a":1}"#.into()), (0, r#"{"a":2}"#.into())]
-        );
+        assert_eq!(values(&scan_document(USAGE, doc).unwrap()), [(0, r#"{"a":1}"#.into()), (0, r#"{"a":2}"#.into())]);
     }
 
     #[test]
     fn keys_inside_strings_and_escapes_do_not_match() {
         let doc = br#"{"content":"{\"usage\":{\"x\":1}}","us\u0061ge":{"x":2},"model":"a\"b"}"#;
-        assert_eq!(
-            values(&scan_document(USAGE, doc).unwrap()),
-            [(1, r#""a\"b""#.into())]
-        );
+        assert_eq!(values(&scan_document(USAGE, doc).unwrap()), [(1, r#""a\"b""#.into())]);
     }
 
     #[test]
@@ -551,10 +491,7 @@ mod tests {
         let usage = &got[0];
         let comma = usage.comma_before.unwrap() as usize;
         assert_eq!(&doc[comma..usage.value_end as usize], br#","usage":null"#);
-        assert_eq!(
-            &doc[usage.member_start as usize..usage.value_start as usize],
-            br#""usage":"#
-        );
+        assert_eq!(&doc[usage.member_start as usize..usage.value_start as usize], br#""usage":"#);
     }
 
     #[test]
@@ -570,42 +507,21 @@ mod tests {
 
     #[test]
     fn malformed_and_truncated_documents_are_errors() {
-        assert!(matches!(
-            scan_document(USAGE, b"{\"a\" 1}"),
-            Err(ScanError::Syntax { .. })
-        ));
-        assert!(matches!(
-            scan_document(USAGE, b"{\"a\":1,}"),
-            Err(ScanError::Syntax { .. })
-        ));
-        assert!(matches!(
-            scan_document(USAGE, b"[1,]"),
-            Err(ScanError::Syntax { .. })
-        ));
+        assert!(matches!(scan_document(USAGE, b"{\"a\" 1}"), Err(ScanError::Syntax { .. })));
+        assert!(matches!(scan_document(USAGE, b"{\"a\":1,}"), Err(ScanError::Syntax { .. })));
+        assert!(matches!(scan_document(USAGE, b"[1,]"), Err(ScanError::Syntax { .. })));
         assert!(scan_document(USAGE, b"[[], {}, [1]]").is_ok());
-        assert!(matches!(
-            scan_document(USAGE, b"{\"a\":1} x"),
-            Err(ScanError::Syntax { .. })
-        ));
-        assert_eq!(
-            scan_document(USAGE, b"{\"usage\":{\"a\":"),
-            Err(ScanError::Truncated)
-        );
+        assert!(matches!(scan_document(USAGE, b"{\"a\":1} x"), Err(ScanError::Syntax { .. })));
+        assert_eq!(scan_document(USAGE, b"{\"usage\":{\"a\":"), Err(ScanError::Truncated));
         assert_eq!(scan_document(USAGE, b""), Err(ScanError::Truncated));
         let deep = "[".repeat(MAX_DEPTH + 1);
-        assert_eq!(
-            scan_document(USAGE, deep.as_bytes()),
-            Err(ScanError::TooDeep)
-        );
+        assert_eq!(scan_document(USAGE, deep.as_bytes()), Err(ScanError::TooDeep));
     }
 
     #[test]
     fn oversized_capture_is_an_error_not_unbounded_memory() {
         let doc = format!("{{\"usage\":\"{}\"}}", "x".repeat(MAX_CAPTURE_BYTES + 1));
-        assert_eq!(
-            scan_document(USAGE, doc.as_bytes()),
-            Err(ScanError::CaptureTooLarge)
-        );
+        assert_eq!(scan_document(USAGE, doc.as_bytes()), Err(ScanError::CaptureTooLarge));
     }
 
     mod prop {
@@ -621,14 +537,9 @@ mod tests {
             ];
             leaf.prop_recursive(4, 32, 4, |inner| {
                 prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..4)
-                        .prop_map(serde_json::Value::Array),
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
                     proptest::collection::btree_map(
-                        prop_oneof![
-                            Just("usage".to_string()),
-                            Just("model".to_string()),
-                            "[a-z]{1,5}"
-                        ],
+                        prop_oneof![Just("usage".to_string()), Just("model".to_string()), "[a-z]{1,5}"],
                         inner,
                         0..4
                     )

@@ -1,15 +1,7 @@
 //! Tollgate's protocol core: everything the filters know about LLM APIs, as pure functions and
 //! sans-I/O state machines. No proxy-wasm, no I/O, no clock (time is a parameter), so it builds
 //! and tests natively and for `wasm32-wasip1` alike.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod api;
 pub mod config;
@@ -17,6 +9,7 @@ pub mod decompress;
 pub mod error;
 pub mod estimate;
 pub mod eventstream;
+pub mod fxhash;
 pub mod json_scan;
 pub mod metrics;
 pub mod request;

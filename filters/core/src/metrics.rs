@@ -8,7 +8,7 @@
 //! per VM is capped ([`LabelLimiter`]): past the cap a value becomes `other`, because every new
 //! combination is an Envoy stat forever.
 
-use std::collections::{HashMap, HashSet};
+use crate::fxhash::{FxHashMap, FxHashSet};
 
 /// Every stat this project defines starts with this (Envoy adds `wasmcustom.` in front).
 pub const PREFIX: &str = "tollgate.";
@@ -34,13 +34,15 @@ pub fn sanitize(value: &str) -> String {
     value
         .chars()
         .take(MAX_LABEL_LEN)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '@' | '+' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(
+            |c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '@' | '+' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            },
+        )
         .collect()
 }
 
@@ -58,26 +60,39 @@ pub fn name(base: &str, labels: &[(&str, &str)]) -> String {
     out
 }
 
+/// `;k1=v1;k2=v2` for values that are already safe (admitted by [`LabelLimiter`] or static).
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(pairs.len() * 32);
+    for (key, value) in pairs {
+        debug_assert!(sanitize(value) == *value, "label {key} not sanitised");
+        out.push(';');
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    out
+}
+
 /// Caps the distinct values of each label per VM.
 #[derive(Debug, Default)]
 pub struct LabelLimiter {
     cap: usize,
-    seen: HashMap<&'static str, HashSet<String>>,
+    seen: FxHashMap<&'static str, FxHashSet<String>>,
 }
 
 impl LabelLimiter {
     pub fn new(cap: usize) -> Self {
-        LabelLimiter {
-            cap,
-            seen: HashMap::new(),
-        }
+        LabelLimiter { cap, seen: FxHashMap::default() }
     }
 
     /// The value to use for `label`: the sanitised value while under the cap, else `other`.
     pub fn admit(&mut self, label: &'static str, value: &str) -> String {
-        let value = sanitize(value);
         let seen = self.seen.entry(label).or_default();
-        if seen.contains(&value) || value.is_empty() {
+        if value.is_empty() || seen.contains(value) {
+            return value.to_string(); // values in the set were sanitised when first admitted
+        }
+        let value = sanitize(value);
+        if seen.contains(&value) {
             return value;
         }
         if seen.len() >= self.cap {
@@ -95,20 +110,14 @@ mod tests {
     #[test]
     fn names_encode_labels_for_stats_tags() {
         assert_eq!(
-            name(
-                "requests",
-                &[("gen_ai_request_model", "gpt-4.1"), ("route", "r;x=1")]
-            ),
+            name("requests", &[("gen_ai_request_model", "gpt-4.1"), ("route", "r;x=1")]),
             "tollgate.requests;gen_ai_request_model=gpt-4.1;route=r_x_1"
         );
     }
 
     #[test]
     fn sanitize_keeps_model_ids_readable_and_bounded() {
-        assert_eq!(
-            sanitize("anthropic.claude-3-5-sonnet-20240620-v1:0"),
-            "anthropic.claude-3-5-sonnet-20240620-v1:0"
-        );
+        assert_eq!(sanitize("anthropic.claude-3-5-sonnet-20240620-v1:0"), "anthropic.claude-3-5-sonnet-20240620-v1:0");
         assert_eq!(sanitize("openai/gpt-4o"), "openai/gpt-4o");
         assert_eq!(sanitize("a b\n\"c\""), "a_b__c_");
         assert_eq!(sanitize(&"x".repeat(500)).len(), MAX_LABEL_LEN);

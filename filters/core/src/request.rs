@@ -162,17 +162,12 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info
         }
     };
-    Ok(Parsed {
-        info,
-        include_usage_splice: splice,
-    })
+    Ok(Parsed { info, include_usage_splice: splice })
 }
 
 fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
     RequestInfo {
-        model: model
-            .filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN)
-            .map(Cow::into_owned),
+        model: model.filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN).map(Cow::into_owned),
         stream: stream.unwrap_or(false),
         include_usage: None,
         max_output_tokens: None,
@@ -183,11 +178,7 @@ fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
     }
 }
 
-fn info_from_messages(
-    model: Option<Cow<'_, str>>,
-    stream: Option<bool>,
-    messages: &[MessageView<'_>],
-) -> RequestInfo {
+fn info_from_messages(model: Option<Cow<'_, str>>, stream: Option<bool>, messages: &[MessageView<'_>]) -> RequestInfo {
     let mut info = base(model, stream);
     for message in messages {
         info.messages += 1;
@@ -196,10 +187,7 @@ fn info_from_messages(
             info.framing_tokens += TOKENS_PER_NAME;
             info.features.add_str(name);
         }
-        for text in [&message.content, &message.tool_calls]
-            .into_iter()
-            .flatten()
-        {
+        for text in [&message.content, &message.tool_calls].into_iter().flatten() {
             info.features.merge(&text.features);
             info.token_ids += text.token_ids;
         }
@@ -235,9 +223,7 @@ fn finish_stream_options(
         }
         _ => None,
     };
-    info.include_usage = options
-        .as_ref()
-        .and_then(|(_, v)| v.include_usage.and_then(|r| r.get().parse::<bool>().ok()));
+    info.include_usage = options.as_ref().and_then(|(_, v)| v.include_usage.and_then(|r| r.get().parse::<bool>().ok()));
     if !info.stream || info.include_usage == Some(true) {
         return Ok(());
     }
@@ -256,33 +242,18 @@ fn finish_stream_options(
                 insert: b"true".to_vec(),
             }),
             None => offset_in(body, raw.get()).map(|at| {
-                let empty = raw
-                    .get()
-                    .trim_start()
-                    .trim_start_matches('{')
-                    .trim_start()
-                    .starts_with('}');
-                let insert = if empty {
-                    &br#""include_usage":true"#[..]
-                } else {
-                    &br#""include_usage":true,"#[..]
-                };
+                let empty = raw.get().trim_start().trim_start_matches('{').trim_start().starts_with('}');
+                let insert = if empty { &br#""include_usage":true"#[..] } else { &br#""include_usage":true,"#[..] };
                 let brace = raw.get().find('{').unwrap_or(0);
-                Splice {
-                    at: at + brace + 1,
-                    remove: 0,
-                    insert: insert.to_vec(),
-                }
+                Splice { at: at + brace + 1, remove: 0, insert: insert.to_vec() }
             }),
         },
         // stream_options: null → an object.
-        (Some(raw), None) if raw.get().trim() == "null" => {
-            offset_in(body, raw.get()).map(|at| Splice {
-                at,
-                remove: raw.get().len(),
-                insert: br#"{"include_usage":true}"#.to_vec(),
-            })
-        }
+        (Some(raw), None) if raw.get().trim() == "null" => offset_in(body, raw.get()).map(|at| Splice {
+            at,
+            remove: raw.get().len(),
+            insert: br#"{"include_usage":true}"#.to_vec(),
+        }),
         // Some other type: the provider will reject the request; leave it as sent.
         (Some(_), None) => None,
     };
@@ -429,9 +400,7 @@ struct StreamOptionsView<'a> {
 
 /// `Some(raw)` for any present value, `null` included (plain `Option` maps `null` to `None`,
 /// which would make an explicit `null` look absent and a splice duplicate the key).
-fn raw_or_null<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
+fn raw_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&'de RawValue>::deserialize(deserializer).map(Some)
 }
 
@@ -474,10 +443,7 @@ const SKIP_KEYS: &[&str] = &[
 impl<'de> Deserialize<'de> for PromptText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut text = PromptText::default();
-        deserializer.deserialize_any(Walk {
-            text: &mut text,
-            depth: 0,
-        })?;
+        deserializer.deserialize_any(Walk { text: &mut text, depth: 0 })?;
         Ok(text)
     }
 }
@@ -539,13 +505,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
         if self.depth >= MAX_WALK_DEPTH {
             return Err(de::Error::custom("prompt nested too deeply"));
         }
-        while seq
-            .next_element_seed(Walk {
-                text: &mut *self.text,
-                depth: self.depth + 1,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Walk { text: &mut *self.text, depth: self.depth + 1 })?.is_some() {}
         Ok(())
     }
 
@@ -557,10 +517,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
             if SKIP_KEYS.contains(&key.as_ref()) {
                 map.next_value::<IgnoredAny>()?;
             } else {
-                map.next_value_seed(Walk {
-                    text: &mut *self.text,
-                    depth: self.depth + 1,
-                })?;
+                map.next_value_seed(Walk { text: &mut *self.text, depth: self.depth + 1 })?;
             }
         }
         Ok(())
@@ -578,10 +535,7 @@ mod tests {
 
     fn spliced(body: &str) -> Option<String> {
         let mut parsed = parse_ok(ApiKind::OpenAiChat, body);
-        parsed
-            .include_usage_splice
-            .take()
-            .map(|s| String::from_utf8(apply_splices(body.as_bytes(), &mut [s])).unwrap())
+        parsed.include_usage_splice.take().map(|s| String::from_utf8(apply_splices(body.as_bytes(), &mut [s])).unwrap())
     }
 
     #[test]
@@ -604,19 +558,14 @@ mod tests {
             + estimate_tokens("get_weather")
             + estimate_tokens("{\"city\":\"Recife\"}");
         let estimate = info.estimated_prompt_tokens();
-        assert!(
-            estimate.abs_diff(text + 3 * 3 + 1 + 3) <= 2,
-            "{estimate} vs {text}"
-        );
+        assert!(estimate.abs_diff(text + 3 * 3 + 1 + 3) <= 2, "{estimate} vs {text}");
     }
 
     #[test]
     fn max_completion_tokens_wins_over_max_tokens() {
-        let info = parse_ok(
-            ApiKind::OpenAiChat,
-            r#"{"model":"o3","messages":[],"max_tokens":5,"max_completion_tokens":9}"#,
-        )
-        .info;
+        let info =
+            parse_ok(ApiKind::OpenAiChat, r#"{"model":"o3","messages":[],"max_tokens":5,"max_completion_tokens":9}"#)
+                .info;
         assert_eq!(info.max_output_tokens, Some(9));
     }
 
@@ -624,59 +573,33 @@ mod tests {
     fn include_usage_is_added_when_absent() {
         let body = r#"  {"model":"m","stream":true,"messages":[]}"#;
         let out = spliced(body).unwrap();
-        assert_eq!(
-            out,
-            r#"  {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
-        );
+        assert_eq!(out, r#"  {"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
     }
 
     #[test]
     fn include_usage_is_set_inside_existing_options() {
-        let out = spliced(
-            r#"{"stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#,
-        )
-        .unwrap();
+        let out = spliced(r#"{"stream":true,"stream_options":{"include_obfuscation":false},"messages":[]}"#).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(
-            v["stream_options"],
-            serde_json::json!({"include_usage":true,"include_obfuscation":false})
-        );
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage":true,"include_obfuscation":false}));
         let out = spliced(r#"{"stream":true,"stream_options":{ },"messages":[]}"#).unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&out).unwrap()["stream_options"]
-                ["include_usage"],
-            true
-        );
-        let out =
-            spliced(r#"{"stream":true,"stream_options":{"include_usage":false},"messages":[]}"#)
-                .unwrap();
-        assert_eq!(
-            out,
-            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#
-        );
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["stream_options"]["include_usage"], true);
+        let out = spliced(r#"{"stream":true,"stream_options":{"include_usage":false},"messages":[]}"#).unwrap();
+        assert_eq!(out, r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#);
         let out = spliced(r#"{"stream":true,"stream_options":null,"messages":[]}"#).unwrap();
-        assert_eq!(
-            out,
-            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#
-        );
+        assert_eq!(out, r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#);
     }
 
     #[test]
     fn no_splice_when_not_streaming_or_already_asked() {
         assert_eq!(spliced(r#"{"messages":[]}"#), None);
         assert_eq!(spliced(r#"{"stream":false,"messages":[]}"#), None);
-        let parsed = parse_ok(
-            ApiKind::OpenAiChat,
-            r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#,
-        );
+        let parsed =
+            parse_ok(ApiKind::OpenAiChat, r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#);
         assert_eq!(parsed.include_usage_splice, None);
         assert_eq!(parsed.info.include_usage, Some(true));
-        assert_eq!(
-            spliced(r#"{"stream":true,"stream_options":"weird","messages":[]}"#),
-            None
-        );
+        assert_eq!(spliced(r#"{"stream":true,"stream_options":"weird","messages":[]}"#), None);
     }
 
     #[test]
@@ -702,10 +625,7 @@ mod tests {
                "systemInstruction":{"parts":[{"text":"Be kind"}]},"generationConfig":{"maxOutputTokens":77}}"#,
         )
         .info;
-        assert_eq!(
-            (gemini.stream, gemini.messages, gemini.max_output_tokens),
-            (true, 1, Some(77))
-        );
+        assert_eq!((gemini.stream, gemini.messages, gemini.max_output_tokens), (true, 1, Some(77)));
         let bedrock = parse_ok(
             ApiKind::BedrockConverse { stream: false },
             r#"{"messages":[{"role":"user","content":[{"text":"Hello"}]}],"system":[{"text":"sys"}],"inferenceConfig":{"maxTokens":12}}"#,
@@ -717,15 +637,9 @@ mod tests {
             r#"{"model":"gpt-4.1","input":"Tell me a joke","max_output_tokens":50}"#,
         )
         .info;
-        assert_eq!(
-            (responses.model.as_deref(), responses.max_output_tokens),
-            (Some("gpt-4.1"), Some(50))
-        );
-        let embeddings = parse_ok(
-            ApiKind::OpenAiEmbeddings,
-            r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#,
-        )
-        .info;
+        assert_eq!((responses.model.as_deref(), responses.max_output_tokens), (Some("gpt-4.1"), Some(50)));
+        let embeddings =
+            parse_ok(ApiKind::OpenAiEmbeddings, r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#).info;
         assert_eq!(embeddings.estimated_prompt_tokens(), 5);
     }
 
@@ -735,45 +649,22 @@ mod tests {
         assert!(parse(ApiKind::OpenAiChat, br#"{"model":5,"messages":[]}"#).is_err());
         assert!(parse(ApiKind::OpenAiChat, br#"{"stream":"yes","messages":[]}"#).is_err());
         assert!(parse(ApiKind::OpenAiChat, b"[]").is_err());
-        let deep = format!(
-            "{{\"messages\":[{{\"content\":{}{}}}]}}",
-            "[".repeat(200),
-            "]".repeat(200)
-        );
+        let deep = format!("{{\"messages\":[{{\"content\":{}{}}}]}}", "[".repeat(200), "]".repeat(200));
         assert!(parse(ApiKind::OpenAiChat, deep.as_bytes()).is_err());
     }
 
     #[test]
     fn escaped_text_is_estimated_unescaped() {
-        let escaped = parse_ok(
-            ApiKind::OpenAiChat,
-            r#"{"messages":[{"content":"\u4e16\u754c\u4f60\u597d"}]}"#,
-        )
-        .info;
-        let plain = parse_ok(
-            ApiKind::OpenAiChat,
-            r#"{"messages":[{"content":"世界你好"}]}"#,
-        )
-        .info;
-        assert_eq!(
-            escaped.estimated_prompt_tokens(),
-            plain.estimated_prompt_tokens()
-        );
+        let escaped = parse_ok(ApiKind::OpenAiChat, r#"{"messages":[{"content":"\u4e16\u754c\u4f60\u597d"}]}"#).info;
+        let plain = parse_ok(ApiKind::OpenAiChat, r#"{"messages":[{"content":"世界你好"}]}"#).info;
+        assert_eq!(escaped.estimated_prompt_tokens(), plain.estimated_prompt_tokens());
     }
 
     #[test]
     fn splices_apply_in_order() {
         let mut splices = vec![
-            Splice {
-                at: 4,
-                remove: 1,
-                insert: b"X".to_vec(),
-            },
-            Splice {
-                at: 0,
-                remove: 0,
-                insert: b">".to_vec(),
-            },
+            Splice { at: 4, remove: 1, insert: b"X".to_vec() },
+            Splice { at: 0, remove: 0, insert: b">".to_vec() },
         ];
         assert_eq!(apply_splices(b"abcdef", &mut splices), b">abcdXf");
     }

@@ -29,9 +29,7 @@ impl ApiKind {
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
     pub fn operation(self) -> &'static str {
         match self {
-            ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => {
-                "chat"
-            }
+            ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => "chat",
             ApiKind::OpenAiCompletions => "text_completion",
             ApiKind::OpenAiEmbeddings => "embeddings",
             ApiKind::OpenAiResponses => "responses",
@@ -74,16 +72,25 @@ pub struct Route {
     pub path_model: Option<String>,
 }
 
+/// A cheap pre-check on the path alone: `false` means [`classify`] would say "not AI", so the
+/// other headers need not be read.
+pub fn may_be_ai(path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    path.contains("/model/")
+        || path.contains("/models/")
+        || path.ends_with("completions")
+        || path.ends_with("/embeddings")
+        || path.ends_with("/responses")
+        || path.ends_with("messages")
+}
+
 /// Classifies a request. `None` means it is not an LLM API call we understand.
 pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     if !method.eq_ignore_ascii_case("POST") {
         return None;
     }
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
-        .to_ascii_lowercase();
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_ascii_lowercase();
 
     if let Some((_, rest)) = path.split_once("/model/") {
         let (model, action) = rest.rsplit_once('/')?;
@@ -123,26 +130,14 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     } else if path.ends_with("/responses") {
         ApiKind::OpenAiResponses
     } else if path.ends_with("/v1/messages") || path == "/messages" {
-        return Some(Route {
-            kind: ApiKind::AnthropicMessages,
-            provider: "anthropic",
-            path_model: None,
-        });
+        return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
     } else {
         return None;
     };
-    let deployment = path
-        .split_once("/openai/deployments/")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .map(percent_decode);
-    let azure = deployment.is_some()
-        || host.ends_with(".openai.azure.com")
-        || path.starts_with("/openai/v1/");
-    Some(Route {
-        kind,
-        provider: if azure { "azure" } else { "openai" },
-        path_model: deployment,
-    })
+    let deployment =
+        path.split_once("/openai/deployments/").and_then(|(_, rest)| rest.split('/').next()).map(percent_decode);
+    let azure = deployment.is_some() || host.ends_with(".openai.azure.com") || path.starts_with("/openai/v1/");
+    Some(Route { kind, provider: if azure { "azure" } else { "openai" }, path_model: deployment })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -175,71 +170,34 @@ mod tests {
 
     #[test]
     fn openai_family_paths() {
-        assert_eq!(
-            kind("POST", "/v1/chat/completions"),
-            Some(ApiKind::OpenAiChat)
-        );
-        assert_eq!(
-            kind("post", "/chat/completions?x=1"),
-            Some(ApiKind::OpenAiChat)
-        );
-        assert_eq!(
-            kind("POST", "/v1/completions"),
-            Some(ApiKind::OpenAiCompletions)
-        );
-        assert_eq!(
-            kind("POST", "/v1/embeddings"),
-            Some(ApiKind::OpenAiEmbeddings)
-        );
-        assert_eq!(
-            kind("POST", "/v1/responses"),
-            Some(ApiKind::OpenAiResponses)
-        );
-        assert_eq!(
-            classify("POST", "/v1/chat/completions", "api.openai.com")
-                .unwrap()
-                .provider,
-            "openai"
-        );
+        assert_eq!(kind("POST", "/v1/chat/completions"), Some(ApiKind::OpenAiChat));
+        assert_eq!(kind("post", "/chat/completions?x=1"), Some(ApiKind::OpenAiChat));
+        assert_eq!(kind("POST", "/v1/completions"), Some(ApiKind::OpenAiCompletions));
+        assert_eq!(kind("POST", "/v1/embeddings"), Some(ApiKind::OpenAiEmbeddings));
+        assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
+        assert_eq!(classify("POST", "/v1/chat/completions", "api.openai.com").unwrap().provider, "openai");
     }
 
     #[test]
     fn azure_deployment_paths_name_the_deployment() {
-        let route = classify(
-            "POST",
-            "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21",
-            "x",
-        )
-        .unwrap();
+        let route =
+            classify("POST", "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21", "x").unwrap();
         assert_eq!(route.kind, ApiKind::OpenAiChat);
         assert_eq!(route.provider, "azure");
         assert_eq!(route.path_model.as_deref(), Some("my-gpt4o"));
-        assert_eq!(
-            classify("POST", "/v1/chat/completions", "res.openai.azure.com:443")
-                .unwrap()
-                .provider,
-            "azure"
-        );
+        assert_eq!(classify("POST", "/v1/chat/completions", "res.openai.azure.com:443").unwrap().provider, "azure");
     }
 
     #[test]
     fn anthropic_messages() {
         let route = classify("POST", "/v1/messages", "api.anthropic.com").unwrap();
-        assert_eq!(
-            (route.kind, route.provider),
-            (ApiKind::AnthropicMessages, "anthropic")
-        );
+        assert_eq!((route.kind, route.provider), (ApiKind::AnthropicMessages, "anthropic"));
         assert_eq!(kind("POST", "/v1/messages/count_tokens"), None);
     }
 
     #[test]
     fn gemini_and_vertex_take_model_from_path() {
-        let route = classify(
-            "POST",
-            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-            "g",
-        )
-        .unwrap();
+        let route = classify("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "g").unwrap();
         assert_eq!(route.kind, ApiKind::GeminiGenerate { stream: true });
         assert_eq!(route.provider, "gemini");
         assert_eq!(route.path_model.as_deref(), Some("gemini-2.5-flash"));
@@ -249,27 +207,36 @@ mod tests {
             "us-central1-aiplatform.googleapis.com",
         )
         .unwrap();
-        assert_eq!(
-            (vertex.kind, vertex.provider),
-            (ApiKind::GeminiGenerate { stream: false }, "vertex")
-        );
+        assert_eq!((vertex.kind, vertex.provider), (ApiKind::GeminiGenerate { stream: false }, "vertex"));
         assert_eq!(kind("POST", "/v1beta/models/gemini:countTokens"), None);
     }
 
     #[test]
     fn bedrock_model_ids_are_percent_decoded() {
-        let route = classify(
-            "POST",
-            "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream",
-            "b",
-        )
-        .unwrap();
+        let route =
+            classify("POST", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream", "b").unwrap();
         assert_eq!(route.kind, ApiKind::BedrockConverse { stream: true });
-        assert_eq!(
-            route.path_model.as_deref(),
-            Some("anthropic.claude-3-5-sonnet-20240620-v1:0")
-        );
+        assert_eq!(route.path_model.as_deref(), Some("anthropic.claude-3-5-sonnet-20240620-v1:0"));
         assert_eq!(kind("POST", "/model/x/invoke"), None);
+    }
+
+    #[test]
+    fn the_path_pre_check_never_rejects_what_classify_accepts() {
+        for path in [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/embeddings",
+            "/v1/responses",
+            "/v1/messages",
+            "/messages",
+            "/openai/deployments/x/chat/completions?api-version=1",
+            "/v1beta/models/g:generateContent",
+            "/model/m/converse",
+        ] {
+            assert!(classify("POST", path, "h").is_some(), "{path}");
+            assert!(may_be_ai(path), "{path}");
+        }
+        assert!(!may_be_ai("/upload") && !may_be_ai("/healthz"));
     }
 
     #[test]
@@ -278,9 +245,6 @@ mod tests {
         assert_eq!(kind("GET", "/v1/models"), None);
         assert_eq!(kind("POST", "/upload"), None);
         assert_eq!(kind("POST", "/"), None);
-        assert!(
-            kind("POST", "/model/%ZZ/converse").is_some(),
-            "undecodable escapes are kept as they are"
-        );
+        assert!(kind("POST", "/model/%ZZ/converse").is_some(), "undecodable escapes are kept as they are");
     }
 }

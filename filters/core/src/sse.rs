@@ -111,9 +111,7 @@ impl SseDecoder {
         self.scan();
         let pending_from = self.ends.last().copied().unwrap_or(self.consumed);
         if self.buf.len() - pending_from > self.max_event_bytes {
-            let error = SseError::EventTooLarge {
-                limit: self.max_event_bytes,
-            };
+            let error = SseError::EventTooLarge { limit: self.max_event_bytes };
             self.failed = Some(error.clone());
             return Err(error);
         }
@@ -127,9 +125,7 @@ impl SseDecoder {
         let start = self.consumed;
         self.consumed = end;
         let skip_bom = std::mem::replace(&mut self.first_event, false);
-        self.buf
-            .get(start..end)
-            .map(|raw| parse_block(raw, skip_bom))
+        self.buf.get(start..end).map(|raw| parse_block(raw, skip_bom))
     }
 
     /// Ends the stream: returns the final event if its last line was terminated (see the
@@ -140,12 +136,7 @@ impl SseDecoder {
             return (None, &[]);
         }
         // A trailing CR is a line end once we know nothing follows it.
-        let tail_start = self
-            .ends
-            .last()
-            .copied()
-            .unwrap_or(self.consumed)
-            .max(self.consumed);
+        let tail_start = self.ends.last().copied().unwrap_or(self.consumed).max(self.consumed);
         let tail = self.buf.get(tail_start..).unwrap_or(&[]);
         let ends_with_newline = matches!(tail.last(), Some(b'\n' | b'\r'));
         let skip_bom = self.first_event;
@@ -195,11 +186,7 @@ impl SseDecoder {
 
     fn scan(&mut self) {
         let mut i = self.scanned;
-        while let Some(offset) = self
-            .buf
-            .get(i..)
-            .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
-        {
+        while let Some(offset) = self.buf.get(i..).and_then(|rest| memchr::memchr2(b'\n', b'\r', rest)) {
             let at = i + offset;
             if at > i {
                 self.line_start = false;
@@ -232,13 +219,7 @@ impl SseDecoder {
 
 /// Splits a block into lines (CRLF, LF or CR) and interprets its fields.
 fn parse_block(raw: &[u8], skip_bom: bool) -> Event<'_> {
-    let mut event = Event {
-        raw,
-        event: None,
-        data: None,
-        id: None,
-        retry: None,
-    };
+    let mut event = Event { raw, event: None, data: None, id: None, retry: None };
     let mut rest = raw;
     if skip_bom {
         rest = rest.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(rest);
@@ -247,16 +228,8 @@ fn parse_block(raw: &[u8], skip_bom: bool) -> Event<'_> {
     while !rest.is_empty() {
         let (line, next) = match memchr::memchr2(b'\n', b'\r', rest) {
             Some(at) => {
-                let terminator = if rest.get(at) == Some(&b'\r') && rest.get(at + 1) == Some(&b'\n')
-                {
-                    2
-                } else {
-                    1
-                };
-                (
-                    rest.get(..at).unwrap_or(&[]),
-                    rest.get(at + terminator..).unwrap_or(&[]),
-                )
+                let terminator = if rest.get(at) == Some(&b'\r') && rest.get(at + 1) == Some(&b'\n') { 2 } else { 1 };
+                (rest.get(..at).unwrap_or(&[]), rest.get(at + terminator..).unwrap_or(&[]))
             }
             None => (rest, &[][..]),
         };
@@ -267,10 +240,7 @@ fn parse_block(raw: &[u8], skip_bom: bool) -> Event<'_> {
         let (name, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = line.get(colon + 1..).unwrap_or(&[]);
-                (
-                    line.get(..colon).unwrap_or(&[]),
-                    value.strip_prefix(b" ").unwrap_or(value),
-                )
+                (line.get(..colon).unwrap_or(&[]), value.strip_prefix(b" ").unwrap_or(value))
             }
             None => (line, &[][..]),
         };
@@ -341,11 +311,7 @@ mod tests {
     }
 
     fn data_of(events: &[Owned]) -> Vec<String> {
-        events
-            .iter()
-            .filter_map(|e| e.data.clone())
-            .map(|d| String::from_utf8(d).unwrap())
-            .collect()
+        events.iter().filter_map(|e| e.data.clone()).map(|d| String::from_utf8(d).unwrap()).collect()
     }
 
     #[test]
@@ -361,15 +327,10 @@ mod tests {
 
     #[test]
     fn joins_multi_line_data_and_ignores_comments() {
-        let (events, _) =
-            decode_chunks(&[b": keep-alive\n\ndata: line one\ndata:line two\n: note\ndata\n\n"]);
+        let (events, _) = decode_chunks(&[b": keep-alive\n\ndata: line one\ndata:line two\n: note\ndata\n\n"]);
         let data = data_of(&events);
         assert_eq!(data, ["line one\nline two\n"]);
-        assert_eq!(
-            events.len(),
-            2,
-            "the comment-only block is yielded without data"
-        );
+        assert_eq!(events.len(), 2, "the comment-only block is yielded without data");
         assert_eq!(events[0].data, None);
     }
 
@@ -392,23 +353,16 @@ mod tests {
     fn cr_at_chunk_end_waits_for_the_next_byte() {
         let mut decoder = SseDecoder::default();
         decoder.push(b"data: a\r\n\r").unwrap();
-        assert!(
-            decoder.next_event().is_none(),
-            "the final CR may still be followed by LF"
-        );
+        assert!(decoder.next_event().is_none(), "the final CR may still be followed by LF");
         decoder.push(b"\ndata: b\r\n\r\n").unwrap();
         let first = decoder.next_event().unwrap();
         assert_eq!(first.raw, b"data: a\r\n\r\n");
-        assert_eq!(
-            decoder.next_event().unwrap().data.as_deref(),
-            Some(&b"b"[..])
-        );
+        assert_eq!(decoder.next_event().unwrap().data.as_deref(), Some(&b"b"[..]));
     }
 
     #[test]
     fn raw_bytes_cover_the_whole_input_in_order() {
-        let input: &[u8] =
-            b":c\n\nevent: x\r\ndata: 1\r\n\r\n\n\ndata: 2\rdata: 3\r\rdata: unterminated";
+        let input: &[u8] = b":c\n\nevent: x\r\ndata: 1\r\n\r\n\n\ndata: 2\rdata: 3\r\rdata: unterminated";
         let (events, tail) = decode_chunks(&[input]);
         let mut joined: Vec<u8> = events.iter().flat_map(|e| e.raw.clone()).collect();
         joined.extend_from_slice(&tail);
@@ -429,10 +383,7 @@ mod tests {
         let mut decoder = SseDecoder::new(16);
         decoder.push(b"data: 0123456789\n\n").unwrap(); // complete events do not count
         assert!(decoder.next_event().is_some());
-        assert_eq!(
-            decoder.push(b"data: 0123456789abcdef"),
-            Err(SseError::EventTooLarge { limit: 16 })
-        );
+        assert_eq!(decoder.push(b"data: 0123456789abcdef"), Err(SseError::EventTooLarge { limit: 16 }));
         assert!(decoder.push(b"\n\n").is_err());
         assert_eq!(decoder.finish().0, None);
     }
@@ -443,10 +394,7 @@ mod tests {
         decoder.push(b"data: a\n\ndata: b\n\ndata: par").unwrap();
         assert_eq!(decoder.next_event().unwrap().raw, b"data: a\n\n");
         assert!(decoder.push(b"tial event that is too long").is_err());
-        assert_eq!(
-            decoder.take_unconsumed(),
-            b"data: b\n\ndata: partial event that is too long"
-        );
+        assert_eq!(decoder.take_unconsumed(), b"data: b\n\ndata: partial event that is too long");
     }
 
     #[test]
@@ -456,19 +404,14 @@ mod tests {
             decoder.push(b"data: {\"x\":1}\n\n").unwrap();
             while decoder.next_event().is_some() {}
         }
-        assert!(
-            decoder.buf.capacity() < 1024,
-            "capacity {}",
-            decoder.buf.capacity()
-        );
+        assert!(decoder.buf.capacity() < 1024, "capacity {}", decoder.buf.capacity());
     }
 
     #[test]
     fn every_split_of_a_tricky_stream_decodes_identically() {
-        let input =
-            "\u{FEFF}event: message_start\r\ndata: {\"t\":\"olá 世界 🎉\"}\r\n\r\n: ping\n\n\
+        let input = "\u{FEFF}event: message_start\r\ndata: {\"t\":\"olá 世界 🎉\"}\r\n\r\n: ping\n\n\
                      data: a\rdata: b\r\r\ndata: [DONE]\n\n"
-                .as_bytes();
+            .as_bytes();
         let whole = decode_chunks(&[input]);
         for i in 0..=input.len() {
             for j in i..=input.len() {

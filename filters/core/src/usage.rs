@@ -57,36 +57,18 @@ struct Targets {
     fields: &'static [Field],
 }
 
-const OPENAI: Targets = Targets {
-    paths: &[&["usage"], &["model"]],
-    fields: &[Field::Usage, Field::Model],
-};
+const OPENAI: Targets = Targets { paths: &[&["usage"], &["model"]], fields: &[Field::Usage, Field::Model] };
 const RESPONSES: Targets = Targets {
-    paths: &[
-        &["usage"],
-        &["model"],
-        &["response", "usage"],
-        &["response", "model"],
-    ],
+    paths: &[&["usage"], &["model"], &["response", "usage"], &["response", "model"]],
     fields: &[Field::Usage, Field::Model, Field::Usage, Field::Model],
 };
 const ANTHROPIC: Targets = Targets {
-    paths: &[
-        &["usage"],
-        &["model"],
-        &["message", "usage"],
-        &["message", "model"],
-    ],
+    paths: &[&["usage"], &["model"], &["message", "usage"], &["message", "model"]],
     fields: &[Field::Usage, Field::Model, Field::Usage, Field::Model],
 };
-const GEMINI: Targets = Targets {
-    paths: &[&["usageMetadata"], &["modelVersion"]],
-    fields: &[Field::Usage, Field::Model],
-};
-const BEDROCK: Targets = Targets {
-    paths: &[&["usage"]],
-    fields: &[Field::Usage],
-};
+const GEMINI: Targets =
+    Targets { paths: &[&["usageMetadata"], &["modelVersion"]], fields: &[Field::Usage, Field::Model] };
+const BEDROCK: Targets = Targets { paths: &[&["usage"]], fields: &[Field::Usage] };
 
 impl UsageFormat {
     fn targets(self) -> &'static Targets {
@@ -96,6 +78,19 @@ impl UsageFormat {
             UsageFormat::Anthropic => &ANTHROPIC,
             UsageFormat::Gemini => &GEMINI,
             UsageFormat::Bedrock => &BEDROCK,
+        }
+    }
+
+    /// The key that must appear in a JSON document for it to carry usage (a cheap pre-check
+    /// that lets stream events without usage skip the scanner).
+    pub fn usage_key(self) -> &'static [u8] {
+        match self {
+            UsageFormat::Gemini => b"\"usageMetadata\"",
+            UsageFormat::OpenAiChat
+            | UsageFormat::OpenAiEmbeddings
+            | UsageFormat::OpenAiResponses
+            | UsageFormat::Anthropic
+            | UsageFormat::Bedrock => b"\"usage\"",
         }
     }
 
@@ -122,14 +117,7 @@ pub struct Reported {
 impl Reported {
     /// Overwrites the fields `newer` carries.
     pub fn merge(&mut self, newer: Reported) {
-        let Reported {
-            input,
-            output,
-            cache_read,
-            cache_write,
-            reasoning,
-            tool_prompt,
-        } = newer;
+        let Reported { input, output, cache_read, cache_write, reasoning, tool_prompt } = newer;
         for (slot, value) in [
             (&mut self.input, input),
             (&mut self.output, output),
@@ -152,9 +140,7 @@ impl Reported {
     /// non-final stream chunks).
     pub fn parse(format: UsageFormat, json: &[u8]) -> Result<Option<Reported>, serde_json::Error> {
         Ok(match format {
-            UsageFormat::OpenAiChat
-            | UsageFormat::OpenAiEmbeddings
-            | UsageFormat::OpenAiResponses => {
+            UsageFormat::OpenAiChat | UsageFormat::OpenAiEmbeddings | UsageFormat::OpenAiResponses => {
                 serde_json::from_slice::<Option<api::openai::Usage>>(json)?.map(|u| Reported {
                     input: u.prompt_tokens,
                     output: match format {
@@ -179,27 +165,23 @@ impl Reported {
                 })
             }
             UsageFormat::Gemini => {
-                serde_json::from_slice::<Option<api::gemini::UsageMetadata>>(json)?.map(|u| {
-                    Reported {
-                        input: u.prompt_token_count,
-                        output: u.candidates_token_count,
-                        cache_read: u.cached_content_token_count,
-                        cache_write: None,
-                        reasoning: u.thoughts_token_count,
-                        tool_prompt: u.tool_use_prompt_token_count,
-                    }
+                serde_json::from_slice::<Option<api::gemini::UsageMetadata>>(json)?.map(|u| Reported {
+                    input: u.prompt_token_count,
+                    output: u.candidates_token_count,
+                    cache_read: u.cached_content_token_count,
+                    cache_write: None,
+                    reasoning: u.thoughts_token_count,
+                    tool_prompt: u.tool_use_prompt_token_count,
                 })
             }
             UsageFormat::Bedrock => {
-                serde_json::from_slice::<Option<api::bedrock::TokenUsage>>(json)?.map(|u| {
-                    Reported {
-                        input: u.input_tokens,
-                        output: u.output_tokens,
-                        cache_read: u.cache_read_input_tokens,
-                        cache_write: u.cache_write_input_tokens,
-                        reasoning: None,
-                        tool_prompt: None,
-                    }
+                serde_json::from_slice::<Option<api::bedrock::TokenUsage>>(json)?.map(|u| Reported {
+                    input: u.input_tokens,
+                    output: u.output_tokens,
+                    cache_read: u.cache_read_input_tokens,
+                    cache_write: u.cache_write_input_tokens,
+                    reasoning: None,
+                    tool_prompt: None,
                 })
             }
         }
@@ -213,26 +195,15 @@ impl Reported {
         let cache_creation = self.cache_write.unwrap_or(0);
         let reasoning = self.reasoning.unwrap_or(0);
         let (input, output) = match format {
-            UsageFormat::OpenAiChat
-            | UsageFormat::OpenAiEmbeddings
-            | UsageFormat::OpenAiResponses => (base_input, self.output.unwrap_or(0)),
-            UsageFormat::Gemini => (
-                base_input + self.tool_prompt.unwrap_or(0),
-                self.output.unwrap_or(0) + reasoning,
-            ),
-            UsageFormat::Anthropic | UsageFormat::Bedrock => (
-                base_input + cached_input + cache_creation,
-                self.output.unwrap_or(0),
-            ),
+            UsageFormat::OpenAiChat | UsageFormat::OpenAiEmbeddings | UsageFormat::OpenAiResponses => {
+                (base_input, self.output.unwrap_or(0))
+            }
+            UsageFormat::Gemini => (base_input + self.tool_prompt.unwrap_or(0), self.output.unwrap_or(0) + reasoning),
+            UsageFormat::Anthropic | UsageFormat::Bedrock => {
+                (base_input + cached_input + cache_creation, self.output.unwrap_or(0))
+            }
         };
-        Usage {
-            input,
-            output,
-            cached_input,
-            cache_creation,
-            reasoning,
-            total: input + output,
-        }
+        Usage { input, output, cached_input, cache_creation, reasoning, total: input + output }
     }
 }
 
@@ -256,11 +227,7 @@ const MAX_MODEL_LEN: usize = 128;
 
 impl UsageTracker {
     pub fn new(format: UsageFormat) -> Self {
-        UsageTracker {
-            format,
-            reported: Reported::default(),
-            response_model: None,
-        }
+        UsageTracker { format, reported: Reported::default(), response_model: None }
     }
 
     pub fn format(&self) -> UsageFormat {
@@ -271,8 +238,8 @@ impl UsageTracker {
     pub fn observe(&mut self, captured: &Captured) -> Result<(), UsageError> {
         match self.format.targets().fields.get(captured.target) {
             Some(Field::Usage) => {
-                let reported = Reported::parse(self.format, &captured.bytes)
-                    .map_err(|e| UsageError::BadUsage(e.to_string()))?;
+                let reported =
+                    Reported::parse(self.format, &captured.bytes).map_err(|e| UsageError::BadUsage(e.to_string()))?;
                 if let Some(reported) = reported {
                     self.reported.merge(reported);
                 }
@@ -294,10 +261,15 @@ impl UsageTracker {
         let captured = crate::json_scan::scan_document(self.format.targets().paths, json)
             .map_err(|e| UsageTrackerError::Json(e.to_string()))?;
         for value in &captured {
-            self.observe(value)
-                .map_err(|UsageError::BadUsage(e)| UsageTrackerError::Usage(e))?;
+            self.observe(value).map_err(|UsageError::BadUsage(e)| UsageTrackerError::Usage(e))?;
         }
         Ok(())
+    }
+
+    /// Whether a complete document (stream event) is worth scanning: it names usage, or it is
+    /// the first one and the response model is still unknown.
+    pub fn worth_scanning(&self, json: &[u8]) -> bool {
+        self.response_model.is_none() || memchr::memmem::find(json, self.format.usage_key()).is_some()
     }
 
     /// Whether any usage was reported.
@@ -311,8 +283,7 @@ impl UsageTracker {
 
     /// The normalised usage, if the provider reported any.
     pub fn usage(&self) -> Option<Usage> {
-        self.has_usage()
-            .then(|| self.reported.normalise(self.format))
+        self.has_usage().then(|| self.reported.normalise(self.format))
     }
 
     pub fn response_model(&self) -> Option<&str> {
@@ -337,21 +308,16 @@ mod tests {
         for doc in docs {
             tracker.observe_document(doc.as_bytes()).unwrap();
         }
-        (
-            tracker.usage(),
-            tracker.response_model().map(str::to_string),
-        )
+        (tracker.usage(), tracker.response_model().map(str::to_string))
     }
 
     #[test]
     fn openai_chat_with_cached_and_reasoning_tokens() {
         let (usage, model) = track(
             UsageFormat::OpenAiChat,
-            &[
-                r#"{"model":"o3-2025","usage":{"prompt_tokens":1200,"completion_tokens":800,"total_tokens":2000,
+            &[r#"{"model":"o3-2025","usage":{"prompt_tokens":1200,"completion_tokens":800,"total_tokens":2000,
                 "prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},
-                "completion_tokens_details":{"reasoning_tokens":512}}}"#,
-            ],
+                "completion_tokens_details":{"reasoning_tokens":512}}}"#],
         );
         assert_eq!(
             usage,
@@ -376,39 +342,25 @@ mod tests {
                 r#"{"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#,
             ],
         );
-        assert_eq!(
-            usage.map(|u| (u.input, u.output, u.total)),
-            Some((9, 3, 12))
-        );
-        assert_eq!(
-            track(UsageFormat::OpenAiChat, &[r#"{"usage":null}"#]).0,
-            None
-        );
+        assert_eq!(usage.map(|u| (u.input, u.output, u.total)), Some((9, 3, 12)));
+        assert_eq!(track(UsageFormat::OpenAiChat, &[r#"{"usage":null}"#]).0, None);
     }
 
     #[test]
     fn responses_api_usage_in_the_completed_event() {
         let (usage, model) = track(
             UsageFormat::OpenAiResponses,
-            &[
-                r#"{"type":"response.completed","response":{"model":"gpt-4.1","usage":{"input_tokens":36,
+            &[r#"{"type":"response.completed","response":{"model":"gpt-4.1","usage":{"input_tokens":36,
                 "input_tokens_details":{"cached_tokens":0},"output_tokens":87,
-                "output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}}}"#,
-            ],
+                "output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}}}"#],
         );
-        assert_eq!(
-            usage.map(|u| (u.input, u.output, u.reasoning, u.total)),
-            Some((36, 87, 10, 123))
-        );
+        assert_eq!(usage.map(|u| (u.input, u.output, u.reasoning, u.total)), Some((36, 87, 10, 123)));
         assert_eq!(model.as_deref(), Some("gpt-4.1"));
     }
 
     #[test]
     fn embeddings_have_zero_output() {
-        let (usage, _) = track(
-            UsageFormat::OpenAiEmbeddings,
-            &[r#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#],
-        );
+        let (usage, _) = track(UsageFormat::OpenAiEmbeddings, &[r#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#]);
         assert_eq!(usage.map(|u| (u.input, u.output, u.total)), Some((8, 0, 8)));
     }
 
@@ -425,14 +377,7 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage {
-                input: 2125,
-                output: 40,
-                cached_input: 2000,
-                cache_creation: 100,
-                reasoning: 0,
-                total: 2165
-            })
+            Some(Usage { input: 2125, output: 40, cached_input: 2000, cache_creation: 100, reasoning: 0, total: 2165 })
         );
         assert_eq!(model.as_deref(), Some("claude-sonnet-4"));
     }
@@ -461,14 +406,7 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage {
-                input: 54,
-                output: 50,
-                cached_input: 32,
-                cache_creation: 0,
-                reasoning: 30,
-                total: 104
-            })
+            Some(Usage { input: 54, output: 50, cached_input: 32, cache_creation: 0, reasoning: 30, total: 104 })
         );
         assert_eq!(model.as_deref(), Some("gemini-2.5-flash"));
     }
@@ -483,14 +421,7 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage {
-                input: 519,
-                output: 30,
-                cached_input: 500,
-                cache_creation: 7,
-                reasoning: 0,
-                total: 549
-            })
+            Some(Usage { input: 519, output: 30, cached_input: 500, cache_creation: 7, reasoning: 0, total: 549 })
         );
     }
 
@@ -501,10 +432,7 @@ mod tests {
             tracker.observe_document(br#"{"usage":{"prompt_tokens":"9"}}"#),
             Err(UsageTrackerError::Usage(_))
         ));
-        assert!(matches!(
-            tracker.observe_document(b"{not json"),
-            Err(UsageTrackerError::Json(_))
-        ));
+        assert!(matches!(tracker.observe_document(b"{not json"), Err(UsageTrackerError::Json(_))));
         assert_eq!(tracker.usage(), None);
     }
 

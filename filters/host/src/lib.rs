@@ -18,7 +18,7 @@ pub mod fake;
 pub mod wasm;
 
 use tollgate_core::stage::{
-    BodyFlow, HeaderEdit, HeadersFlow, HostRead, LogLevel, MetricOp, Outbox, Pipeline, RequestHead, ResponseHead, StageFactory,
+    BodyFlow, HeaderEdit, HeadersFlow, HostRead, LogLevel, MetricOp, Now, Outbox, Pipeline, ResponseHead, StageFactory,
 };
 
 /// What a module's configuration parser produces: its stages, in order, and the request size
@@ -82,7 +82,13 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(pipeline: Pipeline) -> Self {
-        Driver { pipeline, request_headers_held: false, response_headers_seen: false, response_complete: false, replied: false }
+        Driver {
+            pipeline,
+            request_headers_held: false,
+            response_headers_seen: false,
+            response_complete: false,
+            replied: false,
+        }
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -90,19 +96,8 @@ impl Driver {
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn HttpHost, end_of_stream: bool) -> Action {
-        let header = |name: &str| host.request_header(name);
-        let head = RequestHead {
-            method: header(":method").unwrap_or_default(),
-            path: header(":path").unwrap_or_default(),
-            authority: header(":authority").unwrap_or_default(),
-            content_type: header("content-type"),
-            content_encoding: header("content-encoding"),
-            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
-            has_body: !end_of_stream,
-        };
         let mut out = Outbox::default();
-        let now = host.now_ns();
-        let flow = self.pipeline.request_headers(&head, now, &*host, &mut out);
+        let flow = self.pipeline.request_headers(&*host, !end_of_stream, || host.now_ns(), &mut out);
         self.request_headers_held = true; // edits made during this callback are always allowed
         apply(host, &mut out);
         match flow {
@@ -120,7 +115,13 @@ impl Driver {
             return Action::Continue;
         }
         let mut out = Outbox::default();
-        let flow = self.pipeline.request_body(body_size as u64, end_of_stream, || host.request_body(body_size), &mut out);
+        let flow = self.pipeline.request_body(
+            body_size as u64,
+            end_of_stream,
+            || host.request_body(body_size),
+            &*host,
+            &mut out,
+        );
         self.finish_request_body(host, flow, body_size, out)
     }
 
@@ -133,7 +134,7 @@ impl Driver {
         let mut out = Outbox::default();
         let body = host.request_body(usize::MAX);
         let size = body.as_ref().map_or(0, Vec::len);
-        let flow = self.pipeline.request_body(size as u64, true, || body, &mut out);
+        let flow = self.pipeline.request_body(size as u64, true, || body, &*host, &mut out);
         self.finish_request_body(host, flow, size, out)
     }
 
@@ -151,12 +152,18 @@ impl Driver {
                         if self.request_headers_held {
                             let length = body.len().to_string();
                             if host.set_request_header("content-length", Some(&length)).is_err() {
-                                host.log(LogLevel::Warn, "could not set content-length after rewriting the request body");
+                                host.log(
+                                    LogLevel::Warn,
+                                    "could not set content-length after rewriting the request body",
+                                );
                             }
                         }
                     }
                     Err(HostError(status)) => {
-                        host.log(LogLevel::Warn, &format!("request body not rewritten (host status {status}); forwarded as sent"));
+                        host.log(
+                            LogLevel::Warn,
+                            &format!("request body not rewritten (host status {status}); forwarded as sent"),
+                        );
                         self.pipeline.body_rewrite_failed();
                     }
                 }
@@ -179,8 +186,7 @@ impl Driver {
             has_body: !end_of_stream,
         };
         let mut out = Outbox::default();
-        let now = host.now_ns();
-        self.pipeline.response_headers(&head, now, &mut out);
+        self.pipeline.response_headers(&head, &mut out);
         apply(host, &mut out);
         if end_of_stream {
             self.response_complete = true;
@@ -193,12 +199,13 @@ impl Driver {
         if !self.pipeline.active() {
             return Action::Continue;
         }
-        let now = host.now_ns();
         let chunk = if body_size > 0 { host.response_body(body_size).unwrap_or_default() } else { Vec::new() };
         let mut out = Outbox::default();
-        let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, now, &mut out);
+        let clock = || host.now_ns();
+        let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, &Now::new(&clock), &mut out);
         apply(host, &mut out);
-        if let Some(bytes) = replacement {
+        // Replacing a chunk costs a host call and a buffer copy: only when it really changed.
+        if let Some(bytes) = replacement.filter(|bytes| *bytes != chunk) {
             if let Err(HostError(status)) = host.set_response_body(body_size, &bytes) {
                 host.log(LogLevel::Warn, &format!("response chunk not rewritten (host status {status})"));
             }
@@ -216,9 +223,9 @@ impl Driver {
             return Action::Continue;
         }
         let mut out = Outbox::default();
-        let now = host.now_ns();
+        let clock = || host.now_ns();
         // Trailers end the body; bytes a rewriting stage still held cannot be sent after them.
-        let _ = self.pipeline.response_chunk(&[], true, now, &mut out);
+        let _ = self.pipeline.response_chunk(&[], true, &Now::new(&clock), &mut out);
         apply(host, &mut out);
         self.response_complete = true;
         self.done(host, true);
@@ -233,12 +240,17 @@ impl Driver {
 
     fn done(&mut self, host: &mut dyn HttpHost, completed: bool) {
         let mut out = Outbox::default();
-        let now = host.now_ns();
-        self.pipeline.done(completed, now, &*host, &mut out);
+        let clock = || host.now_ns();
+        self.pipeline.done(completed, &Now::new(&clock), &*host, &mut out);
         apply(host, &mut out);
     }
 
-    fn reply(&mut self, host: &mut dyn HttpHost, error: &tollgate_core::error::Error, dialect: tollgate_core::error::Dialect) -> Action {
+    fn reply(
+        &mut self,
+        host: &mut dyn HttpHost,
+        error: &tollgate_core::error::Error,
+        dialect: tollgate_core::error::Dialect,
+    ) -> Action {
         self.replied = true;
         let headers = error.headers();
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -10,8 +10,8 @@ use crate::{Action, ConfigParser, Driver, HostError, HttpHost, Spec};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
+use tollgate_core::fxhash::FxHashMap;
 use tollgate_core::stage::{HostRead, LogLevel};
 
 #[allow(unsafe_code)]
@@ -40,8 +40,20 @@ mod abi {
         fn proxy_get_current_time_nanoseconds(time: *mut u64) -> u32;
         fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_set_buffer_bytes(kind: u32, start: usize, size: usize, data: *const u8, len: usize) -> u32;
-        fn proxy_get_header_map_value(map: u32, key: *const u8, key_len: usize, data: *mut *mut u8, size: *mut usize) -> u32;
-        fn proxy_replace_header_map_value(map: u32, key: *const u8, key_len: usize, value: *const u8, value_len: usize) -> u32;
+        fn proxy_get_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_len: usize,
+            data: *mut *mut u8,
+            size: *mut usize,
+        ) -> u32;
+        fn proxy_replace_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_len: usize,
+            value: *const u8,
+            value_len: usize,
+        ) -> u32;
         fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
         fn proxy_get_property(path: *const u8, path_len: usize, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_set_property(path: *const u8, path_len: usize, value: *const u8, value_len: usize) -> u32;
@@ -155,7 +167,16 @@ mod abi {
         let details = b"tollgate";
         // SAFETY: see module docs.
         status(unsafe {
-            proxy_send_local_response(code, details.as_ptr(), details.len(), body.as_ptr(), body.len(), map.as_ptr(), map.len(), -1)
+            proxy_send_local_response(
+                code,
+                details.as_ptr(),
+                details.len(),
+                body.as_ptr(),
+                body.len(),
+                map.as_ptr(),
+                map.len(),
+                -1,
+            )
         })
     }
 
@@ -177,19 +198,21 @@ mod abi {
 }
 
 /// Metric ids by full stat name, per VM: `define_metric` allocates on every call, so each
-/// name is defined once. Names are bounded by the label caps.
+/// name is defined once. Names are bounded by the label caps; lookups do not allocate.
 #[derive(Default)]
 pub struct MetricIds {
-    ids: HashMap<(u32, String), u32>,
+    counters: FxHashMap<String, u32>,
+    histograms: FxHashMap<String, u32>,
 }
 
 impl MetricIds {
     fn id(&mut self, kind: u32, name: &str) -> Option<u32> {
-        if let Some(id) = self.ids.get(&(kind, name.to_string())) {
+        let ids = if kind == abi::HISTOGRAM { &mut self.histograms } else { &mut self.counters };
+        if let Some(id) = ids.get(name) {
             return Some(*id);
         }
         let id = abi::define_metric(kind, name).ok()?;
-        self.ids.insert((kind, name.to_string()), id);
+        ids.insert(name.to_string(), id);
         Some(id)
     }
 }

@@ -18,7 +18,13 @@ fn assert_bytes(actual: &[u8], expected: &[u8], context: &str) {
     }
     let at = actual.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(actual.len().min(expected.len()));
     let show = |b: &[u8]| String::from_utf8_lossy(&b[at.saturating_sub(40)..(at + 60).min(b.len())]).into_owned();
-    panic!("{context}: bytes differ at {at} (lengths {} vs {})\n actual: {:?}\n expect: {:?}", actual.len(), expected.len(), show(actual), show(expected));
+    panic!(
+        "{context}: bytes differ at {at} (lengths {} vs {})\n actual: {:?}\n expect: {:?}",
+        actual.len(),
+        expected.len(),
+        show(actual),
+        show(expected)
+    );
 }
 
 fn fixtures() -> PathBuf {
@@ -28,10 +34,6 @@ fn fixtures() -> PathBuf {
 fn manifest() -> Vec<Value> {
     let text = std::fs::read_to_string(fixtures().join("manifest.json")).unwrap();
     serde_json::from_str::<Value>(&text).unwrap()["cases"].as_array().unwrap().clone()
-}
-
-fn case(name: &str) -> Value {
-    manifest().into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}"))
 }
 
 fn factory(config: Value) -> TokenCounter {
@@ -53,13 +55,20 @@ fn upstream_body(case: &Value, forwarded_request: &[u8]) -> Vec<u8> {
             .iter()
             .flat_map(|e| {
                 tollgate_core::eventstream::encode(
-                    &[(":event-type", e["event"].as_str().unwrap()), (":content-type", "application/json"), (":message-type", "event")],
+                    &[
+                        (":event-type", e["event"].as_str().unwrap()),
+                        (":content-type", "application/json"),
+                        (":message-type", "event"),
+                    ],
                     e["payload"].to_string().as_bytes(),
                 )
             })
             .collect();
     }
-    let asked = serde_json::from_slice::<Value>(forwarded_request).ok().and_then(|r| r["stream_options"]["include_usage"].as_bool()) == Some(true);
+    let asked = serde_json::from_slice::<Value>(forwarded_request)
+        .ok()
+        .and_then(|r| r["stream_options"]["include_usage"].as_bool())
+        == Some(true);
     if case["openai_include_usage"] == json!(true) && !asked {
         return without_usage(&raw);
     }
@@ -100,7 +109,13 @@ fn run_case(case: &Value, factory: &TokenCounter, split: impl Fn(&[u8]) -> Vec<V
     let length = body.len().to_string();
     let path = case["path"].as_str().unwrap();
     let action = ex.request_headers(
-        &[(":method", "POST"), (":path", path), (":authority", "api.example.com"), ("content-type", "application/json"), ("content-length", &length)],
+        &[
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "api.example.com"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ],
         false,
     );
     assert_eq!(action, Action::Pause, "{}: headers held while the body is read", case["name"]);
@@ -111,8 +126,10 @@ fn run_case(case: &Value, factory: &TokenCounter, split: impl Fn(&[u8]) -> Vec<V
     }
     let status = case["status"].as_u64().unwrap().to_string();
     let mut headers = vec![(":status", status.as_str()), ("content-type", case["content_type"].as_str().unwrap())];
-    let extra: Vec<(String, String)> =
-        case["headers"].as_object().map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect()).unwrap_or_default();
+    let extra: Vec<(String, String)> = case["headers"]
+        .as_object()
+        .map(|h| h.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+        .unwrap_or_default();
     headers.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     ex.response_headers(&headers, false);
     let upstream = upstream_body(case, &forwarded);
@@ -163,8 +180,19 @@ fn check_usage(name: &str, host: &tollgate_host::fake::FakeHost, case: &Value) {
     assert_eq!(host.filter_state["tollgate.usage"], "reported", "{name}");
     let model = case["response_model"].as_str().unwrap();
     assert_eq!(host.filter_state["tollgate.response_model"], model, "{name}");
-    assert_eq!(host.counter(base, &[&format!("gen_ai_response_model={model}"), "gen_ai_token_type=input"]), usage["input"].as_u64().unwrap(), "{name}");
-    assert_eq!(host.counter(base, &[&format!("gen_ai_provider_name={}", case["provider"].as_str().unwrap())]), usage["total"].as_u64().unwrap() * 2 + usage["cached_input"].as_u64().unwrap() + usage["cache_creation"].as_u64().unwrap() + usage["reasoning"].as_u64().unwrap(), "{name}: provider label");
+    assert_eq!(
+        host.counter(base, &[&format!("gen_ai_response_model={model}"), "gen_ai_token_type=input"]),
+        usage["input"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        host.counter(base, &[&format!("gen_ai_provider_name={}", case["provider"].as_str().unwrap())]),
+        usage["total"].as_u64().unwrap() * 2
+            + usage["cached_input"].as_u64().unwrap()
+            + usage["cache_creation"].as_u64().unwrap()
+            + usage["reasoning"].as_u64().unwrap(),
+        "{name}: provider label"
+    );
     assert_eq!(host.counter("tollgate.gen_ai.requests", &["error_type="]), 1, "{name}");
     assert!(host.counter("tollgate.token_counter.unread", &[]) == 0, "{name}: nothing unread: {:?}", host.counters);
 }
@@ -176,8 +204,15 @@ fn golden_usage_for_every_provider_fixture() {
         let name = case["name"].as_str().unwrap();
         let run = run_case(&case, &factory, whole);
         check_usage(name, &run.ex_host, &case);
-        assert_bytes(&run.ex_host.client_body, &expected_client_body(&case, &run.forwarded), &format!("{name}: client bytes"));
-        assert!(run.ex_host.filter_state["tollgate.estimated_input_tokens"].parse::<u64>().unwrap() > 0, "{name}: estimate");
+        assert_bytes(
+            &run.ex_host.client_body,
+            &expected_client_body(&case, &run.forwarded),
+            &format!("{name}: client bytes"),
+        );
+        assert!(
+            run.ex_host.filter_state["tollgate.estimated_input_tokens"].parse::<u64>().unwrap() > 0,
+            "{name}: estimate"
+        );
     }
 }
 
@@ -190,7 +225,11 @@ fn every_stream_split_at_every_byte_gives_identical_usage_and_bytes() {
         let body_len = upstream_body(&case, &reference.forwarded).len();
         for cut in 0..=body_len {
             let run = run_case(&case, &factory, |b| vec![b[..cut].to_vec(), b[cut..].to_vec()]);
-            assert_eq!(state_without_timing(&run.ex_host), state_without_timing(&reference.ex_host), "{name}: cut at {cut}");
+            assert_eq!(
+                state_without_timing(&run.ex_host),
+                state_without_timing(&reference.ex_host),
+                "{name}: cut at {cut}"
+            );
             assert_bytes(&run.ex_host.client_body, &reference.ex_host.client_body, &format!("{name}: cut at {cut}"));
         }
         let bytes = run_case(&case, &factory, |b| b.chunks(1).map(<[u8]>::to_vec).collect());
@@ -253,14 +292,20 @@ fn non_ai_traffic_passes_untouched_without_metrics() {
     let factory = factory(json!({}));
     let mut driver = driver_with(&factory, None);
     let mut ex = Exchange::new(&mut driver);
-    assert_eq!(ex.request_headers(&[(":method", "POST"), (":path", "/upload"), (":authority", "gw")], false), Action::Continue);
+    assert_eq!(
+        ex.request_headers(&[(":method", "POST"), (":path", "/upload"), (":authority", "gw")], false),
+        Action::Continue
+    );
     assert_eq!(ex.request_body(&[b"not json at all"]), Action::Continue);
     ex.response_headers(&[(":status", "200"), ("content-type", "text/plain")], false);
     ex.response_body(&[b"ok"], 1, true);
     ex.log();
     assert!(ex.host.counters.is_empty() && ex.host.histograms.is_empty() && ex.host.filter_state.is_empty());
     assert_eq!(ex.host.client_body, b"ok");
-    assert_eq!(ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true), Action::Continue);
+    assert_eq!(
+        ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true),
+        Action::Continue
+    );
 }
 
 #[test]
@@ -280,21 +325,33 @@ fn malformed_request_json_passes_unchanged_and_is_counted() {
 }
 
 #[test]
-fn compressed_or_non_json_requests_are_not_held_or_parsed() {
+fn compressed_or_non_json_requests_pass_unchanged_and_are_counted() {
     let factory = factory(json!({}));
-    for (header, value, reason) in [("content-encoding", "gzip", "request_compressed"), ("content-type", "text/plain", "request_not_json")] {
+    for (header, value, reason) in
+        [("content-encoding", "gzip", "request_compressed"), ("content-type", "text/plain", "request_not_json")]
+    {
         let mut driver = driver_with(&factory, None);
         let mut ex = Exchange::new(&mut driver);
         let mut headers = chat_headers(4);
         headers.retain(|(k, _)| *k != header);
         headers.push((header, value.into()));
-        assert_eq!(send_headers(&mut ex, &headers, false), Action::Continue, "{reason}: never held");
-        assert_eq!(ex.request_body(&[b"\x1f\x8b\x08\x00"]), Action::Continue);
+        send_headers(&mut ex, &headers, false);
+        let body = b"\x1f\x8b\x08\x00";
+        assert_eq!(ex.request_body(&[body]), Action::Continue);
+        assert_eq!(ex.host.request_body, body, "{reason}: forwarded byte for byte");
         ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
-        ex.response_body(&[br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#], 1, true);
+        ex.response_body(
+            &[br#"{"model":"m","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#],
+            1,
+            true,
+        );
         ex.log();
         assert_eq!(ex.host.counter("tollgate.token_counter.unread", &[&format!("reason={reason}")]), 1);
-        assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=total"]), 7, "response usage is still read");
+        assert_eq!(
+            ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=total"]),
+            7,
+            "response usage is still read"
+        );
     }
 }
 
@@ -338,7 +395,10 @@ fn max_request_bytes_refuses_in_the_client_dialect() {
     // Chunked (no content-length), Anthropic dialect: counted as it arrives.
     let mut driver = driver_with(&factory, Some(100));
     let mut ex = Exchange::new(&mut driver);
-    ex.request_headers(&[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")], false);
+    ex.request_headers(
+        &[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")],
+        false,
+    );
     let chunk = [b'x'; 60];
     assert_eq!(ex.request_body(&[&chunk, &chunk, &chunk]), Action::Pause);
     let body: Value = serde_json::from_slice(&ex.host.local_reply.clone().unwrap().body).unwrap();
@@ -381,15 +441,12 @@ fn request_trailers_end_the_body() {
 
 #[test]
 fn host_refusing_the_rewrite_means_nothing_is_stripped() {
-    struct Refusing;
-    let _ = Refusing;
     let factory = factory(json!({}));
     let mut driver = driver_with(&factory, None);
     let mut ex = Exchange::new(&mut driver);
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
     send_headers(&mut ex, &chat_headers(body.len()), false);
-    // The body arrives but the host has lost it (set fails on an empty buffer: model a refusal
-    // by clearing it so the driver sees a host that cannot replace).
+    // The body arrives, but the host refuses to replace it (as Envoy may in some phases).
     ex.host.request_body = body.to_vec();
     let mut pipeline_host = std::mem::take(&mut ex.host);
     pipeline_host.request_headers_editable = true;
@@ -460,13 +517,16 @@ impl tollgate_host::HttpHost for RefusingHost {
     }
 }
 
-use tollgate_core::stage::HostRead;
-use tollgate_host::HttpHost;
-
 // ---- response side ---------------------------------------------------------------------------
 
 /// Runs a chat request whose response is `chunks` with the given headers.
-fn respond(config: Value, request: &[u8], response_headers: &[(&str, &str)], chunks: &[&[u8]], complete: bool) -> tollgate_host::fake::FakeHost {
+fn respond(
+    config: Value,
+    request: &[u8],
+    response_headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+    complete: bool,
+) -> tollgate_host::fake::FakeHost {
     let factory = factory(config);
     let mut driver = driver_with(&factory, None);
     let mut ex = Exchange::new(&mut driver);
@@ -539,13 +599,20 @@ fn upstream_reset_mid_stream_counts_what_was_reported_and_marks_it_incomplete() 
     let mut driver = driver_with(&factory, None);
     let mut ex = Exchange::new(&mut driver);
     let body = br#"{"model":"claude-3-5-sonnet-20241022","max_tokens":100,"stream":true,"messages":[]}"#;
-    ex.request_headers(&[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")], false);
+    ex.request_headers(
+        &[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")],
+        false,
+    );
     ex.request_body(&[body]);
     ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
     ex.response_body(&[half], 10, false);
     ex.log(); // reset: on_log without end of stream
     assert_eq!(ex.host.filter_state["tollgate.usage"], "incomplete");
-    assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=input"]), 25, "message_start arrived");
+    assert_eq!(
+        ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=input"]),
+        25,
+        "message_start arrived"
+    );
     assert_eq!(ex.host.counter("tollgate.gen_ai.requests", &["error_type=incomplete"]), 1);
     assert_eq!(ex.host.counter("tollgate.token_counter.unread", &["reason=stream_not_completed"]), 1);
     assert_eq!(ex.host.client_body, half, "what arrived was forwarded");
@@ -557,7 +624,10 @@ fn response_trailers_end_the_stream() {
     let factory = factory(json!({}));
     let mut driver = driver_with(&factory, None);
     let mut ex = Exchange::new(&mut driver);
-    ex.request_headers(&[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")], false);
+    ex.request_headers(
+        &[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("content-type", "application/json")],
+        false,
+    );
     ex.request_body(&[br#"{"model":"m","max_tokens":1,"stream":true,"messages":[]}"#]);
     ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
     ex.response_body(&[&stream], 10, false);
@@ -571,12 +641,21 @@ fn response_trailers_end_the_stream() {
 fn timing_histograms_follow_the_clock() {
     let stream = std::fs::read(fixtures().join("responses/openai/chat-stream.sse")).unwrap();
     let events: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
-    let host = respond(json!({}), br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#, &[(":status", "200"), ("content-type", "text/event-stream")], &events, true);
-    let ttft = host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.time_to_first_token")).unwrap().1;
+    let host = respond(
+        json!({}),
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#,
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        &events,
+        true,
+    );
+    let ttft =
+        host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.time_to_first_token")).unwrap().1;
     assert_eq!(ttft, &vec![10], "first chunk 10 ms after the request");
-    let duration = host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.request.duration")).unwrap().1;
+    let duration =
+        host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.request.duration")).unwrap().1;
     assert_eq!(duration, &vec![10 * events.len() as u64]);
-    let tpot = host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.time_per_output_token")).unwrap().1;
+    let tpot =
+        host.histograms.iter().find(|(k, _)| k.starts_with("tollgate.gen_ai.server.time_per_output_token")).unwrap().1;
     // (last chunk − first chunk) / (output − 1), in µs.
     assert_eq!(tpot, &vec![(events.len() as u64 - 1) * 10_000 / 8]);
     assert_eq!(host.filter_state["tollgate.ttft_ms"], "10");
@@ -622,7 +701,9 @@ fn an_oversized_event_while_rewriting_loses_no_byte() {
 
 #[test]
 fn consumer_comes_from_property_then_header_and_labels_are_capped() {
-    let factory = factory(json!({"consumer_header": "x-consumer", "consumer_property": ["metadata", "jwt", "sub"], "max_label_values": 2}));
+    let factory = factory(
+        json!({"consumer_header": "x-consumer", "consumer_property": ["metadata", "jwt", "sub"], "max_label_values": 2}),
+    );
     let mut seen = Vec::new();
     for (i, property) in [Some("alice"), None, None, None].into_iter().enumerate() {
         let mut driver = driver_with(&factory, None);
@@ -639,7 +720,10 @@ fn consumer_comes_from_property_then_header_and_labels_are_capped() {
         ex.response_body(&[br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#], 1, true);
         ex.log();
         seen.push(ex.host.counters.keys().find(|k| k.starts_with("tollgate.gen_ai.requests")).unwrap().clone());
-        assert_eq!(ex.host.filter_state["tollgate.consumer"], property.map(str::to_string).unwrap_or(format!("team-{i}")));
+        assert_eq!(
+            ex.host.filter_state["tollgate.consumer"],
+            property.map(str::to_string).unwrap_or(format!("team-{i}"))
+        );
     }
     assert!(seen[0].contains(";consumer=alice;"), "property wins over the header");
     assert!(seen[1].contains(";consumer=team-1;"));
@@ -678,15 +762,32 @@ fn arbitrary_bytes_in_every_callback_never_panic() {
         seed ^= seed << 17;
         (0..n).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect::<Vec<u8>>()
     };
-    for (i, path) in ["/v1/chat/completions", "/v1/messages", "/v1beta/models/g:streamGenerateContent?alt=sse", "/model/x/converse-stream", "/v1/responses"].iter().cycle().take(200).enumerate() {
+    for (i, path) in [
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1beta/models/g:streamGenerateContent?alt=sse",
+        "/model/x/converse-stream",
+        "/v1/responses",
+    ]
+    .iter()
+    .cycle()
+    .take(200)
+    .enumerate()
+    {
         let mut driver = driver_with(&factory, None);
         let mut ex = Exchange::new(&mut driver);
-        ex.request_headers(&[(":method", "POST"), (":path", path), (":authority", "gw"), ("content-type", "application/json")], false);
+        ex.request_headers(
+            &[(":method", "POST"), (":path", path), (":authority", "gw"), ("content-type", "application/json")],
+            false,
+        );
         let body = rand(i % 97);
         ex.request_body(&[&body]);
         let content_type = ["text/event-stream", "application/json", "application/vnd.amazon.eventstream"][i % 3];
         let encoding = ["identity", "gzip", "deflate"][i % 3];
-        ex.response_headers(&[(":status", "200"), ("content-type", content_type), ("content-encoding", encoding)], false);
+        ex.response_headers(
+            &[(":status", "200"), ("content-type", content_type), ("content-encoding", encoding)],
+            false,
+        );
         let chunk = rand(i % 251);
         ex.response_body(&[&chunk, &rand(7)], 1, i % 2 == 0);
         ex.log();

@@ -124,11 +124,7 @@ pub struct ChatCompletionChunk {
     #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// `null` on every chunk but the last when `include_usage` is set; absent otherwise.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "double_option"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
     pub usage: Option<Option<Usage>>,
     #[serde(flatten)]
     pub rest: Rest,
@@ -162,25 +158,13 @@ pub struct Delta {
 pub struct Usage {
     #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: Option<u64>,
-    #[serde(
-        default,
-        alias = "output_tokens",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "output_tokens", skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
-    #[serde(
-        default,
-        alias = "input_tokens_details",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "input_tokens_details", skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
-    #[serde(
-        default,
-        alias = "output_tokens_details",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "output_tokens_details", skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<CompletionTokensDetails>,
 }
 
@@ -208,16 +192,11 @@ pub struct CompletionTokensDetails {
 mod double_option {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Option<T>>, D::Error> {
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(d).map(Some)
     }
 
-    pub fn serialize<T: Serialize, S: Serializer>(
-        value: &Option<Option<T>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<T: Serialize, S: Serializer>(value: &Option<Option<T>>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(inner) => inner.serialize(s),
             None => s.serialize_none(),

@@ -41,7 +41,8 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
     };
     let mut composed = Composed { stages: Vec::new(), max_request_bytes: None };
     if let Some(section) = raw.token_counter {
-        let config = token_counter::Config::parse(section.get().as_bytes(), "token_counter.").map_err(|e| ComposeError(e.0))?;
+        let config =
+            token_counter::Config::parse(section.get().as_bytes(), "token_counter.").map_err(|e| ComposeError(e.0))?;
         composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
         composed.stages.push(Box::new(TokenCounter::new(config)));
     }

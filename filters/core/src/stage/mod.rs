@@ -5,7 +5,7 @@
 //! classifies the request once, parses the body once ([`crate::request::parse`]) and hands every
 //! stage the same [`Exchange`]. Stages never touch the host: they read through [`HostRead`] and
 //! write decisions into an [`Outbox`] (header edits, metrics, filter state, log lines) that the
-//! adapter applies in one place. Time is a parameter (`now_ns`).
+//! adapter applies in one place. Time is a parameter ([`Now`], read lazily: a host call).
 //!
 //! The per-filter cdylibs build a pipeline with one stage; the all-in-one module builds it with
 //! every configured stage, and still parses each body once.
@@ -16,6 +16,29 @@ pub mod token_counter;
 use crate::error::{Dialect, Error};
 use crate::request::{Parsed, Splice};
 use crate::route::Route;
+
+/// The host's clock, read at most once per callback and only if a stage asks: each read is a
+/// host call.
+pub struct Now<'a> {
+    read: &'a dyn Fn() -> u64,
+    cached: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a> Now<'a> {
+    pub fn new(read: &'a dyn Fn() -> u64) -> Self {
+        Now { read, cached: std::cell::Cell::new(None) }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn ns(&self) -> u64 {
+        if let Some(value) = self.cached.get() {
+            return value;
+        }
+        let value = (self.read)();
+        self.cached.set(Some(value));
+        value
+    }
+}
 
 /// Read-only access to the host's view of the stream.
 pub trait HostRead {
@@ -70,8 +93,13 @@ impl Outbox {
         self.metrics.push(MetricOp::Histogram { name, value });
     }
 
+    /// Sets filter state `key`; an empty value is not written (each write is a host call; an
+    /// access log shows an absent key as `-`/null).
     pub fn state(&mut self, key: &str, value: impl Into<String>) {
-        self.filter_state.push((key.to_string(), value.into()));
+        let value = value.into();
+        if !value.is_empty() {
+            self.filter_state.push((key.to_string(), value));
+        }
     }
 
     pub fn log(&mut self, level: LogLevel, message: impl Into<String>) {
@@ -123,16 +151,14 @@ impl Exchange {
 
     /// The request's model: from the body, or from the path (Gemini, Bedrock, Azure deployment).
     pub fn request_model(&self) -> Option<&str> {
-        self.parsed
-            .as_ref()
-            .and_then(|p| p.info.model.as_deref())
-            .or(self.route.path_model.as_deref())
+        self.parsed.as_ref().and_then(|p| p.info.model.as_deref()).or(self.route.path_model.as_deref())
     }
 
     pub fn streaming(&self) -> bool {
         match self.route.kind {
-            crate::route::ApiKind::GeminiGenerate { stream }
-            | crate::route::ApiKind::BedrockConverse { stream } => stream,
+            crate::route::ApiKind::GeminiGenerate { stream } | crate::route::ApiKind::BedrockConverse { stream } => {
+                stream
+            }
             _ => self.parsed.as_ref().is_some_and(|p| p.info.stream),
         }
     }
@@ -141,11 +167,12 @@ impl Exchange {
 /// Head of the request as the pipeline needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// `:method`, `:path`, `:authority`. Stages that need other headers read them through
+    /// [`HostRead`] (each read is a host call, so only when needed).
     pub method: String,
     pub path: String,
     pub authority: String,
-    pub content_type: Option<String>,
-    pub content_encoding: Option<String>,
+    /// Read only when a request size limit is configured.
     pub content_length: Option<u64>,
     /// Whether a body follows the headers.
     pub has_body: bool,
@@ -190,14 +217,7 @@ pub trait Stage {
         Ok(())
     }
 
-    fn response_headers(
-        &mut self,
-        _ex: &Exchange,
-        _head: &ResponseHead,
-        _now_ns: u64,
-        _out: &mut Outbox,
-    ) {
-    }
+    fn response_headers(&mut self, _ex: &Exchange, _head: &ResponseHead, _out: &mut Outbox) {}
 
     /// A response body chunk. Returning `Some` replaces the chunk sent to the client.
     fn response_chunk(
@@ -205,22 +225,14 @@ pub trait Stage {
         _ex: &Exchange,
         _chunk: &[u8],
         _end_of_stream: bool,
-        _now_ns: u64,
+        _now: &Now<'_>,
         _out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         None
     }
 
     /// The stream is over (completed, reset or refused). Called exactly once.
-    fn done(
-        &mut self,
-        _ex: &Exchange,
-        _completed: bool,
-        _now_ns: u64,
-        _host: &dyn HostRead,
-        _out: &mut Outbox,
-    ) {
-    }
+    fn done(&mut self, _ex: &Exchange, _completed: bool, _now: &Now<'_>, _host: &dyn HostRead, _out: &mut Outbox) {}
 }
 
 /// Creates the stages of a pipeline for each new stream.
@@ -278,41 +290,51 @@ impl Pipeline {
         self.request == RequestState::Buffering
     }
 
+    /// Request headers. Reads only what it needs through `host`: a request that is not a
+    /// `POST` costs one header read, a `POST` to another path two, and the clock is read only
+    /// for AI traffic.
     pub fn request_headers(
         &mut self,
-        head: &RequestHead,
-        now_ns: u64,
         host: &dyn HostRead,
+        has_body: bool,
+        now_ns: impl FnOnce() -> u64,
         out: &mut Outbox,
     ) -> HeadersFlow {
-        let Some(route) = crate::route::classify(&head.method, &head.path, &head.authority) else {
-            self.request = RequestState::Bypass;
+        self.request = RequestState::Bypass;
+        let header = |name: &str| host.request_header(name).unwrap_or_default();
+        let method = header(":method");
+        if !method.eq_ignore_ascii_case("POST") {
+            return HeadersFlow::Continue;
+        }
+        let path = header(":path");
+        if !crate::route::may_be_ai(&path) {
+            return HeadersFlow::Continue;
+        }
+        let authority = header(":authority");
+        let Some(route) = crate::route::classify(&method, &path, &authority) else {
             return HeadersFlow::Continue;
         };
-        let mut ex = Exchange {
-            route,
-            started_ns: now_ns,
-            parsed: None,
-            unparsed_reason: None,
-            injected_include_usage: false,
+        let head = RequestHead {
+            content_length: self
+                .max_request_bytes
+                .and_then(|_| host.request_header("content-length"))
+                .and_then(|v| v.trim().parse().ok()),
+            method,
+            path,
+            authority,
+            has_body,
         };
+        let head = &head;
+        let now_ns = now_ns();
+        let mut ex =
+            Exchange { route, started_ns: now_ns, parsed: None, unparsed_reason: None, injected_include_usage: false };
         if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
             if length > limit {
                 let dialect = ex.dialect();
                 self.exchange = Some(ex);
                 self.request = RequestState::Done;
-                return reply(
-                    Error::PayloadTooLarge {
-                        limit_bytes: Some(limit),
-                    },
-                    dialect,
-                    out,
-                )
-                .into();
+                return reply(Error::PayloadTooLarge { limit_bytes: Some(limit) }, dialect, out).into();
             }
-        }
-        if head.has_body {
-            ex.unparsed_reason = body_unreadable(head);
         }
         let mut flow = HeadersFlow::Continue;
         for stage in &mut self.stages {
@@ -326,13 +348,9 @@ impl Pipeline {
                 }
             }
         }
-        let wants_body =
-            head.has_body && self.stages.iter().any(|s| s.needs_request_body(&ex, head));
-        self.request = if wants_body && ex.unparsed_reason.is_none() {
-            RequestState::Buffering
-        } else {
-            RequestState::Forwarded
-        };
+        let wants_body = head.has_body && self.stages.iter().any(|s| s.needs_request_body(&ex, head));
+        self.request =
+            if wants_body && ex.unparsed_reason.is_none() { RequestState::Buffering } else { RequestState::Forwarded };
         if self.request != RequestState::Buffering && flow == HeadersFlow::Pause {
             flow = HeadersFlow::Continue;
         }
@@ -347,6 +365,7 @@ impl Pipeline {
         buffered: u64,
         end_of_stream: bool,
         body: impl FnOnce() -> Option<Vec<u8>>,
+        host: &dyn HostRead,
         out: &mut Outbox,
     ) -> BodyFlow {
         if self.request != RequestState::Buffering {
@@ -358,13 +377,7 @@ impl Pipeline {
         if let Some(limit) = self.max_request_bytes {
             if buffered > limit {
                 self.request = RequestState::Done;
-                let (error, dialect) = reply(
-                    Error::PayloadTooLarge {
-                        limit_bytes: Some(limit),
-                    },
-                    ex.dialect(),
-                    out,
-                );
+                let (error, dialect) = reply(Error::PayloadTooLarge { limit_bytes: Some(limit) }, ex.dialect(), out);
                 return BodyFlow::Reply(error, dialect);
             }
         }
@@ -378,7 +391,8 @@ impl Pipeline {
         };
         match crate::request::parse(ex.route.kind, &body) {
             Ok(parsed) => ex.parsed = Some(parsed),
-            Err(_) => ex.unparsed_reason = Some("request_malformed_json"),
+            // Only now, on failure, are the headers that explain it read (host calls).
+            Err(_) => ex.unparsed_reason = Some(body_unreadable(host)),
         }
         let mut splices = Vec::new();
         for stage in &mut self.stages {
@@ -402,7 +416,7 @@ impl Pipeline {
         }
     }
 
-    pub fn response_headers(&mut self, head: &ResponseHead, now_ns: u64, out: &mut Outbox) {
+    pub fn response_headers(&mut self, head: &ResponseHead, out: &mut Outbox) {
         let Some(ex) = self.exchange.as_ref() else {
             return;
         };
@@ -410,23 +424,18 @@ impl Pipeline {
             // Envoy refused the body we were buffering (its buffer limit) with a plain-text
             // local reply. Say it in the client's dialect instead.
             self.reword_413 = true;
-            out.response_headers
-                .push(HeaderEdit::Remove("content-length"));
-            out.response_headers
-                .push(HeaderEdit::Set("content-type", "application/json".into()));
+            out.response_headers.push(HeaderEdit::Remove("content-length"));
+            out.response_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
             out.counter(
                 crate::metrics::name(
                     "errors",
-                    &[(
-                        "reason",
-                        Error::PayloadTooLarge { limit_bytes: None }.spec().reason,
-                    )],
+                    &[("reason", Error::PayloadTooLarge { limit_bytes: None }.spec().reason)],
                 ),
                 1,
             );
         }
         for stage in &mut self.stages {
-            stage.response_headers(ex, head, now_ns, out);
+            stage.response_headers(ex, head, out);
         }
     }
 
@@ -435,7 +444,7 @@ impl Pipeline {
         &mut self,
         chunk: &[u8],
         end_of_stream: bool,
-        now_ns: u64,
+        now: &Now<'_>,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         let ex = self.exchange.as_ref()?;
@@ -449,7 +458,7 @@ impl Pipeline {
         let mut current: Option<Vec<u8>> = None;
         for stage in &mut self.stages {
             let input = current.as_deref().unwrap_or(chunk);
-            if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now_ns, out) {
+            if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now, out) {
                 current = Some(replaced);
             }
         }
@@ -457,7 +466,7 @@ impl Pipeline {
     }
 
     /// End of the stream; idempotent. `completed` is false for resets and aborted streams.
-    pub fn done(&mut self, completed: bool, now_ns: u64, host: &dyn HostRead, out: &mut Outbox) {
+    pub fn done(&mut self, completed: bool, now: &Now<'_>, host: &dyn HostRead, out: &mut Outbox) {
         if self.finished {
             return;
         }
@@ -466,21 +475,15 @@ impl Pipeline {
             return;
         };
         for stage in &mut self.stages {
-            stage.done(ex, completed, now_ns, host, out);
+            stage.done(ex, completed, now, host, out);
         }
     }
 }
 
 /// Counts a refusal by reason and passes it on.
 fn reply(error: Error, dialect: Dialect, out: &mut Outbox) -> (Error, Dialect) {
-    out.counter(
-        crate::metrics::name("errors", &[("reason", error.spec().reason)]),
-        1,
-    );
-    out.log(
-        LogLevel::Info,
-        format!("refused with {}: {}", error.status(), error.spec().reason),
-    );
+    out.counter(crate::metrics::name("errors", &[("reason", error.spec().reason)]), 1);
+    out.log(LogLevel::Info, format!("refused with {}: {}", error.status(), error.spec().reason));
     (error, dialect)
 }
 
@@ -490,17 +493,13 @@ impl From<(Error, Dialect)> for HeadersFlow {
     }
 }
 
-/// Why a request body cannot be read as JSON, if it cannot.
-fn body_unreadable(head: &RequestHead) -> Option<&'static str> {
-    if head
-        .content_encoding
-        .as_deref()
-        .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
-    {
-        return Some("request_compressed");
+/// Why a request body that did not parse could not be read.
+fn body_unreadable(host: &dyn HostRead) -> &'static str {
+    if host.request_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+        return "request_compressed";
     }
-    match head.content_type.as_deref() {
-        Some(ct) if !ct.to_ascii_lowercase().contains("json") => Some("request_not_json"),
-        _ => None,
+    match host.request_header("content-type") {
+        Some(ct) if !ct.to_ascii_lowercase().contains("json") => "request_not_json",
+        _ => "request_malformed_json",
     }
 }

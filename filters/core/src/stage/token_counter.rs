@@ -23,8 +23,7 @@
 //! upstream sees `true`.
 
 use super::{
-    Exchange, HeaderEdit, HeadersFlow, HostRead, LogLevel, Outbox, RequestHead, ResponseHead,
-    Stage, StageFactory,
+    Exchange, HeaderEdit, HeadersFlow, HostRead, LogLevel, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory,
 };
 use crate::decompress::{Encoding, Inflater};
 use crate::error::{Dialect, Error};
@@ -127,33 +126,21 @@ impl Config {
     }
 
     pub fn validate(raw: RawConfig, prefix: &str) -> Result<Config, ConfigError> {
-        let field =
-            |name: &str, message: String| Err(ConfigError(format!("{prefix}{name}: {message}")));
+        let field = |name: &str, message: String| Err(ConfigError(format!("{prefix}{name}: {message}")));
         if !(1024..=64 << 20).contains(&raw.max_event_bytes) {
-            return field(
-                "max_event_bytes",
-                format!("{} is outside 1024..=67108864", raw.max_event_bytes),
-            );
+            return field("max_event_bytes", format!("{} is outside 1024..=67108864", raw.max_event_bytes));
         }
         if raw.max_request_bytes == Some(0) {
             return field("max_request_bytes", "must be at least 1".into());
         }
         if raw.max_label_values == 0 || raw.max_label_values > 100_000 {
-            return field(
-                "max_label_values",
-                format!("{} is outside 1..=100000", raw.max_label_values),
-            );
+            return field("max_label_values", format!("{} is outside 1..=100000", raw.max_label_values));
         }
         if let Some(header) = &raw.consumer_header {
             let valid = !header.is_empty()
-                && header.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
+                && header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
             if !valid {
-                return field(
-                    "consumer_header",
-                    format!("'{header}' is not a lowercase header name"),
-                );
+                return field("consumer_header", format!("'{header}' is not a lowercase header name"));
             }
             if CREDENTIAL_HEADERS.contains(&header.as_str()) {
                 return field("consumer_header", format!("'{header}' carries credentials and would leak them into metrics and logs; name the consumer with a header set by your auth filter instead"));
@@ -161,18 +148,12 @@ impl Config {
         }
         if let Some(path) = &raw.consumer_property {
             if path.is_empty() || path.iter().any(String::is_empty) {
-                return field(
-                    "consumer_property",
-                    "must be a non-empty list of non-empty path segments".into(),
-                );
+                return field("consumer_property", "must be a non-empty list of non-empty path segments".into());
             }
         }
         if let Some(provider) = &raw.provider {
             if provider.is_empty() || metrics::sanitize(provider) != *provider {
-                return field(
-                    "provider",
-                    format!("'{provider}' must be a non-empty label of [A-Za-z0-9._:/@+-]"),
-                );
+                return field("provider", format!("'{provider}' must be a non-empty label of [A-Za-z0-9._:/@+-]"));
             }
         }
         Ok(Config { raw })
@@ -198,19 +179,13 @@ pub struct TokenCounter {
 impl TokenCounter {
     pub fn new(config: Config) -> Self {
         let cap = config.raw.max_label_values as usize;
-        TokenCounter {
-            config: Rc::new(config),
-            labels: Rc::new(RefCell::new(LabelLimiter::new(cap))),
-        }
+        TokenCounter { config: Rc::new(config), labels: Rc::new(RefCell::new(LabelLimiter::new(cap))) }
     }
 }
 
 impl StageFactory for TokenCounter {
     fn create(&self) -> Box<dyn Stage> {
-        Box::new(TokenCounterStream::new(
-            self.config.clone(),
-            self.labels.clone(),
-        ))
+        Box::new(TokenCounterStream::new(self.config.clone(), self.labels.clone()))
     }
 }
 
@@ -270,14 +245,8 @@ impl TokenCounterStream {
     /// hands back every byte it held, so the client's stream stays byte-exact.
     fn fail(&mut self, reason: &'static str, out_bytes: &mut Option<Vec<u8>>) {
         self.unread.push(reason);
-        if let Reader::Sse {
-            decoder,
-            strip_usage: true,
-        } = &mut self.reader
-        {
-            out_bytes
-                .get_or_insert_with(Vec::new)
-                .extend_from_slice(&decoder.take_unconsumed());
+        if let Reader::Sse { decoder, strip_usage: true } = &mut self.reader {
+            out_bytes.get_or_insert_with(Vec::new).extend_from_slice(&decoder.take_unconsumed());
         }
         self.reader = Reader::Failed;
         self.inflater = None;
@@ -302,22 +271,21 @@ impl TokenCounterStream {
                     }
                 }
             }
-            Reader::Sse {
-                decoder,
-                strip_usage,
-            } => {
+            Reader::Sse { decoder, strip_usage } => {
                 if let Err(SseError::EventTooLarge { .. }) = decoder.push(bytes) {
                     failure = Some("sse_event_too_large");
                 } else {
                     let strip = *strip_usage;
                     while let Some(event) = decoder.next_event() {
                         // A bad event is counted; reading goes on with the next one.
-                        if let Some(reason) = observe_event(tracker, &event.data) {
-                            self.unread.push(reason);
-                        }
-                        if strip {
+                        let failed = if strip {
                             let sink = out_bytes.get_or_insert_with(Vec::new);
-                            strip_usage_from_event(event.raw, event.data.as_deref(), sink);
+                            read_and_strip_event(tracker, event.raw, event.data.as_deref(), sink)
+                        } else {
+                            observe_event(tracker, &event.data)
+                        };
+                        if let Some(reason) = failed {
+                            self.unread.push(reason);
                         }
                     }
                 }
@@ -398,27 +366,21 @@ impl TokenCounterStream {
                     }
                 }
             }
-            Reader::Sse {
-                decoder,
-                strip_usage,
-            } => {
+            Reader::Sse { decoder, strip_usage } => {
                 let strip = *strip_usage;
                 let (last, tail) = decoder.finish();
                 if let Some(event) = last {
-                    if let Some(reason) = observe_event(tracker, &event.data) {
+                    let failed = if strip {
+                        let sink = out_bytes.get_or_insert_with(Vec::new);
+                        read_and_strip_event(tracker, event.raw, event.data.as_deref(), sink)
+                    } else {
+                        observe_event(tracker, &event.data)
+                    };
+                    if let Some(reason) = failed {
                         self.unread.push(reason);
                     }
-                    if strip {
-                        strip_usage_from_event(
-                            event.raw,
-                            event.data.as_deref(),
-                            out_bytes.get_or_insert_with(Vec::new),
-                        );
-                    }
                 } else if strip && !tail.is_empty() {
-                    out_bytes
-                        .get_or_insert_with(Vec::new)
-                        .extend_from_slice(tail);
+                    out_bytes.get_or_insert_with(Vec::new).extend_from_slice(tail);
                 }
             }
             Reader::EventStream(decoder) => {
@@ -435,13 +397,11 @@ impl TokenCounterStream {
 }
 
 /// Reads usage from one SSE event's data. Returns a failure reason, if any.
-fn observe_event(
-    tracker: &mut UsageTracker,
-    data: &Option<std::borrow::Cow<'_, [u8]>>,
-) -> Option<&'static str> {
+fn observe_event(tracker: &mut UsageTracker, data: &Option<std::borrow::Cow<'_, [u8]>>) -> Option<&'static str> {
     let data = data.as_deref()?;
     let trimmed = data.trim_ascii();
-    if trimmed.is_empty() || trimmed == b"[DONE]" {
+    // Events that cannot carry usage are not scanned (once the response model is known).
+    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.worth_scanning(trimmed) {
         return None;
     }
     match tracker.observe_document(trimmed) {
@@ -451,32 +411,49 @@ fn observe_event(
     }
 }
 
-/// Writes `raw` to `sink` without the usage the client did not ask for: the usage-only chunk
-/// (`choices: []` with usage) is dropped, `"usage":null` members are removed, and a usage object
-/// on a chunk that has choices is removed from it. Anything unexpected is written unchanged.
-fn strip_usage_from_event(raw: &[u8], data: Option<&[u8]>, sink: &mut Vec<u8>) {
+/// The rewriting path of an OpenAI stream: reads usage and model from the event with the same
+/// single scan that finds what to strip, and writes the event to `sink` without the usage the
+/// client did not ask for: the usage-only chunk (`choices: []` with usage) is dropped,
+/// `"usage":null` members are removed, and a usage object on a chunk that has choices is removed
+/// from it. Anything unexpected is written unchanged. Returns a failure reason, if any.
+fn read_and_strip_event(
+    tracker: &mut UsageTracker,
+    raw: &[u8],
+    data: Option<&[u8]>,
+    sink: &mut Vec<u8>,
+) -> Option<&'static str> {
     let Some(data) = data else {
         sink.extend_from_slice(raw);
-        return;
+        return None;
     };
-    let Ok(captured) = json_scan::scan_document(STRIP_TARGETS, data) else {
+    let trimmed = data.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.worth_scanning(trimmed) {
         sink.extend_from_slice(raw);
-        return;
+        return None;
+    }
+    let captured = match json_scan::scan_document(STRIP_TARGETS, data) {
+        Ok(captured) => captured,
+        Err(_) => {
+            sink.extend_from_slice(raw);
+            return Some("sse_malformed_json");
+        }
     };
+    let mut failure = None;
+    for value in captured.iter().filter(|c| c.target < 2) {
+        // STRIP_TARGETS begins with the format's own targets (usage, model).
+        if tracker.observe(value).is_err() {
+            failure = Some("response_bad_usage");
+        }
+    }
     let Some(usage) = captured.iter().find(|c| c.target == 0) else {
         sink.extend_from_slice(raw);
-        return;
+        return failure;
     };
-    let choices_empty = captured.iter().any(|c| {
-        c.target == 2
-            && c.bytes
-                .iter()
-                .filter(|b| !b.is_ascii_whitespace())
-                .eq(b"[]".iter())
-    });
+    let choices_empty =
+        captured.iter().any(|c| c.target == 2 && c.bytes.iter().filter(|b| !b.is_ascii_whitespace()).eq(b"[]".iter()));
     let usage_null = usage.bytes.trim_ascii() == b"null";
     if !usage_null && choices_empty {
-        return; // the usage-only chunk the client did not ask for
+        return failure; // the usage-only chunk the client did not ask for
     }
     // Remove the member: with the comma before it, or with the comma after it if it is first.
     let (start, mut end) = match usage.comma_before {
@@ -507,6 +484,7 @@ fn strip_usage_from_event(raw: &[u8], data: Option<&[u8]>, sink: &mut Vec<u8>) {
             sink.extend_from_slice(b"\n\n");
         }
     }
+    failure
 }
 
 fn offset_of(outer: &[u8], inner: &[u8]) -> Option<usize> {
@@ -515,9 +493,7 @@ fn offset_of(outer: &[u8], inner: &[u8]) -> Option<usize> {
 }
 
 fn header_is(value: &Option<String>, wanted: &str) -> bool {
-    value
-        .as_deref()
-        .is_some_and(|v| v.to_ascii_lowercase().contains(wanted))
+    value.as_deref().is_some_and(|v| v.to_ascii_lowercase().contains(wanted))
 }
 
 impl Stage for TokenCounterStream {
@@ -538,21 +514,12 @@ impl Stage for TokenCounterStream {
                 host.property(&path)
             })
             .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .or_else(|| {
-                self.config
-                    .raw
-                    .consumer_header
-                    .as_deref()
-                    .and_then(|h| host.request_header(h))
-            });
+            .or_else(|| self.config.raw.consumer_header.as_deref().and_then(|h| host.request_header(h)));
         if let Some(consumer) = consumer {
             self.consumer = metrics::sanitize(&consumer);
         }
         let may_rewrite = self.config.raw.inject_include_usage
-            && matches!(
-                ex.route.kind,
-                ApiKind::OpenAiChat | ApiKind::OpenAiCompletions
-            )
+            && matches!(ex.route.kind, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions)
             && ex.unparsed_reason.is_none();
         if !head.has_body {
             return HeadersFlow::Continue;
@@ -561,8 +528,7 @@ impl Stage for TokenCounterStream {
             HeadersFlow::Pause
         } else {
             if may_rewrite {
-                out.request_headers
-                    .push(HeaderEdit::Remove("content-length"));
+                out.request_headers.push(HeaderEdit::Remove("content-length"));
             }
             HeadersFlow::Continue
         }
@@ -582,24 +548,14 @@ impl Stage for TokenCounterStream {
         if !self.config.raw.inject_include_usage {
             return Ok(());
         }
-        if let Some(splice) = ex
-            .parsed
-            .as_mut()
-            .and_then(|p| p.include_usage_splice.take())
-        {
+        if let Some(splice) = ex.parsed.as_mut().and_then(|p| p.include_usage_splice.take()) {
             splices.push(splice);
             ex.injected_include_usage = true;
         }
         Ok(())
     }
 
-    fn response_headers(
-        &mut self,
-        ex: &Exchange,
-        head: &ResponseHead,
-        _now_ns: u64,
-        out: &mut Outbox,
-    ) {
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, out: &mut Outbox) {
         self.status = Some(head.status);
         let format = ex.route.kind.usage_format();
         self.tracker = Some(UsageTracker::new(format));
@@ -626,13 +582,9 @@ impl Stage for TokenCounterStream {
             let strip_usage = ex.injected_include_usage;
             if strip_usage {
                 // We rewrite the stream: its length changes.
-                out.response_headers
-                    .push(HeaderEdit::Remove("content-length"));
+                out.response_headers.push(HeaderEdit::Remove("content-length"));
             }
-            Reader::Sse {
-                decoder: SseDecoder::new(max_event),
-                strip_usage,
-            }
+            Reader::Sse { decoder: SseDecoder::new(max_event), strip_usage }
         } else if header_is(&head.content_type, "application/vnd.amazon.eventstream") {
             Reader::EventStream(EventStreamDecoder::new(max_event))
         } else {
@@ -641,77 +593,47 @@ impl Stage for TokenCounterStream {
         };
         if ex.injected_include_usage && !matches!(self.reader, Reader::Sse { .. }) {
             // We asked for usage in a stream but did not get a stream: nothing to strip.
-            out.logs.push((
-                LogLevel::Debug,
-                "include_usage injected but response is not SSE".into(),
-            ));
+            out.logs.push((LogLevel::Debug, "include_usage injected but response is not SSE".into()));
         }
-        if self.inflater.is_some()
-            && matches!(
-                self.reader,
-                Reader::Sse {
-                    strip_usage: true,
-                    ..
-                }
-            )
-        {
+        if self.inflater.is_some() && matches!(self.reader, Reader::Sse { strip_usage: true, .. }) {
             // Rewriting a compressed stream would mean recompressing it: leave it as it is.
-            self.reader = Reader::Sse {
-                decoder: SseDecoder::new(max_event),
-                strip_usage: false,
-            };
+            self.reader = Reader::Sse { decoder: SseDecoder::new(max_event), strip_usage: false };
             self.unread.push("compressed_stream_not_stripped");
         }
     }
 
     fn response_chunk(
         &mut self,
-        _ex: &Exchange,
+        ex: &Exchange,
         chunk: &[u8],
         end_of_stream: bool,
-        now_ns: u64,
+        now: &Now<'_>,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
-        if !chunk.is_empty() && self.first_byte_ns.is_none() {
-            self.first_byte_ns = Some(now_ns);
+        // Time to first token is a streaming measure; only streams pay for the clock read.
+        if !chunk.is_empty() && self.first_byte_ns.is_none() && ex.streaming() {
+            self.first_byte_ns = Some(now.ns());
         }
-        let strip = matches!(
-            self.reader,
-            Reader::Sse {
-                strip_usage: true,
-                ..
-            }
-        );
+        let strip = matches!(self.reader, Reader::Sse { strip_usage: true, .. });
         let mut rewritten = strip.then(Vec::new);
         self.feed(chunk, &mut rewritten);
         if end_of_stream {
             self.finish_response(&mut rewritten);
         }
         if strip && matches!(self.reader, Reader::Failed) {
-            out.log(
-                LogLevel::Warn,
-                "token-counter: SSE rewrite stopped; the rest of the stream passes unchanged",
-            );
+            out.log(LogLevel::Warn, "token-counter: SSE rewrite stopped; the rest of the stream passes unchanged");
         }
         rewritten
     }
 
-    fn done(
-        &mut self,
-        ex: &Exchange,
-        completed: bool,
-        now_ns: u64,
-        host: &dyn HostRead,
-        out: &mut Outbox,
-    ) {
+    fn done(&mut self, ex: &Exchange, completed: bool, now: &Now<'_>, host: &dyn HostRead, out: &mut Outbox) {
+        let now_ns = now.ns();
         let mut flush = None;
         if completed {
             self.finish_response(&mut flush);
         }
-        let route = host
-            .property(&["xds", "route_name"])
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default();
+        let route =
+            host.property(&["xds", "route_name"]).map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
         let estimate = ex.parsed.as_ref().map(|p| p.info.estimated_prompt_tokens());
         let usage = self.tracker.as_ref().and_then(UsageTracker::usage);
         let reset = !completed || !self.response_done;
@@ -734,22 +656,13 @@ impl Stage for TokenCounterStream {
 
         let mut labels = self.labels.borrow_mut();
         let request_model = labels.admit("gen_ai_request_model", ex.request_model().unwrap_or(""));
-        let response_model_raw = self
-            .tracker
-            .as_ref()
-            .and_then(|t| t.response_model())
-            .or(ex.request_model())
-            .unwrap_or("");
+        let response_model_raw =
+            self.tracker.as_ref().and_then(|t| t.response_model()).or(ex.request_model()).unwrap_or("");
         let response_model = labels.admit("gen_ai_response_model", response_model_raw);
         let consumer = labels.admit("consumer", &self.consumer);
         let route = labels.admit("route", &route);
         drop(labels);
-        let provider = self
-            .config
-            .raw
-            .provider
-            .as_deref()
-            .unwrap_or(ex.route.provider);
+        let provider = self.config.raw.provider.as_deref().unwrap_or(ex.route.provider);
         let operation = ex.route.kind.operation();
         let error_type = match (self.status, reset) {
             (_, true) => "incomplete".to_string(),
@@ -757,82 +670,52 @@ impl Stage for TokenCounterStream {
             _ => String::new(),
         };
 
-        let base = [
-            ("gen_ai_request_model", request_model.as_str()),
-            ("gen_ai_response_model", response_model.as_str()),
+        // Label values were sanitised when admitted (or are static); each suffix is built once and
+        // shared by every metric of this request.
+        let timing = metrics::labels(&[
+            ("gen_ai_request_model", &request_model),
             ("gen_ai_provider_name", provider),
             ("gen_ai_operation_name", operation),
-            ("route", route.as_str()),
-            ("consumer", consumer.as_str()),
-        ];
+            ("route", &route),
+        ]);
+        let base = format!(
+            "{timing}{}",
+            metrics::labels(&[("gen_ai_response_model", &response_model), ("consumer", &consumer)])
+        );
+        let prefix = metrics::PREFIX;
         if let Some(u) = usage {
             for (kind, value) in token_types(&u) {
-                let mut labels = vec![("gen_ai_token_type", kind)];
-                labels.extend_from_slice(&base);
-                out.counter(metrics::name("gen_ai.client.token.usage", &labels), value);
+                out.counter(format!("{prefix}gen_ai.client.token.usage;gen_ai_token_type={kind}{base}"), value);
             }
         }
         if let Some(estimate) = estimate {
-            out.counter(
-                metrics::name("gen_ai.client.token.estimated_input", &base),
-                estimate,
-            );
+            out.counter(format!("{prefix}gen_ai.client.token.estimated_input{base}"), estimate);
         }
-        let mut request_labels = base.to_vec();
-        request_labels.push(("error_type", error_type.as_str()));
-        out.counter(metrics::name("gen_ai.requests", &request_labels), 1);
+        out.counter(format!("{prefix}gen_ai.requests{base};error_type={error_type}"), 1);
 
         // Histograms: without consumer and response model (their cardinality times the buckets).
-        let timing = [
-            ("gen_ai_request_model", request_model.as_str()),
-            ("gen_ai_provider_name", provider),
-            ("gen_ai_operation_name", operation),
-            ("route", route.as_str()),
-        ];
         let duration_ms = now_ns.saturating_sub(ex.started_ns) / 1_000_000;
-        out.histogram(
-            metrics::name("gen_ai.server.request.duration", &timing),
-            duration_ms,
-        );
+        out.histogram(format!("{prefix}gen_ai.server.request.duration{timing}"), duration_ms);
         let streaming = ex.streaming();
-        let ttft_ms = self
-            .first_byte_ns
-            .map(|t| t.saturating_sub(ex.started_ns) / 1_000_000);
+        let ttft_ms = self.first_byte_ns.map(|t| t.saturating_sub(ex.started_ns) / 1_000_000);
         if let (true, Some(ttft)) = (streaming, ttft_ms) {
-            out.histogram(
-                metrics::name("gen_ai.server.time_to_first_token", &timing),
-                ttft,
-            );
+            out.histogram(format!("{prefix}gen_ai.server.time_to_first_token{timing}"), ttft);
             if let (Some(first), Some(u)) = (self.first_byte_ns, usage) {
                 if u.output > 1 && !reset {
                     let per_token_us = now_ns.saturating_sub(first) / 1_000 / (u.output - 1);
-                    out.histogram(
-                        metrics::name("gen_ai.server.time_per_output_token", &timing),
-                        per_token_us,
-                    );
+                    out.histogram(format!("{prefix}gen_ai.server.time_per_output_token{timing}"), per_token_us);
                 }
             }
         }
         self.unread.sort_unstable();
         self.unread.dedup();
         for reason in &self.unread {
-            out.counter(
-                metrics::name("token_counter.unread", &[("reason", reason)]),
-                1,
-            );
+            out.counter(metrics::name("token_counter.unread", &[("reason", reason)]), 1);
         }
 
         // Filter state for access logs (`%FILTER_STATE(wasm.tollgate.<key>:PLAIN)%`).
-        out.state(
-            "tollgate.request_model",
-            ex.request_model()
-                .map(metrics::sanitize)
-                .unwrap_or_default(),
-        );
-        out.state(
-            "tollgate.response_model",
-            metrics::sanitize(response_model_raw),
-        );
+        out.state("tollgate.request_model", ex.request_model().map(metrics::sanitize).unwrap_or_default());
+        out.state("tollgate.response_model", metrics::sanitize(response_model_raw));
         out.state("tollgate.provider", provider);
         out.state("tollgate.operation", operation);
         out.state("tollgate.stream", if streaming { "true" } else { "false" });
@@ -849,30 +732,18 @@ impl Stage for TokenCounterStream {
         ] {
             out.state(key, value.to_string());
         }
-        out.state(
-            "tollgate.estimated_input_tokens",
-            estimate.map(|e| e.to_string()).unwrap_or_default(),
-        );
-        out.state(
-            "tollgate.ttft_ms",
-            ttft_ms.map(|t| t.to_string()).unwrap_or_default(),
-        );
+        out.state("tollgate.estimated_input_tokens", estimate.map(|e| e.to_string()).unwrap_or_default());
+        out.state("tollgate.ttft_ms", ttft_ms.map(|t| t.to_string()).unwrap_or_default());
         out.state("tollgate.duration_ms", duration_ms.to_string());
         if ex.injected_include_usage {
             out.state("tollgate.include_usage_injected", "true");
         }
         if !self.unread.is_empty() {
-            out.logs.push((
-                LogLevel::Debug,
-                format!("token-counter: unread: {}", self.unread.join(",")),
-            ));
+            out.logs.push((LogLevel::Debug, format!("token-counter: unread: {}", self.unread.join(","))));
         }
         if flush.as_ref().is_some_and(|f| !f.is_empty()) {
             // Only reachable when the response ended with trailers: body bytes cannot follow.
-            out.log(
-                LogLevel::Debug,
-                "token-counter: held SSE bytes dropped after response trailers",
-            );
+            out.log(LogLevel::Debug, "token-counter: held SSE bytes dropped after response trailers");
         }
     }
 }

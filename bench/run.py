@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Benchmark: bare Envoy vs Envoy + Tollgate filters, same machine, one interleaved run.
+
+Every variant is its own Envoy (1 worker, identical config but for the wasm filter) in front of
+the same mock provider. With 2+ CPUs the Envoys are pinned to CPU 1 and the mock and wrk to
+CPU 0, so the Envoy under load has a core to itself. For each scenario, wrk drives each variant
+in turn, round after round; the Envoy process's CPU time (/proc/<pid>/stat utime+stime) divided
+by the requests it served gives CPU µs per request. Medians over rounds are reported, as CPU
+added over bare Envoy, per request and per SSE chunk, and as ratios.
+
+Variants:
+  bare             no wasm filter
+  reference-null   a wasm filter whose callbacks do nothing: what any wasm filter costs
+  reference-parse  holds headers, buffers and parses the body: the minimal buffer-and-parse filter
+  token-counter    tollgate_token_counter.wasm, default configuration
+  all-in-one       tollgate.wasm with the token_counter stage
+
+Scenarios (issue targets for token-counter in brackets):
+  chat-1k          1 KB chat request, JSON response              [≤ 25 µs CPU added per request]
+  chat-16k         16 KB chat request, JSON response
+  sse-20           20-chunk SSE stream, include_usage injected and stripped (rewriting path)
+  sse-20-observe   20-chunk SSE stream the client asked usage for (observing path)
+                                                                  [≤ 3 µs CPU added per chunk]
+  ttfb             time to first byte of sse-20, sequential      [< 0.2 ms added]
+
+  bench/run.py [--variants bare,reference-null,...] [--only chat-1k,...] [--seconds 6] [--rounds 3]
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from harness import Envoy, Mock  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+VARIANTS = {
+    "bare": dict(with_filter=False),
+    "reference-null": dict(wasm="tollgate_bench_reference.wasm", filter_config="null"),
+    "reference-parse": dict(wasm="tollgate_bench_reference.wasm", filter_config="parse"),
+    "reference-read": dict(wasm="tollgate_bench_reference.wasm", filter_config="read"),
+    "reference-estimate": dict(wasm="tollgate_bench_reference.wasm", filter_config="estimate"),
+    "token-counter": dict(wasm="tollgate_token_counter.wasm"),
+    "all-in-one": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}}),
+}
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def chat_body(size):
+    filler = "The gateway reads each request once and never buffers a stream. " * 400
+    body = {"model": "gpt-4.1", "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                              {"role": "user", "content": ""}]}
+    body["messages"][1]["content"] = filler[: max(0, size - len(json.dumps(body)))]
+    return json.dumps(body)
+
+
+STREAM = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "Explain streaming."}]}
+OBSERVE = json.dumps({**STREAM, "stream_options": {"include_usage": True}})
+# SSE scenarios come in pairs: the same 20-event stream as 20 chunks and as 1 chunk, so the
+# marginal cost of a chunk is ((added with 20) − (added with 1)) / 19, free of per-request costs.
+SCENARIOS = {
+    "chat-1k": (chat_body(1024), "openai-chat", 1),
+    "chat-16k": (chat_body(16 * 1024), "openai-chat", 1),
+    "sse-20": (json.dumps(STREAM), "openai-chat-stream-20", 20),
+    "sse-1": (json.dumps(STREAM), "openai-chat-stream-20", 1),
+    "sse-20-observe": (OBSERVE, "openai-chat-stream-20", 20),
+    "sse-1-observe": (OBSERVE, "openai-chat-stream-20", 1),
+}
+PAIRS = {"sse-20": "sse-1", "sse-20-observe": "sse-1-observe"}
+WRK_CPU = None
+
+
+def wrk_script(directory, body, case, chunks):
+    path = os.path.join(directory, f"{case}-{len(body)}-{chunks}.lua")
+    with open(path, "w") as f:
+        f.write('wrk.method = "POST"\n')
+        f.write('wrk.headers["content-type"] = "application/json"\n')
+        f.write('wrk.headers["authorization"] = "Bearer sk-test"\n')
+        f.write(f'wrk.headers["x-mock-case"] = "{case}"\n')
+        if case.startswith("openai-chat-stream"):
+            # 1 ms between writes, so every Envoy sees the same chunks: one per event, or the
+            # whole stream as one chunk.
+            f.write('wrk.headers["x-mock-delay-ms"] = "1"\n')
+            if chunks == 1:
+                f.write('wrk.headers["x-mock-chunking"] = "bytes:1000000"\n')
+        f.write(f"wrk.body = [==[{body}]==]\n")
+    return path
+
+
+def run_wrk(url, script, seconds, connections):
+    cmd = (["taskset", "-c", WRK_CPU] if WRK_CPU else []) + ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script,
+                                                              url + "/v1/chat/completions"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw non-2xx responses:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1))
+
+
+def ttfb_ms(url, body, case, n):
+    host, port = url.split("//")[1].split(":")
+    samples = []
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-test", "x-mock-case": case}
+    for _ in range(n):
+        start = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read(1)
+        samples.append((time.perf_counter() - start) * 1000)
+        response.read()
+    conn.close()
+    return statistics.median(samples)
+
+
+def main():
+    global WRK_CPU
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default="bare,reference-null,reference-parse,token-counter")
+    p.add_argument("--only", default=",".join(SCENARIOS))
+    p.add_argument("--ttfb", type=int, default=300, help="sequential TTFB samples (0: skip)")
+    p.add_argument("--seconds", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE.wasm",
+                   help="another token-counter build to compare (file in target/wasm32-wasip1/release)")
+    a = p.parse_args()
+    for extra in a.extra:
+        name, wasm = extra.split("=", 1)
+        VARIANTS[name] = dict(wasm=wasm)
+        a.variants += "," + name
+    names = a.variants.split(",")
+    if names[0] != "bare":
+        names.insert(0, "bare")
+
+    work = tempfile.mkdtemp(prefix="tollgate-bench-")
+    envoy_cpu, WRK_CPU = ("1", "0") if (os.cpu_count() or 1) >= 2 else (None, None)
+    mock = Mock(work, cpus=WRK_CPU)
+    envoys = {name: Envoy(work, mock, name=name, concurrency=1, cpus=envoy_cpu, **VARIANTS[name]) for name in names}
+    results = {"variants": names, "scenarios": {}}
+    try:
+        for scenario in a.only.split(","):
+            body, case, chunks = SCENARIOS[scenario]
+            script = wrk_script(work, body, case, chunks)
+            for envoy in envoys.values():
+                run_wrk(envoy.url, script, 1, a.connections)  # warm-up
+            per = {n: [] for n in names}
+            for _ in range(a.rounds):
+                for name, envoy in envoys.items():
+                    cpu0 = cpu_seconds(envoy.proc.pid)
+                    n = run_wrk(envoy.url, script, a.seconds, a.connections)
+                    per[name].append((cpu_seconds(envoy.proc.pid) - cpu0) / n * 1e6)
+            bare = statistics.median(per["bare"])
+            row = {"bytes": len(body), "chunks": chunks, "cpu_us_per_request": {}, "added_us": {}, "added_us_per_chunk": {}}
+            for name in names:
+                us = statistics.median(per[name])
+                row["cpu_us_per_request"][name] = round(us, 1)
+                row["added_us"][name] = round(us - bare, 1)
+                row["added_us_per_chunk"][name] = round((us - bare) / chunks, 2)
+            results["scenarios"][scenario] = row
+            print(scenario, row, file=sys.stderr, flush=True)
+        for many, one in PAIRS.items():
+            rows = results["scenarios"]
+            if many in rows and one in rows:
+                rows[many]["marginal_us_per_chunk"] = {
+                    n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / 19, 2) for n in names}
+        body, case, _ = SCENARIOS["sse-20"]
+        if a.ttfb:
+            results["ttfb_ms"] = {name: round(ttfb_ms(envoy.url, body, case, a.ttfb), 3) for name, envoy in envoys.items()}
+    finally:
+        for envoy in envoys.values():
+            envoy.stop()
+        mock.stop()
+
+    print(f"\nTollgate benchmark: Envoy 1.40, 1 worker per variant, wrk -c{a.connections}, "
+          f"{a.rounds} rounds × {a.seconds} s, medians. CPU µs added per request over bare Envoy "
+          f"(per chunk for streams); bare Envoy's own CPU µs per request in the first column.\n")
+    print("| scenario | bare µs/req | " + " | ".join(n for n in names[1:]) + " |")
+    print("|---|---:|" + "---:|" * (len(names) - 1))
+    for scenario, row in results["scenarios"].items():
+        cells = []
+        for name in names[1:]:
+            added = row["added_us"][name]
+            ratio = row["cpu_us_per_request"][name] / row["cpu_us_per_request"]["bare"]
+            cell = f"+{added} µs (×{ratio:.2f})"
+            if "marginal_us_per_chunk" in row:
+                cell += f"; {row['marginal_us_per_chunk'][name]:+} µs per extra chunk"
+            cells.append(cell)
+        print(f"| {scenario} | {row['cpu_us_per_request']['bare']} | " + " | ".join(cells) + " |")
+    t = results.get("ttfb_ms")
+    if t:
+        print("\nTTFB of sse-20 (sequential, median of 300): " + ", ".join(
+            f"{n} {t[n]} ms" + ("" if n == "bare" else f" ({t[n] - t['bare']:+.3f})") for n in names))
+    os.makedirs(os.path.dirname(a.json), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

