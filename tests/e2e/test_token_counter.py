@@ -345,3 +345,23 @@ def test_no_panics_and_no_prompt_text_in_logs(gateway):
     log = gateway.log_text()
     assert "panicked" not in log and "wasm_fail_stream" not in log
     assert "Hello, Claude" not in log and "unterminated" not in log and "sk-test" not in log
+
+
+def test_readme_client_examples_run(gateway):
+    """The snippets the README shows, run as a user would run them."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TOLLGATE_URL": gateway.url, "TOLLGATE_ADMIN": gateway.admin}
+    out = subprocess.run([sys.executable, os.path.join(root, "examples/clients/openai_chat.py")], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "plain:    Hello! How can I assist you today? | usage: 29 tokens" in out
+    assert "streamed: Hello! How can I help you today?" in out
+    out = subprocess.run([sys.executable, os.path.join(root, "examples/clients/anthropic_messages.py")], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Hello! How can I help? | usage: 25 in, 15 out" in out
+    metrics = subprocess.run([os.path.join(root, "examples/clients/metrics.sh")], env=env, capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    assert 'consumer="examples"' in metrics and "tollgate_gen_ai_client_token_usage" in metrics
