@@ -324,7 +324,7 @@ impl Features {
         rounded.min(self.bytes)
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(target_arch = "wasm32")))]
     fn vector(&self) -> [f64; N] {
         self.counts.map(f64::from)
     }

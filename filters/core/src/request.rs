@@ -136,12 +136,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         ApiKind::GeminiGenerate { stream } => {
             let v: GeminiView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(stream));
-            for content in v.contents {
-                info.messages += 1;
-                info.framing_tokens += TOKENS_PER_MESSAGE;
-                add_text(&mut info, Some(content));
-            }
-            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            add_messages(&mut info, v.contents);
             add_text(&mut info, v.system_instruction);
             add_raw(&mut info.features, v.tools);
             info.max_output_tokens = v.generation_config.and_then(|c| c.max_output_tokens);
@@ -150,12 +145,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(stream));
-            for message in v.messages {
-                info.messages += 1;
-                info.framing_tokens += TOKENS_PER_MESSAGE;
-                add_text(&mut info, Some(message));
-            }
-            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            add_messages(&mut info, v.messages);
             add_text(&mut info, v.system);
             add_raw(&mut info.features, v.tool_config);
             info.max_output_tokens = v.inference_config.and_then(|c| c.max_tokens);
@@ -194,6 +184,16 @@ fn info_from_messages(model: Option<Cow<'_, str>>, stream: Option<bool>, message
     }
     info.framing_tokens += REPLY_PRIMING_TOKENS;
     info
+}
+
+/// Messages walked as a whole (Gemini `contents`, Bedrock `messages`), with chat framing.
+fn add_messages(info: &mut RequestInfo, messages: Vec<PromptText>) {
+    for message in messages {
+        info.messages += 1;
+        info.framing_tokens += TOKENS_PER_MESSAGE;
+        add_text(info, Some(message));
+    }
+    info.framing_tokens += REPLY_PRIMING_TOKENS;
 }
 
 fn add_text(info: &mut RequestInfo, text: Option<PromptText>) {

@@ -37,8 +37,9 @@ pub struct ChatMessage {
     /// `system`, `developer`, `user`, `assistant`, `tool` (or the legacy `function`).
     pub role: String,
     /// A string, an array of content parts, or null (assistant messages with tool calls).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<Content>,
+    /// `Some(None)` is an explicit `null`, kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub content: Option<Option<Content>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,8 +145,9 @@ pub struct ChunkChoice {
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
+    /// `Some(None)` is an explicit `null` (tool-call deltas), kept as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option")]
+    pub content: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(flatten)]
@@ -201,5 +203,68 @@ mod double_option {
             Some(inner) => inner.serialize(s),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../../tests/fixtures/responses/openai/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(path).unwrap()
+    }
+
+    /// Parse, serialise again, compare as JSON: nothing a provider sent is lost.
+    fn round_trips<T: serde::de::DeserializeOwned + Serialize>(json: &[u8]) -> T {
+        let typed: T = serde_json::from_slice(json).unwrap();
+        let again: Value = serde_json::to_value(&typed).unwrap();
+        assert_eq!(again, serde_json::from_slice::<Value>(json).unwrap());
+        typed
+    }
+
+    #[test]
+    fn responses_round_trip_with_unknown_fields_kept() {
+        let response: ChatCompletionResponse = round_trips(&fixture("chat.json"));
+        assert_eq!(response.usage.and_then(|u| u.total_tokens), Some(29));
+        assert!(response.rest.contains_key("service_tier"));
+        let tools: ChatCompletionResponse = round_trips(&fixture("chat-tools.json"));
+        let call = &tools.choices[0].message.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.function.as_ref().unwrap().name.as_deref(), Some("get_weather"));
+    }
+
+    #[test]
+    fn stream_chunks_round_trip_and_tell_null_usage_from_absent() {
+        let text = String::from_utf8(fixture("chat-tools-stream.sse")).unwrap();
+        let mut chunks = Vec::new();
+        for event in text.split("\n\n").filter(|e| e.starts_with("data: {")) {
+            chunks.push(round_trips::<ChatCompletionChunk>(&event.as_bytes()[6..]));
+        }
+        assert_eq!(chunks[0].usage, Some(None), "usage: null on content chunks");
+        let last = chunks.last().unwrap();
+        assert!(last.choices.is_empty());
+        assert_eq!(last.usage.unwrap().unwrap().completion_tokens, Some(17));
+        let without: ChatCompletionChunk =
+            serde_json::from_str(r#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[]}"#)
+                .unwrap();
+        assert_eq!(without.usage, None, "no usage key at all");
+    }
+
+    #[test]
+    fn requests_round_trip_with_parts_tools_and_extras() {
+        let request = br#"{"model":"gpt-4o","messages":[{"role":"developer","content":"Be brief."},
+            {"role":"user","content":[{"type":"text","text":"What is this?"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"42"}],
+            "stream":true,"stream_options":{"include_usage":true},"temperature":0.2,"response_format":{"type":"json_object"},
+            "tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"max_completion_tokens":64,"n":1,"user":"u-1"}"#;
+        let parsed: ChatCompletionRequest = round_trips(request);
+        assert_eq!(parsed.messages.len(), 4);
+        assert!(
+            matches!(parsed.messages[1].content, Some(Some(Content::Parts(ref parts))) if parts[1].kind == "image_url")
+        );
+        assert_eq!(parsed.messages[2].content, Some(None), "explicit null kept");
+        assert_eq!(parsed.rest.get("response_format").and_then(|v| v["type"].as_str()), Some("json_object"));
     }
 }

@@ -261,15 +261,10 @@ impl TokenCounterStream {
         let mut failure = None;
         match &mut self.reader {
             Reader::Json(scanner) => {
-                if scanner.push(bytes).is_err() {
-                    failure = Some("response_malformed_json");
-                } else {
-                    for captured in scanner.take_captured() {
-                        if tracker.observe(&captured).is_err() {
-                            failure = Some("response_bad_usage");
-                        }
-                    }
-                }
+                failure = match scanner.push(bytes) {
+                    Err(_) => Some("response_malformed_json"),
+                    Ok(()) => observe_captured(tracker, scanner),
+                };
             }
             Reader::Sse { decoder, strip_usage } => {
                 if let Err(SseError::EventTooLarge { .. }) = decoder.push(bytes) {
@@ -278,13 +273,7 @@ impl TokenCounterStream {
                     let strip = *strip_usage;
                     while let Some(event) = decoder.next_event() {
                         // A bad event is counted; reading goes on with the next one.
-                        let failed = if strip {
-                            let sink = out_bytes.get_or_insert_with(Vec::new);
-                            read_and_strip_event(tracker, event.raw, event.data.as_deref(), sink)
-                        } else {
-                            observe_event(tracker, &event.data)
-                        };
-                        if let Some(reason) = failed {
+                        if let Some(reason) = read_event(tracker, &event, strip, out_bytes) {
                             self.unread.push(reason);
                         }
                     }
@@ -356,27 +345,16 @@ impl TokenCounterStream {
         let mut failure = None;
         match &mut self.reader {
             Reader::Json(scanner) => {
-                if scanner.finish().is_err() {
-                    failure = Some("response_truncated_json");
-                } else {
-                    for captured in scanner.take_captured() {
-                        if tracker.observe(&captured).is_err() {
-                            failure = Some("response_bad_usage");
-                        }
-                    }
-                }
+                failure = match scanner.finish() {
+                    Err(_) => Some("response_truncated_json"),
+                    Ok(()) => observe_captured(tracker, scanner),
+                };
             }
             Reader::Sse { decoder, strip_usage } => {
                 let strip = *strip_usage;
                 let (last, tail) = decoder.finish();
                 if let Some(event) = last {
-                    let failed = if strip {
-                        let sink = out_bytes.get_or_insert_with(Vec::new);
-                        read_and_strip_event(tracker, event.raw, event.data.as_deref(), sink)
-                    } else {
-                        observe_event(tracker, &event.data)
-                    };
-                    if let Some(reason) = failed {
+                    if let Some(reason) = read_event(tracker, &event, strip, out_bytes) {
                         self.unread.push(reason);
                     }
                 } else if strip && !tail.is_empty() {
@@ -396,7 +374,33 @@ impl TokenCounterStream {
     }
 }
 
-/// Reads usage from one SSE event's data. Returns a failure reason, if any.
+/// Feeds the values a JSON scanner captured to the tracker. Returns a failure reason, if any.
+fn observe_captured(tracker: &mut UsageTracker, scanner: &mut JsonScanner) -> Option<&'static str> {
+    let mut failure = None;
+    for captured in scanner.take_captured() {
+        if tracker.observe(&captured).is_err() {
+            failure = Some("response_bad_usage");
+        }
+    }
+    failure
+}
+
+/// One complete SSE event: observed, or (when stripping) observed and rewritten into `out`.
+fn read_event(
+    tracker: &mut UsageTracker,
+    event: &crate::sse::Event<'_>,
+    strip: bool,
+    out: &mut Option<Vec<u8>>,
+) -> Option<&'static str> {
+    if strip {
+        read_and_strip_event(tracker, event.raw, event.data.as_deref(), out.get_or_insert_with(Vec::new))
+    } else {
+        observe_event(tracker, &event.data)
+    }
+}
+
+/// Reads usage from one SSE event's data, skipping events that cannot carry it (once the
+/// response model is known). Returns a failure reason, if any.
 fn observe_event(tracker: &mut UsageTracker, data: &Option<std::borrow::Cow<'_, [u8]>>) -> Option<&'static str> {
     let data = data.as_deref()?;
     let trimmed = data.trim_ascii();
