@@ -17,6 +17,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "envoy", "token-counter.yaml.tmpl")
 DEFAULT_WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate_token_counter.wasm")
 DEFAULT_FILTER_CONFIG = {"consumer_header": "x-tollgate-consumer"}
+ALL_IN_ONE = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate.wasm")
+# `make run`: token counting, and quota in shadow mode (every response carries x-ratelimit-*
+# headers; nothing is refused). The consumer is the client's API key, kept as a salted hash.
+RUN_CONFIG = {
+    "token_counter": {"consumer_header": "x-tollgate-consumer"},
+    "quota": {
+        "mode": "shadow",
+        "consumer": {"header": "authorization", "salt": "tollgate-run"},
+        "limits": [
+            {"name": "tokens_per_minute", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 100000},
+            {"name": "requests_per_minute", "meter": "requests", "per": "consumer", "window": "minute", "limit": 600},
+        ],
+    },
+}
 
 KNOWN = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 

@@ -6,13 +6,13 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import ROOT, WASM_DIR, Envoy, Mock, workdir  # noqa: E402
+from harness import ROOT, WASM_DIR, Envoy, Mock, envoy_config, workdir  # noqa: E402
 
 MANIFEST = json.load(open(os.path.join(ROOT, "tests", "fixtures", "manifest.json")))["cases"]
 
 
 def pytest_sessionstart(session):
-    for name in ("tollgate_token_counter.wasm", "tollgate.wasm"):
+    for name in ("tollgate_token_counter.wasm", "tollgate_quota.wasm", "tollgate.wasm"):
         if not os.path.exists(os.path.join(WASM_DIR, name)):
             raise pytest.UsageError(f"{name} is not built: run `make build` (or `make test`) first")
 
@@ -43,3 +43,11 @@ def gateway(work, mock):
 @pytest.fixture
 def manifest():
     return MANIFEST
+
+
+@pytest.fixture(scope="session")
+def run_gateway(work, mock):
+    """Exactly what `make run` serves: tollgate.wasm with token-counter and quota in shadow mode."""
+    e = Envoy(work, mock, name="run", wasm="tollgate.wasm", filter_config=envoy_config.RUN_CONFIG)
+    yield e
+    e.stop()

@@ -347,8 +347,9 @@ def test_no_panics_and_no_prompt_text_in_logs(gateway):
     assert "Hello, Claude" not in log and "unterminated" not in log and "sk-test" not in log
 
 
-def test_readme_client_examples_run(gateway):
-    """The snippets the README shows, run as a user would run them."""
+def test_readme_client_examples_run(run_gateway):
+    """The snippets the README shows, run as a user would run them, against `make run`'s gateway."""
+    gateway = run_gateway
     import os
     import subprocess
     import sys
@@ -365,3 +366,8 @@ def test_readme_client_examples_run(gateway):
     metrics = subprocess.run([os.path.join(root, "examples/clients/metrics.sh")], env=env, capture_output=True, text=True,
                              timeout=30, check=True).stdout
     assert 'consumer="examples"' in metrics and "tollgate_gen_ai_client_token_usage" in metrics
+    # Quota runs in shadow mode: every response says where the caller stands, nothing is refused.
+    r = requests.post(gateway.url + "/v1/chat/completions", timeout=10, data=json.dumps({"model": "gpt-4.1", "messages": []}),
+                      headers={"content-type": "application/json", "authorization": "Bearer sk-readme"})
+    assert r.status_code == 200
+    assert r.headers["x-ratelimit-limit-tokens"] == "100000" and r.headers["x-ratelimit-limit-requests"] == "600"

@@ -12,6 +12,7 @@ pub mod eventstream;
 pub mod fxhash;
 pub mod json_scan;
 pub mod metrics;
+pub mod quota;
 pub mod request;
 pub mod route;
 pub mod sse;

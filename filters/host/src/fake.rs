@@ -7,7 +7,9 @@
 
 use crate::{Action, Driver, HostError, HttpHost};
 use std::collections::BTreeMap;
-use tollgate_core::stage::{HostRead, LogLevel};
+use std::rc::Rc;
+use tollgate_core::quota::store::MemoryStore;
+use tollgate_core::stage::{LogLevel, SharedStore, StageHost};
 
 /// A local reply the filter sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,9 @@ pub struct FakeHost {
     pub logs: std::cell::RefCell<Vec<(LogLevel, String)>>,
     /// Whether request headers may still be edited (held by the filter).
     pub request_headers_editable: bool,
+    /// Shared data, as all workers of one Envoy see it: share the `Rc` between hosts to model
+    /// several streams (or workers) of one process.
+    pub shared: Rc<MemoryStore>,
 }
 
 fn get<'a>(map: &'a [(String, String)], name: &str) -> Option<&'a String> {
@@ -77,7 +82,7 @@ impl FakeHost {
     }
 }
 
-impl HostRead for FakeHost {
+impl StageHost for FakeHost {
     fn request_header(&self, name: &str) -> Option<String> {
         get(&self.request_headers, name).cloned()
     }
@@ -89,6 +94,10 @@ impl HostRead for FakeHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let key: Vec<String> = path.iter().map(|s| s.to_string()).collect();
         self.properties.get(&key).cloned()
+    }
+
+    fn shared_data(&self) -> &dyn SharedStore {
+        &*self.shared
     }
 }
 

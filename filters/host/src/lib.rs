@@ -18,7 +18,7 @@ pub mod fake;
 pub mod wasm;
 
 use tollgate_core::stage::{
-    BodyFlow, HeaderEdit, HeadersFlow, HostRead, LogLevel, MetricOp, Now, Outbox, Pipeline, ResponseHead, StageFactory,
+    BodyFlow, HeaderEdit, HeadersFlow, LogLevel, MetricOp, Now, Outbox, Pipeline, ResponseHead, StageFactory, StageHost,
 };
 
 /// What a module's configuration parser produces: its stages, in order, and the request size
@@ -40,7 +40,7 @@ pub type ConfigParser = fn(&[u8]) -> Result<Spec, String>;
 /// What a filter may do to the stream and the host. Every write reports failure instead of
 /// panicking: the host refuses edits in some phases (headers already sent) and that must never
 /// take the VM down.
-pub trait HttpHost: HostRead {
+pub trait HttpHost: StageHost {
     fn now_ns(&self) -> u64;
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError>;
@@ -99,6 +99,7 @@ impl Driver {
         let mut out = Outbox::default();
         let flow = self.pipeline.request_headers(&*host, !end_of_stream, || host.now_ns(), &mut out);
         self.request_headers_held = true; // edits made during this callback are always allowed
+        let reply_headers = take_reply_headers(matches!(flow, HeadersFlow::Reply(..)), &mut out);
         apply(host, &mut out);
         match flow {
             HeadersFlow::Continue => {
@@ -106,7 +107,7 @@ impl Driver {
                 Action::Continue
             }
             HeadersFlow::Pause => Action::Pause,
-            HeadersFlow::Reply(error, dialect) => self.reply(host, &error, dialect),
+            HeadersFlow::Reply(error, dialect) => self.reply(host, &error, dialect, &reply_headers),
         }
     }
 
@@ -139,6 +140,7 @@ impl Driver {
     }
 
     fn finish_request_body(&mut self, host: &mut dyn HttpHost, flow: BodyFlow, size: usize, mut out: Outbox) -> Action {
+        let reply_headers = take_reply_headers(matches!(flow, BodyFlow::Reply(..)), &mut out);
         apply(host, &mut out);
         match flow {
             BodyFlow::Buffer => Action::Pause,
@@ -170,7 +172,7 @@ impl Driver {
                 self.request_headers_held = false;
                 Action::Continue
             }
-            BodyFlow::Reply(error, dialect) => self.reply(host, &error, dialect),
+            BodyFlow::Reply(error, dialect) => self.reply(host, &error, dialect, &reply_headers),
         }
     }
 
@@ -250,9 +252,11 @@ impl Driver {
         host: &mut dyn HttpHost,
         error: &tollgate_core::error::Error,
         dialect: tollgate_core::error::Dialect,
+        extra: &[(&'static str, String)],
     ) -> Action {
         self.replied = true;
-        let headers = error.headers();
+        let mut headers = error.headers();
+        headers.extend(extra.iter().filter(|(k, _)| !headers.iter().any(|(h, _)| h == k)).cloned().collect::<Vec<_>>());
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if let Err(HostError(status)) = host.send_local_reply(error.status(), &headers, &error.body(dialect)) {
             host.log(LogLevel::Error, &format!("local reply failed (host status {status})"));
@@ -260,6 +264,21 @@ impl Driver {
         }
         Action::Pause
     }
+}
+
+/// When a callback ends in a local reply, the response headers stages asked for (rate-limit
+/// headers, say) belong on that reply: there will be no other response.
+fn take_reply_headers(replying: bool, out: &mut Outbox) -> Vec<(&'static str, String)> {
+    if !replying {
+        return Vec::new();
+    }
+    out.response_headers
+        .drain(..)
+        .filter_map(|edit| match edit {
+            HeaderEdit::Set(name, value) => Some((name, value)),
+            HeaderEdit::Remove(_) => None,
+        })
+        .collect()
 }
 
 /// Applies a pipeline's decisions to the host. Failures are logged, never fatal.

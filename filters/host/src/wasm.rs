@@ -12,7 +12,8 @@ use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
 use std::rc::Rc;
 use tollgate_core::fxhash::FxHashMap;
-use tollgate_core::stage::{HostRead, LogLevel};
+use tollgate_core::quota::store::StoreError;
+use tollgate_core::stage::{LogLevel, SharedStore, StageHost};
 
 #[allow(unsafe_code)]
 mod abi {
@@ -68,6 +69,14 @@ mod abi {
             grpc_status: i32,
         ) -> u32;
         fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
+        fn proxy_get_shared_data(
+            key: *const u8,
+            key_len: usize,
+            data: *mut *mut u8,
+            size: *mut usize,
+            cas: *mut u32,
+        ) -> u32;
+        fn proxy_set_shared_data(key: *const u8, key_len: usize, value: *const u8, value_len: usize, cas: u32) -> u32;
         fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         fn proxy_record_metric(id: u32, value: u64) -> u32;
     }
@@ -180,6 +189,23 @@ mod abi {
         })
     }
 
+    pub const CAS_MISMATCH: u32 = 8;
+
+    pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, u32> {
+        let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+        // SAFETY: see module docs.
+        match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) } {
+            OK => Ok(Some((take(data, size), cas))),
+            NOT_FOUND => Ok(None),
+            other => Err(other),
+        }
+    }
+
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+    }
+
     pub fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
         let mut id = 0u32;
         // SAFETY: see module docs.
@@ -232,7 +258,7 @@ pub struct ProxyWasmHost {
     log_prefix: Rc<str>,
 }
 
-impl HostRead for ProxyWasmHost {
+impl StageHost for ProxyWasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
         abi::get_header(abi::REQUEST_HEADERS, name).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
     }
@@ -243,6 +269,26 @@ impl HostRead for ProxyWasmHost {
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         abi::get_property(path).ok().flatten()
+    }
+
+    fn shared_data(&self) -> &dyn SharedStore {
+        self
+    }
+}
+
+impl SharedStore for ProxyWasmHost {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        abi::get_shared_data(key).ok().flatten()
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        abi::set_shared_data(key, value, cas).map_err(|status| {
+            if status == abi::CAS_MISMATCH {
+                StoreError::CasMismatch
+            } else {
+                StoreError::Failed(status)
+            }
+        })
     }
 }
 

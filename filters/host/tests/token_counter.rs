@@ -466,7 +466,7 @@ fn host_refusing_the_rewrite_means_nothing_is_stripped() {
 /// A host whose request-body writes fail, as Envoy's may.
 struct RefusingHost(tollgate_host::fake::FakeHost);
 
-impl tollgate_core::stage::HostRead for RefusingHost {
+impl tollgate_core::stage::StageHost for RefusingHost {
     fn request_header(&self, name: &str) -> Option<String> {
         self.0.request_header(name)
     }
@@ -475,6 +475,9 @@ impl tollgate_core::stage::HostRead for RefusingHost {
     }
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.0.property(path)
+    }
+    fn shared_data(&self) -> &dyn tollgate_core::stage::SharedStore {
+        self.0.shared_data()
     }
 }
 

@@ -1,12 +1,15 @@
 //! Configuration of the all-in-one module: one object with a section per stage.
 //!
 //! ```json
-//! { "token_counter": { "consumer_header": "x-consumer" } }
+//! { "token_counter": { "consumer_header": "x-consumer" }, "quota": { "limits": [ ... ] } }
 //! ```
 //! A present section enables its stage; stages run in the fixed order token-counter →
-//! guardrails → provider-rewrite → quota (only token-counter exists yet). Unknown sections are
+//! guardrails → provider-rewrite → quota (guardrails and provider-rewrite are not built yet).
+//! The quota stage settles with the usage the token-counter stage reads, so enabling quota
+//! enables token counting too (with its defaults, unless configured). Unknown sections are
 //! refused, naming them.
 
+use super::quota::Quota;
 use super::token_counter::{self, TokenCounter};
 use super::StageFactory;
 use serde::Deserialize;
@@ -17,6 +20,8 @@ use serde_json::value::RawValue;
 struct Raw<'a> {
     #[serde(borrow, default)]
     token_counter: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    quota: Option<&'a RawValue>,
 }
 
 pub struct Composed {
@@ -40,14 +45,24 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
         crate::config::from_json(json, "").map_err(ComposeError)?
     };
     let mut composed = Composed { stages: Vec::new(), max_request_bytes: None };
-    if let Some(section) = raw.token_counter {
-        let config =
-            token_counter::Config::parse(section.get().as_bytes(), "token_counter.").map_err(|e| ComposeError(e.0))?;
+    let token_counter = match (raw.token_counter, raw.quota.is_some()) {
+        (Some(section), _) => Some(section.get().as_bytes()),
+        (None, true) => Some(&b"{}"[..]),
+        (None, false) => None,
+    };
+    if let Some(section) = token_counter {
+        let config = token_counter::Config::parse(section, "token_counter.").map_err(|e| ComposeError(e.0))?;
         composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
         composed.stages.push(Box::new(TokenCounter::new(config)));
     }
+    if let Some(section) = raw.quota {
+        let config = super::quota::parse(section.get().as_bytes(), "quota.").map_err(ComposeError)?;
+        composed.stages.push(Box::new(Quota::new(config)));
+    }
     if composed.stages.is_empty() {
-        return Err(ComposeError("configuration: no stage enabled; add a \"token_counter\" section".into()));
+        return Err(ComposeError(
+            "configuration: no stage enabled; add a \"token_counter\" or \"quota\" section".into(),
+        ));
     }
     Ok(composed)
 }

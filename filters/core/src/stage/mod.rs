@@ -3,7 +3,7 @@
 //! A [`Stage`] is one filter's behaviour (token counting now; guardrails, provider rewrite and
 //! quota later). The [`Pipeline`] drives the enabled stages in order over one request: it
 //! classifies the request once, parses the body once ([`crate::request::parse`]) and hands every
-//! stage the same [`Exchange`]. Stages never touch the host: they read through [`HostRead`] and
+//! stage the same [`Exchange`]. Stages never touch the host: they read through [`StageHost`] and
 //! write decisions into an [`Outbox`] (header edits, metrics, filter state, log lines) that the
 //! adapter applies in one place. Time is a parameter ([`Now`], read lazily: a host call).
 //!
@@ -11,6 +11,7 @@
 //! every configured stage, and still parses each body once.
 
 pub mod compose;
+pub mod quota;
 pub mod token_counter;
 
 use crate::error::{Dialect, Error};
@@ -40,13 +41,18 @@ impl<'a> Now<'a> {
     }
 }
 
-/// Read-only access to the host's view of the stream.
-pub trait HostRead {
+/// What a stage may ask of the host directly: reads, and shared data (a compare-and-swap loop
+/// cannot wait for an outbox). Every other effect goes through the [`Outbox`].
+pub trait StageHost {
     fn request_header(&self, name: &str) -> Option<String>;
     fn response_header(&self, name: &str) -> Option<String>;
     /// An Envoy attribute/property (`["xds","route_name"]`, `["metadata",…]`).
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Process-wide shared data (Envoy's, per `vm_id`), for counters shared by all workers.
+    fn shared_data(&self) -> &dyn SharedStore;
 }
+
+pub use crate::quota::store::SharedStore;
 
 /// A header change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +148,17 @@ pub struct Exchange {
     pub unparsed_reason: Option<&'static str>,
     /// Whether the request body was forwarded with `stream_options.include_usage` added.
     pub injected_include_usage: bool,
+    /// The usage the response reported, handed by the token-counter stage to the stages after
+    /// it (quota settles with it). Set in `done`, where stages run in order.
+    pub usage: std::cell::Cell<Option<ReportedUsage>>,
+}
+
+/// Usage as the token-counter stage read it, for later stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedUsage {
+    pub usage: crate::usage::Usage,
+    /// False after a reset: the provider's final figures never arrived.
+    pub complete: bool,
 }
 
 impl Exchange {
@@ -168,7 +185,7 @@ impl Exchange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// `:method`, `:path`, `:authority`. Stages that need other headers read them through
-    /// [`HostRead`] (each read is a host call, so only when needed).
+    /// [`StageHost`] (each read is a host call, so only when needed).
     pub method: String,
     pub path: String,
     pub authority: String,
@@ -194,7 +211,7 @@ pub trait Stage {
         &mut self,
         _ex: &mut Exchange,
         _head: &RequestHead,
-        _host: &dyn HostRead,
+        _host: &dyn StageHost,
         _out: &mut Outbox,
     ) -> HeadersFlow {
         HeadersFlow::Continue
@@ -212,6 +229,7 @@ pub trait Stage {
         _ex: &mut Exchange,
         _body: &[u8],
         _splices: &mut Vec<Splice>,
+        _host: &dyn StageHost,
         _out: &mut Outbox,
     ) -> Result<(), (Error, Dialect)> {
         Ok(())
@@ -232,7 +250,7 @@ pub trait Stage {
     }
 
     /// The stream is over (completed, reset or refused). Called exactly once.
-    fn done(&mut self, _ex: &Exchange, _completed: bool, _now: &Now<'_>, _host: &dyn HostRead, _out: &mut Outbox) {}
+    fn done(&mut self, _ex: &Exchange, _completed: bool, _now: &Now<'_>, _host: &dyn StageHost, _out: &mut Outbox) {}
 }
 
 /// Creates the stages of a pipeline for each new stream.
@@ -295,7 +313,7 @@ impl Pipeline {
     /// for AI traffic.
     pub fn request_headers(
         &mut self,
-        host: &dyn HostRead,
+        host: &dyn StageHost,
         has_body: bool,
         now_ns: impl FnOnce() -> u64,
         out: &mut Outbox,
@@ -326,8 +344,14 @@ impl Pipeline {
         };
         let head = &head;
         let now_ns = now_ns();
-        let mut ex =
-            Exchange { route, started_ns: now_ns, parsed: None, unparsed_reason: None, injected_include_usage: false };
+        let mut ex = Exchange {
+            route,
+            started_ns: now_ns,
+            parsed: None,
+            unparsed_reason: None,
+            injected_include_usage: false,
+            usage: std::cell::Cell::new(None),
+        };
         if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
             if length > limit {
                 let dialect = ex.dialect();
@@ -365,7 +389,7 @@ impl Pipeline {
         buffered: u64,
         end_of_stream: bool,
         body: impl FnOnce() -> Option<Vec<u8>>,
-        host: &dyn HostRead,
+        host: &dyn StageHost,
         out: &mut Outbox,
     ) -> BodyFlow {
         if self.request != RequestState::Buffering {
@@ -396,7 +420,7 @@ impl Pipeline {
         }
         let mut splices = Vec::new();
         for stage in &mut self.stages {
-            if let Err((error, dialect)) = stage.request_body(ex, &body, &mut splices, out) {
+            if let Err((error, dialect)) = stage.request_body(ex, &body, &mut splices, host, out) {
                 let (error, dialect) = reply(error, dialect, out);
                 return BodyFlow::Reply(error, dialect);
             }
@@ -466,7 +490,7 @@ impl Pipeline {
     }
 
     /// End of the stream; idempotent. `completed` is false for resets and aborted streams.
-    pub fn done(&mut self, completed: bool, now: &Now<'_>, host: &dyn HostRead, out: &mut Outbox) {
+    pub fn done(&mut self, completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
         if self.finished {
             return;
         }
@@ -494,7 +518,7 @@ impl From<(Error, Dialect)> for HeadersFlow {
 }
 
 /// Why a request body that did not parse could not be read.
-fn body_unreadable(host: &dyn HostRead) -> &'static str {
+fn body_unreadable(host: &dyn StageHost) -> &'static str {
     if host.request_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
         return "request_compressed";
     }

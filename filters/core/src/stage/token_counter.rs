@@ -23,7 +23,7 @@
 //! upstream sees `true`.
 
 use super::{
-    Exchange, HeaderEdit, HeadersFlow, HostRead, LogLevel, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory,
+    Exchange, HeaderEdit, HeadersFlow, LogLevel, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory, StageHost,
 };
 use crate::decompress::{Encoding, Inflater};
 use crate::error::{Dialect, Error};
@@ -505,7 +505,7 @@ impl Stage for TokenCounterStream {
         &mut self,
         ex: &mut Exchange,
         head: &RequestHead,
-        host: &dyn HostRead,
+        host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
         let consumer = self
@@ -547,6 +547,7 @@ impl Stage for TokenCounterStream {
         ex: &mut Exchange,
         _body: &[u8],
         splices: &mut Vec<Splice>,
+        _host: &dyn StageHost,
         _out: &mut Outbox,
     ) -> Result<(), (Error, Dialect)> {
         if !self.config.raw.inject_include_usage {
@@ -630,7 +631,7 @@ impl Stage for TokenCounterStream {
         rewritten
     }
 
-    fn done(&mut self, ex: &Exchange, completed: bool, now: &Now<'_>, host: &dyn HostRead, out: &mut Outbox) {
+    fn done(&mut self, ex: &Exchange, completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
         let now_ns = now.ns();
         let mut flush = None;
         if completed {
@@ -641,6 +642,8 @@ impl Stage for TokenCounterStream {
         let estimate = ex.parsed.as_ref().map(|p| p.info.estimated_prompt_tokens());
         let usage = self.tracker.as_ref().and_then(UsageTracker::usage);
         let reset = !completed || !self.response_done;
+        // Later stages (quota) settle with what the provider reported.
+        ex.usage.set(usage.map(|usage| super::ReportedUsage { usage, complete: !reset }));
         let usage_state = match (usage.is_some(), reset, self.status) {
             (true, false, _) => "reported",
             (true, true, _) => "incomplete",

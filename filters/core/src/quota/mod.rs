@@ -1,0 +1,567 @@
+//! Token and request quotas: configuration, what a request costs, which counters it charges.
+//!
+//! Pure: the counters live behind [`store::SharedStore`], time is a parameter. The stage that
+//! uses this at request and response time is [`crate::stage::quota`].
+//!
+//! A limit is `meter` (requests, input/output/total tokens, a weighted cost, or dollars from a
+//! per-model price table) × `per` (consumer, consumer and model, model, or everyone) ×
+//! `window` (minute, hour, day, calendar month). Tiers override limit values per consumer.
+
+pub mod store;
+pub mod window;
+
+use crate::metrics;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+pub use window::Window;
+
+/// What a limit counts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Meter {
+    Requests,
+    InputTokens,
+    OutputTokens,
+    TotalTokens,
+    /// `input × w_in + output × w_out + cached_input × w_cached` (cached input is part of input
+    /// and is priced by `cached_input` instead of `input`).
+    Weighted {
+        input: f64,
+        output: f64,
+        #[serde(default)]
+        cached_input: Option<f64>,
+    },
+    /// US dollars from `prices` (per million tokens), counted in micro-dollars.
+    Dollars,
+}
+
+/// Whose counter a request charges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Consumer,
+    ConsumerModel,
+    Model,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Refuse with 429 when a limit is exhausted.
+    #[default]
+    Enforce,
+    /// Count, add the headers, never refuse.
+    Shadow,
+}
+
+/// How a request is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// Reserve the request's maximum at admission, settle to usage at the end: concurrent
+    /// requests cannot overshoot a limit by more than one request's estimation error.
+    #[default]
+    Reserve,
+    /// Admit while the counter is under the limit, charge usage at the end (what most gateways
+    /// do): concurrent requests can all pass before any is charged. For comparison only.
+    PostAccounting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownConsumer {
+    /// Apply the limits to one shared `unknown` consumer.
+    #[default]
+    Default,
+    /// Refuse with 401.
+    Refuse,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+/// Where the consumer's identity comes from, tried in order: `property` (e.g. a JWT claim
+/// written by `jwt_authn`), `header` (an API key: only a salted hash is kept), then the
+/// downstream address.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSource {
+    #[serde(default)]
+    pub property: Option<Vec<String>>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default = "yes")]
+    pub downstream_address: bool,
+    /// Salt of the API-key hash. Set it: without one, identical keys hash identically across
+    /// deployments.
+    #[serde(default)]
+    pub salt: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub name: String,
+    pub meter: Meter,
+    pub per: Scope,
+    pub window: Window,
+    /// Count (requests, tokens, weighted units) or dollars.
+    pub limit: f64,
+    /// Model patterns the limit applies to (`gpt-4o` exact, `gpt-4*` prefix); empty: all.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// The `quota` section of the plugin configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub admission: Admission,
+    #[serde(default)]
+    pub consumer: ConsumerSource,
+    #[serde(default)]
+    pub unknown_consumer: UnknownConsumer,
+    pub limits: Vec<RawLimit>,
+    /// Tier name → limit name → value that replaces the limit's default for that tier.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Consumer id → tier.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, String>,
+    /// Property path naming the consumer's tier (set by an auth filter); wins over `consumers`.
+    #[serde(default)]
+    pub tier_property: Option<Vec<String>>,
+    /// Model pattern → price, for `dollars` limits.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+    /// Output tokens reserved when a request names no `max_tokens`.
+    #[serde(default = "default_max_output")]
+    pub default_max_output_tokens: u64,
+}
+
+fn default_max_output() -> u64 {
+    4_096
+}
+
+/// A model pattern: exact, or a prefix ending in `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern(String, bool);
+
+impl Pattern {
+    fn parse(text: &str) -> Option<Pattern> {
+        match text.strip_suffix('*') {
+            Some(prefix) if !prefix.contains('*') => Some(Pattern(prefix.to_string(), true)),
+            None if !text.contains('*') && !text.is_empty() => Some(Pattern(text.to_string(), false)),
+            _ => None,
+        }
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        if self.1 {
+            model.starts_with(&self.0)
+        } else {
+            model == self.0
+        }
+    }
+}
+
+/// A validated limit; `limit` is in the meter's unit (micro-dollars for dollars).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    pub name: String,
+    pub meter: Meter,
+    pub per: Scope,
+    pub window: Window,
+    pub limit: u64,
+    pub models: Vec<Pattern>,
+}
+
+impl Limit {
+    pub fn counts_tokens(&self) -> bool {
+        !matches!(self.meter, Meter::Requests)
+    }
+
+    fn applies_to(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|p| p.matches(model))
+    }
+}
+
+/// Token amounts a meter prices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub admission: Admission,
+    pub consumer: ConsumerSource,
+    pub unknown_consumer: UnknownConsumer,
+    pub limits: Vec<Limit>,
+    /// Tier → per-limit override (same order as `limits`).
+    tiers: BTreeMap<String, Vec<Option<u64>>>,
+    consumers: BTreeMap<String, String>,
+    pub tier_property: Option<Vec<String>>,
+    prices: Vec<(Pattern, Price)>,
+    pub default_max_output_tokens: u64,
+}
+
+const CREDENTIAL_WITHOUT_HASH: &[&str] = &["cookie"];
+
+impl Config {
+    /// Parses and validates; errors name the field (`prefix` is this section's path).
+    pub fn parse(json: &[u8], prefix: &str) -> Result<Config, String> {
+        let raw: RawConfig = crate::config::from_json(json, prefix)?;
+        Config::validate(raw, prefix)
+    }
+
+    pub fn validate(raw: RawConfig, prefix: &str) -> Result<Config, String> {
+        let err = |field: &str, message: String| Err(format!("{prefix}{field}: {message}"));
+        if raw.limits.is_empty() {
+            return err("limits", "at least one limit is required".into());
+        }
+        let mut limits = Vec::with_capacity(raw.limits.len());
+        for (i, l) in raw.limits.iter().enumerate() {
+            let at = |f: &str| format!("limits[{i}].{f}");
+            if l.name.is_empty() || l.name.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            {
+                return err(&at("name"), format!("'{}' must be non-empty [a-z0-9_]", l.name));
+            }
+            if raw.limits.iter().take(i).any(|other| other.name == l.name) {
+                return err(&at("name"), format!("'{}' is used twice", l.name));
+            }
+            if !l.limit.is_finite() || l.limit <= 0.0 {
+                return err(&at("limit"), format!("{} must be positive", l.limit));
+            }
+            let units = match l.meter {
+                Meter::Dollars => {
+                    if raw.prices.is_empty() {
+                        return err(&at("meter"), "dollars needs a `prices` table".into());
+                    }
+                    (l.limit * 1e6).round()
+                }
+                Meter::Weighted { input, output, cached_input } => {
+                    if [input, output, cached_input.unwrap_or(0.0)].iter().any(|w| !w.is_finite() || *w < 0.0) {
+                        return err(&at("meter"), "weights must be finite and not negative".into());
+                    }
+                    l.limit.ceil()
+                }
+                Meter::Requests | Meter::InputTokens | Meter::OutputTokens | Meter::TotalTokens => {
+                    if l.limit.fract() != 0.0 {
+                        return err(&at("limit"), format!("{} must be a whole number", l.limit));
+                    }
+                    l.limit
+                }
+            };
+            let mut models = Vec::new();
+            for (j, m) in l.models.iter().enumerate() {
+                match Pattern::parse(m) {
+                    Some(p) => models.push(p),
+                    None => {
+                        return err(
+                            &at(&format!("models[{j}]")),
+                            format!("'{m}' must be a name or a prefix ending in *"),
+                        )
+                    }
+                }
+            }
+            limits.push(Limit {
+                name: l.name.clone(),
+                meter: l.meter.clone(),
+                per: l.per,
+                window: l.window,
+                limit: units as u64,
+                models,
+            });
+        }
+        let mut tiers = BTreeMap::new();
+        for (tier, values) in &raw.tiers {
+            let mut overrides = vec![None; limits.len()];
+            for (name, value) in values {
+                let Some(index) = limits.iter().position(|l| &l.name == name) else {
+                    return err(&format!("tiers.{tier}.{name}"), "names no limit".into());
+                };
+                if !value.is_finite() || *value <= 0.0 {
+                    return err(&format!("tiers.{tier}.{name}"), format!("{value} must be positive"));
+                }
+                let units = if matches!(limits.get(index).map(|l| &l.meter), Some(Meter::Dollars)) {
+                    value * 1e6
+                } else {
+                    *value
+                };
+                if let Some(slot) = overrides.get_mut(index) {
+                    *slot = Some(units.round() as u64);
+                }
+            }
+            tiers.insert(tier.clone(), overrides);
+        }
+        for (consumer, tier) in &raw.consumers {
+            if !tiers.contains_key(tier) {
+                return err(&format!("consumers.{consumer}"), format!("tier '{tier}' is not defined in `tiers`"));
+            }
+        }
+        let mut prices = Vec::new();
+        for (pattern, price) in &raw.prices {
+            let Some(p) = Pattern::parse(pattern) else {
+                return err(&format!("prices.{pattern}"), "must be a model name or a prefix ending in *".into());
+            };
+            if [price.input, price.output, price.cached_input.unwrap_or(0.0)].iter().any(|v| !v.is_finite() || *v < 0.0)
+            {
+                return err(&format!("prices.{pattern}"), "prices must be finite and not negative".into());
+            }
+            prices.push((p, *price));
+        }
+        // Longest pattern first, so `gpt-4o-mini` wins over `gpt-4o*`.
+        prices.sort_by_key(|(p, _)| std::cmp::Reverse(p.0.len() + usize::from(!p.1)));
+        if let Some(header) = &raw.consumer.header {
+            if header.is_empty()
+                || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+            {
+                return err("consumer.header", format!("'{header}' is not a lowercase header name"));
+            }
+            if CREDENTIAL_WITHOUT_HASH.contains(&header.as_str()) {
+                return err("consumer.header", format!("'{header}' is not an identity"));
+            }
+        }
+        if raw.consumer.property.as_ref().is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty)) {
+            return err("consumer.property", "must be a non-empty list of non-empty path segments".into());
+        }
+        if raw.default_max_output_tokens == 0 {
+            return err("default_max_output_tokens", "must be at least 1".into());
+        }
+        Ok(Config {
+            mode: raw.mode,
+            admission: raw.admission,
+            consumer: raw.consumer,
+            unknown_consumer: raw.unknown_consumer,
+            limits,
+            tiers,
+            consumers: raw.consumers,
+            tier_property: raw.tier_property,
+            prices,
+            default_max_output_tokens: raw.default_max_output_tokens,
+        })
+    }
+
+    fn price(&self, model: &str) -> Option<Price> {
+        self.prices.iter().find(|(p, _)| p.matches(model)).map(|(_, price)| *price)
+    }
+
+    /// The amount of `tokens` (one request) in `limit`'s unit.
+    pub fn amount(&self, limit: &Limit, model: &str, tokens: Tokens, is_request: bool) -> u64 {
+        let uncached = tokens.input.saturating_sub(tokens.cached_input) as f64;
+        let cached = tokens.cached_input.min(tokens.input) as f64;
+        match &limit.meter {
+            Meter::Requests => u64::from(is_request),
+            Meter::InputTokens => tokens.input,
+            Meter::OutputTokens => tokens.output,
+            Meter::TotalTokens => tokens.input + tokens.output,
+            Meter::Weighted { input, output, cached_input } => {
+                (uncached * input + cached * cached_input.unwrap_or(*input) + tokens.output as f64 * output).ceil()
+                    as u64
+            }
+            Meter::Dollars => match self.price(model) {
+                // Micro-dollars: price is USD per 1e6 tokens, so tokens × price = micro-USD.
+                Some(p) => {
+                    (uncached * p.input + cached * p.cached_input.unwrap_or(p.input) + tokens.output as f64 * p.output)
+                        .ceil() as u64
+                }
+                None => 0,
+            },
+        }
+    }
+
+    /// The limit value for a consumer in `tier`.
+    pub fn limit_value(&self, index: usize, tier: Option<&str>) -> u64 {
+        let default = self.limits.get(index).map_or(0, |l| l.limit);
+        tier.and_then(|t| self.tiers.get(t)).and_then(|o| o.get(index).copied().flatten()).unwrap_or(default)
+    }
+
+    /// The tier of a consumer, from the tier property if the auth filter set one, else the map.
+    pub fn tier<'a>(&'a self, consumer: &str, from_property: Option<&'a str>) -> Option<&'a str> {
+        from_property
+            .filter(|t| self.tiers.contains_key(*t))
+            .or_else(|| self.consumers.get(consumer).map(String::as_str))
+    }
+
+    /// The shared-data key of a counter: limit, then scope value.
+    pub fn key(&self, limit: &Limit, consumer: &str, model: &str) -> String {
+        let scope = match limit.per {
+            Scope::Consumer => consumer.to_string(),
+            Scope::ConsumerModel => format!("{consumer}|{model}"),
+            Scope::Model => model.to_string(),
+            Scope::Global => String::new(),
+        };
+        format!("tollgate.quota;{};{scope}", limit.name)
+    }
+
+    /// Indices of the limits that apply to a request for `model`.
+    pub fn applicable<'a>(&'a self, model: &'a str) -> impl Iterator<Item = usize> + 'a {
+        self.limits.iter().enumerate().filter(move |(_, l)| l.applies_to(model)).map(|(i, _)| i)
+    }
+}
+
+/// A stable, non-reversible consumer id for a credential: `k:` + 16 hex digits of
+/// SHA-256(salt ‖ 0 ‖ value). The raw key is never stored, logged or used as a label.
+pub fn hashed_consumer(salt: &str, value: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(value.as_bytes());
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(18);
+    out.push_str("k:");
+    for byte in digest.iter().take(8) {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// A consumer id taken from a property or address: kept readable, made label-safe.
+pub fn plain_consumer(value: &str) -> String {
+    metrics::sanitize(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(value: serde_json::Value) -> Result<Config, String> {
+        Config::parse(value.to_string().as_bytes(), "quota.")
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "limits": [
+                {"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1000},
+                {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 10},
+                {"name": "weighted_day", "meter": {"weighted": {"input": 1, "output": 4, "cached_input": 0.1}},
+                 "per": "consumer_model", "window": "day", "limit": 5000, "models": ["gpt-4o*"]},
+                {"name": "budget", "meter": "dollars", "per": "consumer", "window": "month", "limit": 2.5}
+            ],
+            "prices": {"gpt-4o*": {"input": 2.5, "output": 10, "cached_input": 1.25}, "gpt-4o-mini": {"input": 0.15, "output": 0.6}},
+            "tiers": {"gold": {"tpm": 10000, "budget": 100}},
+            "consumers": {"team-a": "gold"}
+        })
+    }
+
+    #[test]
+    fn meters_price_usage_as_documented() {
+        let c = config(base()).unwrap();
+        let t = Tokens { input: 1000, output: 200, cached_input: 400 };
+        let amount = |name: &str, model: &str| {
+            let limit = c.limits.iter().find(|l| l.name == name).unwrap();
+            c.amount(limit, model, t, true)
+        };
+        assert_eq!(amount("tpm", "x"), 1200);
+        assert_eq!(amount("rpm", "x"), 1);
+        assert_eq!(amount("weighted_day", "gpt-4o"), 600 + 40 + 800);
+        // 600 uncached × 2.5 + 400 cached × 1.25 + 200 × 10 = 1500 + 500 + 2000 micro-USD
+        assert_eq!(amount("budget", "gpt-4o"), 4000);
+        // the more specific price wins; no cached price: cached input priced as input
+        assert_eq!(amount("budget", "gpt-4o-mini"), (1000.0 * 0.15 + 200.0 * 0.6f64).ceil() as u64);
+        assert_eq!(amount("budget", "claude"), 0, "unpriced models cost nothing in dollars");
+    }
+
+    #[test]
+    fn tiers_override_limits_and_patterns_select_models() {
+        let c = config(base()).unwrap();
+        let tpm = c.limits.iter().position(|l| l.name == "tpm").unwrap();
+        assert_eq!(c.limit_value(tpm, None), 1000);
+        assert_eq!(c.limit_value(tpm, c.tier("team-a", None)), 10000);
+        assert_eq!(c.limit_value(tpm, c.tier("team-b", Some("gold"))), 10000, "tier from an auth filter's metadata");
+        assert_eq!(c.limit_value(tpm, c.tier("team-b", Some("platinum"))), 1000, "unknown tier: defaults");
+        let budget = c.limits.iter().position(|l| l.name == "budget").unwrap();
+        assert_eq!(c.limit_value(budget, Some("gold")), 100_000_000, "dollars in micro-dollars");
+        assert_eq!(c.applicable("gpt-4o").count(), 4);
+        assert_eq!(c.applicable("claude").count(), 3);
+    }
+
+    #[test]
+    fn keys_are_per_scope() {
+        let c = config(json!({"limits": [
+            {"name": "a", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1},
+            {"name": "b", "meter": "requests", "per": "consumer_model", "window": "minute", "limit": 1},
+            {"name": "c", "meter": "requests", "per": "model", "window": "minute", "limit": 1},
+            {"name": "d", "meter": "requests", "per": "global", "window": "minute", "limit": 1}]}))
+        .unwrap();
+        let keys: Vec<String> = c.limits.iter().map(|l| c.key(l, "k:1", "m")).collect();
+        assert_eq!(keys, ["tollgate.quota;a;k:1", "tollgate.quota;b;k:1|m", "tollgate.quota;c;m", "tollgate.quota;d;"]);
+    }
+
+    #[test]
+    fn api_keys_are_hashed_with_the_salt() {
+        let a = hashed_consumer("salt", "sk-live-123");
+        assert!(a.starts_with("k:") && a.len() == 18);
+        assert_eq!(a, hashed_consumer("salt", "sk-live-123"));
+        assert_ne!(a, hashed_consumer("other", "sk-live-123"));
+        assert!(!a.contains("sk-live"));
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        let cases = [
+            (json!({"limits": []}), "quota.limits:"),
+            (
+                json!({"limits": [{"name": "A", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1}]}),
+                "quota.limits[0].name:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "week", "limit": 1}]}),
+                "quota.limits[0].window:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "tokens", "per": "consumer", "window": "day", "limit": 1}]}),
+                "quota.limits[0].meter:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1.5}]}),
+                "quota.limits[0].limit:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "dollars", "per": "consumer", "window": "day", "limit": 1}]}),
+                "quota.limits[0].meter:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1, "models": ["*x"]}]}),
+                "quota.limits[0].models[0]:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "tiers": {"t": {"b": 1}}}),
+                "quota.tiers.t.b:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "consumers": {"x": "t"}}),
+                "quota.consumers.x:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "mode": "audit"}),
+                "quota.mode:",
+            ),
+        ];
+        for (value, field) in cases {
+            let error = config(value.clone()).unwrap_err();
+            assert!(error.starts_with(field), "{value}: {error}");
+        }
+    }
+}

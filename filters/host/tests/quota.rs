@@ -1,0 +1,350 @@
+//! The quota stage's state machine through the fake host: reserve, refuse, settle, release,
+//! headers, tiers, shadow mode, CAS conflicts, and many streams sharing one store (as Envoy's
+//! workers share one shared-data map).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use serde_json::{json, Value};
+use std::rc::Rc;
+use tollgate_core::quota::store::MemoryStore;
+use tollgate_core::stage::compose;
+use tollgate_host::fake::Exchange;
+use tollgate_host::{Action, Driver};
+
+struct Gateway {
+    spec: compose::Composed,
+    shared: Rc<MemoryStore>,
+}
+
+impl Gateway {
+    fn new(quota: Value) -> Gateway {
+        let config = json!({"token_counter": {}, "quota": quota});
+        Gateway {
+            spec: compose::parse(config.to_string().as_bytes()).unwrap(),
+            shared: Rc::new(MemoryStore::default()),
+        }
+    }
+
+    fn driver(&self) -> Driver {
+        Driver::new(tollgate_core::stage::Pipeline::new(
+            self.spec.stages.iter().map(|f| f.create()).collect(),
+            self.spec.max_request_bytes,
+        ))
+    }
+}
+
+/// One request from `key` (the API key header) at `now_s`, up to the request body.
+struct Call<'a> {
+    ex: Exchange<'a>,
+    admitted: bool,
+}
+
+fn start<'a>(gw: &Gateway, driver: &'a mut Driver, key: &str, body: Value, now_s: u64) -> Call<'a> {
+    let mut ex = Exchange::new(driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = now_s * 1_000_000_000;
+    let body = body.to_string();
+    let len = body.len().to_string();
+    ex.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", &len),
+            ("x-api-key", key),
+        ],
+        false,
+    );
+    let action = ex.request_body(&[body.as_bytes()]);
+    let admitted = ex.host.local_reply.is_none();
+    assert_eq!(action, if admitted { Action::Continue } else { Action::Pause });
+    Call { ex, admitted }
+}
+
+impl Call<'_> {
+    /// The provider answers with `prompt`/`completion` usage.
+    fn finish(&mut self, prompt: u64, completion: u64) {
+        let body = json!({"model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}});
+        self.ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+        self.ex.response_body(&[body.to_string().as_bytes()], 1, true);
+        self.ex.log();
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.ex.host.response_header_value(name)
+    }
+}
+
+fn chat(max_tokens: u64) -> Value {
+    json!({"model": "gpt-4o", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+fn tpm(limit: u64) -> Value {
+    json!({"consumer": {"header": "x-api-key", "salt": "s"},
+           "limits": [{"name": "tokens_per_minute", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": limit},
+                      {"name": "requests_per_minute", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1000}]})
+}
+
+const NOW: u64 = 1_795_000_040; // 20 s into a minute
+
+#[test]
+fn sequential_requests_are_held_to_the_limit_exactly() {
+    let gw = Gateway::new(tpm(1000));
+    let mut admitted_tokens = 0;
+    let mut refusals = 0;
+    for _ in 0..40 {
+        let mut driver = gw.driver();
+        let mut call = start(&gw, &mut driver, "sk-a", chat(50), NOW);
+        if call.admitted {
+            call.finish(30, 40);
+            admitted_tokens += 70;
+        } else {
+            refusals += 1;
+        }
+    }
+    // Each request reserves its estimate + 50 and settles to 70: admitted while 70×n + next
+    // reservation fits in 1000.
+    assert!(admitted_tokens <= 1000, "{admitted_tokens}");
+    assert!(admitted_tokens > 1000 - 70 - 60, "{admitted_tokens}");
+    assert!(refusals > 0);
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), admitted_tokens);
+}
+
+#[test]
+fn a_refusal_is_a_429_in_the_clients_dialect_with_rate_limit_headers() {
+    let gw = Gateway::new(tpm(100));
+    let mut driver = gw.driver();
+    let call = start(&gw, &mut driver, "sk-a", chat(500), NOW);
+    assert!(!call.admitted);
+    let reply = call.ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 429);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(body["error"]["message"].as_str().unwrap().contains("tokens_per_minute"));
+    let header = |name: &str| reply.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header("retry-after").as_deref(), Some("40"), "until the minute ends");
+    assert_eq!(header("x-ratelimit-limit-tokens").as_deref(), Some("100"));
+    assert_eq!(header("x-ratelimit-remaining-tokens").as_deref(), Some("100"));
+    assert_eq!(header("x-ratelimit-reset-tokens").as_deref(), Some("40s"));
+    assert_eq!(call.ex.host.counter("tollgate.quota.decisions", &["limit=tokens_per_minute", "outcome=refused"]), 1);
+    // Anthropic clients get Anthropic's error shape.
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    ex.request_headers(
+        &[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("x-api-key", "sk-a")],
+        false,
+    );
+    ex.request_body(&[json!({"model": "claude", "max_tokens": 500, "messages": []}).to_string().as_bytes()]);
+    let body: Value = serde_json::from_slice(&ex.host.local_reply.clone().unwrap().body).unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+}
+
+#[test]
+fn every_response_carries_the_tightest_limits() {
+    let gw = Gateway::new(tpm(10_000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(100), NOW);
+    call.finish(10, 20);
+    let remaining: u64 = call.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
+    assert!(remaining < 10_000 - 100 && remaining > 10_000 - 200, "after this request's reservation: {remaining}");
+    assert_eq!(call.header("x-ratelimit-limit-requests"), Some("1000"));
+    assert_eq!(call.header("x-ratelimit-remaining-requests"), Some("999"));
+    assert_eq!(call.ex.host.filter_state["tollgate.quota.remaining_requests"], "999");
+    assert!(call.ex.host.filter_state["tollgate.quota.consumer"].starts_with("k:"));
+}
+
+#[test]
+fn the_api_key_never_appears_raw() {
+    let gw = Gateway::new(tpm(1000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-live-SECRET", chat(10), NOW);
+    call.finish(5, 5);
+    let everything =
+        format!("{:?}{:?}{:?}", call.ex.host.counters, call.ex.host.filter_state, call.ex.host.logs_text());
+    assert!(!everything.contains("SECRET"));
+}
+
+#[test]
+fn consumers_do_not_affect_each_other() {
+    let gw = Gateway::new(tpm(300));
+    for _ in 0..10 {
+        let mut driver = gw.driver();
+        let mut call = start(&gw, &mut driver, "sk-a", chat(100), NOW);
+        if call.admitted {
+            call.finish(10, 100);
+        }
+    }
+    let mut driver = gw.driver();
+    let call = start(&gw, &mut driver, "sk-b", chat(100), NOW);
+    assert!(call.admitted, "b has its own budget");
+}
+
+#[test]
+fn the_next_window_starts_afresh() {
+    let gw = Gateway::new(tpm(200));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(150), NOW);
+    call.finish(10, 150);
+    let mut driver = gw.driver();
+    assert!(!start(&gw, &mut driver, "sk-a", chat(150), NOW).admitted);
+    let mut driver = gw.driver();
+    assert!(start(&gw, &mut driver, "sk-a", chat(150), NOW + 60).admitted);
+}
+
+#[test]
+fn reservations_hold_under_concurrency_and_settle_afterwards() {
+    // 20 streams are admitted before any finishes (they all run concurrently): reservations
+    // make the admitted total stay within the limit, where post-accounting would admit all 20.
+    let gw = Gateway::new(tpm(1000));
+    let mut drivers: Vec<Driver> = (0..20).map(|_| gw.driver()).collect();
+    let mut calls: Vec<Call<'_>> = drivers.iter_mut().map(|d| start(&gw, d, "sk-a", chat(200), NOW)).collect();
+    let admitted = calls.iter().filter(|c| c.admitted).count();
+    assert!(admitted <= 1000 / 200, "{admitted} admitted: each reserves > 200");
+    for call in calls.iter_mut().filter(|c| c.admitted) {
+        call.finish(10, 20); // actual 30 each: refunds the rest
+    }
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 30 * admitted as u64);
+    let mut driver = gw.driver();
+    assert!(start(&gw, &mut driver, "sk-a", chat(200), NOW).admitted, "refunds free the quota again");
+}
+
+#[test]
+fn post_accounting_admits_every_concurrent_request_for_comparison() {
+    let mut config = tpm(1000);
+    config["admission"] = json!("post_accounting");
+    let gw = Gateway::new(config);
+    let mut drivers: Vec<Driver> = (0..20).map(|_| gw.driver()).collect();
+    let mut calls: Vec<Call<'_>> = drivers.iter_mut().map(|d| start(&gw, d, "sk-a", chat(200), NOW)).collect();
+    assert!(calls.iter().all(|c| c.admitted), "nothing is charged until the end");
+    for call in &mut calls {
+        call.finish(100, 200);
+    }
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 6000, "6x the limit");
+    let mut driver = gw.driver();
+    assert!(!start(&gw, &mut driver, "sk-a", chat(1), NOW).admitted, "refused only once the counter is over");
+}
+
+#[test]
+fn a_reset_without_usage_releases_the_reservation() {
+    let gw = Gateway::new(tpm(1000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(900), NOW);
+    assert!(call.admitted);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    call.ex.response_body(&[b"data: {\"choices\":[]}\n\n"], 1, false);
+    call.ex.log(); // reset: no end of stream, no usage
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 0);
+    assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=released"]), 1);
+}
+
+#[test]
+fn an_error_response_releases_the_reservation() {
+    let gw = Gateway::new(tpm(1000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(900), NOW);
+    call.ex.response_headers(&[(":status", "500"), ("content-type", "application/json")], false);
+    call.ex.response_body(&[b"{\"error\":{}}"], 1, true);
+    call.ex.log();
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 0);
+    assert_eq!(
+        gw.shared.used(&format!("tollgate.quota;requests_per_minute;{key}"), NOW / 60),
+        1,
+        "a request is a request"
+    );
+}
+
+#[test]
+fn shadow_mode_never_refuses_but_says_what_it_would_have_done() {
+    let mut config = tpm(100);
+    config["mode"] = json!("shadow");
+    let gw = Gateway::new(config);
+    for i in 0..5 {
+        let mut driver = gw.driver();
+        let mut call = start(&gw, &mut driver, "sk-a", chat(500), NOW);
+        assert!(call.admitted);
+        call.finish(10, 500);
+        assert_eq!(call.header("x-ratelimit-remaining-tokens"), Some("0"), "request {i}");
+        assert_eq!(call.header("x-tollgate-quota-shadow"), Some("exhausted=tokens_per_minute"));
+        assert_eq!(call.ex.host.counter("tollgate.quota.decisions", &["outcome=shadow_refused"]), 1);
+    }
+}
+
+#[test]
+fn unknown_consumers_can_be_refused() {
+    let gw = Gateway::new(
+        json!({"consumer": {"header": "x-api-key", "downstream_address": false}, "unknown_consumer": "refuse",
+        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 10}]}),
+    );
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw")], false);
+    let reply = ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(serde_json::from_slice::<Value>(&reply.body).unwrap()["error"]["code"], "invalid_api_key");
+}
+
+#[test]
+fn tiers_from_an_auth_filters_metadata_raise_the_limit() {
+    let gw = Gateway::new(
+        json!({"consumer": {"property": ["metadata", "jwt", "sub"]}, "tier_property": ["metadata", "jwt", "tier"],
+        "tiers": {"gold": {"tpm": 100000}},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 100}]}),
+    );
+    for (tier, admitted) in [(None, false), (Some("gold"), true)] {
+        let mut driver = gw.driver();
+        let mut ex = Exchange::new(&mut driver);
+        ex.host.shared = gw.shared.clone();
+        ex.host.now_ns = NOW * 1_000_000_000;
+        ex.host.properties.insert(vec!["metadata".into(), "jwt".into(), "sub".into()], b"alice".to_vec());
+        if let Some(t) = tier {
+            ex.host.properties.insert(vec!["metadata".into(), "jwt".into(), "tier".into()], t.as_bytes().to_vec());
+        }
+        ex.request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw")], false);
+        ex.request_body(&[chat(500).to_string().as_bytes()]);
+        assert_eq!(ex.host.local_reply.is_none(), admitted, "tier {tier:?}");
+    }
+}
+
+#[test]
+fn cas_conflicts_are_retried_and_nothing_is_lost() {
+    let gw = Gateway::new(tpm(100_000));
+    let mut total = 0;
+    for i in 0..30 {
+        gw.shared.conflicts.set(i % 4);
+        let mut driver = gw.driver();
+        let mut call = start(&gw, &mut driver, "sk-a", chat(10), NOW);
+        assert!(call.admitted);
+        gw.shared.conflicts.set(i % 3);
+        call.finish(7, 8);
+        total += 15;
+    }
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), total);
+    let mut driver = gw.driver();
+    let call = start(&gw, &mut driver, "sk-a", chat(10), NOW);
+    assert!(call.ex.host.counter("tollgate.quota.cas_retries", &[]) == 0 || call.admitted);
+}
+
+#[test]
+fn dollars_limits_use_the_price_table() {
+    let gw = Gateway::new(json!({"consumer": {"header": "x-api-key"},
+        "prices": {"gpt-4o": {"input": 2.5, "output": 10.0}},
+        "limits": [{"name": "daily_usd", "meter": "dollars", "per": "consumer", "window": "day", "limit": 0.01}]}));
+    // 0.01 USD = 10000 micro-USD; a request reserving 500 output tokens costs > 5000 µUSD.
+    let mut driver = gw.driver();
+    let mut first = start(&gw, &mut driver, "sk-a", chat(500), NOW);
+    assert!(first.admitted);
+    first.finish(100, 400); // 250 + 4000 = 4250 µUSD
+    let mut driver = gw.driver();
+    assert!(!start(&gw, &mut driver, "sk-a", chat(600), NOW).admitted, "4250 + (estimate + 6000) > 10000");
+    let mut driver = gw.driver();
+    assert!(start(&gw, &mut driver, "sk-a", chat(100), NOW).admitted);
+}
