@@ -14,6 +14,8 @@ Variants:
   reference-parse  holds headers, buffers and parses the body: the minimal buffer-and-parse filter
   token-counter    tollgate_token_counter.wasm, default configuration
   all-in-one       tollgate.wasm with the token_counter stage
+  quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
+                   [quota − all-in-one ≤ 10 µs CPU per request]
 
 Scenarios (issue targets for token-counter in brackets):
   chat-1k          1 KB chat request, JSON response              [≤ 25 µs CPU added per request]
@@ -48,7 +50,16 @@ VARIANTS = {
     "reference-read": dict(wasm="tollgate_bench_reference.wasm", filter_config="read"),
     "reference-estimate": dict(wasm="tollgate_bench_reference.wasm", filter_config="estimate"),
     "token-counter": dict(wasm="tollgate_token_counter.wasm"),
+    # 20 host calls of one kind per request (see bench/reference-filter): (x − null) / 20 each.
+    **{f"calls-{kind}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"calls:{kind}")
+       for kind in ("set_header", "get_header", "set_property", "metric", "shared", "time")},
     "all-in-one": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}}),
+    # The local quota on top: reserve (CAS on shared data) at request time, settle at the end,
+    # x-ratelimit-* headers; limits high enough never to refuse.
+    "quota": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "bench"},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},
+                   {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}}),
 }
 
 

@@ -31,6 +31,10 @@ const give = (bytes, ptrPtr, sizePtr) => {
   return 0;
 };
 
+// Shared data (one VM here): key → {value, cas}.
+const shared = new Map();
+let casCounter = 0;
+
 // Per-exchange state.
 let reqHeaders, respHeaders, reqBody, respChunk, props, now = 1e9;
 const headerMap = (t) => (t === 0 ? reqHeaders : t === 2 ? respHeaders : new Map());
@@ -68,6 +72,20 @@ const env = {
   proxy_increment_metric: () => { count('metric'); return 0; },
   proxy_record_metric: () => { count('metric'); return 0; },
   proxy_get_metric: () => 0,
+  proxy_get_shared_data: (kp, kl, pp, sp, casp) => {
+    count('get_shared');
+    const e = shared.get(str(kp, kl));
+    if (e === undefined) return 1;
+    dv().setUint32(casp, e.cas, true);
+    return give(e.value, pp, sp);
+  },
+  proxy_set_shared_data: (kp, kl, vp, vl, cas) => {
+    count('set_shared');
+    const k = str(kp, kl), e = shared.get(k);
+    if (e !== undefined && cas !== 0 && e.cas !== cas) return 8;
+    shared.set(k, { value: u8().slice(vp, vp + vl), cas: ++casCounter });
+    return 0;
+  },
   proxy_continue_stream: () => 0,
   proxy_close_stream: () => 0,
   proxy_done: () => 0,
@@ -95,7 +113,7 @@ function exchange() {
   const id = ctx++;
   const stream = scenario.startsWith('sse');
   reqBody = stream ? streamBody : chatBody;
-  reqHeaders = new Map([[':method', 'POST'], [':path', '/v1/chat/completions'], [':authority', 'gw'], ['content-type', 'application/json'], ['content-length', String(reqBody.length)]]);
+  reqHeaders = new Map([[':method', 'POST'], [':path', '/v1/chat/completions'], [':authority', 'gw'], ['content-type', 'application/json'], ['content-length', String(reqBody.length)], ['authorization', 'Bearer sk-bench']]);
   respHeaders = new Map([[':status', '200'], ['content-type', stream ? 'text/event-stream' : 'application/json']]);
   props = new Map([['xds\0route_name', 'llm']]);
   x.proxy_on_context_create(id, 1);

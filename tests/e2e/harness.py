@@ -76,11 +76,76 @@ class Mock:
         self.log.close()
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary():
+    for path in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
+        if os.path.exists(path):
+            return path
+    raise RuntimeError("redis-server is not installed: run tools/setup.sh (apt-get install redis-server)")
+
+
+class Redis:
+    """A throwaway redis-server (no persistence) on a free port."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, "redis.log"), "w")
+        self.proc = subprocess.Popen([redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        import redis
+
+        self.client = redis.Redis.from_url(self.url)
+        wait_until(lambda: self.client.ping(), what="redis")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.log.close()
+
+
+class RlsPeer:
+    """The rate-limit service test double (tests/rls_peer.py) over one Redis."""
+
+    def __init__(self, workdir, redis, limits_file, *, flavor="envoy", draft_headers=False, name="rls"):
+        self.port_file = os.path.join(workdir, f"{name}-port.json")
+        self.calls_log = os.path.join(workdir, f"{name}-calls.jsonl")
+        open(self.calls_log, "w").close()
+        self.log = open(os.path.join(workdir, f"{name}.log"), "w")
+        args = [sys.executable, os.path.join(ROOT, "tests", "rls_peer.py"), "--config", limits_file, "--redis", redis.url,
+                "--flavor", flavor, "--port-file", self.port_file, "--calls-log", self.calls_log]
+        if draft_headers:
+            args.append("--draft-headers")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = wait_until(lambda: os.path.exists(self.port_file) and json.load(open(self.port_file))["port"],
+                               what="rls peer")
+
+    def calls(self):
+        with open(self.calls_log) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 class Envoy:
     """One Envoy process with the token-counter (or bare) in front of the mock."""
 
     def __init__(self, workdir, mock, *, name="envoy", wasm="tollgate_token_counter.wasm", filter_config=None, h2=False,
-                 with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False, cpus=None):
+                 with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False, cpus=None,
+                 rls_port=8091):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.access_log = os.path.join(self.dir, "access.log")
@@ -88,7 +153,7 @@ class Envoy:
         self.admin_path = os.path.join(self.dir, "admin.address")
         text = envoy_config.render(wasm=os.path.join(WASM_DIR, wasm), provider=f"mock:{mock.h2_port if h2 else mock.port}",
                                    listen_port=0, admin_port=0, access_log=self.access_log, filter_config=filter_config,
-                                   h2=h2, with_filter=with_filter, buffer_limit=buffer_limit)
+                                   h2=h2, with_filter=with_filter, buffer_limit=buffer_limit, rls_port=rls_port)
         text += "\nstats_flush_interval: 0.5s\n"
         with open(self.config_path, "w") as f:
             f.write(text)

@@ -6,11 +6,15 @@
 //! - `"read"`: `"parse"` plus reading every response chunk once (`get_buffer`);
 //! - `"estimate"`: `"parse"` plus Tollgate's token estimator over the body, ten times: the
 //!   speed of pure compute in Envoy's V8, to compare with native and Node.
+//! - `"calls:<kind>"`: `"null"` plus 20 host calls of one kind at response headers —
+//!   `set_header` (response header replace), `get_header`, `set_property` (filter state),
+//!   `metric` (counter increment), `shared` (shared-data get + set, 10 of each), `time` — so
+//!   (this − null) / 20 is what one such call costs in Envoy.
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Null }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Null, metric: None }) });
 }}
 
 #[derive(Clone, Copy, PartialEq)]
@@ -19,10 +23,24 @@ enum Mode {
     Parse,
     Read,
     Estimate,
+    Calls(Call),
 }
+
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    SetHeader,
+    GetHeader,
+    SetProperty,
+    Metric,
+    Shared,
+    Time,
+}
+
+const CALLS: usize = 20;
 
 struct Root {
     mode: Mode,
+    metric: Option<u32>,
 }
 
 impl Context for Root {}
@@ -31,6 +49,23 @@ impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
         let config = self.get_plugin_configuration().unwrap_or_default();
         let config = String::from_utf8_lossy(&config);
+        let call = match config.strip_prefix("calls:").unwrap_or("") {
+            "set_header" => Some(Call::SetHeader),
+            "get_header" => Some(Call::GetHeader),
+            "set_property" => Some(Call::SetProperty),
+            "metric" => Some(Call::Metric),
+            "shared" => Some(Call::Shared),
+            "time" => Some(Call::Time),
+            _ => None,
+        };
+        if let Some(call) = call {
+            if call == Call::Metric {
+                self.metric =
+                    proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "bench_calls").ok();
+            }
+            self.mode = Mode::Calls(call);
+            return true;
+        }
         self.mode = if config.contains("estimate") {
             Mode::Estimate
         } else if config.contains("parse") {
@@ -44,7 +79,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { mode: self.mode }))
+        Some(Box::new(Http { mode: self.mode, metric: self.metric }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -54,13 +89,47 @@ impl RootContext for Root {
 
 struct Http {
     mode: Mode,
+    metric: Option<u32>,
 }
 
 impl Context for Http {}
 
 impl HttpContext for Http {
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        let Mode::Calls(call) = self.mode else { return Action::Continue };
+        const NAMES: [&str; CALLS] = [
+            "x-b0", "x-b1", "x-b2", "x-b3", "x-b4", "x-b5", "x-b6", "x-b7", "x-b8", "x-b9", "x-b10", "x-b11", "x-b12",
+            "x-b13", "x-b14", "x-b15", "x-b16", "x-b17", "x-b18", "x-b19",
+        ];
+        for (i, name) in NAMES.iter().enumerate() {
+            match call {
+                Call::SetHeader => self.set_http_response_header(name, Some("1234")),
+                Call::GetHeader => {
+                    std::hint::black_box(self.get_http_response_header("content-type"));
+                }
+                Call::SetProperty => self.set_property(vec![name], Some(b"1234")),
+                Call::Metric => {
+                    if let Some(id) = self.metric {
+                        let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+                    }
+                }
+                Call::Shared => {
+                    if i % 2 == 0 {
+                        std::hint::black_box(self.get_shared_data("bench"));
+                    } else {
+                        let _ = self.set_shared_data("bench", Some(b"0123456789abcdef"), None);
+                    }
+                }
+                Call::Time => {
+                    std::hint::black_box(self.get_current_time());
+                }
+            }
+        }
+        Action::Continue
+    }
+
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if self.mode != Mode::Null && !end_of_stream {
+        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate) && !end_of_stream {
             Action::Pause
         } else {
             Action::Continue
@@ -68,7 +137,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if self.mode == Mode::Null {
+        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate) {
             return Action::Continue;
         }
         if !end_of_stream {

@@ -45,6 +45,8 @@ pub enum Error {
     UpstreamInvalid { detail: String },
     /// A bug of ours. The request is refused rather than forwarded half-processed.
     Internal { detail: String },
+    /// A service the gateway depends on (the rate-limit service) did not answer usably.
+    ServiceUnavailable { service: String },
 }
 
 /// How one error variant maps onto HTTP and onto each dialect.
@@ -100,6 +102,9 @@ impl Error {
             }
             Error::UpstreamInvalid { .. } => (502, "upstream_invalid", "server_error", "bad_gateway", "api_error"),
             Error::Internal { .. } => (500, "internal", "server_error", "internal_error", "api_error"),
+            Error::ServiceUnavailable { .. } => {
+                (503, "service_unavailable", "server_error", "service_unavailable", "api_error")
+            }
         };
         ErrorSpec { status, reason, openai_type, openai_code, anthropic_type }
     }
@@ -144,6 +149,7 @@ impl Error {
                 format!("upstream response could not be read: {detail}")
             }
             Error::Internal { detail } => format!("internal gateway error: {detail}"),
+            Error::ServiceUnavailable { service } => format!("the gateway's {service} is unavailable; retry later"),
         }
     }
 
@@ -159,7 +165,8 @@ impl Error {
             | Error::RateLimited { .. }
             | Error::Blocked { .. }
             | Error::UpstreamInvalid { .. }
-            | Error::Internal { .. } => None,
+            | Error::Internal { .. }
+            | Error::ServiceUnavailable { .. } => None,
         }
     }
 
@@ -237,6 +244,7 @@ mod tests {
             Error::Blocked { rule: "lgpd".into(), entity: Some("CPF".into()) },
             Error::UpstreamInvalid { detail: "truncated body".into() },
             Error::Internal { detail: "state".into() },
+            Error::ServiceUnavailable { service: "rate-limit service".into() },
         ]
     }
 
@@ -272,6 +280,7 @@ mod tests {
         assert_eq!(status(Error::RateLimited { limit: "x".into(), retry_after_secs: 1 }), 429);
         assert_eq!(status(Error::UpstreamInvalid { detail: String::new() }), 502);
         assert_eq!(status(Error::Internal { detail: String::new() }), 500);
+        assert_eq!(status(Error::ServiceUnavailable { service: String::new() }), 503);
     }
 
     #[test]

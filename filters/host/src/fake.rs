@@ -9,7 +9,7 @@ use crate::{Action, Driver, HostError, HttpHost};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use tollgate_core::quota::store::MemoryStore;
-use tollgate_core::stage::{LogLevel, SharedStore, StageHost};
+use tollgate_core::stage::{GrpcCall, LogLevel, SharedStore, StageHost};
 
 /// A local reply the filter sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,19 @@ pub struct FakeHost {
     pub logs: std::cell::RefCell<Vec<(LogLevel, String)>>,
     /// Whether request headers may still be edited (held by the filter).
     pub request_headers_editable: bool,
+    /// Whether response headers exist yet (Envoy refuses edits to them before).
+    pub response_started: bool,
     /// Shared data, as all workers of one Envoy see it: share the `Rc` between hosts to model
     /// several streams (or workers) of one process.
     pub shared: Rc<MemoryStore>,
+    /// gRPC calls made, with the token each got (tokens count from 1).
+    pub grpc_calls: Vec<(u32, GrpcCall)>,
+    /// Host status to refuse gRPC calls with (a missing cluster is `ParseFailure`, 4).
+    pub refuse_grpc: Option<u32>,
+    /// The gRPC answer being delivered.
+    pub grpc_answer: Vec<u8>,
+    /// Whether the filter resumed a held request.
+    pub resumed: bool,
 }
 
 fn get<'a>(map: &'a [(String, String)], name: &str) -> Option<&'a String> {
@@ -115,6 +125,9 @@ impl HttpHost for FakeHost {
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        if !self.response_started {
+            return Err(HostError(1)); // NotFound: there is no response header map yet
+        }
         set(&mut self.response_headers, name, value);
         Ok(())
     }
@@ -146,6 +159,25 @@ impl HttpHost for FakeHost {
             body: body.to_vec(),
         });
         Ok(())
+    }
+
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        self.resumed = true;
+        self.request_headers_editable = false;
+        Ok(())
+    }
+
+    fn grpc_call(&mut self, call: &GrpcCall) -> Result<u32, HostError> {
+        if let Some(status) = self.refuse_grpc {
+            return Err(HostError(status));
+        }
+        let token = self.grpc_calls.len() as u32 + 1;
+        self.grpc_calls.push((token, call.clone()));
+        Ok(token)
+    }
+
+    fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.grpc_answer.get(..size.min(self.grpc_answer.len()))?.to_vec())
     }
 
     fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError> {
@@ -211,6 +243,7 @@ impl<'a> Exchange<'a> {
     /// Sends response headers.
     pub fn response_headers(&mut self, headers: &[(&str, &str)], end_of_stream: bool) -> Action {
         self.host.response_headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.host.response_started = true;
         self.driver.on_response_headers(&mut self.host, end_of_stream)
     }
 
@@ -233,6 +266,18 @@ impl<'a> Exchange<'a> {
             let sent = std::mem::take(&mut self.host.response_chunk);
             self.host.client_body.extend_from_slice(&sent);
         }
+    }
+
+    /// Delivers the answer to gRPC call `token`: a message, or a gRPC status.
+    pub fn grpc_answer(&mut self, token: u32, answer: Result<&[u8], u32>) -> Option<Action> {
+        let (status, size) = match answer {
+            Ok(bytes) => {
+                self.host.grpc_answer = bytes.to_vec();
+                (0, bytes.len())
+            }
+            Err(status) => (status, 0),
+        };
+        self.driver.on_grpc_response(&mut self.host, token, status, size)
     }
 
     /// Ends the stream (Envoy's `on_log`).

@@ -17,8 +17,10 @@ pub mod fake;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 
+use tollgate_core::fxhash::FxHashMap;
 use tollgate_core::stage::{
-    BodyFlow, HeaderEdit, HeadersFlow, LogLevel, MetricOp, Now, Outbox, Pipeline, ResponseHead, StageFactory, StageHost,
+    BodyFlow, GrpcCall, GrpcFailure, GrpcFlow, HeaderEdit, HeadersFlow, LogLevel, MetricOp, Now, Outbox, Pipeline,
+    ResponseHead, StageFactory, StageHost,
 };
 
 /// What a module's configuration parser produces: its stages, in order, and the request size
@@ -52,6 +54,13 @@ pub trait HttpHost: StageHost {
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     fn set_response_body(&mut self, size: usize, body: &[u8]) -> Result<(), HostError>;
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
+    /// Lets a request held by `Pause` go on.
+    fn resume_request(&mut self) -> Result<(), HostError>;
+    /// Starts a unary gRPC call; the token identifies its answer. A detached call is made on
+    /// behalf of the plugin, so the stream's end does not cancel it, and is never answered.
+    fn grpc_call(&mut self, call: &GrpcCall) -> Result<u32, HostError>;
+    /// The message of the gRPC answer being delivered (`size` bytes).
+    fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Sets filter state `wasm.<key>` (readable as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
     fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError>;
     fn counter_add(&mut self, name: &str, value: u64);
@@ -78,6 +87,8 @@ pub struct Driver {
     response_headers_seen: bool,
     response_complete: bool,
     replied: bool,
+    /// Pending gRPC calls: host token → (stage, tag).
+    calls: FxHashMap<u32, (usize, u32)>,
 }
 
 impl Driver {
@@ -88,6 +99,7 @@ impl Driver {
             response_headers_seen: false,
             response_complete: false,
             replied: false,
+            calls: FxHashMap::default(),
         }
     }
 
@@ -100,7 +112,7 @@ impl Driver {
         let flow = self.pipeline.request_headers(&*host, !end_of_stream, || host.now_ns(), &mut out);
         self.request_headers_held = true; // edits made during this callback are always allowed
         let reply_headers = take_reply_headers(matches!(flow, HeadersFlow::Reply(..)), &mut out);
-        apply(host, &mut out);
+        let _ = self.apply(host, &mut out);
         match flow {
             HeadersFlow::Continue => {
                 self.request_headers_held = false;
@@ -141,39 +153,129 @@ impl Driver {
 
     fn finish_request_body(&mut self, host: &mut dyn HttpHost, flow: BodyFlow, size: usize, mut out: Outbox) -> Action {
         let reply_headers = take_reply_headers(matches!(flow, BodyFlow::Reply(..)), &mut out);
-        apply(host, &mut out);
+        let failed = self.apply(host, &mut out);
         match flow {
             BodyFlow::Buffer => Action::Pause,
+            BodyFlow::Wait(body) => {
+                if let Some(body) = body {
+                    self.rewrite_request_body(host, size, &body);
+                }
+                // Calls the host refused are answered now, as failures.
+                for (stage, tag, status) in failed {
+                    let failure = Err(GrpcFailure::NotDispatched(status));
+                    if let Some(action) = self.grpc_answer(host, stage, tag, failure, true) {
+                        return action;
+                    }
+                }
+                Action::Pause
+            }
             BodyFlow::Continue(None) => {
                 self.request_headers_held = false;
                 Action::Continue
             }
             BodyFlow::Continue(Some(body)) => {
-                match host.set_request_body(size, &body) {
-                    Ok(()) => {
-                        if self.request_headers_held {
-                            let length = body.len().to_string();
-                            if host.set_request_header("content-length", Some(&length)).is_err() {
-                                host.log(
-                                    LogLevel::Warn,
-                                    "could not set content-length after rewriting the request body",
-                                );
-                            }
-                        }
-                    }
-                    Err(HostError(status)) => {
-                        host.log(
-                            LogLevel::Warn,
-                            &format!("request body not rewritten (host status {status}); forwarded as sent"),
-                        );
-                        self.pipeline.body_rewrite_failed();
-                    }
-                }
+                self.rewrite_request_body(host, size, &body);
                 self.request_headers_held = false;
                 Action::Continue
             }
             BodyFlow::Reply(error, dialect) => self.reply(host, &error, dialect, &reply_headers),
         }
+    }
+
+    fn rewrite_request_body(&mut self, host: &mut dyn HttpHost, size: usize, body: &[u8]) {
+        match host.set_request_body(size, body) {
+            Ok(()) => {
+                if self.request_headers_held {
+                    let length = body.len().to_string();
+                    if host.set_request_header("content-length", Some(&length)).is_err() {
+                        host.log(LogLevel::Warn, "could not set content-length after rewriting the request body");
+                    }
+                }
+            }
+            Err(HostError(status)) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!("request body not rewritten (host status {status}); forwarded as sent"),
+                );
+                self.pipeline.body_rewrite_failed();
+            }
+        }
+    }
+
+    /// The answer to a gRPC call (`status` 0 and `size` bytes of message, or a gRPC status).
+    pub fn on_grpc_response(
+        &mut self,
+        host: &mut dyn HttpHost,
+        token: u32,
+        status: u32,
+        size: usize,
+    ) -> Option<Action> {
+        let (stage, tag) = self.calls.remove(&token)?;
+        let body = if status == 0 { host.grpc_response_body(size) } else { None };
+        let response = match (status, &body) {
+            (0, Some(bytes)) => Ok(bytes.as_slice()),
+            (0, None) => Ok(&[][..]),
+            (status, _) => Err(GrpcFailure::Status(status)),
+        };
+        self.grpc_answer(host, stage, tag, response, false)
+    }
+
+    /// Feeds one answer to the pipeline; `Some` when the request was resumed or refused. Inside
+    /// the request callback that held the request, resuming is just returning `Continue`.
+    fn grpc_answer(
+        &mut self,
+        host: &mut dyn HttpHost,
+        stage: usize,
+        tag: u32,
+        response: Result<&[u8], GrpcFailure>,
+        in_callback: bool,
+    ) -> Option<Action> {
+        if self.replied {
+            return None;
+        }
+        let mut out = Outbox::default();
+        let flow = self.pipeline.grpc_response(stage, tag, response, &*host, &mut out);
+        let reply_headers = take_reply_headers(matches!(flow, GrpcFlow::Reply(..)), &mut out);
+        let _ = self.apply(host, &mut out);
+        match flow {
+            GrpcFlow::Wait => None,
+            GrpcFlow::Resume => {
+                self.request_headers_held = false;
+                if in_callback {
+                    return Some(Action::Continue);
+                }
+                if let Err(HostError(status)) = host.resume_request() {
+                    host.log(LogLevel::Error, &format!("could not resume the request (host status {status})"));
+                }
+                Some(Action::Continue)
+            }
+            GrpcFlow::Reply(error, dialect) => Some(self.reply(host, &error, dialect, &reply_headers)),
+        }
+    }
+
+    /// Applies an outbox; gRPC calls are made here. Returns the non-detached calls the host
+    /// refused, as (stage, tag, host status).
+    fn apply(&mut self, host: &mut dyn HttpHost, out: &mut Outbox) -> Vec<(usize, u32, u32)> {
+        let mut failed = Vec::new();
+        for call in out.calls.drain(..) {
+            match host.grpc_call(&call) {
+                Ok(token) if !call.detached => {
+                    self.calls.insert(token, (call.stage, call.tag));
+                }
+                Ok(_) => {}
+                Err(HostError(status)) => {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("gRPC call to cluster {} not made (host status {status})", call.cluster),
+                    );
+                    if !call.detached {
+                        failed.push((call.stage, call.tag, status));
+                    }
+                }
+            }
+        }
+        apply(host, out);
+        failed
     }
 
     pub fn on_response_headers(&mut self, host: &mut dyn HttpHost, end_of_stream: bool) -> Action {
@@ -188,8 +290,8 @@ impl Driver {
             has_body: !end_of_stream,
         };
         let mut out = Outbox::default();
-        self.pipeline.response_headers(&head, &mut out);
-        apply(host, &mut out);
+        self.pipeline.response_headers(&head, &*host, &mut out);
+        let _ = self.apply(host, &mut out);
         if end_of_stream {
             self.response_complete = true;
             self.done(host, true);
@@ -205,7 +307,7 @@ impl Driver {
         let mut out = Outbox::default();
         let clock = || host.now_ns();
         let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, &Now::new(&clock), &mut out);
-        apply(host, &mut out);
+        let _ = self.apply(host, &mut out);
         // Replacing a chunk costs a host call and a buffer copy: only when it really changed.
         if let Some(bytes) = replacement.filter(|bytes| *bytes != chunk) {
             if let Err(HostError(status)) = host.set_response_body(body_size, &bytes) {
@@ -228,7 +330,7 @@ impl Driver {
         let clock = || host.now_ns();
         // Trailers end the body; bytes a rewriting stage still held cannot be sent after them.
         let _ = self.pipeline.response_chunk(&[], true, &Now::new(&clock), &mut out);
-        apply(host, &mut out);
+        let _ = self.apply(host, &mut out);
         self.response_complete = true;
         self.done(host, true);
         Action::Continue
@@ -244,7 +346,7 @@ impl Driver {
         let mut out = Outbox::default();
         let clock = || host.now_ns();
         self.pipeline.done(completed, &Now::new(&clock), &*host, &mut out);
-        apply(host, &mut out);
+        let _ = self.apply(host, &mut out);
     }
 
     fn reply(

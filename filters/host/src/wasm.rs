@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use tollgate_core::fxhash::FxHashMap;
 use tollgate_core::quota::store::StoreError;
-use tollgate_core::stage::{LogLevel, SharedStore, StageHost};
+use tollgate_core::stage::{GrpcCall, LogLevel, SharedStore, StageHost};
 
 #[allow(unsafe_code)]
 mod abi {
@@ -31,6 +31,8 @@ mod abi {
     pub const RESPONSE_HEADERS: u32 = 2;
     pub const REQUEST_BODY: u32 = 0;
     pub const RESPONSE_BODY: u32 = 1;
+    pub const GRPC_RECEIVE_BUFFER: u32 = 5;
+    const STREAM_REQUEST: u32 = 0;
     pub const PLUGIN_CONFIGURATION: u32 = 7;
     pub const COUNTER: u32 = 0;
     pub const HISTOGRAM: u32 = 2;
@@ -78,6 +80,8 @@ mod abi {
         ) -> u32;
         fn proxy_set_shared_data(key: *const u8, key_len: usize, value: *const u8, value_len: usize, cas: u32) -> u32;
         fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+        fn proxy_continue_stream(stream: u32) -> u32;
+        fn proxy_set_effective_context(context_id: u32) -> u32;
         fn proxy_record_metric(id: u32, value: u64) -> u32;
     }
 
@@ -206,6 +210,16 @@ mod abi {
         status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
     }
 
+    pub fn continue_request() -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_continue_stream(STREAM_REQUEST) })
+    }
+
+    pub fn set_effective_context(context_id: u32) -> Result<(), u32> {
+        // SAFETY: see module docs.
+        status(unsafe { proxy_set_effective_context(context_id) })
+    }
+
     pub fn define_metric(kind: u32, name: &str) -> Result<u32, u32> {
         let mut id = 0u32;
         // SAFETY: see module docs.
@@ -256,6 +270,9 @@ fn level_code(level: LogLevel) -> u32 {
 pub struct ProxyWasmHost {
     metrics: Rc<RefCell<MetricIds>>,
     log_prefix: Rc<str>,
+    /// This stream's context and the plugin's root context (detached calls are the root's).
+    context_id: u32,
+    root_id: u32,
 }
 
 impl StageHost for ProxyWasmHost {
@@ -325,6 +342,38 @@ impl HttpHost for ProxyWasmHost {
         abi::send_local_response(u32::from(status), headers, body).map_err(HostError)
     }
 
+    fn resume_request(&mut self) -> Result<(), HostError> {
+        abi::continue_request().map_err(HostError)
+    }
+
+    fn grpc_call(&mut self, call: &GrpcCall) -> Result<u32, HostError> {
+        // A detached call is made as the root context: Envoy cancels a stream context's
+        // pending calls when the stream ends, the root context's live as long as the plugin.
+        if call.detached {
+            abi::set_effective_context(self.root_id).map_err(HostError)?;
+        }
+        // Through the SDK so that the answer is routed back to this context. The SDK panics on
+        // one status only (`BadArgument`: a target that parses as a GrpcService proto but is
+        // not a usable one); the configuration refuses such cluster names.
+        let result = proxy_wasm::hostcalls::dispatch_grpc_call(
+            &call.cluster,
+            call.service,
+            call.method,
+            Vec::new(),
+            Some(&call.message),
+            std::time::Duration::from_millis(u64::from(call.timeout_ms)),
+        )
+        .map_err(|status| HostError(status as u32));
+        if call.detached {
+            let _ = abi::set_effective_context(self.context_id);
+        }
+        result
+    }
+
+    fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        abi::get_buffer(abi::GRPC_RECEIVE_BUFFER, 0, size).ok().flatten()
+    }
+
     fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError> {
         abi::set_property(key, value).map_err(HostError)
     }
@@ -354,11 +403,12 @@ pub struct Root {
     spec: Option<Rc<Spec>>,
     metrics: Rc<RefCell<MetricIds>>,
     log_prefix: Rc<str>,
+    context_id: u32,
 }
 
 impl Root {
-    pub fn new(name: &'static str, parse: ConfigParser) -> Self {
-        Root { parse, spec: None, metrics: Rc::default(), log_prefix: Rc::from(format!("{name}: ")) }
+    pub fn new(name: &'static str, parse: ConfigParser, context_id: u32) -> Self {
+        Root { parse, spec: None, metrics: Rc::default(), log_prefix: Rc::from(format!("{name}: ")), context_id }
     }
 }
 
@@ -381,11 +431,16 @@ impl RootContext for Root {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let spec = self.spec.as_ref()?;
         Some(Box::new(Http {
             driver: Driver::new(spec.pipeline()),
-            host: ProxyWasmHost { metrics: self.metrics.clone(), log_prefix: self.log_prefix.clone() },
+            host: ProxyWasmHost {
+                metrics: self.metrics.clone(),
+                log_prefix: self.log_prefix.clone(),
+                context_id,
+                root_id: self.context_id,
+            },
         }))
     }
 
@@ -406,7 +461,12 @@ fn action(a: Action) -> proxy_wasm::types::Action {
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // A resumed or refused request needs nothing more from this callback.
+        let _ = self.driver.on_grpc_response(&mut self.host, token_id, status_code, response_size);
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
@@ -445,8 +505,8 @@ macro_rules! filter {
         proxy_wasm::main! {{
             // Installs the SDK's panic hook, which logs a panic at `critical` before the trap.
             proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-            proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-                Box::new($crate::wasm::Root::new($name, $parse))
+            proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+                Box::new($crate::wasm::Root::new($name, $parse, context_id))
             });
         }}
     };

@@ -506,6 +506,15 @@ impl tollgate_host::HttpHost for RefusingHost {
     fn send_local_reply(&mut self, s: u16, h: &[(&str, &str)], b: &[u8]) -> Result<(), tollgate_host::HostError> {
         self.0.send_local_reply(s, h, b)
     }
+    fn resume_request(&mut self) -> Result<(), tollgate_host::HostError> {
+        self.0.resume_request()
+    }
+    fn grpc_call(&mut self, call: &tollgate_core::stage::GrpcCall) -> Result<u32, tollgate_host::HostError> {
+        self.0.grpc_call(call)
+    }
+    fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.0.grpc_response_body(size)
+    }
     fn set_filter_state(&mut self, k: &str, v: &str) -> Result<(), tollgate_host::HostError> {
         self.0.set_filter_state(k, v)
     }

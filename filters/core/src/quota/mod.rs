@@ -7,6 +7,7 @@
 //! per-model price table) × `per` (consumer, consumer and model, model, or everyone) ×
 //! `window` (minute, hour, day, calendar month). Tiers override limit values per consumer.
 
+pub mod rls;
 pub mod store;
 pub mod window;
 
@@ -78,6 +79,75 @@ pub enum UnknownConsumer {
     /// Refuse with 401.
     Refuse,
 }
+
+/// Where the counters live when quotas are shared by many Envoy instances (absent: in this
+/// Envoy's shared data, shared by its workers only).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Global {
+    /// Envoy's own `envoy.filters.http.ratelimit` filter, placed after this one, calls an RLS v3
+    /// service (envoyproxy/ratelimit): the stage writes the descriptors' values and the amounts
+    /// (`hits_addend`) to filter state; the route's `rate_limits` read them.
+    EnvoyRatelimit {
+        /// Give back unused reservations at stream end (`is_negative_hits`): needs a service
+        /// that decrements on negative hits (envoyproxy/ratelimit since 2026); one that does
+        /// not would add them instead. Off: the unused part of a reservation stays charged.
+        #[serde(default)]
+        refunds: bool,
+    },
+    /// The stage calls the service itself over gRPC: a reservation before the request goes
+    /// upstream and a `Report` of the rest at stream end (Kuadrant Limitador's API).
+    CheckReport {
+        /// Envoy cluster (HTTP/2) of the service.
+        cluster: String,
+        #[serde(default = "default_domain")]
+        domain: String,
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u32,
+        #[serde(default)]
+        reservation: Reservation,
+        #[serde(default)]
+        failure_mode: FailureMode,
+    },
+}
+
+fn default_domain() -> String {
+    "tollgate".into()
+}
+
+fn default_timeout_ms() -> u32 {
+    200
+}
+
+/// How `check_report` reserves at request time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reservation {
+    /// `ShouldRateLimit` with the reservation as hits: an atomic check-and-charge, so the
+    /// quota holds under concurrency; the rest of the usage is reported at the end, the unused
+    /// part of the reservation stays charged (no refunds in this API).
+    #[default]
+    Charge,
+    /// `CheckRateLimit` (no charge), then `Report` of the exact usage at the end: exact
+    /// accounting, but concurrent requests can all pass the check before any is charged.
+    Check,
+}
+
+/// What happens when the rate-limit service cannot be reached or answers garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Admit the request (counted in `tollgate.quota.rls_errors`).
+    #[default]
+    Allow,
+    /// Refuse with 503.
+    Deny,
+}
+
+/// The largest limit an RLS can hold (`requests_per_unit` is a uint32).
+pub const RLS_MAX_LIMIT: u64 = u32::MAX as u64;
+/// Envoy's rate-limit filter ignores a `hits_addend` above this (`MAX_HITS_ADDEND`).
+pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 
 /// USD per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -153,6 +223,8 @@ pub struct RawConfig {
     /// Output tokens reserved when a request names no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u64,
+    #[serde(default)]
+    pub global: Option<Global>,
 }
 
 fn default_max_output() -> u64 {
@@ -223,6 +295,7 @@ pub struct Config {
     pub tier_property: Option<Vec<String>>,
     prices: Vec<(Pattern, Price)>,
     pub default_max_output_tokens: u64,
+    pub global: Option<Global>,
 }
 
 const CREDENTIAL_WITHOUT_HASH: &[&str] = &["cookie"];
@@ -348,6 +421,47 @@ impl Config {
         if raw.default_max_output_tokens == 0 {
             return err("default_max_output_tokens", "must be at least 1".into());
         }
+        if let Some(global) = &raw.global {
+            if raw.admission != Admission::Reserve {
+                return err("admission", "only `reserve` is supported with `global`".into());
+            }
+            let ceiling = |limit: u64| limit > RLS_MAX_LIMIT;
+            for (i, l) in limits.iter().enumerate() {
+                if ceiling(l.limit) {
+                    return err(
+                        &format!("limits[{i}].limit"),
+                        format!(
+                            "{} units is above {RLS_MAX_LIMIT}, the largest limit a rate-limit service holds",
+                            l.limit
+                        ),
+                    );
+                }
+            }
+            for (tier, overrides) in &tiers {
+                for (value, limit) in overrides.iter().zip(&limits) {
+                    if value.is_some_and(ceiling) {
+                        return err(
+                            &format!("tiers.{tier}.{}", limit.name),
+                            format!("above {RLS_MAX_LIMIT} units, the largest limit a rate-limit service holds"),
+                        );
+                    }
+                }
+            }
+            if let Global::CheckReport { cluster, domain, timeout_ms, .. } = global {
+                if cluster.is_empty() || rls::parses_as_message(cluster.as_bytes()) {
+                    return err(
+                        "global.cluster",
+                        format!("'{cluster}' cannot be used: Envoy would read it as a serialized GrpcService; rename the cluster"),
+                    );
+                }
+                if domain.is_empty() {
+                    return err("global.domain", "must not be empty".into());
+                }
+                if *timeout_ms == 0 {
+                    return err("global.timeout_ms", "must be at least 1".into());
+                }
+            }
+        }
         Ok(Config {
             mode: raw.mode,
             admission: raw.admission,
@@ -359,6 +473,7 @@ impl Config {
             tier_property: raw.tier_property,
             prices,
             default_max_output_tokens: raw.default_max_output_tokens,
+            global: raw.global,
         })
     }
 
@@ -519,6 +634,26 @@ mod tests {
     }
 
     #[test]
+    fn global_backends_parse_with_defaults() {
+        let mut value = base();
+        value["global"] = json!({"backend": "check_report", "cluster": "rls"});
+        let c = config(value).unwrap();
+        assert_eq!(
+            c.global,
+            Some(Global::CheckReport {
+                cluster: "rls".into(),
+                domain: "tollgate".into(),
+                timeout_ms: 200,
+                reservation: Reservation::Charge,
+                failure_mode: FailureMode::Allow,
+            })
+        );
+        let mut value = base();
+        value["global"] = json!({"backend": "envoy_ratelimit", "refunds": true});
+        assert_eq!(config(value).unwrap().global, Some(Global::EnvoyRatelimit { refunds: true }));
+    }
+
+    #[test]
     fn configuration_errors_name_the_field() {
         let cases = [
             (json!({"limits": []}), "quota.limits:"),
@@ -557,6 +692,30 @@ mod tests {
             (
                 json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "mode": "audit"}),
                 "quota.mode:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "global": {"backend": "redis"}}),
+                "quota.global.backend:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "global": {"backend": "check_report"}}),
+                "quota.global:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "global": {"backend": "check_report", "cluster": "a12345678"}}),
+                "quota.global.cluster:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "global": {"backend": "envoy_ratelimit", "refund": true}}),
+                "quota.global:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "total_tokens", "per": "consumer", "window": "day", "limit": 5e9}], "global": {"backend": "envoy_ratelimit"}}),
+                "quota.limits[0].limit:",
+            ),
+            (
+                json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "day", "limit": 1}], "admission": "post_accounting", "global": {"backend": "envoy_ratelimit"}}),
+                "quota.admission:",
             ),
         ];
         for (value, field) in cases {

@@ -76,9 +76,36 @@ pub enum LogLevel {
     Error,
 }
 
+/// A unary gRPC call a stage asks the host to make (a rate-limit service, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// Envoy cluster of the service.
+    pub cluster: String,
+    pub service: &'static str,
+    pub method: &'static str,
+    pub message: Vec<u8>,
+    pub timeout_ms: u32,
+    /// The stage's own id for the call, handed back with the response.
+    pub tag: u32,
+    /// Fire and forget: made on behalf of the plugin rather than the stream, so it outlives the
+    /// stream (a stream's pending calls are cancelled when it ends); no response is delivered.
+    pub detached: bool,
+    /// Index of the stage that made the call (set by the pipeline).
+    pub stage: usize,
+}
+
+/// A failed gRPC call: the gRPC status, or a host refusal to make the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcFailure {
+    Status(u32),
+    NotDispatched(u32),
+}
+
 /// Everything a stage wants done, applied by the adapter after each callback.
 #[derive(Debug, Default, PartialEq)]
 pub struct Outbox {
+    /// gRPC calls to make; the request waits for the non-detached ones.
+    pub calls: Vec<GrpcCall>,
     pub request_headers: Vec<HeaderEdit>,
     pub response_headers: Vec<HeaderEdit>,
     pub metrics: Vec<MetricOp>,
@@ -133,6 +160,18 @@ pub enum BodyFlow {
     Buffer,
     /// Forward the body; `Some` replaces it (the adapter fixes `content-length`).
     Continue(Option<Vec<u8>>),
+    /// Like `Continue`, but hold the request until the stages' gRPC calls are answered.
+    Wait(Option<Vec<u8>>),
+    Reply(Error, Dialect),
+}
+
+/// What to do after a gRPC response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrpcFlow {
+    /// Other calls are still pending (or the request is not waiting).
+    Wait,
+    /// The last call is answered: let the held request go.
+    Resume,
     Reply(Error, Dialect),
 }
 
@@ -235,7 +274,8 @@ pub trait Stage {
         Ok(())
     }
 
-    fn response_headers(&mut self, _ex: &Exchange, _head: &ResponseHead, _out: &mut Outbox) {}
+    /// Response headers; other headers than the head's are read through `host` (host calls).
+    fn response_headers(&mut self, _ex: &Exchange, _head: &ResponseHead, _host: &dyn StageHost, _out: &mut Outbox) {}
 
     /// A response body chunk. Returning `Some` replaces the chunk sent to the client.
     fn response_chunk(
@@ -247,6 +287,19 @@ pub trait Stage {
         _out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         None
+    }
+
+    /// The answer to one of this stage's gRPC calls (`tag` as the stage set it). An error
+    /// refuses the request.
+    fn grpc_response(
+        &mut self,
+        _ex: &mut Exchange,
+        _tag: u32,
+        _response: Result<&[u8], GrpcFailure>,
+        _host: &dyn StageHost,
+        _out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        Ok(())
     }
 
     /// The stream is over (completed, reset or refused). Called exactly once.
@@ -266,6 +319,8 @@ enum RequestState {
     Forwarded,
     /// Collecting the body for the stages.
     Buffering,
+    /// The body decision is made, but gRPC calls are pending.
+    Waiting,
     /// The body decision is made.
     Done,
 }
@@ -280,6 +335,8 @@ pub struct Pipeline {
     /// Envoy answered 413 to the body we were buffering: its text reply becomes our JSON.
     reword_413: bool,
     finished: bool,
+    /// gRPC calls the request waits for.
+    pending: usize,
 }
 
 impl Pipeline {
@@ -291,6 +348,7 @@ impl Pipeline {
             max_request_bytes,
             reword_413: false,
             finished: false,
+            pending: 0,
         }
     }
 
@@ -419,16 +477,69 @@ impl Pipeline {
             Err(_) => ex.unparsed_reason = Some(body_unreadable(host)),
         }
         let mut splices = Vec::new();
-        for stage in &mut self.stages {
-            if let Err((error, dialect)) = stage.request_body(ex, &body, &mut splices, host, out) {
+        for (index, stage) in self.stages.iter_mut().enumerate() {
+            let before = out.calls.len();
+            let result = stage.request_body(ex, &body, &mut splices, host, out);
+            for call in out.calls.iter_mut().skip(before) {
+                call.stage = index;
+            }
+            if let Err((error, dialect)) = result {
+                out.calls.retain(|c| c.detached);
                 let (error, dialect) = reply(error, dialect, out);
                 return BodyFlow::Reply(error, dialect);
             }
         }
-        if splices.is_empty() {
-            BodyFlow::Continue(None)
+        let body = if splices.is_empty() { None } else { Some(crate::request::apply_splices(&body, &mut splices)) };
+        self.pending = out.calls.iter().filter(|c| !c.detached).count();
+        if self.pending > 0 {
+            self.request = RequestState::Waiting;
+            BodyFlow::Wait(body)
         } else {
-            BodyFlow::Continue(Some(crate::request::apply_splices(&body, &mut splices)))
+            BodyFlow::Continue(body)
+        }
+    }
+
+    /// Whether the request is held for gRPC answers.
+    pub fn waiting(&self) -> bool {
+        self.request == RequestState::Waiting
+    }
+
+    /// The answer to a call of stage `stage`. The request goes on when the last pending call
+    /// is answered; the first refusal answers the client at once.
+    pub fn grpc_response(
+        &mut self,
+        stage: usize,
+        tag: u32,
+        response: Result<&[u8], GrpcFailure>,
+        host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> GrpcFlow {
+        if self.request != RequestState::Waiting {
+            return GrpcFlow::Wait;
+        }
+        let Some(ex) = self.exchange.as_mut() else {
+            return GrpcFlow::Wait;
+        };
+        self.pending = self.pending.saturating_sub(1);
+        let result = match self.stages.get_mut(stage) {
+            Some(s) => s.grpc_response(ex, tag, response, host, out),
+            None => Ok(()),
+        };
+        for call in out.calls.iter_mut() {
+            call.stage = stage;
+        }
+        out.calls.retain(|c| c.detached);
+        match result {
+            Err((error, dialect)) => {
+                self.request = RequestState::Done;
+                let (error, dialect) = reply(error, dialect, out);
+                GrpcFlow::Reply(error, dialect)
+            }
+            Ok(()) if self.pending == 0 => {
+                self.request = RequestState::Done;
+                GrpcFlow::Resume
+            }
+            Ok(()) => GrpcFlow::Wait,
         }
     }
 
@@ -440,7 +551,7 @@ impl Pipeline {
         }
     }
 
-    pub fn response_headers(&mut self, head: &ResponseHead, out: &mut Outbox) {
+    pub fn response_headers(&mut self, head: &ResponseHead, host: &dyn StageHost, out: &mut Outbox) {
         let Some(ex) = self.exchange.as_ref() else {
             return;
         };
@@ -459,7 +570,7 @@ impl Pipeline {
             );
         }
         for stage in &mut self.stages {
-            stage.response_headers(ex, head, out);
+            stage.response_headers(ex, head, host, out);
         }
     }
 
@@ -498,8 +609,14 @@ impl Pipeline {
         let Some(ex) = self.exchange.as_ref() else {
             return;
         };
-        for stage in &mut self.stages {
+        for (index, stage) in self.stages.iter_mut().enumerate() {
+            let before = out.calls.len();
             stage.done(ex, completed, now, host, out);
+            for call in out.calls.iter_mut().skip(before) {
+                call.stage = index;
+                // Nothing waits for an answer after the stream: every call outlives it.
+                call.detached = true;
+            }
         }
     }
 }

@@ -2,30 +2,47 @@
 //!
 //! Request headers: the consumer is resolved (a property such as a JWT claim, else an API-key
 //! header kept only as a salted hash, else the downstream address); an unknown consumer is
-//! refused with 401 when configured so. Request body (after the one parse): the request's
-//! reservation — estimated input tokens plus `max_tokens` (or the configured default) — is
-//! charged atomically against every applicable counter in shared data, across all workers; if
-//! any would go over its limit, nothing is charged and the client gets 429 with `retry-after`
-//! and `x-ratelimit-*` headers, in its dialect. Every response carries the `x-ratelimit-*`
-//! headers of the tightest token and request limits. End of stream: each reservation is
-//! settled to the provider-reported usage that the token-counter stage read (it runs first in
-//! the pipeline): the unused part refunded, an excess charged. An error response or a reset
-//! without usage releases the reservation.
+//! refused with 401 when configured so. The headers are held until the reservation is decided.
+//! Request body (after the one parse): the request's reservation — estimated input tokens plus
+//! `max_tokens` (or the configured default) — priced in every applicable limit's unit. End of
+//! stream: each reservation is settled to the provider-reported usage that the token-counter
+//! stage read (it runs first in the pipeline). An error response or a reset without usage
+//! releases the reservation.
 //!
-//! States: `Idle` → (`Refused` | `Holding`) → settled. Shadow mode reserves and reports the
-//! same, and never refuses.
+//! Where the counters live (`global` in the configuration):
+//! - local (default): this Envoy's shared data, across its workers. The reservation is charged
+//!   atomically (compare-and-swap) against every counter or none; a refusal is a 429 in the
+//!   client's dialect; settlement refunds the unused part and charges any excess.
+//! - `envoy_ratelimit`: Envoy's rate-limit filter, placed after this one, calls an RLS v3
+//!   service. This stage writes filter state — `tollgate.quota.{consumer,tier,model}` (the
+//!   descriptors' values) and `tollgate.quota.<limit>.reserve` (the request-time `hits_addend`);
+//!   at stream end `tollgate.quota.<limit>.settle` (excess, charged by a stream-done entry) and,
+//!   with `refunds`, `tollgate.quota.<limit>.refund` (unused, given back with
+//!   `is_negative_hits`). A limit with no value set is skipped by Envoy. The RLS's answer comes
+//!   back as draft-03 `X-RateLimit-*` headers, which become the OpenAI-style ones; a refusal
+//!   (429 with `x-envoy-ratelimited`) is worded by the HCM's local-reply config.
+//! - `check_report`: this stage calls the service itself: one reservation call per distinct
+//!   amount (all limits of a call are checked and charged together by the service), the request
+//!   held until every answer is in; at stream end a fire-and-forget `Report` of what is left to
+//!   charge.
 //!
-//! Known inaccuracies: a single request larger than a whole limit is refused outright; a
+//! Shadow mode reserves and reports the same, and never refuses (local; for the global modes
+//! the service's own shadow settings apply).
+//!
+//! Known inaccuracies: a single request larger than a whole limit is refused outright; a local
 //! counter whose CAS keeps conflicting is skipped (fail open, counted); the first write of a new
-//! counter key cannot be compare-and-swapped (see `quota::store`).
+//! local counter key cannot be compare-and-swapped (see `quota::store`); global modes lose what
+//! the service cannot give back (see the quota README).
 
 use super::{
-    Exchange, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory, StageHost,
+    Exchange, GrpcCall, GrpcFailure, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage,
+    StageFactory, StageHost,
 };
 use crate::error::{Dialect, Error};
 use crate::metrics;
+use crate::quota::rls::{self, Code, Draft03};
 use crate::quota::store::{self, Charge, Standing};
-use crate::quota::{self, Admission, Config, Mode, Tokens, UnknownConsumer};
+use crate::quota::{self, Admission, Config, FailureMode, Global, Mode, Reservation, Scope, Tokens, UnknownConsumer};
 use crate::request::Splice;
 use std::rc::Rc;
 
@@ -47,11 +64,14 @@ impl StageFactory for Quota {
             consumer: String::new(),
             tier: None,
             model: String::new(),
+            reserved: Vec::new(),
             charges: Vec::new(),
             held: Vec::new(),
             headers: Vec::new(),
             status: None,
             outcome: Outcome::Idle,
+            confirmed: false,
+            calls_pending: 0,
         })
     }
 }
@@ -59,8 +79,8 @@ impl StageFactory for Quota {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Idle,
-    /// Refused (enforce) at the limit with this index.
-    Refused(usize),
+    /// Refused at the limit with this index (by us or by the rate-limit service).
+    Refused(Option<usize>),
     /// Admitted; `Some(index)` in shadow mode when that limit would have refused.
     Admitted(Option<usize>),
 }
@@ -70,19 +90,55 @@ struct QuotaStream {
     consumer: String,
     tier: Option<String>,
     model: String,
-    /// (limit index, charge) per applicable limit, in config order.
-    charges: Vec<(usize, Charge)>,
-    /// Whether each charge was written (so must be settled).
+    /// (limit index, reserved amount) per applicable limit, in config order.
+    reserved: Vec<(usize, u64)>,
+    /// Local backend: the charge of each reserved limit.
+    charges: Vec<Charge>,
+    /// Whether each reservation was actually counted (so must be settled against it).
     held: Vec<bool>,
     /// `x-ratelimit-*` headers for the response.
     headers: Vec<(&'static str, String)>,
     status: Option<u16>,
     outcome: Outcome,
+    /// `envoy_ratelimit`: the service's answer came back (its headers), so the reservation was
+    /// counted there.
+    confirmed: bool,
+    /// `check_report`: reservation calls not answered yet.
+    calls_pending: usize,
+}
+
+/// A counter without labels, named only when there is something to count.
+fn count_nonzero(out: &mut Outbox, base: &str, value: u64) {
+    if value > 0 {
+        out.counter(metrics::name(base, &[]), value);
+    }
 }
 
 fn property_string(host: &dyn StageHost, path: &[String]) -> Option<String> {
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     host.property(&path).map(|v| String::from_utf8_lossy(&v).into_owned()).filter(|v| !v.is_empty())
+}
+
+const TOKEN_HEADERS: [&str; 3] =
+    ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"];
+const REQUEST_HEADERS: [&str; 3] =
+    ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"];
+
+fn rate_header_names(tokens: bool) -> [&'static str; 3] {
+    if tokens {
+        TOKEN_HEADERS
+    } else {
+        REQUEST_HEADERS
+    }
+}
+
+/// One limit's standing as reported to the client.
+#[derive(Debug, Clone, Copy)]
+struct Reported {
+    index: usize,
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
 }
 
 impl QuotaStream {
@@ -107,28 +163,433 @@ impl QuotaStream {
         None
     }
 
+    fn limit_name(&self, index: usize) -> &str {
+        self.config.limits.get(index).map_or("", |l| l.name.as_str())
+    }
+
     /// The `x-ratelimit-*` headers of the tightest token limit and the tightest request limit.
-    fn rate_headers(&self, standings: &[Option<Standing>], now_s: u64) -> Vec<(&'static str, String)> {
+    fn rate_headers(&self, reported: &[Reported]) -> Vec<(&'static str, String)> {
         let mut headers = Vec::new();
-        for (tokens, names) in [
-            (true, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
-            (false, ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]),
-        ] {
-            let tightest = self
-                .charges
+        for tokens in [true, false] {
+            let tightest = reported
                 .iter()
-                .zip(standings)
-                .filter_map(|((index, _), standing)| Some((*index, (*standing)?)))
-                .filter(|(index, _)| self.config.limits.get(*index).is_some_and(|l| l.counts_tokens() == tokens))
-                .min_by_key(|(_, s)| s.remaining());
-            if let Some((index, standing)) = tightest {
-                let reset = self.config.limits.get(index).map_or(1, |l| l.window.reset_after(now_s));
-                headers.push((names[0], standing.limit.to_string()));
-                headers.push((names[1], standing.remaining().to_string()));
-                headers.push((names[2], quota::window::openai_duration(reset)));
+                .filter(|r| self.config.limits.get(r.index).is_some_and(|l| l.counts_tokens() == tokens))
+                .min_by_key(|r| r.remaining);
+            if let Some(r) = tightest {
+                let names = rate_header_names(tokens);
+                headers.push((names[0], r.limit.to_string()));
+                headers.push((names[1], r.remaining.to_string()));
+                headers.push((names[2], quota::window::openai_duration(r.reset_secs)));
             }
         }
         headers
+    }
+
+    /// What a request for this stream is expected to cost: estimated input + output cap.
+    fn reserve_tokens(&self, ex: &Exchange, body: &[u8]) -> Tokens {
+        let info = ex.parsed.as_ref().map(|p| &p.info);
+        let input = info.map_or(body.len() as u64, |i| i.estimated_prompt_tokens());
+        let output = info.and_then(|i| i.max_output_tokens).unwrap_or(self.config.default_max_output_tokens);
+        Tokens { input, output, cached_input: 0 }
+    }
+
+    /// The provider-reported usage, if the response was a success that reported one.
+    fn usage(&self, ex: &Exchange) -> (Option<Tokens>, &'static str) {
+        let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
+        let tokens = reported.map(|r| Tokens {
+            input: r.usage.input,
+            output: r.usage.output,
+            cached_input: r.usage.cached_input,
+        });
+        let settled = match reported {
+            Some(r) if r.complete => "usage",
+            Some(_) => "partial_usage",
+            None => "released",
+        };
+        (tokens, settled)
+    }
+
+    /// A limit's final amount for this request.
+    fn actual(&self, index: usize, reserved: u64, tokens: Option<Tokens>) -> u64 {
+        match (self.config.limits.get(index), tokens) {
+            (None, _) => 0,
+            (Some(limit), _) if !limit.counts_tokens() => reserved, // a request is a request, answered or not
+            (Some(limit), Some(t)) => self.config.amount(limit, &self.model, t, true),
+            (Some(_), None) => 0,
+        }
+    }
+
+    fn count_decisions(&self, out: &mut Outbox, refused: Option<usize>, shadow: bool) {
+        for (index, _) in &self.reserved {
+            let outcome = match refused {
+                Some(r) if r == *index && !shadow => "refused",
+                Some(r) if r == *index => "shadow_refused",
+                _ => "admitted",
+            };
+            out.counter(
+                metrics::name("quota.decisions", &[("limit", self.limit_name(*index)), ("outcome", outcome)]),
+                1,
+            );
+        }
+    }
+
+    /// The descriptor of a limit for this request, as the RLS sees it (and as the Envoy config
+    /// of `envoy_ratelimit` builds it from filter state): limit, tier, then the scope's values.
+    fn descriptor(&self, index: usize) -> Vec<(&'static str, &str)> {
+        let mut entries = vec![("limit", self.limit_name(index)), ("tier", self.tier.as_deref().unwrap_or("default"))];
+        match self.config.limits.get(index).map(|l| l.per) {
+            Some(Scope::Consumer) => entries.push(("consumer", &self.consumer)),
+            Some(Scope::ConsumerModel) => {
+                entries.push(("consumer", &self.consumer));
+                entries.push(("model", &self.model));
+            }
+            Some(Scope::Model) => entries.push(("model", &self.model)),
+            Some(Scope::Global) | None => {}
+        }
+        entries
+    }
+
+    // --- local -------------------------------------------------------------------------------
+
+    fn reserve_local(&mut self, ex: &Exchange, host: &dyn StageHost, out: &mut Outbox) -> Result<(), (Error, Dialect)> {
+        let config = self.config.clone();
+        let now_s = ex.started_ns / 1_000_000_000;
+        let tier = self.tier.as_deref().and_then(|t| config.tier(&self.consumer, Some(t)));
+        self.charges = self
+            .reserved
+            .iter()
+            .filter_map(|(index, amount)| {
+                let limit = config.limits.get(*index)?;
+                let mut charge = Charge {
+                    key: config.key(limit, &self.consumer, &self.model),
+                    window: limit.window.index(now_s),
+                    amount: *amount,
+                    limit: config.limit_value(*index, tier),
+                };
+                if config.admission == Admission::PostAccounting && limit.counts_tokens() {
+                    // Admit while used < limit; the whole usage is charged at settlement.
+                    charge.amount = 0;
+                    charge.limit = charge.limit.saturating_sub(1);
+                }
+                Some(charge)
+            })
+            .collect();
+        let enforce = config.mode == Mode::Enforce;
+        let reservation = store::reserve(host.shared_data(), &self.charges, enforce);
+        self.held = reservation.held.clone();
+        let reported: Vec<Reported> = self
+            .reserved
+            .iter()
+            .zip(&reservation.standings)
+            .filter_map(|((index, _), standing)| {
+                let Standing { used, limit } = (*standing)?;
+                let reset_secs = config.limits.get(*index).map_or(1, |l| l.window.reset_after(now_s));
+                Some(Reported { index: *index, limit, remaining: limit.saturating_sub(used), reset_secs })
+            })
+            .collect();
+        self.headers = self.rate_headers(&reported);
+        count_nonzero(out, "quota.cas_retries", u64::from(reservation.retries));
+        count_nonzero(out, "quota.counters_skipped", u64::from(reservation.skipped));
+        let exhausted = reservation.exhausted.and_then(|i| self.reserved.get(i)).map(|(index, _)| *index);
+        self.count_decisions(out, exhausted, !enforce);
+        match (exhausted, enforce) {
+            (Some(index), true) => {
+                self.outcome = Outcome::Refused(Some(index));
+                // Response headers asked for now go on the local reply (there is no response yet).
+                for (name, value) in &self.headers {
+                    out.response_headers.push(HeaderEdit::Set(name, value.clone()));
+                }
+                Err((self.rate_limited(index, now_s, None), ex.dialect()))
+            }
+            (shadow, _) => {
+                self.outcome = Outcome::Admitted(shadow);
+                Ok(())
+            }
+        }
+    }
+
+    fn rate_limited(&self, index: usize, now_s: u64, reset_secs: Option<u64>) -> Error {
+        let window = self.config.limits.get(index).map(|l| l.window.reset_after(now_s));
+        Error::RateLimited {
+            limit: self.limit_name(index).to_string(),
+            retry_after_secs: reset_secs.or(window).unwrap_or(1).max(1),
+        }
+    }
+
+    fn settle_local(&self, tokens: Option<Tokens>, now_s: u64, host: &dyn StageHost, out: &mut Outbox) {
+        let mut retries = 0;
+        let mut failed = 0u64;
+        for (((index, reserved), charge), held) in self.reserved.iter().zip(&self.charges).zip(&self.held) {
+            let Some(limit) = self.config.limits.get(*index) else { continue };
+            if !*held {
+                continue;
+            }
+            let actual = self.actual(*index, *reserved, tokens);
+            if !store::settle(host.shared_data(), charge, actual, limit.window.index(now_s), &mut retries) {
+                failed += 1;
+            }
+        }
+        count_nonzero(out, "quota.cas_retries", u64::from(retries));
+        count_nonzero(out, "quota.settle_failed", failed);
+    }
+
+    // --- envoy_ratelimit ---------------------------------------------------------------------
+
+    /// Reads the service's draft-03 headers (Envoy's rate-limit filter ran before us on the
+    /// response path) and rewords a refusal of that filter.
+    fn read_envoy_ratelimit(&mut self, ex: &Exchange, head: &ResponseHead, host: &dyn StageHost, out: &mut Outbox) {
+        let draft = match (
+            host.response_header("x-ratelimit-limit"),
+            host.response_header("x-ratelimit-remaining"),
+            host.response_header("x-ratelimit-reset"),
+        ) {
+            (Some(l), Some(r), Some(s)) => Draft03::parse(&l, &r, &s),
+            _ => None,
+        };
+        self.confirmed = draft.is_some();
+        let named = draft.as_ref().and_then(|d| {
+            let index = self.reserved.iter().find(|(i, _)| Some(self.limit_name(*i)) == d.name.as_deref())?.0;
+            Some(Reported { index, limit: d.limit, remaining: d.remaining, reset_secs: d.reset_secs })
+        });
+        self.headers = self.rate_headers(named.as_slice());
+        let refused = head.status == 429 && host.response_header("x-envoy-ratelimited").is_some();
+        if refused {
+            let index = named.map(|r| r.index);
+            self.outcome = Outcome::Refused(index);
+            self.count_decisions(out, index.or(Some(usize::MAX)), false);
+            let now_s = ex.started_ns / 1_000_000_000;
+            let error = match index {
+                Some(i) => self.rate_limited(i, now_s, draft.as_ref().map(|d| d.reset_secs)),
+                None => Error::RateLimited {
+                    limit: String::new(),
+                    retry_after_secs: draft.as_ref().map_or(1, |d| d.reset_secs.max(1)),
+                },
+            };
+            out.counter(metrics::name("errors", &[("reason", error.spec().reason)]), 1);
+            for (name, value) in error.headers() {
+                if name != "content-type" {
+                    out.response_headers.push(HeaderEdit::Set(name, value));
+                }
+            }
+        } else {
+            self.count_decisions(out, None, false);
+        }
+        for (name, value) in &self.headers {
+            out.response_headers.push(HeaderEdit::Set(name, value.clone()));
+        }
+    }
+
+    fn settle_envoy_ratelimit(&self, tokens: Option<Tokens>, refunds: bool, out: &mut Outbox) {
+        let refused = matches!(self.outcome, Outcome::Refused(_));
+        for (index, reserved) in &self.reserved {
+            // The service counted the reservation if it answered (its headers came back);
+            // envoyproxy/ratelimit counts it even when it refuses.
+            let counted = if self.confirmed { *reserved } else { 0 };
+            let actual = if refused { 0 } else { self.actual(*index, *reserved, tokens) };
+            let name = self.limit_name(*index);
+            if actual > counted {
+                out.state(
+                    &format!("tollgate.quota.{name}.settle"),
+                    (actual - counted).min(quota::ENVOY_MAX_HITS).to_string(),
+                );
+            } else if counted > actual && refunds {
+                out.state(&format!("tollgate.quota.{name}.refund"), (counted - actual).to_string());
+            }
+        }
+    }
+
+    // --- check_report ------------------------------------------------------------------------
+
+    /// The reservation calls: one per distinct amount, every limit of that amount in it.
+    fn reservation_calls(&self, global: &Global) -> Vec<GrpcCall> {
+        let Global::CheckReport { cluster, domain, timeout_ms, reservation, .. } = global else {
+            return Vec::new();
+        };
+        let (service, method) = match reservation {
+            Reservation::Charge => (rls::RLS_SERVICE, rls::SHOULD_RATE_LIMIT),
+            Reservation::Check => (rls::KUADRANT_SERVICE, rls::CHECK_RATE_LIMIT),
+        };
+        let groups = self.groups(|index, reserved| Some((index, reserved)).filter(|_| reserved > 0));
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(tag, (amount, indices))| GrpcCall {
+                cluster: cluster.clone(),
+                service,
+                method,
+                message: self.rls_message(domain, amount, &indices),
+                timeout_ms: *timeout_ms,
+                tag: tag as u32,
+                detached: false,
+                stage: 0,
+            })
+            .collect()
+    }
+
+    /// Limits grouped by the amount `pick` gives them (in order of first appearance).
+    fn groups(&self, pick: impl Fn(usize, u64) -> Option<(usize, u64)>) -> Vec<(u64, Vec<usize>)> {
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (index, amount) in self.reserved.iter().filter_map(|(i, r)| pick(*i, *r)) {
+            match groups.iter_mut().find(|(a, _)| *a == amount) {
+                Some((_, indices)) => indices.push(index),
+                None => groups.push((amount, vec![index])),
+            }
+        }
+        groups
+    }
+
+    fn rls_message(&self, domain: &str, amount: u64, indices: &[usize]) -> Vec<u8> {
+        let descriptors: Vec<Vec<(&str, &str)>> = indices.iter().map(|i| self.descriptor(*i)).collect();
+        let views: Vec<rls::Descriptor<'_>> = descriptors.iter().map(Vec::as_slice).collect();
+        rls::encode_request(domain, &views, u32::try_from(amount).unwrap_or(u32::MAX))
+    }
+
+    fn check_report_answer(
+        &mut self,
+        ex: &Exchange,
+        tag: u32,
+        response: Result<&[u8], GrpcFailure>,
+        failure_mode: FailureMode,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        let groups = self.groups(|index, reserved| Some((index, reserved)).filter(|_| reserved > 0));
+        let Some((_, indices)) = groups.get(tag as usize) else { return Ok(()) };
+        let answer = match response {
+            Ok(bytes) => rls::decode_response(bytes).ok().filter(|r| r.overall != Code::Unknown),
+            Err(_) => None,
+        };
+        let Some(answer) = answer else {
+            out.counter(metrics::name("quota.rls_errors", &[]), 1);
+            out.log(crate::stage::LogLevel::Warn, "rate-limit service call failed or answered garbage");
+            if failure_mode == FailureMode::Deny {
+                self.outcome = Outcome::Refused(None);
+                let error = Error::ServiceUnavailable { service: "rate-limit service".into() };
+                return Err((error, ex.dialect()));
+            }
+            return Ok(()); // admitted without a reservation: settled in full at the end
+        };
+        let now_s = ex.started_ns / 1_000_000_000;
+        // What the service told about each limit: per-descriptor statuses (envoyproxy/ratelimit),
+        // else the draft-03 headers of the tightest one (Limitador).
+        let mut reported: Vec<Reported> = answer
+            .statuses
+            .iter()
+            .zip(indices)
+            .filter(|(s, _)| s.limit > 0)
+            .map(|(s, index)| Reported {
+                index: *index,
+                limit: u64::from(s.limit),
+                remaining: u64::from(s.remaining),
+                reset_secs: s.reset_secs,
+            })
+            .collect();
+        let draft = Draft03::from_headers(&answer.headers);
+        if reported.is_empty() {
+            if let Some(d) = &draft {
+                let index = d
+                    .name
+                    .as_deref()
+                    .and_then(|n| indices.iter().find(|i| self.limit_name(**i) == n))
+                    .or(indices.first());
+                if let Some(index) = index {
+                    reported.push(Reported {
+                        index: *index,
+                        limit: d.limit,
+                        remaining: d.remaining,
+                        reset_secs: d.reset_secs,
+                    });
+                }
+            }
+        }
+        // Keep what earlier answers reported for other limits.
+        self.headers = self.merge_reported(&reported);
+        if answer.overall == Code::OverLimit {
+            let over = answer
+                .statuses
+                .iter()
+                .zip(indices)
+                .find(|(s, _)| s.code == Code::OverLimit)
+                .map(|(_, i)| *i)
+                .or_else(|| {
+                    let name = draft.as_ref()?.name.as_deref()?;
+                    indices.iter().copied().find(|i| self.limit_name(*i) == name)
+                })
+                .or(indices.first().copied());
+            let reset = reported.iter().find(|r| Some(r.index) == over).map(|r| r.reset_secs);
+            self.outcome = Outcome::Refused(over);
+            self.count_decisions(out, over.or(Some(usize::MAX)), false);
+            let error = match over {
+                Some(index) => self.rate_limited(index, now_s, reset),
+                None => Error::RateLimited { limit: String::new(), retry_after_secs: reset.unwrap_or(1) },
+            };
+            for (name, value) in &self.headers {
+                out.response_headers.push(HeaderEdit::Set(name, value.clone()));
+            }
+            return Err((error, ex.dialect()));
+        }
+        for index in indices {
+            if let Some(position) = self.reserved.iter().position(|(i, _)| i == index) {
+                if let Some(held) = self.held.get_mut(position) {
+                    *held = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `x-ratelimit-*` headers from the standings reported so far plus `new` ones.
+    fn merge_reported(&self, new: &[Reported]) -> Vec<(&'static str, String)> {
+        let mut headers = self.headers.clone();
+        for (name, value) in self.rate_headers(new) {
+            let kind_tokens = name.ends_with("-tokens");
+            let current_remaining = headers
+                .iter()
+                .find(|(n, _)| *n == rate_header_names(kind_tokens)[1])
+                .and_then(|(_, v)| v.parse::<u64>().ok());
+            let new_remaining = new
+                .iter()
+                .filter(|r| self.config.limits.get(r.index).is_some_and(|l| l.counts_tokens() == kind_tokens))
+                .map(|r| r.remaining)
+                .min();
+            // The tightest wins: replace only if the new one is tighter.
+            if current_remaining.is_none() || new_remaining < current_remaining {
+                headers.retain(|(n, _)| *n != name);
+                headers.push((name, value));
+            }
+        }
+        headers
+    }
+
+    fn report_calls(&self, global: &Global, tokens: Option<Tokens>) -> Vec<GrpcCall> {
+        let Global::CheckReport { cluster, domain, timeout_ms, reservation, .. } = global else {
+            return Vec::new();
+        };
+        let refused = matches!(self.outcome, Outcome::Refused(_));
+        if refused {
+            return Vec::new();
+        }
+        let held = |index: usize| {
+            self.reserved.iter().position(|(i, _)| *i == index).and_then(|p| self.held.get(p)).copied().unwrap_or(false)
+        };
+        let groups = self.groups(|index, reserved| {
+            let actual = self.actual(index, reserved, tokens);
+            // `charge` counted the reservation already (if the service answered); `check` did not.
+            let counted = if *reservation == Reservation::Charge && held(index) { reserved } else { 0 };
+            Some((index, actual.saturating_sub(counted))).filter(|(_, rest)| *rest > 0)
+        });
+        groups
+            .into_iter()
+            .map(|(amount, indices)| GrpcCall {
+                cluster: cluster.clone(),
+                service: rls::KUADRANT_SERVICE,
+                method: rls::REPORT,
+                message: self.rls_message(domain, amount, &indices),
+                timeout_ms: *timeout_ms,
+                tag: 0,
+                detached: true,
+                stage: 0,
+            })
+            .collect()
     }
 }
 
@@ -155,7 +616,8 @@ impl Stage for QuotaStream {
             .as_ref()
             .and_then(|p| property_string(host, p))
             .or_else(|| self.config.tier(&self.consumer, None).map(str::to_string));
-        HeadersFlow::Continue
+        // Nothing goes upstream (or to Envoy's rate-limit filter) before the reservation.
+        HeadersFlow::Pause
     }
 
     fn needs_request_body(&self, _ex: &Exchange, _head: &RequestHead) -> bool {
@@ -172,125 +634,107 @@ impl Stage for QuotaStream {
     ) -> Result<(), (Error, Dialect)> {
         let config = self.config.clone();
         self.model = metrics::sanitize(ex.request_model().unwrap_or("unknown"));
-        // Reserve: estimated input (bounded by the body size when unparsed) + the output cap.
-        let info = ex.parsed.as_ref().map(|p| &p.info);
-        let input = info.map_or(body.len() as u64, |i| i.estimated_prompt_tokens());
-        let output = info.and_then(|i| i.max_output_tokens).unwrap_or(config.default_max_output_tokens);
-        let reserve = Tokens { input, output, cached_input: 0 };
-        let now_s = ex.started_ns / 1_000_000_000;
-        let tier = self.tier.as_deref().and_then(|t| config.tier(&self.consumer, Some(t)));
-        self.charges = config
+        let reserve = self.reserve_tokens(ex, body);
+        self.reserved = config
             .applicable(&self.model)
-            .filter_map(|index| {
-                let limit = config.limits.get(index)?;
-                let mut charge = Charge {
-                    key: config.key(limit, &self.consumer, &self.model),
-                    window: limit.window.index(now_s),
-                    amount: config.amount(limit, &self.model, reserve, true),
-                    limit: config.limit_value(index, tier),
-                };
-                if config.admission == Admission::PostAccounting && limit.counts_tokens() {
-                    // Admit while used < limit; the whole usage is charged at settlement.
-                    charge.amount = 0;
-                    charge.limit = charge.limit.saturating_sub(1);
-                }
-                Some((index, charge))
-            })
+            .filter_map(|index| Some((index, config.amount(config.limits.get(index)?, &self.model, reserve, true))))
             .collect();
-        let charges: Vec<Charge> = self.charges.iter().map(|(_, c)| c.clone()).collect();
-        let enforce = config.mode == Mode::Enforce;
-        let reservation = store::reserve(host.shared_data(), &charges, enforce);
-        self.held = reservation.held.clone();
-        self.headers = self.rate_headers(&reservation.standings, now_s);
-        out.counter(metrics::name("quota.cas_retries", &[]), u64::from(reservation.retries));
-        out.counter(metrics::name("quota.counters_skipped", &[]), u64::from(reservation.skipped));
-        let exhausted = reservation.exhausted.and_then(|i| self.charges.get(i)).map(|(index, _)| *index);
-        for (index, _) in &self.charges {
-            let outcome = match exhausted {
-                Some(e) if e == *index && enforce => "refused",
-                Some(e) if e == *index => "shadow_refused",
-                _ => "admitted",
-            };
-            let name = config.limits.get(*index).map_or("", |l| l.name.as_str());
-            out.counter(metrics::name("quota.decisions", &[("limit", name), ("outcome", outcome)]), 1);
-        }
-        for (name, value) in &self.headers {
-            out.response_headers.push(HeaderEdit::Set(name, value.clone()));
-        }
-        match (exhausted, enforce) {
-            (Some(index), true) => {
-                self.outcome = Outcome::Refused(index);
-                let limit = config.limits.get(index);
-                let error = Error::RateLimited {
-                    limit: limit.map_or_else(String::new, |l| l.name.clone()),
-                    retry_after_secs: limit.map_or(1, |l| l.window.reset_after(now_s)),
-                };
-                Err((error, ex.dialect()))
+        self.held = vec![false; self.reserved.len()];
+        match &config.global {
+            None => self.reserve_local(ex, host, out),
+            Some(Global::EnvoyRatelimit { .. }) => {
+                // Envoy's rate-limit filter builds the descriptors from these and charges the
+                // reservation when this stage lets the request go.
+                out.state("tollgate.quota.consumer", self.consumer.clone());
+                out.state("tollgate.quota.tier", self.tier.clone().unwrap_or_else(|| "default".into()));
+                out.state("tollgate.quota.model", self.model.clone());
+                for (index, amount) in &self.reserved {
+                    let name = self.limit_name(*index);
+                    out.state(
+                        &format!("tollgate.quota.{name}.reserve"),
+                        (*amount).min(quota::ENVOY_MAX_HITS).to_string(),
+                    );
+                }
+                self.outcome = Outcome::Admitted(None);
+                Ok(())
             }
-            (shadow, _) => {
-                self.outcome = Outcome::Admitted(shadow);
-                if let Some(index) = shadow {
-                    let name = config.limits.get(index).map_or("", |l| l.name.as_str());
-                    out.response_headers.push(HeaderEdit::Set("x-tollgate-quota-shadow", format!("exhausted={name}")));
+            Some(global @ Global::CheckReport { .. }) => {
+                let calls = self.reservation_calls(global);
+                self.calls_pending = calls.len();
+                out.calls.extend(calls);
+                self.outcome = Outcome::Admitted(None);
+                if self.calls_pending == 0 {
+                    self.count_decisions(out, None, false);
                 }
                 Ok(())
             }
         }
     }
 
-    fn response_headers(&mut self, _ex: &Exchange, head: &ResponseHead, out: &mut Outbox) {
+    fn grpc_response(
+        &mut self,
+        ex: &mut Exchange,
+        tag: u32,
+        response: Result<&[u8], GrpcFailure>,
+        _host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        let failure_mode = match &self.config.global {
+            Some(Global::CheckReport { failure_mode, .. }) => *failure_mode,
+            _ => return Ok(()),
+        };
+        self.calls_pending = self.calls_pending.saturating_sub(1);
+        let result = self.check_report_answer(ex, tag, response, failure_mode, out);
+        if result.is_ok() && self.calls_pending == 0 {
+            self.count_decisions(out, None, false);
+        }
+        result
+    }
+
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, host: &dyn StageHost, out: &mut Outbox) {
         self.status = Some(head.status);
+        if let Some(Global::EnvoyRatelimit { .. }) = self.config.global {
+            if self.outcome != Outcome::Idle {
+                self.read_envoy_ratelimit(ex, head, host, out);
+            }
+            return;
+        }
         if matches!(self.outcome, Outcome::Admitted(_)) {
             for (name, value) in &self.headers {
                 out.response_headers.push(HeaderEdit::Set(name, value.clone()));
             }
             if let Outcome::Admitted(Some(index)) = self.outcome {
-                let name = self.config.limits.get(index).map_or("", |l| l.name.as_str());
-                out.response_headers.push(HeaderEdit::Set("x-tollgate-quota-shadow", format!("exhausted={name}")));
+                let value = format!("exhausted={}", self.limit_name(index));
+                out.response_headers.push(HeaderEdit::Set("x-tollgate-quota-shadow", value));
             }
         }
     }
 
     fn done(&mut self, ex: &Exchange, _completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
-        if !matches!(self.outcome, Outcome::Admitted(_)) {
+        if self.outcome == Outcome::Idle {
             return;
         }
-        // Settle to the provider's usage; an error or a reset without usage releases it all.
-        let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
-        let tokens = reported.map(|r| Tokens {
-            input: r.usage.input,
-            output: r.usage.output,
-            cached_input: r.usage.cached_input,
-        });
-        let now_s = now.ns() / 1_000_000_000;
-        let mut retries = 0;
-        let mut failed = 0u64;
-        for ((index, charge), held) in self.charges.iter().zip(&self.held) {
-            let Some(limit) = self.config.limits.get(*index) else { continue };
-            if !*held {
-                continue;
+        let (tokens, settled) = self.usage(ex);
+        match &self.config.global {
+            None => {
+                if !matches!(self.outcome, Outcome::Admitted(_)) {
+                    return;
+                }
+                self.settle_local(tokens, now.ns() / 1_000_000_000, host, out);
             }
-            let actual = match (limit.counts_tokens(), tokens) {
-                (false, _) => charge.amount, // a request is a request, answered or not
-                (true, Some(t)) => self.config.amount(limit, &self.model, t, true),
-                (true, None) => 0,
-            };
-            if !store::settle(host.shared_data(), charge, actual, limit.window.index(now_s), &mut retries) {
-                failed += 1;
-            }
+            Some(Global::EnvoyRatelimit { refunds }) => self.settle_envoy_ratelimit(tokens, *refunds, out),
+            Some(global @ Global::CheckReport { .. }) => out.calls.extend(self.report_calls(global, tokens)),
         }
-        out.counter(metrics::name("quota.cas_retries", &[]), u64::from(retries));
-        out.counter(metrics::name("quota.settle_failed", &[]), failed);
-        let settled = match (reported, tokens) {
-            (Some(r), _) if r.complete => "usage",
-            (Some(_), _) => "partial_usage",
-            (None, _) => "released",
-        };
-        out.counter(metrics::name("quota.settlements", &[("outcome", settled)]), 1);
+        if matches!(self.outcome, Outcome::Admitted(_)) {
+            out.counter(metrics::name("quota.settlements", &[("outcome", settled)]), 1);
+        }
+        // For access logs: who, and what was left (each key is a host call: only these).
         out.state("tollgate.quota.consumer", self.consumer.clone());
         for (name, value) in &self.headers {
-            if let Some(field) = name.strip_prefix("x-ratelimit-") {
-                out.state(&format!("tollgate.quota.{}", field.replace('-', "_")), value.clone());
+            match *name {
+                "x-ratelimit-remaining-tokens" => out.state("tollgate.quota.remaining_tokens", value.clone()),
+                "x-ratelimit-remaining-requests" => out.state("tollgate.quota.remaining_requests", value.clone()),
+                _ => {}
             }
         }
     }

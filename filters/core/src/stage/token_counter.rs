@@ -560,7 +560,7 @@ impl Stage for TokenCounterStream {
         Ok(())
     }
 
-    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, out: &mut Outbox) {
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
         self.status = Some(head.status);
         let format = ex.route.kind.usage_format();
         self.tracker = Some(UsageTracker::new(format));
