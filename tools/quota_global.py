@@ -149,6 +149,16 @@ def rls_config(quota, domain="tollgate"):
     return {"domain": domain, "descriptors": tree}
 
 
+def envoy_snippet(quota, domain="tollgate"):
+    """The Envoy pieces: the rate-limit filter, the local-reply config, the route's rate_limits."""
+    snippet = {"http_filter": ratelimit_filter(domain=domain), "local_reply_config": local_reply_config()}
+    if backend(quota) == "envoy_ratelimit":
+        snippet["route_typed_per_filter_config"] = {"envoy.filters.http.ratelimit": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+            "rate_limits": rate_limits(quota)}}
+    return snippet
+
+
 def main():
     import yaml
 
@@ -164,13 +174,8 @@ def main():
         with open(a.rls_config, "w") as f:
             yaml.safe_dump(rls_config(quota, a.domain), f, sort_keys=False)
     if a.envoy_snippet:
-        snippet = {"http_filter": ratelimit_filter(domain=a.domain), "local_reply_config": local_reply_config()}
-        if backend(quota) == "envoy_ratelimit":
-            snippet["route_typed_per_filter_config"] = {"envoy.filters.http.ratelimit": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
-                "rate_limits": rate_limits(quota)}}
         with open(a.envoy_snippet, "w") as f:
-            yaml.safe_dump(snippet, f, sort_keys=False)
+            yaml.safe_dump(envoy_snippet(quota, a.domain), f, sort_keys=False)
 
 
 if __name__ == "__main__":

@@ -282,7 +282,10 @@ def test_shipped_rls_config_is_what_the_generator_makes_and_loads():
     example = os.path.join(ROOT, "examples", "quota")
     plugin_config = json.load(open(os.path.join(example, "global-envoy-ratelimit.json")))
     shipped = yaml.safe_load(open(os.path.join(example, "ratelimit-config.yaml")))
-    assert shipped == quota_global.rls_config(quota_global.quota_section(plugin_config))
+    quota_section = quota_global.quota_section(plugin_config)
+    assert shipped == quota_global.rls_config(quota_section), "regenerate: tools/quota_global.py (see examples/quota/README.md)"
+    snippet = yaml.safe_load(open(os.path.join(example, "envoy-ratelimit-snippet.yaml")))
+    assert snippet == quota_global.envoy_snippet(quota_section)
     import sys
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))

@@ -88,4 +88,20 @@ mod tests {
         assert!(parse(b"{}").is_err());
         assert!(parse(b"  ").is_err());
     }
+
+    #[test]
+    fn shipped_example_configurations_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quota");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read(&path).unwrap();
+                let composed = parse(&text).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.0));
+                assert_eq!(composed.stages.len(), 2, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+    }
 }
