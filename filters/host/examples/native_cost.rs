@@ -30,20 +30,9 @@ fn main() {
                 let mut driver = Driver::new(Pipeline::new(spec.stages.iter().map(|f| f.create()).collect(), None));
                 let mut ex = Exchange::new(&mut driver);
                 ex.host.shared = shared.clone();
-                let len = body.len().to_string();
-                ex.request_headers(
-                    &[
-                        (":method", "POST"),
-                        (":path", "/v1/chat/completions"),
-                        (":authority", "gw"),
-                        ("content-type", "application/json"),
-                        ("content-length", &len),
-                        ("authorization", "Bearer sk-bench-0123456789"),
-                    ],
-                    false,
-                );
                 let request =
                     if streaming { body.replace("\"model\"", "\"stream\":true,\"model\"") } else { body.clone() };
+                ex.chat_request_headers(request.len(), &[("authorization", "Bearer sk-bench-0123456789")]);
                 ex.request_body(&[request.as_bytes()]);
                 if streaming {
                     ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);

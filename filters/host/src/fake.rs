@@ -218,6 +218,21 @@ impl<'a> Exchange<'a> {
         action
     }
 
+    /// Sends the headers of a JSON `POST /v1/chat/completions` with a body of `length` bytes,
+    /// plus `extra` headers.
+    pub fn chat_request_headers(&mut self, length: usize, extra: &[(&str, &str)]) -> Action {
+        let length = length.to_string();
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", length.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.request_headers(&headers, false)
+    }
+
     /// Sends the request body in the given chunks, buffering as Envoy does on `Pause`. Returns
     /// the action of the last callback.
     pub fn request_body(&mut self, chunks: &[&[u8]]) -> Action {

@@ -43,18 +43,7 @@ fn start<'a>(gw: &Gateway, driver: &'a mut Driver, key: &str, body: Value, now_s
     ex.host.shared = gw.shared.clone();
     ex.host.now_ns = now_s * 1_000_000_000;
     let body = body.to_string();
-    let len = body.len().to_string();
-    ex.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/v1/chat/completions"),
-            (":authority", "gw"),
-            ("content-type", "application/json"),
-            ("content-length", &len),
-            ("x-api-key", key),
-        ],
-        false,
-    );
+    ex.chat_request_headers(body.len(), &[("x-api-key", key)]);
     let action = ex.request_body(&[body.as_bytes()]);
     let admitted = ex.host.local_reply.is_none();
     assert_eq!(action, if admitted { Action::Continue } else { Action::Pause });

@@ -38,18 +38,7 @@ fn start<'a>(driver: &'a mut Driver, max_tokens: u64) -> (Exchange<'a>, Action) 
     ex.host.now_ns = NOW * 1_000_000_000;
     let body = json!({"model": "gpt-4o", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hi"}]})
         .to_string();
-    let len = body.len().to_string();
-    let action = ex.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/v1/chat/completions"),
-            (":authority", "gw"),
-            ("content-type", "application/json"),
-            ("content-length", &len),
-            ("x-api-key", "sk-a"),
-        ],
-        false,
-    );
+    let action = ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a")]);
     assert_eq!(action, Action::Pause, "headers are held until the reservation is decided");
     let action = ex.request_body(&[body.as_bytes()]);
     (ex, action)
