@@ -284,6 +284,27 @@ fn unknown_consumers_can_be_refused() {
 }
 
 #[test]
+fn unknown_consumers_share_one_counter_with_its_own_tier() {
+    let gw = Gateway::new(json!({"consumer": {"header": "x-api-key", "downstream_address": false},
+        "tiers": {"anonymous": {"rpm": 2}}, "consumers": {"unknown": "anonymous"},
+        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 100}]}));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let mut driver = gw.driver();
+        let mut ex = Exchange::new(&mut driver);
+        ex.host.shared = gw.shared.clone();
+        ex.host.now_ns = NOW * 1_000_000_000;
+        let body = chat(10).to_string();
+        ex.chat_request_headers(body.len(), &[]); // no x-api-key
+        ex.request_body(&[body.as_bytes()]);
+        statuses.push(ex.host.local_reply.as_ref().map_or(200, |r| r.status));
+        ex.log();
+    }
+    assert_eq!(statuses, [200, 200, 429], "the anonymous tier's 2 requests per minute, shared");
+    assert_eq!(gw.shared.used("tollgate.quota;rpm;unknown", NOW / 60), 2);
+}
+
+#[test]
 fn tiers_from_an_auth_filters_metadata_raise_the_limit() {
     let gw = Gateway::new(
         json!({"consumer": {"property": ["metadata", "jwt", "sub"]}, "tier_property": ["metadata", "jwt", "tier"],
