@@ -197,6 +197,7 @@ fn check_report_holds_the_request_until_every_reservation_is_answered() {
     assert_eq!(rls::decode_request(&calls[1].1.message).unwrap().hits_addend, 1);
 
     assert_eq!(ex.grpc_answer(calls[1].0, Ok(&ok(vec![status(Code::Ok, "rpm", 100, 99, 20)]))), None, "one pending");
+    assert_eq!(ex.host.counter("tollgate.quota.decisions", &[]), 0, "decided once every answer is in");
     assert!(!ex.host.resumed);
     let answer = ok(vec![status(Code::Ok, "tpm", 10000, 9000, 20)]);
     assert_eq!(ex.grpc_answer(calls[0].0, Ok(&answer)), Some(Action::Continue));
@@ -273,6 +274,32 @@ fn check_report_failure_modes() {
     ex.request_headers(&[(":method", "POST"), (":path", "/v1/chat/completions"), (":authority", "gw")], false);
     assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
     assert!(!ex.host.resumed, "no resume from inside the callback");
+}
+
+#[test]
+fn check_report_in_shadow_mode_never_refuses() {
+    let global = json!({"backend": "check_report", "cluster": "rls"});
+    let config = json!({"token_counter": {}, "quota": {"mode": "shadow", "consumer": {"header": "x-api-key"},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 10}],
+        "global": global}});
+    let spec = compose::parse(config.to_string().as_bytes()).unwrap();
+    let mut driver = new_driver(&spec);
+    let (mut ex, _) = start(&mut driver, 100);
+    let calls = ex.host.grpc_calls.clone();
+    let over = rls::encode_response(&Response {
+        overall: Code::OverLimit,
+        statuses: vec![status(Code::OverLimit, "tpm", 10, 0, 9)],
+        headers: Vec::new(),
+    });
+    assert_eq!(ex.grpc_answer(calls[0].0, Ok(&over)), Some(Action::Continue), "admitted all the same");
+    assert!(ex.host.local_reply.is_none());
+    finish(&mut ex, &[], 20, 10);
+    assert_eq!(ex.host.response_header_value("x-tollgate-quota-shadow"), Some("exhausted=tpm"));
+    assert_eq!(ex.host.counter("tollgate.quota.decisions", &["limit=tpm", "outcome=shadow_refused"]), 1);
+    assert_eq!(ex.host.counter("tollgate.quota.decisions", &["outcome=admitted"]), 0);
+    // The service counted nothing for the refused reservation: the whole usage is reported.
+    let report = rls::decode_request(&ex.host.grpc_calls[1].1.message).unwrap();
+    assert_eq!(report.hits_addend, 30);
 }
 
 #[test]

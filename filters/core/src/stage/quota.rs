@@ -356,7 +356,11 @@ impl QuotaStream {
         if refused {
             let index = named.map(|r| r.index);
             self.outcome = Outcome::Refused(index);
-            self.count_decisions(out, index.or(Some(usize::MAX)), false);
+            match index {
+                Some(_) => self.count_decisions(out, index, false),
+                // The service did not say which limit: one refusal, unattributed.
+                None => out.counter(metrics::name("quota.decisions", &[("limit", ""), ("outcome", "refused")]), 1),
+            }
             let now_s = ex.started_ns / 1_000_000_000;
             let error = match index {
                 Some(i) => self.rate_limited(i, now_s, draft.as_ref().map(|d| d.reset_secs)),
@@ -515,9 +519,17 @@ impl QuotaStream {
                     indices.iter().copied().find(|i| self.limit_name(*i) == name)
                 })
                 .or(indices.first().copied());
+            if self.config.mode == Mode::Shadow {
+                // Counted (decisions) once every answer is in; nothing was charged for this
+                // group, so its whole usage is reported at the end.
+                if self.outcome == Outcome::Admitted(None) {
+                    self.outcome = Outcome::Admitted(over);
+                }
+                return Ok(());
+            }
             let reset = reported.iter().find(|r| Some(r.index) == over).map(|r| r.reset_secs);
             self.outcome = Outcome::Refused(over);
-            self.count_decisions(out, over.or(Some(usize::MAX)), false);
+            self.count_decisions(out, over, false);
             let error = match over {
                 Some(index) => self.rate_limited(index, now_s, reset),
                 None => Error::RateLimited { limit: String::new(), retry_after_secs: reset.unwrap_or(1) },
@@ -685,8 +697,8 @@ impl Stage for QuotaStream {
         };
         self.calls_pending = self.calls_pending.saturating_sub(1);
         let result = self.check_report_answer(ex, tag, response, failure_mode, out);
-        if result.is_ok() && self.calls_pending == 0 {
-            self.count_decisions(out, None, false);
+        if let (Ok(()), 0, Outcome::Admitted(shadow)) = (&result, self.calls_pending, self.outcome) {
+            self.count_decisions(out, shadow, true);
         }
         result
     }
