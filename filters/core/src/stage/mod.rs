@@ -290,7 +290,8 @@ pub trait Stage {
     }
 
     /// The answer to one of this stage's gRPC calls (`tag` as the stage set it). An error
-    /// refuses the request.
+    /// refuses the request. Calls made from here must be detached: the request waits only for
+    /// the calls made with the body.
     fn grpc_response(
         &mut self,
         _ex: &mut Exchange,
