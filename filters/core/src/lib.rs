@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod convert;
 pub mod decompress;
 pub mod error;
 pub mod estimate;
@@ -12,6 +13,7 @@ pub mod eventstream;
 pub mod fxhash;
 pub mod json_scan;
 pub mod metrics;
+pub mod provider;
 pub mod quota;
 pub mod request;
 pub mod route;

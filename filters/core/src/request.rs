@@ -81,6 +81,16 @@ pub struct Parsed {
     /// Set when `stream` is true, the API supports `stream_options` and `include_usage` is not
     /// already `true`.
     pub include_usage_splice: Option<Splice>,
+    /// Where the `model` string's characters are in the body (`at`, `len`, quotes excluded),
+    /// when it was written without escapes: a rename is then a splice.
+    pub model_span: Option<(usize, usize)>,
+}
+
+fn model_span(body: &[u8], model: &Option<Cow<'_, str>>) -> Option<(usize, usize)> {
+    match model {
+        Some(Cow::Borrowed(text)) => offset_in(body, text).map(|at| (at, text.len())),
+        _ => None,
+    }
 }
 
 /// Parses `body` as a request of `kind`. Errors are serde's messages (positions only, never
@@ -91,9 +101,11 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         return Err(de::Error::custom("request body is not a JSON object"));
     }
     let mut splice = None;
+    let mut span = None;
     let info = match kind {
         ApiKind::OpenAiChat => {
             let v: ChatView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
             let mut info = info_from_messages(v.model, v.stream, &v.messages);
             info.max_output_tokens = v.max_completion_tokens.or(v.max_tokens);
             add_raw(&mut info.features, v.tools);
@@ -103,6 +115,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
         ApiKind::OpenAiCompletions => {
             let v: CompletionsView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
             let mut info = base(v.model, v.stream);
             info.max_output_tokens = v.max_tokens;
             add_text(&mut info, v.prompt);
@@ -111,12 +124,14 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
         ApiKind::OpenAiEmbeddings => {
             let v: EmbeddingsView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
             let mut info = base(v.model, None);
             add_text(&mut info, v.input);
             info
         }
         ApiKind::OpenAiResponses => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
             let mut info = base(v.model, v.stream);
             info.max_output_tokens = v.max_output_tokens;
             add_text(&mut info, v.instructions);
@@ -127,6 +142,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
         ApiKind::AnthropicMessages => {
             let v: AnthropicView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
             let mut info = info_from_messages(v.model, v.stream, &v.messages);
             info.max_output_tokens = v.max_tokens;
             add_text(&mut info, v.system);
@@ -142,6 +158,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info.max_output_tokens = v.generation_config.and_then(|c| c.max_output_tokens);
             info
         }
+        ApiKind::OpenAiModels => return no_body(),
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(stream));
@@ -152,7 +169,12 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info
         }
     };
-    Ok(Parsed { info, include_usage_splice: splice })
+    Ok(Parsed { info, include_usage_splice: splice, model_span: span })
+}
+
+/// A request without a body (`GET /v1/models`): nothing to parse.
+fn no_body() -> Result<Parsed, serde_json::Error> {
+    Err(de::Error::custom("this API takes no request body"))
 }
 
 fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {

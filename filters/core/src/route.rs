@@ -23,6 +23,8 @@ pub enum ApiKind {
     GeminiGenerate { stream: bool },
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
     BedrockConverse { stream: bool },
+    /// `GET …/v1/models`: the model list (answered by the gateway when it routes models).
+    OpenAiModels,
 }
 
 impl ApiKind {
@@ -34,12 +36,18 @@ impl ApiKind {
             ApiKind::OpenAiEmbeddings => "embeddings",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
+            ApiKind::OpenAiModels => "list_models",
         }
+    }
+
+    /// Whether responses of this API report token usage (a model list does not).
+    pub fn has_usage(self) -> bool {
+        self != ApiKind::OpenAiModels
     }
 
     pub fn usage_format(self) -> UsageFormat {
         match self {
-            ApiKind::OpenAiChat | ApiKind::OpenAiCompletions => UsageFormat::OpenAiChat,
+            ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
             ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages => UsageFormat::Anthropic,
@@ -57,7 +65,8 @@ impl ApiKind {
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
             | ApiKind::GeminiGenerate { .. }
-            | ApiKind::BedrockConverse { .. } => Dialect::OpenAi,
+            | ApiKind::BedrockConverse { .. }
+            | ApiKind::OpenAiModels => Dialect::OpenAi,
         }
     }
 }
@@ -82,14 +91,22 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/embeddings")
         || path.ends_with("/responses")
         || path.ends_with("messages")
+        || path.ends_with("/models")
 }
 
 /// Classifies a request. `None` means it is not an LLM API call we understand.
 pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    if method.eq_ignore_ascii_case("GET") {
+        return (path == "/v1/models" || path == "/models" || path == "/openai/v1/models").then_some(Route {
+            kind: ApiKind::OpenAiModels,
+            provider: "openai",
+            path_model: None,
+        });
+    }
     if !method.eq_ignore_ascii_case("POST") {
         return None;
     }
-    let path = path.split(['?', '#']).next().unwrap_or(path);
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h).to_ascii_lowercase();
 
     if let Some((_, rest)) = path.split_once("/model/") {
@@ -189,6 +206,15 @@ mod tests {
     }
 
     #[test]
+    fn the_model_list_is_a_get() {
+        assert_eq!(kind("GET", "/v1/models"), Some(ApiKind::OpenAiModels));
+        assert_eq!(kind("GET", "/v1/models/gpt-4o"), None, "one model's card passes through");
+        assert_eq!(kind("POST", "/v1/models"), None);
+        assert_eq!(kind("GET", "/v1/chat/completions"), None);
+        assert!(may_be_ai("/v1/models"));
+    }
+
+    #[test]
     fn anthropic_messages() {
         let route = classify("POST", "/v1/messages", "api.anthropic.com").unwrap();
         assert_eq!((route.kind, route.provider), (ApiKind::AnthropicMessages, "anthropic"));
@@ -242,7 +268,7 @@ mod tests {
     #[test]
     fn other_traffic_is_not_ai() {
         assert_eq!(kind("GET", "/v1/chat/completions"), None);
-        assert_eq!(kind("GET", "/v1/models"), None);
+        assert_eq!(kind("POST", "/v1/models"), None);
         assert_eq!(kind("POST", "/upload"), None);
         assert_eq!(kind("POST", "/"), None);
         assert!(kind("POST", "/model/%ZZ/converse").is_some(), "undecodable escapes are kept as they are");

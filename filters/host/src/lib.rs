@@ -120,6 +120,15 @@ impl Driver {
             }
             HeadersFlow::Pause => Action::Pause,
             HeadersFlow::Reply(error, dialect) => self.reply(host, &error, dialect, &reply_headers),
+            HeadersFlow::Answer(answer) => {
+                self.replied = true;
+                let headers = [("content-type", answer.content_type)];
+                if let Err(HostError(status)) = host.send_local_reply(answer.status, &headers, &answer.body) {
+                    host.log(LogLevel::Error, &format!("local answer failed (host status {status})"));
+                    return Action::Continue;
+                }
+                Action::Pause
+            }
         }
     }
 

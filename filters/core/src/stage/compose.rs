@@ -4,7 +4,9 @@
 //! { "token_counter": { "consumer_header": "x-consumer" }, "quota": { "limits": [ ... ] } }
 //! ```
 //! A present section enables its stage; stages run in the fixed order token-counter →
-//! guardrails → provider-rewrite → quota (guardrails and provider-rewrite are not built yet).
+//! guardrails → provider-rewrite → quota (guardrails is not built yet). Token-counter runs
+//! before provider-rewrite so that it reads each answer in the provider's own format, before
+//! translation.
 //! The quota stage settles with the usage the token-counter stage reads, so enabling quota
 //! enables token counting too (with its defaults, unless configured). Unknown sections are
 //! refused, naming them.
@@ -20,6 +22,8 @@ use serde_json::value::RawValue;
 struct Raw<'a> {
     #[serde(borrow, default)]
     token_counter: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    provider_rewrite: Option<&'a RawValue>,
     #[serde(borrow, default)]
     quota: Option<&'a RawValue>,
 }
@@ -55,13 +59,20 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
         composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
         composed.stages.push(Box::new(TokenCounter::new(config)));
     }
+    if let Some(section) = raw.provider_rewrite {
+        let env = |name: &str| std::env::var(name).ok();
+        let settings = super::provider_rewrite::parse(section.get().as_bytes(), "provider_rewrite.", &env)
+            .map_err(ComposeError)?;
+        composed.stages.push(Box::new(super::provider_rewrite::ProviderRewrite::new(settings)));
+    }
     if let Some(section) = raw.quota {
         let config = super::quota::parse(section.get().as_bytes(), "quota.").map_err(ComposeError)?;
         composed.stages.push(Box::new(Quota::new(config)));
     }
     if composed.stages.is_empty() {
         return Err(ComposeError(
-            "configuration: no stage enabled; add a \"token_counter\" or \"quota\" section".into(),
+            "configuration: no stage enabled; add a \"token_counter\", \"provider_rewrite\" or \"quota\" section"
+                .into(),
         ));
     }
     Ok(composed)

@@ -11,6 +11,7 @@
 //! every configured stage, and still parses each body once.
 
 pub mod compose;
+pub mod provider_rewrite;
 pub mod quota;
 pub mod token_counter;
 
@@ -151,6 +152,16 @@ pub enum HeadersFlow {
     /// Hold the headers until the body decision (needs `allow_on_headers_stop_iteration`).
     Pause,
     Reply(Error, Dialect),
+    /// The gateway itself answers (the model list): no upstream.
+    Answer(Answer),
+}
+
+/// A successful answer made by the gateway (not an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
 }
 
 /// What to do after a request body callback.
@@ -190,6 +201,19 @@ pub struct Exchange {
     /// The usage the response reported, handed by the token-counter stage to the stages after
     /// it (quota settles with it). Set in `done`, where stages run in order.
     pub usage: std::cell::Cell<Option<ReportedUsage>>,
+    /// Where the request really goes, when a stage (provider-rewrite) sends it to another API
+    /// than the client spoke: responses arrive in that API's format.
+    pub upstream: Option<Upstream>,
+}
+
+/// The API and provider a rewritten request is sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub kind: crate::route::ApiKind,
+    /// Provider label (`openai`, `anthropic`, …) for metrics.
+    pub provider: &'static str,
+    /// The model id sent upstream.
+    pub model: String,
 }
 
 /// Usage as the token-counter stage read it, for later stages.
@@ -203,6 +227,16 @@ pub struct ReportedUsage {
 impl Exchange {
     pub fn dialect(&self) -> Dialect {
         self.route.kind.dialect()
+    }
+
+    /// The API the upstream answers in (the client's unless a stage rerouted the request).
+    pub fn upstream_kind(&self) -> crate::route::ApiKind {
+        self.upstream.as_ref().map_or(self.route.kind, |u| u.kind)
+    }
+
+    /// The provider label of the upstream.
+    pub fn provider(&self) -> &'static str {
+        self.upstream.as_ref().map_or(self.route.provider, |u| u.provider)
     }
 
     /// The request's model: from the body, or from the path (Gemini, Bedrock, Azure deployment).
@@ -259,6 +293,12 @@ pub trait Stage {
     /// Whether this stage needs the complete request body before the request may proceed.
     fn needs_request_body(&self, _ex: &Exchange, _head: &RequestHead) -> bool {
         false
+    }
+
+    /// The body is complete and parsed: decide where the request goes (`ex.upstream`), before
+    /// any stage's `request_body` runs, so that every stage knows. May refuse.
+    fn plan(&mut self, _ex: &mut Exchange, _host: &dyn StageHost, _out: &mut Outbox) -> Result<(), (Error, Dialect)> {
+        Ok(())
     }
 
     /// The body is complete and parsed once into `ex.parsed` (if it could be). The stage may
@@ -380,7 +420,7 @@ impl Pipeline {
         self.request = RequestState::Bypass;
         let header = |name: &str| host.request_header(name).unwrap_or_default();
         let method = header(":method");
-        if !method.eq_ignore_ascii_case("POST") {
+        if !method.eq_ignore_ascii_case("POST") && !method.eq_ignore_ascii_case("GET") {
             return HeadersFlow::Continue;
         }
         let path = header(":path");
@@ -410,6 +450,7 @@ impl Pipeline {
             unparsed_reason: None,
             injected_include_usage: false,
             usage: std::cell::Cell::new(None),
+            upstream: None,
         };
         if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
             if length > limit {
@@ -428,6 +469,11 @@ impl Pipeline {
                     self.exchange = Some(ex);
                     self.request = RequestState::Done;
                     return reply(error, dialect, out).into();
+                }
+                HeadersFlow::Answer(answer) => {
+                    self.exchange = Some(ex);
+                    self.request = RequestState::Done;
+                    return HeadersFlow::Answer(answer);
                 }
             }
         }
@@ -476,6 +522,12 @@ impl Pipeline {
             Ok(parsed) => ex.parsed = Some(parsed),
             // Only now, on failure, are the headers that explain it read (host calls).
             Err(_) => ex.unparsed_reason = Some(body_unreadable(host)),
+        }
+        for stage in &mut self.stages {
+            if let Err((error, dialect)) = stage.plan(ex, host, out) {
+                let (error, dialect) = reply(error, dialect, out);
+                return BodyFlow::Reply(error, dialect);
+            }
         }
         let mut splices = Vec::new();
         for (index, stage) in self.stages.iter_mut().enumerate() {

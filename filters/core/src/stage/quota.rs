@@ -613,6 +613,9 @@ impl Stage for QuotaStream {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
+        if !ex.route.kind.has_usage() {
+            return HeadersFlow::Continue; // the model list: nothing to limit
+        }
         match self.resolve_consumer(host) {
             Some(consumer) => self.consumer = consumer,
             None if self.config.unknown_consumer == UnknownConsumer::Refuse => {

@@ -223,11 +223,14 @@ pub struct TokenCounterStream {
     /// Reasons something could not be read, counted at the end.
     unread: Vec<&'static str>,
     response_done: bool,
+    /// False for requests whose responses carry no usage (the model list): no metrics.
+    counts: bool,
 }
 
 impl TokenCounterStream {
     fn new(config: Rc<Config>, labels: Rc<RefCell<LabelLimiter>>) -> Self {
         TokenCounterStream {
+            counts: true,
             config,
             labels,
             consumer: String::new(),
@@ -508,6 +511,10 @@ impl Stage for TokenCounterStream {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
+        if !ex.route.kind.has_usage() {
+            self.counts = false;
+            return HeadersFlow::Continue;
+        }
         let consumer = self
             .config
             .raw
@@ -553,6 +560,10 @@ impl Stage for TokenCounterStream {
         if !self.config.raw.inject_include_usage {
             return Ok(());
         }
+        if ex.upstream_kind() != ex.route.kind {
+            // Translated for another API: the translation decides what the client sees.
+            return Ok(());
+        }
         if let Some(splice) = ex.parsed.as_mut().and_then(|p| p.include_usage_splice.take()) {
             splices.push(splice);
             ex.injected_include_usage = true;
@@ -561,8 +572,11 @@ impl Stage for TokenCounterStream {
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+        if !self.counts {
+            return;
+        }
         self.status = Some(head.status);
-        let format = ex.route.kind.usage_format();
+        let format = ex.upstream_kind().usage_format();
         self.tracker = Some(UsageTracker::new(format));
         if head.status >= 400 || !head.has_body {
             self.reader = Reader::Skip;
@@ -632,6 +646,9 @@ impl Stage for TokenCounterStream {
     }
 
     fn done(&mut self, ex: &Exchange, completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
+        if !self.counts {
+            return;
+        }
         let now_ns = now.ns();
         let mut flush = None;
         if completed {
@@ -669,7 +686,7 @@ impl Stage for TokenCounterStream {
         let consumer = labels.admit("consumer", &self.consumer);
         let route = labels.admit("route", &route);
         drop(labels);
-        let provider = self.config.raw.provider.as_deref().unwrap_or(ex.route.provider);
+        let provider = self.config.raw.provider.as_deref().unwrap_or(ex.provider());
         let operation = ex.route.kind.operation();
         let error_type = match (self.status, reset) {
             (_, true) => "incomplete".to_string(),

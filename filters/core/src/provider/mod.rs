@@ -1,0 +1,394 @@
+//! Backends and the model table: which provider serves a model, under which id, with which
+//! credentials.
+//!
+//! A backend is one provider endpoint (an Envoy cluster) with its kind, host, key and the
+//! kind's own settings. The model table maps the names clients use to a backend and the
+//! backend's model id: exact names, aliases of exact names, and prefix patterns (`claude-*`,
+//! the requested name passed through). Exact names win over patterns, longer patterns over
+//! shorter ones.
+
+pub mod anthropic;
+pub mod openai;
+
+use crate::route::ApiKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A credential. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where a key comes from: the Envoy VM's environment (`vm_config.environment_variables`), or
+/// the plugin configuration itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// OpenAI, or any OpenAI-compatible server (vLLM, Ollama, Groq, Mistral, DeepSeek, …).
+    Openai,
+    Anthropic,
+}
+
+impl Kind {
+    /// Label for `owned_by` in the model list and the provider metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Openai => "openai",
+            Kind::Anthropic => "anthropic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub kind: Kind,
+    /// Envoy cluster of the endpoint (the route must pick it from the cluster header).
+    pub cluster: String,
+    /// `:authority` sent upstream (`api.anthropic.com`); unset: left as the client sent it.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path prefix before the API's own path (`/v1` for OpenAI and Anthropic, `/api/v1`, …).
+    #[serde(default)]
+    pub base_path: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<RawSecret>,
+    /// Anthropic: `anthropic-version` header.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Anthropic: `max_tokens` when the client sets none (Anthropic requires one).
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    pub kind: Kind,
+    pub cluster: String,
+    pub host: Option<String>,
+    pub base_path: String,
+    pub api_key: Option<Secret>,
+    pub anthropic_version: String,
+    pub default_max_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The name clients use: exact, or a prefix ending in `*`.
+    pub name: String,
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The backend's model id (default: the requested name).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// This name is another name for `alias_of` (an exact name of the table).
+    #[serde(default)]
+    pub alias_of: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub backends: BTreeMap<String, RawBackend>,
+    pub models: Vec<RawModel>,
+    /// Header the filter sets to the backend's cluster; the route uses it as `cluster_header`.
+    #[serde(default = "default_cluster_header")]
+    pub cluster_header: String,
+}
+
+fn default_cluster_header() -> String {
+    "x-tollgate-cluster".into()
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Model { backend: usize, model: Option<String> },
+    Alias(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backends: Vec<Backend>,
+    exact: BTreeMap<String, Entry>,
+    /// (prefix, backend, model), longest prefix first.
+    prefixes: Vec<(String, usize, Option<String>)>,
+    pub cluster_header: String,
+}
+
+/// Where a model goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved<'a> {
+    pub backend: &'a Backend,
+    /// The model id sent to the backend.
+    pub model: &'a str,
+}
+
+/// Header names and values must not smuggle a line break or a NUL into a request.
+fn header_safe(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| b >= 0x20 && b != 0x7f)
+}
+
+impl Config {
+    /// Validates; `env` reads the VM's environment (keys named by `api_key.env`). Errors name
+    /// the field (`prefix` is this section's path).
+    pub fn validate(raw: RawConfig, prefix: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let err = |field: &str, message: String| Err(format!("{prefix}{field}: {message}"));
+        let mut backends = Vec::new();
+        for (name, b) in &raw.backends {
+            let at = |f: &str| format!("backends.{name}.{f}");
+            if !header_safe(&b.cluster) {
+                return err(&at("cluster"), "must be a non-empty cluster name".into());
+            }
+            if let Some(host) = &b.host {
+                if !header_safe(host) || host.contains('/') {
+                    return err(&at("host"), format!("'{host}' is not a host[:port]"));
+                }
+            }
+            let base_path = b.base_path.clone().unwrap_or_else(|| "/v1".into());
+            if !base_path.starts_with('/') || !header_safe(&base_path) || base_path.contains("..") {
+                return err(&at("base_path"), format!("'{base_path}' must be an absolute path"));
+            }
+            let api_key = match &b.api_key {
+                None => None,
+                Some(RawSecret { env: Some(var), value: None }) => match env(var) {
+                    Some(key) if header_safe(&key) => Some(Secret(key)),
+                    Some(_) => return err(&at("api_key.env"), format!("{var} holds characters a header cannot carry")),
+                    None => return err(&at("api_key.env"), format!("{var} is not set in the VM's environment")),
+                },
+                Some(RawSecret { env: None, value: Some(key) }) if header_safe(key) => Some(Secret(key.clone())),
+                Some(RawSecret { env: None, value: Some(_) }) => {
+                    return err(&at("api_key.value"), "holds characters a header cannot carry".into())
+                }
+                Some(_) => return err(&at("api_key"), "set exactly one of `env` and `value`".into()),
+            };
+            if b.kind != Kind::Anthropic && (b.anthropic_version.is_some() || b.default_max_tokens.is_some()) {
+                return err(
+                    &at("kind"),
+                    "anthropic_version and default_max_tokens are for `anthropic` backends".into(),
+                );
+            }
+            let anthropic_version = b.anthropic_version.clone().unwrap_or_else(|| "2023-06-01".into());
+            if !header_safe(&anthropic_version) {
+                return err(&at("anthropic_version"), "must be a header value".into());
+            }
+            let default_max_tokens = b.default_max_tokens.unwrap_or(4096);
+            if default_max_tokens == 0 {
+                return err(&at("default_max_tokens"), "must be at least 1".into());
+            }
+            backends.push(Backend {
+                name: name.clone(),
+                kind: b.kind,
+                cluster: b.cluster.clone(),
+                host: b.host.clone(),
+                base_path: base_path.trim_end_matches('/').to_string(),
+                api_key,
+                anthropic_version,
+                default_max_tokens,
+            });
+        }
+        let backend_index = |name: &str| backends.iter().position(|b| b.name == name);
+        let mut exact = BTreeMap::new();
+        let mut prefixes = Vec::new();
+        for (i, m) in raw.models.iter().enumerate() {
+            let at = |f: &str| format!("models[{i}].{f}");
+            if m.name.is_empty() || m.name.len() > crate::request::MAX_MODEL_LEN {
+                return err(&at("name"), "must be 1 to 128 characters".into());
+            }
+            if let Some(model) = &m.model {
+                if !header_safe(model) {
+                    return err(&at("model"), "must be a non-empty model id".into());
+                }
+            }
+            match (&m.backend, &m.alias_of) {
+                (Some(backend), None) => {
+                    let Some(index) = backend_index(backend) else {
+                        return err(&at("backend"), format!("'{backend}' is not in `backends`"));
+                    };
+                    if let Some(prefix) = m.name.strip_suffix('*') {
+                        if prefix.contains('*') || m.model.is_some() {
+                            return err(&at("name"), "a pattern is a prefix ending in *, and takes no `model`".into());
+                        }
+                        prefixes.push((prefix.to_string(), index, None));
+                    } else if exact
+                        .insert(m.name.clone(), Entry::Model { backend: index, model: m.model.clone() })
+                        .is_some()
+                    {
+                        return err(&at("name"), format!("'{}' is listed twice", m.name));
+                    }
+                }
+                (None, Some(target)) => {
+                    if m.name.contains('*') || m.model.is_some() {
+                        return err(&at("alias_of"), "an alias is an exact name, without `model`".into());
+                    }
+                    if exact.insert(m.name.clone(), Entry::Alias(target.clone())).is_some() {
+                        return err(&at("name"), format!("'{}' is listed twice", m.name));
+                    }
+                }
+                _ => return err(&at("backend"), "set exactly one of `backend` and `alias_of`".into()),
+            }
+        }
+        for (i, m) in raw.models.iter().enumerate() {
+            if let Some(target) = &m.alias_of {
+                if !matches!(exact.get(target), Some(Entry::Model { .. })) {
+                    return err(
+                        &format!("models[{i}].alias_of"),
+                        format!("'{target}' is not an exact model name of the table"),
+                    );
+                }
+            }
+        }
+        prefixes.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
+        if !header_safe(&raw.cluster_header) || raw.cluster_header.bytes().any(|b| b.is_ascii_uppercase() || b == b':')
+        {
+            return err("cluster_header", "must be a lowercase header name".into());
+        }
+        Ok(Config { backends, exact, prefixes, cluster_header: raw.cluster_header })
+    }
+
+    /// The backend and model id for a requested model, if the table has it.
+    pub fn resolve<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
+        let exact = match self.exact.get(requested) {
+            Some(Entry::Alias(target)) => self.exact.get(target.as_str()).map(|e| (target.as_str(), e)),
+            Some(entry) => Some((requested, entry)),
+            None => None,
+        };
+        match exact {
+            Some((name, Entry::Model { backend, model })) => {
+                Some(Resolved { backend: self.backends.get(*backend)?, model: model.as_deref().unwrap_or(name) })
+            }
+            _ => self.resolve_prefix(requested),
+        }
+    }
+
+    fn resolve_prefix<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
+        let (_, backend, _) = self.prefixes.iter().find(|(p, _, _)| requested.starts_with(p.as_str()))?;
+        Some(Resolved { backend: self.backends.get(*backend)?, model: requested })
+    }
+
+    /// Models clients may name exactly (patterns are not listed), with their backend's kind.
+    pub fn listed(&self) -> impl Iterator<Item = (&str, Kind)> + '_ {
+        self.exact.keys().filter_map(|name| Some((name.as_str(), self.resolve(name)?.backend.kind)))
+    }
+}
+
+/// The API a backend of `kind` is spoken to in, for a client that spoke `client`.
+pub fn upstream_api(kind: Kind, client: ApiKind) -> Option<ApiKind> {
+    match (kind, client) {
+        (Kind::Openai, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
+        (Kind::Openai, ApiKind::OpenAiResponses) => Some(ApiKind::OpenAiResponses),
+        // Anthropic Messages clients on OpenAI backends: not translated yet.
+        (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(value: serde_json::Value) -> Result<Config, String> {
+        let raw: RawConfig = crate::config::from_json(value.to_string().as_bytes(), "provider_rewrite.")?;
+        Config::validate(raw, "provider_rewrite.", &|name| (name == "ANTHROPIC_KEY").then(|| "sk-ant-x".to_string()))
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "backends": {
+                "openai": {"kind": "openai", "cluster": "openai", "host": "api.openai.com", "api_key": {"value": "sk-o"}},
+                "claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"env": "ANTHROPIC_KEY"}}
+            },
+            "models": [
+                {"name": "gpt-4o-mini", "backend": "openai"},
+                {"name": "sonnet", "backend": "claude", "model": "claude-sonnet-4-20250514"},
+                {"name": "fast", "alias_of": "gpt-4o-mini"},
+                {"name": "claude-*", "backend": "claude"},
+                {"name": "claude-3-*", "backend": "openai"}
+            ]
+        })
+    }
+
+    #[test]
+    fn names_aliases_and_patterns_resolve() {
+        let c = config(base()).unwrap();
+        let r = |m| c.resolve(m).map(|r| (r.backend.name.as_str(), r.model));
+        assert_eq!(r("gpt-4o-mini"), Some(("openai", "gpt-4o-mini")));
+        assert_eq!(r("sonnet"), Some(("claude", "claude-sonnet-4-20250514")));
+        assert_eq!(r("fast"), Some(("openai", "gpt-4o-mini")), "an alias resolves to its target's backend and id");
+        assert_eq!(r("claude-opus-4-1"), Some(("claude", "claude-opus-4-1")));
+        assert_eq!(r("claude-3-haiku"), Some(("openai", "claude-3-haiku")), "the longer prefix wins");
+        assert_eq!(r("gpt-5"), None);
+        let listed: Vec<_> = c.listed().collect();
+        assert_eq!(listed, vec![("fast", Kind::Openai), ("gpt-4o-mini", Kind::Openai), ("sonnet", Kind::Anthropic)]);
+        assert_eq!(c.backends[0].api_key.as_ref().unwrap().expose(), "sk-ant-x");
+        assert_eq!(format!("{:?}", c.backends[0].api_key), "Some(Secret(***))");
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        let cases = [
+            (
+                json!({"backends": {"b": {"kind": "gemini", "cluster": "c"}}, "models": []}),
+                "provider_rewrite.backends.b.kind",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c", "api_key": {"env": "MISSING"}}}, "models": []}),
+                "provider_rewrite.backends.b.api_key.env:",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c", "api_key": {"value": "a\r\nb"}}}, "models": []}),
+                "provider_rewrite.backends.b.api_key.value:",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c", "host": "x/y"}}, "models": []}),
+                "provider_rewrite.backends.b.host:",
+            ),
+            (
+                json!({"backends": {}, "models": [{"name": "m", "backend": "nope"}]}),
+                "provider_rewrite.models[0].backend:",
+            ),
+            (
+                json!({"backends": {}, "models": [{"name": "a", "alias_of": "b"}]}),
+                "provider_rewrite.models[0].alias_of:",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c"}}, "models": [{"name": "m", "backend": "b"}, {"name": "m", "backend": "b"}]}),
+                "provider_rewrite.models[1].name:",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c"}}, "models": [{"name": "x-*", "backend": "b", "model": "y"}]}),
+                "provider_rewrite.models[0].name:",
+            ),
+            (
+                json!({"backends": {"b": {"kind": "openai", "cluster": "c", "default_max_tokens": 5}}, "models": []}),
+                "provider_rewrite.backends.b.kind:",
+            ),
+        ];
+        for (value, field) in cases {
+            let error = config(value.clone()).unwrap_err();
+            assert!(error.starts_with(field), "{value}: {error}");
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! provider-rewrite: one API in front of many providers.
+//!
+//! Request headers: `GET /v1/models` is answered by the gateway from its model table; other AI
+//! requests are held (`Pause`) until the body is read. Plan (after the one parse): the model is
+//! resolved in the table (exact name, alias, longest prefix) to a backend and the backend's
+//! model id, or refused with 404 in the client's dialect; `ex.upstream` tells the other stages
+//! which API the answer will come in. Request body: for a backend that speaks the client's API
+//! the model id is spliced in place (nothing else changes); for another API the request is
+//! translated (OpenAI chat → Anthropic Messages). Then the routing header (the route's
+//! `cluster_header`), `:path`, `:authority` and the backend's credentials are set; the client's
+//! own credentials never reach a provider.
+//!
+//! Responses of a translated request are rewritten into the client's dialect: a JSON answer is
+//! held until complete (bounded), a stream is re-framed event by event as it arrives, an error
+//! becomes the client dialect's error (429 keeps `retry-after`, Anthropic's 529 becomes 503).
+//! The token-counter stage runs before this one and reads the provider's own format, so usage
+//! is counted once, exactly as the provider reported it.
+
+use super::{Answer, Exchange, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory};
+use super::{StageHost, Upstream};
+use crate::api::anthropic::MessagesResponse;
+use crate::api::openai::ChatCompletionRequest;
+use crate::convert::anthropic::{self as to_anthropic, StreamToOpenAi};
+use crate::error::{Dialect, Error};
+use crate::metrics;
+use crate::provider::{self, Backend, Config, Kind};
+use crate::request::Splice;
+use crate::route::ApiKind;
+use serde::Deserialize;
+use std::rc::Rc;
+
+/// The stage's configuration section (`provider_rewrite`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(flatten)]
+    pub table: provider::RawConfig,
+    /// Largest translated JSON answer held in memory (bytes).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest single event of a translated stream (bytes).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_max_response_bytes() -> usize {
+    8 << 20
+}
+
+fn default_max_event_bytes() -> usize {
+    1 << 20
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    pub table: Config,
+    pub max_response_bytes: usize,
+    pub max_event_bytes: usize,
+    /// The `GET /v1/models` answer, built once.
+    models: Vec<u8>,
+}
+
+/// Parses and validates the section; `env` reads the VM's environment (for `api_key.env`).
+pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, String> {
+    // `deny_unknown_fields` does not work through `flatten`: read the table apart.
+    let value: serde_json::Value = crate::config::from_json(json, prefix)?;
+    let mut table_value = value.clone();
+    let mut own = serde_json::Map::new();
+    if let Some(object) = table_value.as_object_mut() {
+        for key in ["max_response_bytes", "max_event_bytes"] {
+            if let Some(v) = object.remove(key) {
+                own.insert(key.into(), v);
+            }
+        }
+    }
+    let table: provider::RawConfig = crate::config::from_json(table_value.to_string().as_bytes(), prefix)?;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Own {
+        #[serde(default = "default_max_response_bytes")]
+        max_response_bytes: usize,
+        #[serde(default = "default_max_event_bytes")]
+        max_event_bytes: usize,
+    }
+    let own: Own = crate::config::from_json(serde_json::Value::Object(own).to_string().as_bytes(), prefix)?;
+    if own.max_response_bytes < 1024 {
+        return Err(format!("{prefix}max_response_bytes: must be at least 1024"));
+    }
+    if own.max_event_bytes < 1024 {
+        return Err(format!("{prefix}max_event_bytes: must be at least 1024"));
+    }
+    let table = Config::validate(table, prefix, env)?;
+    let data: Vec<_> = table
+        .listed()
+        .map(|(name, kind)| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": kind.label()}))
+        .collect();
+    let models = serde_json::json!({"object": "list", "data": data}).to_string().into_bytes();
+    Ok(Settings { table, max_response_bytes: own.max_response_bytes, max_event_bytes: own.max_event_bytes, models })
+}
+
+/// Per-VM state of the stage.
+pub struct ProviderRewrite {
+    settings: Rc<Settings>,
+}
+
+impl ProviderRewrite {
+    pub fn new(settings: Settings) -> Self {
+        ProviderRewrite { settings: Rc::new(settings) }
+    }
+}
+
+impl StageFactory for ProviderRewrite {
+    fn create(&self) -> Box<dyn Stage> {
+        Box::new(ProviderRewriteStream {
+            settings: self.settings.clone(),
+            backend: None,
+            include_usage: false,
+            response: Response::Pass,
+        })
+    }
+}
+
+/// How the response of this stream is rewritten.
+enum Response {
+    /// Same API as the client's (or not routed): untouched.
+    Pass,
+    /// Anthropic JSON answer, held until complete.
+    AnthropicJson(Vec<u8>),
+    /// Anthropic error answer with its status, held until complete.
+    AnthropicError(u16, Vec<u8>),
+    AnthropicStream(Box<StreamToOpenAi>),
+    /// The answer cannot be translated (compressed, or too large): one error body replaces it.
+    Refused(&'static str),
+}
+
+pub struct ProviderRewriteStream {
+    settings: Rc<Settings>,
+    /// Index of the chosen backend.
+    backend: Option<usize>,
+    /// The OpenAI client asked for the usage chunk of a stream.
+    include_usage: bool,
+    response: Response,
+}
+
+/// The APIs this stage routes; the others (Gemini, Bedrock native paths) pass through.
+fn routed(kind: ApiKind) -> bool {
+    matches!(
+        kind,
+        ApiKind::OpenAiChat
+            | ApiKind::OpenAiCompletions
+            | ApiKind::OpenAiEmbeddings
+            | ApiKind::OpenAiResponses
+            | ApiKind::AnthropicMessages
+    )
+}
+
+impl ProviderRewriteStream {
+    fn backend(&self) -> Option<&Backend> {
+        self.settings.table.backends.get(self.backend?)
+    }
+
+    /// The headers that send the request to `backend` at `path`.
+    fn route_headers(&self, backend: &Backend, path: String, out: &mut Outbox) {
+        let edits = &mut out.request_headers;
+        edits.push(HeaderEdit::Set(cluster_header(&self.settings), backend.cluster.clone()));
+        edits.push(HeaderEdit::Set(":path", path));
+        if let Some(host) = &backend.host {
+            edits.push(HeaderEdit::Set(":authority", host.clone()));
+        }
+        // The client's credentials are the gateway's business, never a provider's.
+        edits.push(HeaderEdit::Remove("authorization"));
+        edits.push(HeaderEdit::Remove("x-api-key"));
+        edits.push(HeaderEdit::Remove("api-key"));
+        match backend.kind {
+            Kind::Openai => {
+                for (name, value) in provider::openai::auth_headers(backend) {
+                    edits.push(HeaderEdit::Set(name, value));
+                }
+            }
+            Kind::Anthropic => {
+                for (name, value) in provider::anthropic::headers(backend) {
+                    edits.push(HeaderEdit::Set(name, value));
+                }
+            }
+        }
+    }
+}
+
+/// The configured routing header, as the `&'static str` a header edit carries. Leaked once per
+/// distinct name: configurations are few and live as long as the VM.
+fn cluster_header(settings: &Settings) -> &'static str {
+    match settings.table.cluster_header.as_str() {
+        "x-tollgate-cluster" => "x-tollgate-cluster",
+        other => intern(other),
+    }
+}
+
+fn intern(name: &str) -> &'static str {
+    thread_local! {
+        static NAMES: std::cell::RefCell<Vec<&'static str>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(found) = names.iter().find(|n| **n == name) {
+            return *found;
+        }
+        let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+        names.push(leaked);
+        leaked
+    })
+}
+
+impl Stage for ProviderRewriteStream {
+    fn request_headers(
+        &mut self,
+        ex: &mut Exchange,
+        _head: &RequestHead,
+        _host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> HeadersFlow {
+        if ex.route.kind == ApiKind::OpenAiModels {
+            out.counter(metrics::name("provider.models_listed", &[]), 1);
+            return HeadersFlow::Answer(Answer {
+                status: 200,
+                content_type: "application/json",
+                body: self.settings.models.clone(),
+            });
+        }
+        if routed(ex.route.kind) {
+            HeadersFlow::Pause // the backend is known only once the body is read
+        } else {
+            HeadersFlow::Continue
+        }
+    }
+
+    fn needs_request_body(&self, ex: &Exchange, _head: &RequestHead) -> bool {
+        routed(ex.route.kind)
+    }
+
+    fn plan(&mut self, ex: &mut Exchange, _host: &dyn StageHost, _out: &mut Outbox) -> Result<(), (Error, Dialect)> {
+        let client = ex.route.kind;
+        if !routed(client) {
+            return Ok(());
+        }
+        let dialect = ex.dialect();
+        if ex.parsed.is_none() {
+            // No model, no route: the request cannot go anywhere.
+            let error = match ex.unparsed_reason {
+                Some("request_compressed") => Error::UnsupportedEncoding { encoding: "compressed".into() },
+                Some("request_not_json") => Error::UnsupportedMediaType { content_type: "not JSON".into() },
+                _ => Error::InvalidJson { detail: "the body could not be read as this API's request".into() },
+            };
+            return Err((error, dialect));
+        }
+        let Some(requested) = ex.request_model() else {
+            let error = Error::InvalidRequest { param: Some("model".into()), message: "'model' is required".into() };
+            return Err((error, dialect));
+        };
+        let Some(resolved) = self.settings.table.resolve(requested) else {
+            return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
+        };
+        let backend = resolved.backend;
+        let Some(kind) = provider::upstream_api(backend.kind, client) else {
+            let error = Error::InvalidRequest {
+                param: Some("model".into()),
+                message: format!(
+                    "model '{requested}' is served by a backend ({}) that does not offer the {} API",
+                    backend.kind.label(),
+                    client.operation()
+                ),
+            };
+            return Err((error, dialect));
+        };
+        let upstream = Upstream { kind, provider: backend.kind.label(), model: resolved.model.to_string() };
+        self.backend = self.settings.table.backends.iter().position(|b| b.name == backend.name);
+        ex.upstream = Some(upstream);
+        Ok(())
+    }
+
+    fn request_body(
+        &mut self,
+        ex: &mut Exchange,
+        body: &[u8],
+        splices: &mut Vec<Splice>,
+        _host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        let (Some(backend), Some(upstream)) = (self.backend(), ex.upstream.clone()) else {
+            return Ok(());
+        };
+        let backend = backend.clone();
+        let dialect = ex.dialect();
+        out.counter(
+            metrics::name("provider.requests", &[("backend", &backend.name), ("api", upstream.kind.operation())]),
+            1,
+        );
+        if upstream.kind == ex.route.kind {
+            if ex.request_model() != Some(upstream.model.as_str()) {
+                rename_model(ex, body, &upstream.model, splices).map_err(|e| (e, dialect))?;
+            }
+            let path = match backend.kind {
+                Kind::Openai => provider::openai::path(&backend, upstream.kind),
+                Kind::Anthropic => Some(provider::anthropic::path(&backend)),
+            };
+            let Some(path) = path else {
+                return Err((Error::Internal { detail: "no upstream path for this API".into() }, dialect));
+            };
+            self.route_headers(&backend, path, out);
+            return Ok(());
+        }
+        match (ex.route.kind, backend.kind) {
+            (ApiKind::OpenAiChat, Kind::Anthropic) => {
+                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
+                    (
+                        Error::InvalidRequest { param: None, message: format!("not a chat completion request: {e}") },
+                        dialect,
+                    )
+                })?;
+                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+                let translated =
+                    to_anthropic::request_from_openai(&request, &upstream.model, backend.default_max_tokens)
+                        .map_err(|e| (e, dialect))?;
+                let bytes = serde_json::to_vec(&translated)
+                    .map_err(|_| (Error::Internal { detail: "request translation failed".into() }, dialect))?;
+                // The body is replaced whole: what earlier stages spliced belonged to the old API.
+                splices.clear();
+                ex.injected_include_usage = false;
+                splices.push(Splice { at: 0, remove: body.len(), insert: bytes });
+                out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
+                // The answer is rewritten: it must arrive uncompressed.
+                out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
+                self.route_headers(&backend, provider::anthropic::path(&backend), out);
+                Ok(())
+            }
+            _ => Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
+        }
+    }
+
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+        let translating = matches!(
+            (ex.route.kind, ex.upstream.as_ref().map(|u| u.kind)),
+            (ApiKind::OpenAiChat, Some(ApiKind::AnthropicMessages))
+        );
+        if !translating || !head.has_body {
+            return;
+        }
+        let edits = &mut out.response_headers;
+        edits.push(HeaderEdit::Remove("content-length"));
+        if head.content_encoding.as_deref().is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            self.response = Response::Refused("upstream answer is compressed");
+            edits.push(HeaderEdit::Remove("content-encoding"));
+            edits.push(HeaderEdit::Set("content-type", "application/json".into()));
+            return;
+        }
+        if head.status >= 400 {
+            if head.status == 529 {
+                edits.push(HeaderEdit::Set(":status", "503".into()));
+            }
+            edits.push(HeaderEdit::Set("content-type", "application/json".into()));
+            self.response = Response::AnthropicError(head.status, Vec::new());
+        } else if head.content_type.as_deref().is_some_and(|c| c.contains("text/event-stream")) {
+            let model = ex.upstream.as_ref().map_or("", |u| u.model.as_str());
+            self.response = Response::AnthropicStream(Box::new(StreamToOpenAi::new(
+                self.settings.max_event_bytes,
+                0,
+                self.include_usage,
+                model,
+            )));
+        } else {
+            self.response = Response::AnthropicJson(Vec::new());
+        }
+    }
+
+    fn response_chunk(
+        &mut self,
+        ex: &Exchange,
+        chunk: &[u8],
+        end_of_stream: bool,
+        now: &Now<'_>,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        let limit = self.settings.max_response_bytes;
+        match &mut self.response {
+            Response::Pass => None,
+            Response::AnthropicStream(stream) => {
+                let mut bytes = Vec::with_capacity(chunk.len() + 64);
+                stream.set_created(now.ns() / 1_000_000_000);
+                if stream.push(chunk, &mut bytes).is_err() {
+                    out.counter(metrics::name("errors", &[("reason", "upstream_invalid")]), 1);
+                }
+                if end_of_stream {
+                    stream.finish(&mut bytes);
+                }
+                Some(bytes)
+            }
+            Response::AnthropicJson(held) | Response::AnthropicError(_, held) => {
+                if held.len() + chunk.len() > limit {
+                    self.response = Response::Refused("upstream answer exceeds max_response_bytes");
+                    return Some(self.refused_body(ex, end_of_stream, out));
+                }
+                held.extend_from_slice(chunk);
+                if !end_of_stream {
+                    return Some(Vec::new());
+                }
+                let translated = match &self.response {
+                    Response::AnthropicJson(held) => serde_json::from_slice::<MessagesResponse>(held)
+                        .ok()
+                        .map(|r| to_anthropic::response_to_openai(&r, now.ns() / 1_000_000_000)),
+                    Response::AnthropicError(status, held) => match to_anthropic::error_to_openai(*status, held) {
+                        Some((_, body)) => Some(body),
+                        // Already an OpenAI error: a local reply of this gateway (quota, say).
+                        None if is_openai_error(held) => return Some(held.clone()),
+                        None => Some(generic_error(*status)),
+                    },
+                    _ => None,
+                };
+                match translated {
+                    Some(value) => Some(value.to_string().into_bytes()),
+                    None => {
+                        self.response = Response::Refused("upstream answer is not an Anthropic message");
+                        Some(self.refused_body(ex, true, out))
+                    }
+                }
+            }
+            Response::Refused(_) => Some(self.refused_body(ex, end_of_stream, out)),
+        }
+    }
+}
+
+impl ProviderRewriteStream {
+    /// Nothing of an answer that cannot be translated reaches the client; at its end, one error.
+    fn refused_body(&mut self, ex: &Exchange, end_of_stream: bool, out: &mut Outbox) -> Vec<u8> {
+        let Response::Refused(detail) = self.response else { return Vec::new() };
+        if !end_of_stream {
+            return Vec::new();
+        }
+        out.counter(metrics::name("errors", &[("reason", "upstream_invalid")]), 1);
+        out.log(super::LogLevel::Warn, format!("response not translated: {detail}"));
+        Error::UpstreamInvalid { detail: detail.into() }.body(ex.dialect())
+    }
+}
+
+/// An OpenAI error for an upstream error whose body is not the provider's error format (an
+/// Envoy local reply such as "no healthy upstream", say).
+fn generic_error(status: u16) -> serde_json::Value {
+    let (kind, code) = match status {
+        429 => ("requests", "rate_limit_exceeded"),
+        400..=499 => ("invalid_request_error", "upstream_error"),
+        _ => ("server_error", "upstream_error"),
+    };
+    serde_json::json!({"error": {"message": format!("the provider answered {status}"), "type": kind, "param": null, "code": code}})
+}
+
+fn is_openai_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").map(|e| e.get("message").is_some() && v.get("type").is_none()))
+        .unwrap_or(false)
+}
+
+/// Writes `model` into the body: a splice over the model string when it was written without
+/// escapes, else the body re-serialised (keeping what earlier stages spliced in).
+fn rename_model(ex: &mut Exchange, body: &[u8], model: &str, splices: &mut Vec<Splice>) -> Result<(), Error> {
+    let escaped = serde_json::to_string(model).map_err(|_| Error::Internal { detail: "model id".into() })?;
+    let inner = escaped.get(1..escaped.len().saturating_sub(1)).unwrap_or_default();
+    if let Some((at, len)) = ex.parsed.as_ref().and_then(|p| p.model_span) {
+        splices.push(Splice { at, remove: len, insert: inner.as_bytes().to_vec() });
+        return Ok(());
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| Error::InvalidJson { detail: "re-reading the body".into() })?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(Error::InvalidJson { detail: "request body is not a JSON object".into() });
+    };
+    object.insert("model".into(), serde_json::Value::String(model.to_string()));
+    if ex.injected_include_usage {
+        let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|_| Error::Internal { detail: "re-serialising".into() })?;
+    splices.clear();
+    splices.push(Splice { at: 0, remove: body.len(), insert: bytes });
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! provider-rewrite through the fake host, in the all-in-one pipeline (token-counter →
+//! provider-rewrite → quota): the model table, the OpenAI → Anthropic translation of requests,
+//! answers, streams (split at every byte) and errors, and that usage is counted once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use tollgate_core::stage::{compose, Pipeline};
+use tollgate_host::fake::Exchange;
+use tollgate_host::{Action, Driver};
+
+const TOKENS: &str = "tollgate.gen_ai.client.token.usage";
+
+fn config() -> Value {
+    json!({
+        "token_counter": {},
+        "provider_rewrite": {
+            "backends": {
+                "openai": {"kind": "openai", "cluster": "openai", "host": "api.openai.com",
+                           "api_key": {"value": "sk-test-openai"}},
+                "claude": {"kind": "anthropic", "cluster": "anthropic", "host": "api.anthropic.com",
+                           "api_key": {"value": "sk-ant-test"}, "default_max_tokens": 1024}
+            },
+            "models": [
+                {"name": "gpt-4o-mini", "backend": "openai"},
+                {"name": "fast", "alias_of": "gpt-4o-mini"},
+                {"name": "claude-sonnet", "backend": "claude", "model": "claude-sonnet-4-20250514"},
+                {"name": "claude-*", "backend": "claude"}
+            ]
+        },
+        "quota": {"mode": "shadow", "limits": [
+            {"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 100000}
+        ]}
+    })
+}
+
+fn driver(config: &Value) -> Driver {
+    let composed = compose::parse(config.to_string().as_bytes()).unwrap();
+    Driver::new(Pipeline::new(composed.stages.iter().map(|f| f.create()).collect(), composed.max_request_bytes))
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/responses").join(name)).unwrap()
+}
+
+/// Sends `request` to `path` with a client key; returns the exchange after the body.
+fn send<'a>(driver: &'a mut Driver, path: &str, request: &Value) -> (Exchange<'a>, Action) {
+    let body = serde_json::to_vec(request).unwrap();
+    let length = body.len().to_string();
+    let mut ex = Exchange::new(driver);
+    let action = ex.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "gateway.local"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+            ("authorization", "Bearer client-key"),
+            ("accept-encoding", "gzip, deflate"),
+        ],
+        false,
+    );
+    assert_eq!(action, Action::Pause, "headers held until the model is read");
+    let action = ex.request_body(&[&body]);
+    (ex, action)
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Hello"}]})
+}
+
+#[test]
+fn the_gateway_answers_the_model_list_from_its_table() {
+    let mut driver = driver(&config());
+    let mut ex = Exchange::new(&mut driver);
+    let action = ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true);
+    assert_eq!(action, Action::Pause);
+    let reply = ex.host.local_reply.clone().expect("answered by the gateway");
+    assert_eq!(reply.status, 200);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["claude-sonnet", "fast", "gpt-4o-mini"], "exact names and aliases; patterns are not listable");
+    assert_eq!(body["data"][0]["owned_by"], "anthropic");
+    assert_eq!(body["object"], "list");
+    ex.log();
+    assert_eq!(ex.host.counter(TOKENS, &[]), 0, "no usage for a model list");
+}
+
+#[test]
+fn same_api_backends_get_the_model_id_spliced_and_their_own_credentials() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "fast", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2});
+    let (ex, action) = send(&mut driver, "/v1/chat/completions", &request);
+    assert_eq!(action, Action::Continue);
+    let sent = serde_json::to_vec(&request).unwrap();
+    let expected = String::from_utf8(sent).unwrap().replace("\"fast\"", "\"gpt-4o-mini\"");
+    assert_eq!(String::from_utf8(ex.host.request_body.clone()).unwrap(), expected, "only the model changes");
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h("x-tollgate-cluster"), Some("openai"));
+    assert_eq!(h(":path"), Some("/v1/chat/completions"));
+    assert_eq!(h(":authority"), Some("api.openai.com"));
+    assert_eq!(h("authorization"), Some("Bearer sk-test-openai"), "the backend's key replaces the client's");
+    assert_eq!(h("content-length"), Some(expected.len().to_string().as_str()));
+}
+
+#[test]
+fn unknown_models_are_404_in_the_clients_dialect() {
+    let mut driver = driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat("gpt-9", false));
+    let reply = ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 404);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    assert_eq!(ex.host.counter("tollgate.errors", &["reason=model_not_found"]), 1);
+
+    let mut driver = self::driver(&config());
+    let request = json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, _) = send(&mut driver, "/v1/messages", &request);
+    let reply = ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 404);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((body["type"].as_str(), body["error"]["type"].as_str()), (Some("error"), Some("not_found_error")));
+}
+
+#[test]
+fn anthropic_clients_reach_anthropic_backends_by_alias_and_openai_backends_are_refused_clearly() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, action) = send(&mut driver, "/v1/messages", &request);
+    assert_eq!(action, Action::Continue);
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(forwarded["model"], "claude-sonnet-4-20250514");
+    assert_eq!(ex.host.request_header_value("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(ex.host.request_header_value("authorization"), None);
+
+    let mut driver = self::driver(&config());
+    let request = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, _) = send(&mut driver, "/v1/messages", &request);
+    let reply = ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("does not offer"),
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
+#[test]
+fn openai_requests_become_anthropic_messages() {
+    let request = json!({
+        "model": "claude-sonnet",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "developer", "content": [{"type": "text", "text": "Answer in Portuguese."}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather in Recife?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/sky.jpg"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Recife\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "31C, sunny"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false,
+        "max_completion_tokens": 300,
+        "temperature": 0.5,
+        "stop": ["END"],
+        "n": 1,
+        "user": "u-42",
+        "stream": true,
+        "stream_options": {"include_usage": true}
+    });
+    let mut driver = driver(&config());
+    let (ex, action) = send(&mut driver, "/v1/chat/completions", &request);
+    assert_eq!(action, Action::Continue);
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    let expected = json!({
+        "model": "claude-sonnet-4-20250514",
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather in Recife?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/sky.jpg"}}
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Recife"}}
+            ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "31C, sunny"}]}
+        ],
+        "max_tokens": 300,
+        "system": [{"type": "text", "text": "You are terse."}, {"type": "text", "text": "Answer in Portuguese."}],
+        "stream": true,
+        "temperature": 0.5,
+        "stop_sequences": ["END"],
+        "tools": [{"name": "get_weather", "description": "Weather by city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+        "metadata": {"user_id": "u-42"}
+    });
+    assert_eq!(forwarded, expected);
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h("x-tollgate-cluster"), Some("anthropic"));
+    assert_eq!(h(":path"), Some("/v1/messages"));
+    assert_eq!(h(":authority"), Some("api.anthropic.com"));
+    assert_eq!(h("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(h("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(h("authorization"), None, "the client's key never reaches the provider");
+    assert_eq!(h("accept-encoding"), None, "the answer is translated, so it must come uncompressed");
+    assert_eq!(h("content-length"), Some(ex.host.request_body.len().to_string().as_str()));
+}
+
+#[test]
+fn parameters_anthropic_cannot_honour_are_refused_naming_them() {
+    for (extra, param) in [
+        (json!({"n": 3}), "n"),
+        (json!({"logprobs": true}), "logprobs"),
+        (json!({"temperature": 1.5}), "temperature"),
+        (json!({"response_format": {"type": "json_object"}}), "response_format"),
+    ] {
+        let mut request = chat("claude-sonnet", false);
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let mut driver = driver(&config());
+        let (ex, _) = send(&mut driver, "/v1/chat/completions", &request);
+        let reply = ex.host.local_reply.clone().unwrap_or_else(|| panic!("{param}: forwarded"));
+        assert_eq!(reply.status, 400, "{param}");
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"]["param"], param, "{body}");
+    }
+    // Defaults change nothing, so they pass.
+    let mut request = chat("claude-sonnet", false);
+    request["n"] = json!(1);
+    request["presence_penalty"] = json!(0);
+    let mut driver = driver(&config());
+    let (_, action) = send(&mut driver, "/v1/chat/completions", &request);
+    assert_eq!(action, Action::Continue);
+}
+
+#[test]
+fn anthropic_answers_become_chat_completions_and_usage_is_counted_once() {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    let upstream = fixture("anthropic/messages.json");
+    let length = upstream.len().to_string();
+    ex.response_headers(
+        &[(":status", "200"), ("content-type", "application/json"), ("content-length", &length)],
+        false,
+    );
+    assert_eq!(ex.host.response_header_value("content-length"), None, "the body changes length");
+    let (first, second) = upstream.split_at(upstream.len() / 2);
+    ex.response_body(&[first, second], 5, true);
+    ex.log();
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["id"], "msg_01XFDUDYJgAACzvnptvVoYEL");
+    assert_eq!(body["model"], "claude-sonnet-4-20250514");
+    assert_eq!(
+        body["choices"][0]["message"],
+        json!({"role": "assistant", "content": "Hello! How can I help you today?"})
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 21);
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+    assert_eq!(body["usage"]["total_tokens"], 33);
+    // token-counter read the provider's own answer, once; labelled with the real provider.
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=input"]), 21);
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=output"]), 12);
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=output", "gen_ai_provider_name=anthropic"]), 12);
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=usage"]), 1, "quota settled with that usage");
+}
+
+/// Plays the tool stream with the body cut at `cut` (and the whole body at `None`); returns
+/// what the client received.
+fn tool_stream(cut: Option<usize>, include_usage: bool) -> (Vec<u8>, tollgate_host::fake::FakeHost) {
+    let mut request = chat("claude-sonnet", true);
+    if include_usage {
+        request["stream_options"] = json!({"include_usage": true});
+    }
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream; charset=utf-8")], false);
+    let upstream = fixture("anthropic/messages-tool-stream.sse");
+    match cut {
+        Some(at) => ex.response_body(&[&upstream[..at], &upstream[at..]], 5, true),
+        None => ex.response_body(&[&upstream], 5, true),
+    }
+    ex.log();
+    (ex.host.client_body.clone(), ex.host)
+}
+
+fn events(body: &[u8]) -> Vec<Value> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty() && *e != "data: [DONE]")
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn anthropic_streams_become_chat_completion_chunks_at_every_byte_boundary() {
+    let (whole, host) = tool_stream(None, true);
+    let chunks = events(&whole);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    assert_eq!(text, "Let me check the weather.");
+    let calls: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+    assert_eq!(calls[0]["id"], "toolu_01T1x1fJ34qAmk2tNTrN7Up6");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let arguments: String = calls.iter().filter_map(|c| c["function"]["arguments"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({"city": "Recife", "unit": "celsius"}));
+    let finish: Vec<&Value> =
+        chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish, [&json!("tool_calls")]);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["prompt_tokens"], 472 + 1024);
+    assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 1024);
+    assert_eq!(last["usage"]["completion_tokens"], 58);
+    assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=output"]), 58, "counted from the provider's events");
+    assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=cached_input"]), 1024);
+
+    let (plain, _) = tool_stream(None, false);
+    assert!(events(&plain).iter().all(|c| c.get("usage").is_none()), "no usage chunk unless asked for");
+
+    let upstream_len = fixture("anthropic/messages-tool-stream.sse").len();
+    for cut in 1..upstream_len {
+        let (split, host) = tool_stream(Some(cut), true);
+        assert_eq!(split, whole, "cut at {cut}");
+        assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=output"]), 58, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_stream_cut_before_message_stop_ends_with_an_error_event() {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", true));
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let upstream = fixture("anthropic/messages-tool-stream.sse");
+    ex.response_body(&[&upstream[..upstream.len() / 2]], 5, true);
+    let text = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let event: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(event["error"]["code"], "bad_gateway", "{text}");
+    assert!(!text.contains("[DONE]"), "a cut stream never looks complete");
+}
+
+#[test]
+fn provider_errors_become_openai_errors() {
+    // 529 overloaded → 503, OpenAI error body.
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    ex.response_headers(&[(":status", "529"), ("content-type", "application/json")], false);
+    ex.response_body(&[&fixture("anthropic/error-overloaded.json")], 5, true);
+    assert_eq!(ex.host.response_header_value(":status"), Some("503"));
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"message": "Overloaded", "type": "server_error", "param": null, "code": "overloaded"}})
+    );
+
+    // 429 keeps retry-after.
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    ex.response_headers(&[(":status", "429"), ("content-type", "application/json"), ("retry-after", "7")], false);
+    let anthropic = json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}});
+    ex.response_body(&[anthropic.to_string().as_bytes()], 5, true);
+    assert_eq!(ex.host.response_header_value(":status"), Some("429"));
+    assert_eq!(ex.host.response_header_value("retry-after"), Some("7"));
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
+    // A body that is not the provider's error (Envoy's own "no healthy upstream") still becomes
+    // an OpenAI error.
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    ex.response_headers(&[(":status", "503"), ("content-type", "text/plain")], false);
+    ex.response_body(&[b"no healthy upstream"], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+    assert_eq!(ex.host.response_header_value("content-type"), Some("application/json"));
+}
+
+#[test]
+fn answers_that_cannot_be_translated_are_refused_not_passed_through() {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[b"{\"not\":\"a message\"}"], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["code"], "bad_gateway");
+    assert_eq!(ex.host.counter("tollgate.errors", &["reason=upstream_invalid"]), 1);
+
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));
+    ex.response_headers(
+        &[(":status", "200"), ("content-type", "application/json"), ("content-encoding", "gzip")],
+        false,
+    );
+    ex.response_body(&[&[0x1f, 0x8b, 0, 1, 2], &[3, 4]], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["code"], "bad_gateway", "compressed bytes never reach an OpenAI client as JSON");
+    assert_eq!(ex.host.response_header_value("content-encoding"), None);
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let mut bad = config();
+    bad["provider_rewrite"]["models"][0]["backend"] = json!("nowhere");
+    let error = compose::parse(bad.to_string().as_bytes()).err().unwrap();
+    assert!(error.0.starts_with("provider_rewrite.models[0].backend:"), "{}", error.0);
+    let mut bad = config();
+    bad["provider_rewrite"]["max_response_bytes"] = json!(10);
+    let error = compose::parse(bad.to_string().as_bytes()).err().unwrap();
+    assert!(error.0.starts_with("provider_rewrite.max_response_bytes:"), "{}", error.0);
+    let mut bad = config();
+    bad["provider_rewrite"]["backendz"] = json!({});
+    let error = compose::parse(bad.to_string().as_bytes()).err().unwrap();
+    assert!(error.0.contains("backendz"), "{}", error.0);
+}
