@@ -32,6 +32,29 @@ RUN_CONFIG = {
     },
 }
 
+# `make run` with the mock: the same, plus provider-rewrite with an OpenAI and an Anthropic
+# backend (both the mock), so any client can reach either provider by model name.
+RUN_CONFIG_MOCK = {
+    **RUN_CONFIG,
+    "provider_rewrite": {
+        "backends": {
+            "openai": {"kind": "openai", "cluster": "openai", "api_key": {"value": "mock-openai-key"}},
+            "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "mock-anthropic-key"},
+                          "default_max_tokens": 1024},
+        },
+        "models": [
+            {"name": "gpt-4o-mini", "backend": "openai"},
+            {"name": "gpt-4.1", "backend": "openai"},
+            {"name": "text-embedding-3-small", "backend": "openai"},
+            {"name": "claude-sonnet-4", "backend": "anthropic", "model": "claude-sonnet-4-20250514"},
+            {"name": "claude", "alias_of": "claude-sonnet-4"},
+            {"name": "gpt-*", "backend": "openai"},
+            {"name": "o*", "backend": "openai"},
+            {"name": "claude-*", "backend": "anthropic"},
+        ],
+    },
+}
+
 KNOWN = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 
 TLS = """transport_socket:
@@ -69,6 +92,43 @@ def global_quota_parts(filter_config, rls_port):
     return parts
 
 
+def provider_parts(filter_config, provider):
+    """Template values for provider-rewrite: the cluster_header route, the early removal of the
+    routing header, and one cluster per backend (the mock for `mock:PORT`, else the backend's
+    `host` over TLS). Empty without a provider_rewrite section."""
+    parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": ""}
+    section = filter_config.get("provider_rewrite") if isinstance(filter_config, dict) else None
+    if not section:
+        return parts
+    header = section.get("cluster_header", "x-tollgate-cluster")
+    parts["PROVIDER_ROUTES"] = "- " + json.dumps({
+        "name": "tollgate-backend",
+        "match": {"prefix": "/", "headers": [{"name": header, "present_match": True}]},
+        "route": {"cluster_header": header, "timeout": "300s"}})
+    parts["EARLY_HEADER_MUTATION"] = "early_header_mutation_extensions: " + json.dumps([{
+        "name": "envoy.http.early_header_mutation.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations": [{"remove": header}]}}])
+    clusters = []
+    for name in sorted({b["cluster"] for b in section["backends"].values()}):
+        backend = next(b for b in section["backends"].values() if b["cluster"] == name)
+        if provider.startswith("mock:"):
+            host, port, tls, discovery = "127.0.0.1", int(provider.split(":", 1)[1]), None, "STATIC"
+        else:
+            host, port, discovery = backend["host"], 443, "LOGICAL_DNS"
+            tls = {"name": "envoy.transport_sockets.tls", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": host}}
+        cluster = {"name": name, "type": discovery, "connect_timeout": "5s", "dns_lookup_family": "V4_ONLY",
+                   "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                       "socket_address": {"address": host, "port_value": port}}}}]}]}}
+        if tls:
+            cluster["transport_socket"] = tls
+        clusters.append("- " + json.dumps(cluster))
+    parts["BACKEND_CLUSTERS"] = "\n  ".join(clusters)
+    return parts
+
+
 def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_port=9901, access_log="/dev/stdout",
            filter_config=None, h2=False, with_filter=True, buffer_limit=1 << 20, rls_port=8091):
     with open(TEMPLATE) as f:
@@ -90,6 +150,7 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         "PROVIDER_TLS": tls, "HOST_REWRITE": rewrite, "PROVIDER_DISCOVERY": discovery,
         "PROVIDER_PROTOCOL": H2 if h2 else H1_TRAILERS, "BUFFER_LIMIT": buffer_limit,
         **global_quota_parts(filter_config, rls_port),
+        **provider_parts(filter_config, provider),
     }
     text = string.Template(text).substitute(values)
     if not with_filter:

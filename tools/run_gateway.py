@@ -2,7 +2,9 @@
 """`make run`: Envoy with Tollgate (token-counter, and quota in shadow mode) on 127.0.0.1:10000,
 admin on 127.0.0.1:9901.
 
-  --provider mock        (default) the mock provider on 127.0.0.1:8081, fully offline
+  --provider mock        (default) the mock provider on 127.0.0.1:8081, fully offline, with
+                         provider-rewrite: gpt-*/o* models go to the mock's OpenAI API, claude-*
+                         to its Anthropic API, whichever SDK the client uses
   --provider openai      https://api.openai.com (clients send their own OPENAI_API_KEY)
   --provider anthropic   https://api.anthropic.com
   --provider https://... any OpenAI-compatible base URL
@@ -45,7 +47,8 @@ def main():
     config = os.path.join(work, "envoy.yaml")
     with open(config, "w") as f:
         f.write(envoy_config.render(provider=provider, listen_port=a.listen_port, admin_port=a.admin_port, access_log="/dev/stdout",
-                                    wasm=envoy_config.ALL_IN_ONE, filter_config=envoy_config.RUN_CONFIG))
+                                    wasm=envoy_config.ALL_IN_ONE,
+                                    filter_config=envoy_config.RUN_CONFIG_MOCK if a.provider == "mock" else envoy_config.RUN_CONFIG))
     children.append(subprocess.Popen([binary, "-c", config, "--concurrency", "2", "--disable-hot-restart",
                                       "--file-flush-interval-msec", "200", "--log-level", "warn", "--component-log-level", "wasm:info"]))
 

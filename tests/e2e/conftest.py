@@ -48,6 +48,6 @@ def manifest():
 @pytest.fixture(scope="session")
 def run_gateway(work, mock):
     """Exactly what `make run` serves: tollgate.wasm with token-counter and quota in shadow mode."""
-    e = Envoy(work, mock, name="run", wasm="tollgate.wasm", filter_config=envoy_config.RUN_CONFIG)
+    e = Envoy(work, mock, name="run", wasm="tollgate.wasm", filter_config=envoy_config.RUN_CONFIG_MOCK)
     yield e
     e.stop()

@@ -1,0 +1,135 @@
+"""provider-rewrite end to end: `make run`'s gateway (tollgate.wasm with provider-rewrite, an
+OpenAI and an Anthropic backend, both the mock) in a real Envoy, driven by the real OpenAI SDK.
+
+The OpenAI client names models; the gateway picks the backend, translates the request to
+Anthropic Messages where needed, and translates the answer back (JSON, streams, errors).
+"""
+import json
+import uuid
+
+import openai
+import pytest
+import requests
+
+from harness import delta, wait_until
+
+ANTHROPIC_KEY = "mock-anthropic-key"  # the backend's key in envoy_config.RUN_CONFIG_MOCK
+
+
+def client(gateway, **headers):
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-client-secret", max_retries=0,
+                         default_headers={"x-tollgate-consumer": "e2e-rewrite", **headers})
+
+
+def last_messages_request(mock):
+    return mock.last_request("/v1/messages")
+
+
+def test_models_are_listed_by_the_gateway(run_gateway, mock):
+    before = len(mock.requests())
+    ids = [m.id for m in client(run_gateway).models.list()]
+    assert ids == ["claude", "claude-sonnet-4", "gpt-4.1", "gpt-4o-mini", "text-embedding-3-small"]
+    assert len(mock.requests()) == before, "the model list never reaches a provider"
+
+
+def test_openai_client_on_an_anthropic_backend(run_gateway, mock):
+    before = run_gateway.metrics()
+    reply = client(run_gateway).chat.completions.create(
+        model="claude", max_tokens=200,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}])
+    assert reply.choices[0].message.content == "Hello! How can I help you today?"
+    assert reply.choices[0].finish_reason == "stop"
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (21, 12, 33)
+    assert reply.model == "claude-sonnet-4-20250514"
+
+    sent = last_messages_request(mock)
+    body = json.loads(sent["body"])
+    assert body["model"] == "claude-sonnet-4-20250514", "the alias resolved to the backend's model id"
+    assert body["system"] == [{"type": "text", "text": "Be brief."}]
+    assert body["messages"] == [{"role": "user", "content": "Hello"}]
+    assert body["max_tokens"] == 200
+    assert sent["headers"]["x-api-key"] == ANTHROPIC_KEY
+    assert sent["headers"]["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent["headers"], "the client's key never reaches the provider"
+    assert "sk-client-secret" not in json.dumps(sent)
+
+    after = wait_until(lambda: (m := run_gateway.metrics()) and delta(
+        before, m, "tollgate_gen_ai_client_token_usage", gen_ai_token_type="output", gen_ai_provider_name="anthropic") and m,
+        what="token metrics")
+    assert delta(before, after, "tollgate_gen_ai_client_token_usage", gen_ai_token_type="output",
+                 gen_ai_provider_name="anthropic") == 12, "counted once, from the provider's own answer"
+    assert delta(before, after, "tollgate_gen_ai_client_token_usage", gen_ai_token_type="input",
+                 gen_ai_provider_name="anthropic") == 21
+
+
+def test_streamed_tool_calls_through_an_anthropic_backend(run_gateway, mock):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    stream = client(run_gateway, **{"x-mock-case": "anthropic-tool-stream"}).chat.completions.create(
+        model="claude-sonnet-4", messages=[{"role": "user", "content": "Weather in Recife?"}], tools=tools,
+        stream=True, stream_options={"include_usage": True})
+    text, arguments, names, finish, usage = "", "", [], None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                if call.function.name:
+                    names.append(call.function.name)
+                arguments += call.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert text == "Let me check the weather."
+    assert names == ["get_weather"]
+    assert json.loads(arguments) == {"city": "Recife", "unit": "celsius"}
+    assert finish == "tool_calls"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (472 + 1024, 58)
+    body = json.loads(last_messages_request(mock)["body"])
+    assert body["stream"] is True and body["tools"][0]["input_schema"]["required"] == ["city"]
+
+
+def test_same_api_backends_only_get_the_model_and_credentials_changed(run_gateway, mock):
+    reply = client(run_gateway).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content
+    sent = mock.last_request("/v1/chat/completions")
+    assert sent["headers"]["authorization"] == "Bearer mock-openai-key"
+    assert json.loads(sent["body"])["model"] == "gpt-4o-mini"
+
+
+def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway):
+    with pytest.raises(openai.NotFoundError) as e:
+        client(run_gateway).chat.completions.create(model="llama-99", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["code"] == "model_not_found" and "llama-99" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client(run_gateway).chat.completions.create(model="claude", n=2, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["param"] == "n"
+
+
+def test_provider_errors_arrive_in_the_openai_dialect(run_gateway):
+    with pytest.raises(openai.InternalServerError) as e:
+        client(run_gateway, **{"x-mock-status": "529"}).chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "overloaded"
+    with pytest.raises(openai.RateLimitError) as e:
+        client(run_gateway, **{"x-mock-status": "429"}).chat.completions.create(
+            model="claude", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.response.headers["retry-after"] == "2"
+    assert e.value.body["code"] == "rate_limit_exceeded"
+
+
+def test_clients_cannot_choose_a_cluster_by_header(run_gateway):
+    request_id = str(uuid.uuid4())
+    r = requests.post(run_gateway.url + "/v1beta/models/gemini-2.0-flash:generateContent", timeout=10,
+                      headers={"x-tollgate-cluster": "anthropic", "x-request-id": request_id,
+                               "content-type": "application/json", "x-goog-api-key": "k"},
+                      data=json.dumps({"contents": [{"parts": [{"text": "Hi"}]}]}))
+    assert r.status_code == 200
+    entry = run_gateway.access_entry(request_id)
+    assert (entry["route_name"], entry["upstream_cluster"]) == ("llm-provider", "provider")
+    # A rewritten request goes where the model says, by the same header, set by the filter.
+    request_id = str(uuid.uuid4())
+    client(run_gateway, **{"x-request-id": request_id, "x-tollgate-cluster": "openai"}).chat.completions.create(
+        model="claude", messages=[{"role": "user", "content": "Hi"}])
+    entry = run_gateway.access_entry(request_id)
+    assert (entry["route_name"], entry["upstream_cluster"]) == ("tollgate-backend", "anthropic")
