@@ -41,6 +41,9 @@ RUN_CONFIG_MOCK = {
             "openai": {"kind": "openai", "cluster": "openai", "api_key": {"value": "mock-openai-key"}},
             "anthropic": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "mock-anthropic-key"},
                           "default_max_tokens": 1024},
+            "azure": {"kind": "azure", "cluster": "azure", "api_version": "2024-10-21",
+                      "api_key": {"value": "mock-azure-key"}},
+            "local": {"kind": "openai_compatible", "cluster": "openai", "api_key": {"value": "mock-local-key"}},
         },
         "models": [
             {"name": "gpt-4o-mini", "backend": "openai"},
@@ -48,6 +51,8 @@ RUN_CONFIG_MOCK = {
             {"name": "text-embedding-3-small", "backend": "openai"},
             {"name": "claude-sonnet-4", "backend": "anthropic", "model": "claude-sonnet-4-20250514"},
             {"name": "claude", "alias_of": "claude-sonnet-4"},
+            {"name": "gpt-4o", "backend": "azure", "model": "gpt-4o-prod"},
+            {"name": "llama-3.1-8b", "backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct"},
             {"name": "gpt-*", "backend": "openai"},
             {"name": "o*", "backend": "openai"},
             {"name": "claude-*", "backend": "anthropic"},

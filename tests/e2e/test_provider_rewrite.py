@@ -28,7 +28,11 @@ def last_messages_request(mock):
 def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
-    assert ids == ["claude", "claude-sonnet-4", "gpt-4.1", "gpt-4o-mini", "text-embedding-3-small"]
+    assert ids == ["claude", "claude-sonnet-4", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b",
+                   "text-embedding-3-small"]
+    owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
+    assert (owners["claude"], owners["gpt-4o"], owners["gpt-4o-mini"], owners["llama-3.1-8b"]) == (
+        "anthropic", "azure", "openai", "openai-compatible")
     assert len(mock.requests()) == before, "the model list never reaches a provider"
 
 
@@ -133,3 +137,26 @@ def test_clients_cannot_choose_a_cluster_by_header(run_gateway):
         model="claude", messages=[{"role": "user", "content": "Hi"}])
     entry = run_gateway.access_entry(request_id)
     assert (entry["route_name"], entry["upstream_cluster"]) == ("tollgate-backend", "anthropic")
+
+
+def test_azure_deployments(run_gateway, mock):
+    before = run_gateway.metrics()
+    stream = client(run_gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text
+    sent = mock.last_request("/openai/deployments/")
+    assert sent["path"] == "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"
+    assert sent["headers"]["api-key"] == "mock-azure-key" and "authorization" not in sent["headers"]
+    after = wait_until(lambda: (m := run_gateway.metrics()) and delta(
+        before, m, "tollgate_gen_ai_client_token_usage", gen_ai_token_type="output", gen_ai_provider_name="azure") and m,
+        what="azure token metrics")
+    assert delta(before, after, "tollgate_gen_ai_client_token_usage", gen_ai_token_type="output",
+                 gen_ai_provider_name="azure") == 7, "usage the filter asked Azure for (include_usage)"
+
+
+def test_openai_compatible_servers(run_gateway, mock):
+    client(run_gateway).embeddings.create(model="llama-3.1-8b", input="hello")
+    sent = mock.last_request("/v1/embeddings")
+    assert json.loads(sent["body"])["model"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert sent["headers"]["authorization"] == "Bearer mock-local-key"

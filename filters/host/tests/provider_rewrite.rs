@@ -19,13 +19,19 @@ fn config() -> Value {
                 "openai": {"kind": "openai", "cluster": "openai", "host": "api.openai.com",
                            "api_key": {"value": "sk-test-openai"}},
                 "claude": {"kind": "anthropic", "cluster": "anthropic", "host": "api.anthropic.com",
-                           "api_key": {"value": "sk-ant-test"}, "default_max_tokens": 1024}
+                           "api_key": {"value": "sk-ant-test"}, "default_max_tokens": 1024},
+                "azure": {"kind": "azure", "cluster": "azure", "host": "contoso.openai.azure.com",
+                          "api_version": "2024-10-21", "api_key": {"value": "azure-key"}},
+                "local": {"kind": "openai_compatible", "cluster": "vllm", "base_path": "/api/v1"}
             },
             "models": [
                 {"name": "gpt-4o-mini", "backend": "openai"},
                 {"name": "fast", "alias_of": "gpt-4o-mini"},
                 {"name": "claude-sonnet", "backend": "claude", "model": "claude-sonnet-4-20250514"},
-                {"name": "claude-*", "backend": "claude"}
+                {"name": "claude-*", "backend": "claude"},
+                {"name": "gpt-4o", "backend": "azure", "model": "gpt-4o-prod"},
+                {"name": "azure-*", "backend": "azure"},
+                {"name": "llama-3.1-8b", "backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct"}
             ]
         },
         "quota": {"mode": "shadow", "limits": [
@@ -79,8 +85,13 @@ fn the_gateway_answers_the_model_list_from_its_table() {
     assert_eq!(reply.status, 200);
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["claude-sonnet", "fast", "gpt-4o-mini"], "exact names and aliases; patterns are not listable");
-    assert_eq!(body["data"][0]["owned_by"], "anthropic");
+    assert_eq!(
+        ids,
+        ["claude-sonnet", "fast", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b"],
+        "exact names and aliases; patterns are not listable"
+    );
+    let owners: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["owned_by"].as_str().unwrap()).collect();
+    assert_eq!(owners, ["anthropic", "openai", "azure", "openai", "openai-compatible"]);
     assert_eq!(body["object"], "list");
     ex.log();
     assert_eq!(ex.host.counter(TOKENS, &[]), 0, "no usage for a model list");
@@ -426,4 +437,35 @@ fn configuration_errors_name_the_field() {
     bad["provider_rewrite"]["backendz"] = json!({});
     let error = compose::parse(bad.to_string().as_bytes()).err().unwrap();
     assert!(error.0.contains("backendz"), "{}", error.0);
+}
+
+#[test]
+fn azure_deployments_and_openai_compatible_servers() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, action) = send(&mut driver, "/v1/chat/completions", &request);
+    assert_eq!(action, Action::Continue);
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h(":path"), Some("/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21"));
+    assert_eq!(h(":authority"), Some("contoso.openai.azure.com"));
+    assert_eq!(h("api-key"), Some("azure-key"));
+    assert_eq!(h("authorization"), None);
+    assert_eq!(h("x-tollgate-cluster"), Some("azure"));
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(forwarded["model"], "gpt-4o-prod");
+    assert_eq!(forwarded["stream_options"]["include_usage"], true, "token-counter still asks Azure for usage");
+
+    // A pattern passes the requested name through, so a name that would change the path is
+    // refused, never built into one.
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat("azure-x/../../admin", false));
+    assert_eq!(ex.host.local_reply.clone().unwrap().status, 400);
+
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/embeddings", &json!({"model": "llama-3.1-8b", "input": "hi"}));
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h(":path"), Some("/api/v1/embeddings"));
+    assert_eq!(h("authorization"), None, "no key configured: none sent, and never the client's");
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(forwarded["model"], "meta-llama/Llama-3.1-8B-Instruct");
 }

@@ -8,6 +8,7 @@
 //! shorter ones.
 
 pub mod anthropic;
+pub mod azure;
 pub mod openai;
 
 use crate::route::ApiKind;
@@ -44,8 +45,12 @@ pub struct RawSecret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
-    /// OpenAI, or any OpenAI-compatible server (vLLM, Ollama, Groq, Mistral, DeepSeek, …).
+    /// OpenAI itself.
     Openai,
+    /// Any server speaking OpenAI's API (vLLM, Ollama, Groq, Mistral, DeepSeek, OpenRouter…).
+    OpenaiCompatible,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key`.
+    Azure,
     Anthropic,
 }
 
@@ -54,6 +59,8 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Openai => "openai",
+            Kind::OpenaiCompatible => "openai-compatible",
+            Kind::Azure => "azure",
             Kind::Anthropic => "anthropic",
         }
     }
@@ -79,6 +86,9 @@ pub struct RawBackend {
     /// Anthropic: `max_tokens` when the client sets none (Anthropic requires one).
     #[serde(default)]
     pub default_max_tokens: Option<u64>,
+    /// Azure: the `api-version` query parameter (required).
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +101,7 @@ pub struct Backend {
     pub api_key: Option<Secret>,
     pub anthropic_version: String,
     pub default_max_tokens: u64,
+    pub api_version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -166,8 +177,11 @@ impl Config {
                     return err(&at("host"), format!("'{host}' is not a host[:port]"));
                 }
             }
-            let base_path = b.base_path.clone().unwrap_or_else(|| "/v1".into());
-            if !base_path.starts_with('/') || !header_safe(&base_path) || base_path.contains("..") {
+            // Azure's paths start at the resource root; the others' after `/v1`.
+            let default_base = if b.kind == Kind::Azure { "" } else { "/v1" };
+            let base_path = b.base_path.clone().unwrap_or_else(|| default_base.into());
+            let path_ok = base_path.is_empty() || (base_path.starts_with('/') && header_safe(&base_path));
+            if !path_ok || base_path.contains("..") || base_path.contains(['?', '#']) {
                 return err(&at("base_path"), format!("'{base_path}' must be an absolute path"));
             }
             let api_key = match &b.api_key {
@@ -193,6 +207,17 @@ impl Config {
             if !header_safe(&anthropic_version) {
                 return err(&at("anthropic_version"), "must be a header value".into());
             }
+            let api_version = match (b.kind, &b.api_version) {
+                (Kind::Azure, Some(v))
+                    if !v.is_empty() && v.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') =>
+                {
+                    v.clone()
+                }
+                (Kind::Azure, Some(v)) => return err(&at("api_version"), format!("'{v}' is not an api-version")),
+                (Kind::Azure, None) => return err(&at("api_version"), "is required for `azure` backends".into()),
+                (_, Some(_)) => return err(&at("kind"), "api_version is for `azure` backends".into()),
+                (_, None) => String::new(),
+            };
             let default_max_tokens = b.default_max_tokens.unwrap_or(4096);
             if default_max_tokens == 0 {
                 return err(&at("default_max_tokens"), "must be at least 1".into());
@@ -206,6 +231,7 @@ impl Config {
                 api_key,
                 anthropic_version,
                 default_max_tokens,
+                api_version,
             });
         }
         let backend_index = |name: &str| backends.iter().position(|b| b.name == name);
@@ -219,6 +245,14 @@ impl Config {
             if let Some(model) = &m.model {
                 if !header_safe(model) {
                     return err(&at("model"), "must be a non-empty model id".into());
+                }
+            }
+            // Azure puts the model (its deployment name) in the path: nothing that changes a path.
+            let azure = m.backend.as_ref().and_then(|b| raw.backends.get(b)).is_some_and(|b| b.kind == Kind::Azure);
+            if azure && !m.name.ends_with('*') {
+                let deployment = m.model.as_deref().unwrap_or(&m.name);
+                if !azure::deployment_safe(deployment) {
+                    return err(&at("model"), format!("'{deployment}' is not an Azure deployment name"));
                 }
             }
             match (&m.backend, &m.alias_of) {
@@ -293,11 +327,27 @@ impl Config {
     }
 }
 
+/// The path and credential headers of a request of `api` for `model` on `backend`; `None` when
+/// the backend does not offer that API. The caller removes the client's own credentials.
+pub fn target(backend: &Backend, api: ApiKind, model: &str) -> Option<(String, Vec<(&'static str, String)>)> {
+    match backend.kind {
+        Kind::Openai | Kind::OpenaiCompatible => Some((openai::path(backend, api)?, openai::auth_headers(backend))),
+        Kind::Azure => Some((azure::path(backend, api, model)?, azure::headers(backend))),
+        Kind::Anthropic => Some((anthropic::path(backend), anthropic::headers(backend))),
+    }
+}
+
 /// The API a backend of `kind` is spoken to in, for a client that spoke `client`.
 pub fn upstream_api(kind: Kind, client: ApiKind) -> Option<ApiKind> {
     match (kind, client) {
-        (Kind::Openai, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
-        (Kind::Openai, ApiKind::OpenAiResponses) => Some(ApiKind::OpenAiResponses),
+        (
+            Kind::Openai | Kind::OpenaiCompatible,
+            k @ (ApiKind::OpenAiChat
+            | ApiKind::OpenAiEmbeddings
+            | ApiKind::OpenAiCompletions
+            | ApiKind::OpenAiResponses),
+        ) => Some(k),
+        (Kind::Azure, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
         // Anthropic Messages clients on OpenAI backends: not translated yet.
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
         _ => None,

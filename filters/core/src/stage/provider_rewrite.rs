@@ -159,8 +159,12 @@ impl ProviderRewriteStream {
         self.settings.table.backends.get(self.backend?)
     }
 
-    /// The headers that send the request to `backend` at `path`.
-    fn route_headers(&self, backend: &Backend, path: String, out: &mut Outbox) {
+    /// The headers that send the request for `model` to `backend`, in `api`.
+    fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<(), Error> {
+        let Some((path, credentials)) = provider::target(backend, api, model) else {
+            let message = format!("model '{model}' cannot be named in a request to this backend");
+            return Err(Error::InvalidRequest { param: Some("model".into()), message });
+        };
         let edits = &mut out.request_headers;
         edits.push(HeaderEdit::Set(cluster_header(&self.settings), backend.cluster.clone()));
         edits.push(HeaderEdit::Set(":path", path));
@@ -168,21 +172,15 @@ impl ProviderRewriteStream {
             edits.push(HeaderEdit::Set(":authority", host.clone()));
         }
         // The client's credentials are the gateway's business, never a provider's.
-        edits.push(HeaderEdit::Remove("authorization"));
-        edits.push(HeaderEdit::Remove("x-api-key"));
-        edits.push(HeaderEdit::Remove("api-key"));
-        match backend.kind {
-            Kind::Openai => {
-                for (name, value) in provider::openai::auth_headers(backend) {
-                    edits.push(HeaderEdit::Set(name, value));
-                }
-            }
-            Kind::Anthropic => {
-                for (name, value) in provider::anthropic::headers(backend) {
-                    edits.push(HeaderEdit::Set(name, value));
-                }
+        for name in ["authorization", "x-api-key", "api-key"] {
+            if !credentials.iter().any(|(n, _)| *n == name) {
+                edits.push(HeaderEdit::Remove(name));
             }
         }
+        for (name, value) in credentials {
+            edits.push(HeaderEdit::Set(name, value));
+        }
+        Ok(())
     }
 }
 
@@ -298,14 +296,7 @@ impl Stage for ProviderRewriteStream {
             if ex.request_model() != Some(upstream.model.as_str()) {
                 rename_model(ex, body, &upstream.model, splices).map_err(|e| (e, dialect))?;
             }
-            let path = match backend.kind {
-                Kind::Openai => provider::openai::path(&backend, upstream.kind),
-                Kind::Anthropic => Some(provider::anthropic::path(&backend)),
-            };
-            let Some(path) = path else {
-                return Err((Error::Internal { detail: "no upstream path for this API".into() }, dialect));
-            };
-            self.route_headers(&backend, path, out);
+            self.route_headers(&backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
             return Ok(());
         }
         match (ex.route.kind, backend.kind) {
@@ -329,8 +320,7 @@ impl Stage for ProviderRewriteStream {
                 out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
                 // The answer is rewritten: it must arrive uncompressed.
                 out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
-                self.route_headers(&backend, provider::anthropic::path(&backend), out);
-                Ok(())
+                self.route_headers(&backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
             }
             _ => Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
         }
