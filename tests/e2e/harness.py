@@ -145,7 +145,7 @@ class Envoy:
 
     def __init__(self, workdir, mock, *, name="envoy", wasm="tollgate_token_counter.wasm", filter_config=None, h2=False,
                  with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False, cpus=None,
-                 rls_port=8091):
+                 rls_port=8091, dynamic=False):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.access_log = os.path.join(self.dir, "access.log")
@@ -155,6 +155,12 @@ class Envoy:
                                    listen_port=0, admin_port=0, access_log=self.access_log, filter_config=filter_config,
                                    h2=h2, with_filter=with_filter, buffer_limit=buffer_limit, rls_port=rls_port)
         text += "\nstats_flush_interval: 0.5s\n"
+        self.render_args = dict(wasm=os.path.join(WASM_DIR, wasm), provider=f"mock:{mock.h2_port if h2 else mock.port}",
+                                admin_port=0, access_log=self.access_log, h2=h2, with_filter=with_filter,
+                                buffer_limit=buffer_limit, rls_port=rls_port)
+        self.lds_path = None
+        if dynamic:
+            text = self._dynamic(text, filter_config)
         with open(self.config_path, "w") as f:
             f.write(text)
         self.log_path = os.path.join(self.dir, "envoy.log")
@@ -173,6 +179,47 @@ class Envoy:
         listeners = json.loads(http_get(self.admin + "/listeners?format=json"))
         port = listeners["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
         self.url = f"http://127.0.0.1:{port}"
+
+    def _dynamic(self, text, filter_config):
+        """The listener moves to a file-based LDS resource, so a new filter configuration is
+        applied by Envoy without a restart (`reload`). It listens on a fixed free port."""
+        import yaml
+
+        self.port = free_port()
+        self.lds_path = os.path.join(self.dir, "lds.yaml")
+        self._write_lds(filter_config)
+        bootstrap = yaml.safe_load(text)
+        del bootstrap["static_resources"]["listeners"]
+        bootstrap["node"] = {"id": "tollgate-e2e", "cluster": "tollgate-e2e"}  # required with dynamic resources
+        bootstrap["dynamic_resources"] = {"lds_config": {"path_config_source": {"path": self.lds_path},
+                                                         "resource_api_version": "V3"}}
+        return yaml.safe_dump(bootstrap)
+
+    def _write_lds(self, filter_config):
+        import yaml
+
+        text = envoy_config.render(**self.render_args, listen_port=self.port, filter_config=filter_config)
+        listener = yaml.safe_load(text)["static_resources"]["listeners"][0]
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        staged = self.lds_path + ".new"
+        with open(staged, "w") as f:
+            yaml.safe_dump({"resources": [listener]}, f)
+        os.replace(staged, self.lds_path)  # Envoy watches for the file being moved into place
+
+    def reload(self, filter_config):
+        """Applies a new filter configuration through LDS; returns once Envoy took it."""
+        assert self.lds_path, "reload needs Envoy(dynamic=True)"
+        before = self.stat("listener_manager.lds.update_success")
+        self._write_lds(filter_config)
+        wait_until(lambda: self.stat("listener_manager.lds.update_success") > before, what="LDS update")
+        wait_until(lambda: self.stat("listener_manager.total_listeners_warming") == 0, what="listener warm")
+
+    def stat(self, name):
+        for line in http_get(self.admin + "/stats?filter=^" + re.escape(name) + "$").splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
 
     def log_text(self):
         with open(self.log_path) as f:

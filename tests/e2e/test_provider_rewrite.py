@@ -160,3 +160,69 @@ def test_openai_compatible_servers(run_gateway, mock):
     sent = mock.last_request("/v1/embeddings")
     assert json.loads(sent["body"])["model"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert sent["headers"]["authorization"] == "Bearer mock-local-key"
+
+
+def split_config(stable, canary):
+    import copy
+
+    import envoy_config
+
+    config = copy.deepcopy(envoy_config.RUN_CONFIG_MOCK)
+    table = config["provider_rewrite"]
+    table["sticky_header"] = "x-tollgate-consumer"
+    table["variant_header"] = "x-tollgate-variant"
+    table["models"].append({"name": "chat", "split": [
+        {"variant": "stable", "backend": "openai", "model": "gpt-4o-mini", "weight": stable},
+        {"variant": "canary", "backend": "anthropic", "model": "claude-sonnet-4-20250514", "weight": canary}]})
+    return config
+
+
+@pytest.fixture(scope="module")
+def canary_gateway(work, mock):
+    from harness import Envoy
+
+    e = Envoy(work, mock, name="canary", wasm="tollgate.wasm", filter_config=split_config(80, 20), dynamic=True)
+    yield e
+    e.stop()
+
+
+def variants(gateway, consumers, **headers):
+    """The variant each consumer's request went to, read from the access log."""
+    session = requests.Session()
+    ids = {}
+    for consumer in consumers:
+        request_id = str(uuid.uuid4())
+        r = session.post(gateway.url + "/v1/chat/completions", timeout=10, data=json.dumps(
+            {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}), headers={
+            "content-type": "application/json", "authorization": "Bearer k", "x-tollgate-consumer": consumer,
+            "x-request-id": request_id, **headers})
+        assert r.status_code == 200, r.text
+        assert r.json()["object"] == "chat.completion", "both variants answer in the client's dialect"
+        ids[consumer] = request_id
+    wait_until(lambda: {e.get("request_id") for e in gateway.access_entries()} >= set(ids.values()), what="access log")
+    by_id = {e["request_id"]: e for e in gateway.access_entries()}
+    return {consumer: by_id[rid]["variant"] for consumer, rid in ids.items()}
+
+
+def test_canary_split_holds_its_weights_sticks_and_rolls_back_without_restart(canary_gateway):
+    consumers = [f"team-{i}" for i in range(1000)]
+    before = canary_gateway.metrics()
+    first = variants(canary_gateway, consumers)
+    canary = sum(v == "canary" for v in first.values())
+    # Binomial(1000, 0.2): sd ≈ 12.6; 4 sd either side.
+    assert 150 <= canary <= 250, canary
+    after = canary_gateway.metrics()
+    assert delta(before, after, "tollgate_provider_requests", variant="canary", backend="anthropic") == canary
+    assert delta(before, after, "tollgate_provider_responses", variant="canary", status="2xx") == canary
+
+    sample = consumers[:200]
+    assert variants(canary_gateway, sample) == {c: first[c] for c in sample}, "sticky per consumer"
+    stable_one = next(c for c in sample if first[c] == "stable")
+    assert variants(canary_gateway, [stable_one], **{"x-tollgate-variant": "canary"})[stable_one] == "canary"
+
+    pid = canary_gateway.proc.pid
+    canary_gateway.reload(split_config(100, 0))  # rollback: a config change, no restart
+    assert set(variants(canary_gateway, sample).values()) == {"stable"}
+    canary_gateway.reload(split_config(80, 20))  # and forward again: the same consumers return
+    assert variants(canary_gateway, sample) == {c: first[c] for c in sample}
+    assert canary_gateway.proc.pid == pid and canary_gateway.proc.poll() is None

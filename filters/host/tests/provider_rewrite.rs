@@ -51,21 +51,29 @@ fn fixture(name: &str) -> Vec<u8> {
 
 /// Sends `request` to `path` with a client key; returns the exchange after the body.
 fn send<'a>(driver: &'a mut Driver, path: &str, request: &Value) -> (Exchange<'a>, Action) {
+    send_with(driver, path, request, &[])
+}
+
+fn send_with<'a>(
+    driver: &'a mut Driver,
+    path: &str,
+    request: &Value,
+    extra: &[(&str, &str)],
+) -> (Exchange<'a>, Action) {
     let body = serde_json::to_vec(request).unwrap();
     let length = body.len().to_string();
     let mut ex = Exchange::new(driver);
-    let action = ex.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", path),
-            (":authority", "gateway.local"),
-            ("content-type", "application/json"),
-            ("content-length", &length),
-            ("authorization", "Bearer client-key"),
-            ("accept-encoding", "gzip, deflate"),
-        ],
-        false,
-    );
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", "gateway.local"),
+        ("content-type", "application/json"),
+        ("content-length", &length),
+        ("authorization", "Bearer client-key"),
+        ("accept-encoding", "gzip, deflate"),
+    ];
+    headers.extend_from_slice(extra);
+    let action = ex.request_headers(&headers, false);
     assert_eq!(action, Action::Pause, "headers held until the model is read");
     let action = ex.request_body(&[&body]);
     (ex, action)
@@ -468,4 +476,53 @@ fn azure_deployments_and_openai_compatible_servers() {
     assert_eq!(h("authorization"), None, "no key configured: none sent, and never the client's");
     let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
     assert_eq!(forwarded["model"], "meta-llama/Llama-3.1-8B-Instruct");
+}
+
+fn split_config(variant_header: bool) -> Value {
+    let mut c = config();
+    let table = c["provider_rewrite"].as_object_mut().unwrap();
+    table.insert("sticky_header".into(), json!("x-tollgate-consumer"));
+    if variant_header {
+        table.insert("variant_header".into(), json!("x-tollgate-variant"));
+    }
+    table["models"].as_array_mut().unwrap().push(json!({"name": "chat", "split": [
+        {"variant": "stable", "backend": "openai", "model": "gpt-4o-mini", "weight": 1},
+        {"variant": "canary", "backend": "claude", "model": "claude-sonnet-4-20250514", "weight": 1}
+    ]}));
+    c
+}
+
+#[test]
+fn split_variants_are_sticky_per_consumer_and_forceable_only_when_configured() {
+    let variant = |config: &Value, extra: &[(&str, &str)]| {
+        let mut driver = driver(config);
+        let (ex, action) = send_with(&mut driver, "/v1/chat/completions", &chat("chat", false), extra);
+        assert_eq!(action, Action::Continue);
+        let variant = ex.host.filter_state.get("tollgate.variant").cloned().unwrap();
+        let backend = ex.host.filter_state.get("tollgate.backend").cloned().unwrap();
+        let cluster = ex.host.request_header_value("x-tollgate-cluster").unwrap().to_string();
+        assert_eq!(ex.host.counter("tollgate.provider.requests", &[&format!("variant={variant}")]), 1);
+        (variant, backend, cluster)
+    };
+    let config = split_config(true);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let consumer = format!("team-{i}");
+        let first = variant(&config, &[("x-tollgate-consumer", &consumer), ("x-request-id", "a")]);
+        let again = variant(&config, &[("x-tollgate-consumer", &consumer), ("x-request-id", "b")]);
+        assert_eq!(first, again, "a consumer stays on its variant");
+        assert_eq!(
+            (first.1.as_str(), first.2.as_str()),
+            if first.0 == "stable" { ("openai", "openai") } else { ("claude", "anthropic") }
+        );
+        seen.insert(first.0);
+    }
+    assert_eq!(seen.len(), 2, "both variants get consumers at 1:1");
+    let forced = variant(&config, &[("x-tollgate-consumer", "team-1"), ("x-tollgate-variant", "canary")]);
+    assert_eq!(forced.0, "canary");
+    // Without variant_header configured, the header is just a header.
+    let config = split_config(false);
+    let natural = variant(&config, &[("x-tollgate-consumer", "team-7")]);
+    let other = if natural.0 == "stable" { "canary" } else { "stable" };
+    assert_eq!(variant(&config, &[("x-tollgate-consumer", "team-7"), ("x-tollgate-variant", other)]).0, natural.0);
 }

@@ -117,6 +117,21 @@ pub struct RawModel {
     /// This name is another name for `alias_of` (an exact name of the table).
     #[serde(default)]
     pub alias_of: Option<String>,
+    /// Weighted variants (canary, A/B): each request goes to one, sticky per key.
+    #[serde(default)]
+    pub split: Option<Vec<RawVariant>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    /// The variant's name, in metrics and the access log (`stable`, `canary`, …).
+    pub variant: String,
+    pub backend: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Relative weight; 0 takes the variant out (a rollback) while keeping it forceable.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -127,6 +142,15 @@ pub struct RawConfig {
     /// Header the filter sets to the backend's cluster; the route uses it as `cluster_header`.
     #[serde(default = "default_cluster_header")]
     pub cluster_header: String,
+    /// Request header whose value keeps a client on one variant of a split (a consumer or
+    /// session id). Without it, or when the request lacks it, each request is drawn anew (from
+    /// Envoy's `x-request-id`).
+    #[serde(default)]
+    pub sticky_header: Option<String>,
+    /// Request header naming the variant to use (for testing a canary). Off unless set: a
+    /// client could otherwise choose its backend.
+    #[serde(default)]
+    pub variant_header: Option<String>,
 }
 
 fn default_cluster_header() -> String {
@@ -136,7 +160,40 @@ fn default_cluster_header() -> String {
 #[derive(Debug, Clone)]
 enum Entry {
     Model { backend: usize, model: Option<String> },
+    Split(Vec<Variant>),
     Alias(String),
+}
+
+#[derive(Debug, Clone)]
+struct Variant {
+    name: String,
+    backend: usize,
+    model: Option<String>,
+    weight: u32,
+}
+
+/// How to pick among a split's variants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Choice<'a> {
+    /// A variant named by the (configured) override header.
+    pub forced: Option<&'a str>,
+    /// A uniform draw (see [`bucket`]).
+    pub draw: u64,
+}
+
+/// A stable, well-mixed 64-bit draw for `key` and `model` (FNV-1a, then splitmix64's finaliser),
+/// so a sticky key lands on the same variant on every worker and every restart.
+pub fn bucket(key: &str, model: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain([0]).chain(model.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +203,8 @@ pub struct Config {
     /// (prefix, backend, model), longest prefix first.
     prefixes: Vec<(String, usize, Option<String>)>,
     pub cluster_header: String,
+    pub sticky_header: Option<String>,
+    pub variant_header: Option<String>,
 }
 
 /// Where a model goes.
@@ -154,6 +213,8 @@ pub struct Resolved<'a> {
     pub backend: &'a Backend,
     /// The model id sent to the backend.
     pub model: &'a str,
+    /// The split variant chosen, if the model is split.
+    pub variant: Option<&'a str>,
 }
 
 /// Header names and values must not smuggle a line break or a NUL into a request.
@@ -248,18 +309,18 @@ impl Config {
                 }
             }
             // Azure puts the model (its deployment name) in the path: nothing that changes a path.
-            let azure = m.backend.as_ref().and_then(|b| raw.backends.get(b)).is_some_and(|b| b.kind == Kind::Azure);
-            if azure && !m.name.ends_with('*') {
-                let deployment = m.model.as_deref().unwrap_or(&m.name);
-                if !azure::deployment_safe(deployment) {
-                    return err(&at("model"), format!("'{deployment}' is not an Azure deployment name"));
-                }
-            }
-            match (&m.backend, &m.alias_of) {
-                (Some(backend), None) => {
+            let azure_safe = |backend: &str, model: Option<&String>| {
+                let azure = raw.backends.get(backend).is_some_and(|b| b.kind == Kind::Azure);
+                !azure || m.name.ends_with('*') || azure::deployment_safe(model.unwrap_or(&m.name))
+            };
+            match (&m.backend, &m.alias_of, &m.split) {
+                (Some(backend), None, None) => {
                     let Some(index) = backend_index(backend) else {
                         return err(&at("backend"), format!("'{backend}' is not in `backends`"));
                     };
+                    if !azure_safe(backend, m.model.as_ref()) {
+                        return err(&at("model"), "is not an Azure deployment name (letters, digits, - _ .)".into());
+                    }
                     if let Some(prefix) = m.name.strip_suffix('*') {
                         if prefix.contains('*') || m.model.is_some() {
                             return err(&at("name"), "a pattern is a prefix ending in *, and takes no `model`".into());
@@ -272,7 +333,7 @@ impl Config {
                         return err(&at("name"), format!("'{}' is listed twice", m.name));
                     }
                 }
-                (None, Some(target)) => {
+                (None, Some(target), None) => {
                     if m.name.contains('*') || m.model.is_some() {
                         return err(&at("alias_of"), "an alias is an exact name, without `model`".into());
                     }
@@ -280,12 +341,44 @@ impl Config {
                         return err(&at("name"), format!("'{}' is listed twice", m.name));
                     }
                 }
-                _ => return err(&at("backend"), "set exactly one of `backend` and `alias_of`".into()),
+                (None, None, Some(split)) => {
+                    if m.name.contains('*') || m.model.is_some() {
+                        return err(&at("split"), "a split is an exact name, without `model`".into());
+                    }
+                    let mut variants = Vec::with_capacity(split.len());
+                    for (j, v) in split.iter().enumerate() {
+                        let at = |f: &str| format!("models[{i}].split[{j}].{f}");
+                        let Some(index) = backend_index(&v.backend) else {
+                            return err(&at("backend"), format!("'{}' is not in `backends`", v.backend));
+                        };
+                        if !metric_safe(&v.variant) || split.iter().take(j).any(|w| w.variant == v.variant) {
+                            return err(&at("variant"), "must be a unique name of letters, digits, - _ .".into());
+                        }
+                        if v.model.as_ref().is_some_and(|model| !header_safe(model))
+                            || !azure_safe(&v.backend, v.model.as_ref())
+                        {
+                            return err(&at("model"), "must be a model id this backend can be sent".into());
+                        }
+                        variants.push(Variant {
+                            name: v.variant.clone(),
+                            backend: index,
+                            model: v.model.clone(),
+                            weight: v.weight,
+                        });
+                    }
+                    if variants.iter().map(|v| u64::from(v.weight)).sum::<u64>() == 0 {
+                        return err(&at("split"), "needs at least one variant with a weight above 0".into());
+                    }
+                    if exact.insert(m.name.clone(), Entry::Split(variants)).is_some() {
+                        return err(&at("name"), format!("'{}' is listed twice", m.name));
+                    }
+                }
+                _ => return err(&at("backend"), "set exactly one of `backend`, `alias_of` and `split`".into()),
             }
         }
         for (i, m) in raw.models.iter().enumerate() {
             if let Some(target) = &m.alias_of {
-                if !matches!(exact.get(target), Some(Entry::Model { .. })) {
+                if !matches!(exact.get(target), Some(Entry::Model { .. } | Entry::Split(_))) {
                     return err(
                         &format!("models[{i}].alias_of"),
                         format!("'{target}' is not an exact model name of the table"),
@@ -298,33 +391,97 @@ impl Config {
         {
             return err("cluster_header", "must be a lowercase header name".into());
         }
-        Ok(Config { backends, exact, prefixes, cluster_header: raw.cluster_header })
+        for (field, header) in [("sticky_header", &raw.sticky_header), ("variant_header", &raw.variant_header)] {
+            if header
+                .as_ref()
+                .is_some_and(|h| !header_safe(h) || h.bytes().any(|b| b.is_ascii_uppercase() || b == b':'))
+            {
+                return err(field, "must be a lowercase header name".into());
+            }
+        }
+        Ok(Config {
+            backends,
+            exact,
+            prefixes,
+            cluster_header: raw.cluster_header,
+            sticky_header: raw.sticky_header,
+            variant_header: raw.variant_header,
+        })
     }
 
-    /// The backend and model id for a requested model, if the table has it.
+    /// The backend and model id for a requested model, if the table has it (a split's variant
+    /// by the first draw: for listing and tests).
     pub fn resolve<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
+        self.resolve_with(requested, Choice::default())
+    }
+
+    /// The backend and model id for a requested model; a split's variant per `choice` (a forced
+    /// variant that does not exist is ignored).
+    pub fn resolve_with<'a>(&'a self, requested: &'a str, choice: Choice<'_>) -> Option<Resolved<'a>> {
         let exact = match self.exact.get(requested) {
             Some(Entry::Alias(target)) => self.exact.get(target.as_str()).map(|e| (target.as_str(), e)),
             Some(entry) => Some((requested, entry)),
             None => None,
         };
         match exact {
-            Some((name, Entry::Model { backend, model })) => {
-                Some(Resolved { backend: self.backends.get(*backend)?, model: model.as_deref().unwrap_or(name) })
+            Some((name, Entry::Model { backend, model })) => Some(Resolved {
+                backend: self.backends.get(*backend)?,
+                model: model.as_deref().unwrap_or(name),
+                variant: None,
+            }),
+            Some((name, Entry::Split(variants))) => {
+                let v = pick(variants, choice)?;
+                Some(Resolved {
+                    backend: self.backends.get(v.backend)?,
+                    model: v.model.as_deref().unwrap_or(name),
+                    variant: Some(&v.name),
+                })
             }
             _ => self.resolve_prefix(requested),
         }
     }
 
+    /// Whether `requested` (or what it is an alias of) is a split.
+    pub fn is_split(&self, requested: &str) -> bool {
+        match self.exact.get(requested) {
+            Some(Entry::Split(_)) => true,
+            Some(Entry::Alias(target)) => matches!(self.exact.get(target.as_str()), Some(Entry::Split(_))),
+            _ => false,
+        }
+    }
+
     fn resolve_prefix<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
         let (_, backend, _) = self.prefixes.iter().find(|(p, _, _)| requested.starts_with(p.as_str()))?;
-        Some(Resolved { backend: self.backends.get(*backend)?, model: requested })
+        Some(Resolved { backend: self.backends.get(*backend)?, model: requested, variant: None })
     }
 
     /// Models clients may name exactly (patterns are not listed), with their backend's kind.
     pub fn listed(&self) -> impl Iterator<Item = (&str, Kind)> + '_ {
         self.exact.keys().filter_map(|name| Some((name.as_str(), self.resolve(name)?.backend.kind)))
     }
+}
+
+/// The variant for a draw: weights partition `[0, total)`.
+fn pick<'v>(variants: &'v [Variant], choice: Choice<'_>) -> Option<&'v Variant> {
+    if let Some(forced) = choice.forced.and_then(|f| variants.iter().find(|v| v.name == f)) {
+        return Some(forced);
+    }
+    let total: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
+    let mut at = choice.draw.checked_rem(total)?;
+    for v in variants {
+        if at < u64::from(v.weight) {
+            return Some(v);
+        }
+        at -= u64::from(v.weight);
+    }
+    None
+}
+
+/// Names that go into metric labels as they are.
+fn metric_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The path and credential headers of a request of `api` for `model` on `backend`; `None` when
@@ -440,5 +597,66 @@ mod tests {
             let error = config(value.clone()).unwrap_err();
             assert!(error.starts_with(field), "{value}: {error}");
         }
+    }
+
+    fn split_config(stable: u32, canary: u32) -> Config {
+        let mut value = base();
+        value["models"].as_array_mut().unwrap().push(json!({"name": "chat", "split": [
+            {"variant": "stable", "backend": "openai", "model": "gpt-4o-mini", "weight": stable},
+            {"variant": "canary", "backend": "claude", "model": "claude-sonnet-4-20250514", "weight": canary}
+        ]}));
+        value["models"].as_array_mut().unwrap().push(json!({"name": "assistant", "alias_of": "chat"}));
+        config(value).unwrap()
+    }
+
+    fn variant_of(c: &Config, model: &str, key: &str, forced: Option<&str>) -> (String, String) {
+        let r = c.resolve_with(model, Choice { forced, draw: bucket(key, model) }).unwrap();
+        (r.variant.unwrap().to_string(), r.model.to_string())
+    }
+
+    #[test]
+    fn splits_follow_their_weights_and_stick_to_a_key() {
+        let c = split_config(90, 10);
+        assert!(c.is_split("chat") && c.is_split("assistant") && !c.is_split("sonnet"));
+        let n = 20_000;
+        let canary = (0..n).filter(|i| variant_of(&c, "chat", &format!("consumer-{i}"), None).0 == "canary").count();
+        // Binomial(20000, 0.1): sd ≈ 42; 4 sd either side.
+        assert!((2000 - 170..=2000 + 170).contains(&canary), "{canary} of {n}");
+        for i in 0..100 {
+            let key = format!("user-{i}");
+            assert_eq!(variant_of(&c, "chat", &key, None), variant_of(&c, "chat", &key, None), "sticky");
+        }
+        assert_eq!(variant_of(&c, "chat", "k", Some("canary")).1, "claude-sonnet-4-20250514", "forced");
+        assert_eq!(variant_of(&c, "assistant", "k", Some("canary")).0, "canary", "through an alias");
+        assert_eq!(variant_of(&c, "chat", "k", Some("nope")), variant_of(&c, "chat", "k", None), "unknown: ignored");
+        // Rollback: the canary's weight to 0; nobody lands there unless forced.
+        let rolled_back = split_config(100, 0);
+        assert!((0..2000).all(|i| variant_of(&rolled_back, "chat", &i.to_string(), None).0 == "stable"));
+        assert_eq!(variant_of(&rolled_back, "chat", "k", Some("canary")).0, "canary");
+        // Moving weights moves only the keys that must move: stable-at-90 keys stay stable at 95.
+        let wider = split_config(95, 5);
+        assert!((0..2000)
+            .map(|i| format!("c{i}"))
+            .all(|k| variant_of(&wider, "chat", &k, None).0 == "stable"
+                || variant_of(&c, "chat", &k, None).0 == "canary"));
+    }
+
+    #[test]
+    fn split_errors_name_the_field() {
+        let with = |split: serde_json::Value| {
+            let mut value = base();
+            value["models"].as_array_mut().unwrap().push(json!({"name": "chat", "split": split}));
+            config(value).unwrap_err()
+        };
+        let error = with(json!([{"variant": "a", "backend": "nope", "weight": 1}]));
+        assert!(error.starts_with("provider_rewrite.models[5].split[0].backend:"), "{error}");
+        let error = with(json!([{"variant": "a", "backend": "openai", "weight": 0}]));
+        assert!(error.starts_with("provider_rewrite.models[5].split:"), "{error}");
+        let error = with(
+            json!([{"variant": "a", "backend": "openai", "weight": 1}, {"variant": "a", "backend": "claude", "weight": 1}]),
+        );
+        assert!(error.starts_with("provider_rewrite.models[5].split[1].variant:"), "{error}");
+        let error = with(json!([{"variant": "a;b=c", "backend": "openai", "weight": 1}]));
+        assert!(error.starts_with("provider_rewrite.models[5].split[0].variant:"), "{error}");
     }
 }

@@ -115,6 +115,7 @@ impl StageFactory for ProviderRewrite {
             settings: self.settings.clone(),
             backend: None,
             include_usage: false,
+            variant: None,
             response: Response::Pass,
         })
     }
@@ -139,6 +140,8 @@ pub struct ProviderRewriteStream {
     backend: Option<usize>,
     /// The OpenAI client asked for the usage chunk of a stream.
     include_usage: bool,
+    /// The split variant chosen, if any.
+    variant: Option<String>,
     response: Response,
 }
 
@@ -155,10 +158,6 @@ fn routed(kind: ApiKind) -> bool {
 }
 
 impl ProviderRewriteStream {
-    fn backend(&self) -> Option<&Backend> {
-        self.settings.table.backends.get(self.backend?)
-    }
-
     /// The headers that send the request for `model` to `backend`, in `api`.
     fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<(), Error> {
         let Some((path, credentials)) = provider::target(backend, api, model) else {
@@ -235,7 +234,7 @@ impl Stage for ProviderRewriteStream {
         routed(ex.route.kind)
     }
 
-    fn plan(&mut self, ex: &mut Exchange, _host: &dyn StageHost, _out: &mut Outbox) -> Result<(), (Error, Dialect)> {
+    fn plan(&mut self, ex: &mut Exchange, host: &dyn StageHost, out: &mut Outbox) -> Result<(), (Error, Dialect)> {
         let client = ex.route.kind;
         if !routed(client) {
             return Ok(());
@@ -254,7 +253,21 @@ impl Stage for ProviderRewriteStream {
             let error = Error::InvalidRequest { param: Some("model".into()), message: "'model' is required".into() };
             return Err((error, dialect));
         };
-        let Some(resolved) = self.settings.table.resolve(requested) else {
+        let table = &self.settings.table;
+        // Headers are read (host calls) only for a split model.
+        let mut choice = provider::Choice::default();
+        let (forced, key);
+        if table.is_split(requested) {
+            forced = table.variant_header.as_deref().and_then(|h| host.request_header(h));
+            key = table
+                .sticky_header
+                .as_deref()
+                .and_then(|h| host.request_header(h))
+                .or_else(|| host.request_header("x-request-id"))
+                .unwrap_or_else(|| ex.started_ns.to_string());
+            choice = provider::Choice { forced: forced.as_deref(), draw: provider::bucket(&key, requested) };
+        }
+        let Some(resolved) = table.resolve_with(requested, choice) else {
             return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
         };
         let backend = resolved.backend;
@@ -270,7 +283,12 @@ impl Stage for ProviderRewriteStream {
             return Err((error, dialect));
         };
         let upstream = Upstream { kind, provider: backend.kind.label(), model: resolved.model.to_string() };
-        self.backend = self.settings.table.backends.iter().position(|b| b.name == backend.name);
+        self.backend = table.backends.iter().position(|b| b.name == backend.name);
+        self.variant = resolved.variant.map(str::to_string);
+        out.state("tollgate.backend", backend.name.clone());
+        if let Some(variant) = resolved.variant {
+            out.state("tollgate.variant", variant);
+        }
         ex.upstream = Some(upstream);
         Ok(())
     }
@@ -283,20 +301,26 @@ impl Stage for ProviderRewriteStream {
         _host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Result<(), (Error, Dialect)> {
-        let (Some(backend), Some(upstream)) = (self.backend(), ex.upstream.clone()) else {
+        let settings = self.settings.clone();
+        let (Some(backend), Some(upstream)) =
+            (self.backend.and_then(|i| settings.table.backends.get(i)), ex.upstream.clone())
+        else {
             return Ok(());
         };
-        let backend = backend.clone();
         let dialect = ex.dialect();
+        let variant = self.variant.as_deref().unwrap_or("");
         out.counter(
-            metrics::name("provider.requests", &[("backend", &backend.name), ("api", upstream.kind.operation())]),
+            metrics::name(
+                "provider.requests",
+                &[("backend", &backend.name), ("api", upstream.kind.operation()), ("variant", variant)],
+            ),
             1,
         );
         if upstream.kind == ex.route.kind {
             if ex.request_model() != Some(upstream.model.as_str()) {
                 rename_model(ex, body, &upstream.model, splices).map_err(|e| (e, dialect))?;
             }
-            self.route_headers(&backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
+            self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
             return Ok(());
         }
         match (ex.route.kind, backend.kind) {
@@ -320,13 +344,25 @@ impl Stage for ProviderRewriteStream {
                 out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
                 // The answer is rewritten: it must arrive uncompressed.
                 out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
-                self.route_headers(&backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
+                self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
             }
             _ => Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
         }
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+        if let Some(backend) = self.backend.and_then(|i| self.settings.table.backends.get(i)) {
+            // Per backend and variant: what a canary is judged by.
+            let class = match head.status {
+                200..=299 => "2xx",
+                400..=499 => "4xx",
+                500..=599 => "5xx",
+                _ => "other",
+            };
+            let variant = self.variant.as_deref().unwrap_or("");
+            let labels = [("backend", backend.name.as_str()), ("variant", variant), ("status", class)];
+            out.counter(metrics::name("provider.responses", &labels), 1);
+        }
         let translating = matches!(
             (ex.route.kind, ex.upstream.as_ref().map(|u| u.kind)),
             (ApiKind::OpenAiChat, Some(ApiKind::AnthropicMessages))
