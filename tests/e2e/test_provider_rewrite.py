@@ -226,3 +226,50 @@ def test_canary_split_holds_its_weights_sticks_and_rolls_back_without_restart(ca
     canary_gateway.reload(split_config(80, 20))  # and forward again: the same consumers return
     assert variants(canary_gateway, sample) == {c: first[c] for c in sample}
     assert canary_gateway.proc.pid == pid and canary_gateway.proc.poll() is None
+
+
+def anthropic_client(gateway, **headers):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-client-secret", max_retries=0,
+                               default_headers={"x-tollgate-consumer": "e2e-rewrite", **headers})
+
+
+def test_anthropic_client_on_an_openai_backend(run_gateway, mock):
+    reply = anthropic_client(run_gateway).messages.create(
+        model="gpt-4o-mini", max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Hello"}])
+    assert reply.content[0].type == "text" and reply.content[0].text
+    assert reply.stop_reason == "end_turn"
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (19, 10)
+    sent = mock.last_request("/v1/chat/completions")
+    body = json.loads(sent["body"])
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert body["max_completion_tokens"] == 100
+    assert sent["headers"]["authorization"] == "Bearer mock-openai-key"
+    assert "x-api-key" not in sent["headers"] and "sk-ant-client-secret" not in json.dumps(sent)
+
+    with anthropic_client(run_gateway).messages.stream(
+            model="gpt-4o-mini", max_tokens=100, messages=[{"role": "user", "content": "Hello"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello! How can I help you today?"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (19, 9)
+
+
+def test_anthropic_client_streams_tool_calls_from_an_openai_backend(run_gateway):
+    tools = [{"name": "get_weather", "description": "Weather by city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    with anthropic_client(run_gateway, **{"x-mock-case": "openai-chat-tools-stream"}).messages.stream(
+            model="gpt-4o-mini", max_tokens=100, tools=tools,
+            messages=[{"role": "user", "content": "Weather in Recife?"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert (call.name, call.input) == ("get_weather", {"city": "Recife", "unit": "celsius"})
+
+    import anthropic
+
+    with pytest.raises(anthropic.RateLimitError) as e:
+        anthropic_client(run_gateway, **{"x-mock-status": "429"}).messages.create(
+            model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["error"]["type"] == "rate_limit_error"

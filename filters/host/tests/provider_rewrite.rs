@@ -143,7 +143,7 @@ fn unknown_models_are_404_in_the_clients_dialect() {
 }
 
 #[test]
-fn anthropic_clients_reach_anthropic_backends_by_alias_and_openai_backends_are_refused_clearly() {
+fn anthropic_clients_reach_anthropic_backends_by_alias() {
     let mut driver = driver(&config());
     let request = json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
     let (ex, action) = send(&mut driver, "/v1/messages", &request);
@@ -152,17 +152,178 @@ fn anthropic_clients_reach_anthropic_backends_by_alias_and_openai_backends_are_r
     assert_eq!(forwarded["model"], "claude-sonnet-4-20250514");
     assert_eq!(ex.host.request_header_value("x-api-key"), Some("sk-ant-test"));
     assert_eq!(ex.host.request_header_value("authorization"), None);
+}
 
+#[test]
+fn anthropic_requests_become_chat_completions() {
+    let request = json!({
+        "model": "gpt-4o-mini",
+        "max_tokens": 300,
+        "system": [{"type": "text", "text": "You are terse."}, {"type": "text", "text": "Answer in Portuguese."}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather in Recife?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "...", "signature": "sig"},
+                {"type": "text", "text": "Let me check."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Recife"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "31C"}]},
+                {"type": "text", "text": "And tomorrow?"}
+            ]}
+        ],
+        "tools": [{"name": "get_weather", "description": "Weather by city",
+                   "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+        "temperature": 0.3,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u-42"},
+        "stream": true
+    });
+    let mut driver = driver(&config());
+    let (ex, action) = send_with(&mut driver, "/v1/messages", &request, &[("x-api-key", "client-anthropic-key")]);
+    assert_eq!(action, Action::Continue);
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    let expected = json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are terse.\n\nAnswer in Portuguese."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather in Recife?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+            ]},
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Recife\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "toolu_1", "content": "31C"},
+            {"role": "user", "content": [{"type": "text", "text": "And tomorrow?"}]}
+        ],
+        "max_completion_tokens": 300,
+        "temperature": 0.3,
+        "stop": ["END"],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "user": "u-42",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false
+    });
+    assert_eq!(forwarded, expected);
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h(":path"), Some("/v1/chat/completions"));
+    assert_eq!(h("authorization"), Some("Bearer sk-test-openai"));
+    assert_eq!(h("x-api-key"), None, "the client's key never reaches the provider");
+
+    // No OpenAI equivalent: refused, naming the parameter.
     let mut driver = self::driver(&config());
-    let request = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let request =
+        json!({"model": "gpt-4o-mini", "max_tokens": 5, "top_k": 5, "messages": [{"role": "user", "content": "Hi"}]});
     let (ex, _) = send(&mut driver, "/v1/messages", &request);
     let reply = ex.host.local_reply.clone().unwrap();
     assert_eq!(reply.status, 400);
-    assert!(
-        String::from_utf8_lossy(&reply.body).contains("does not offer"),
-        "{}",
-        String::from_utf8_lossy(&reply.body)
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("top_k"), "{body}");
+}
+
+#[test]
+fn chat_completions_become_anthropic_messages() {
+    let mut driver = driver(&config());
+    let request =
+        json!({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Weather?"}]});
+    let (mut ex, _) = send(&mut driver, "/v1/messages", &request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json"), ("content-length", "900")], false);
+    ex.response_body(&[&fixture("openai/chat-tools.json")], 5, true);
+    ex.log();
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "id": "chatcmpl-tools", "type": "message", "role": "assistant", "model": "gpt-4o-2024-08-06",
+            "content": [{"type": "tool_use", "id": "call_abc123", "name": "get_weather", "input": {"city": "Recife", "unit": "celsius"}}],
+            "stop_reason": "tool_use", "stop_sequence": null,
+            "usage": {"input_tokens": 82, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 17}
+        })
     );
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=output", "gen_ai_provider_name=openai"]), 17);
+}
+
+/// Plays the OpenAI tool stream to an Anthropic client, cut at `cut`.
+fn openai_tool_stream(cut: Option<usize>) -> (Vec<u8>, tollgate_host::fake::FakeHost) {
+    let request = json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": true,
+                         "messages": [{"role": "user", "content": "Weather?"}]});
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/messages", &request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let upstream = fixture("openai/chat-tools-stream.sse");
+    match cut {
+        Some(at) => ex.response_body(&[&upstream[..at], &upstream[at..]], 5, true),
+        None => ex.response_body(&[&upstream], 5, true),
+    }
+    ex.log();
+    (ex.host.client_body.clone(), ex.host)
+}
+
+fn anthropic_events(body: &[u8]) -> Vec<(String, Value)> {
+    std::str::from_utf8(body)
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.strip_prefix("event: ").unwrap().split_once("\ndata: ").unwrap();
+            let value: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(value["type"], name, "event name and type agree");
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn openai_streams_become_anthropic_events_at_every_byte_boundary() {
+    let (whole, host) = openai_tool_stream(None);
+    let events = anthropic_events(&whole);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"]);
+    assert_eq!(names.iter().filter(|n| **n == "content_block_start").count(), 1);
+    assert_eq!(names.iter().filter(|n| **n == "content_block_stop").count(), 1);
+    let (_, start) = events.iter().find(|(n, _)| n == "content_block_start").unwrap();
+    assert_eq!(
+        start["content_block"],
+        json!({"type": "tool_use", "id": "call_abc123", "name": "get_weather", "input": {}})
+    );
+    let input: String = events.iter().filter_map(|(_, e)| e["delta"]["partial_json"].as_str()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&input).unwrap(), json!({"city": "Recife", "unit": "celsius"}));
+    let (_, delta) = &events[events.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(delta["usage"]["output_tokens"], 17);
+    assert_eq!(delta["usage"]["input_tokens"], 82);
+    assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=output"]), 17);
+
+    let upstream_len = fixture("openai/chat-tools-stream.sse").len();
+    for cut in 1..upstream_len {
+        let (split, host) = openai_tool_stream(Some(cut));
+        assert_eq!(split, whole, "cut at {cut}");
+        assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=output"]), 17, "cut at {cut}");
+    }
+}
+
+#[test]
+fn openai_errors_reach_anthropic_clients_in_their_dialect() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let (mut ex, _) = send(&mut driver, "/v1/messages", &request);
+    ex.response_headers(&[(":status", "429"), ("content-type", "application/json"), ("retry-after", "3")], false);
+    ex.response_body(&[&fixture("openai/error-429.json")], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    assert_eq!(ex.host.response_header_value("retry-after"), Some("3"));
 }
 
 #[test]

@@ -505,7 +505,7 @@ pub fn upstream_api(kind: Kind, client: ApiKind) -> Option<ApiKind> {
             | ApiKind::OpenAiResponses),
         ) => Some(k),
         (Kind::Azure, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
-        // Anthropic Messages clients on OpenAI backends: not translated yet.
+        (Kind::Openai | Kind::OpenaiCompatible | Kind::Azure, ApiKind::AnthropicMessages) => Some(ApiKind::OpenAiChat),
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
         _ => None,
     }

@@ -18,9 +18,11 @@
 
 use super::{Answer, Exchange, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory};
 use super::{StageHost, Upstream};
-use crate::api::anthropic::MessagesResponse;
-use crate::api::openai::ChatCompletionRequest;
+use crate::api::anthropic::{MessagesRequest, MessagesResponse};
+use crate::api::openai::{ChatCompletionRequest, ChatCompletionResponse};
 use crate::convert::anthropic::{self as to_anthropic, StreamToOpenAi};
+use crate::convert::openai as to_openai;
+use crate::convert::StreamTranslate;
 use crate::error::{Dialect, Error};
 use crate::metrics;
 use crate::provider::{self, Backend, Config, Kind};
@@ -116,20 +118,32 @@ impl StageFactory for ProviderRewrite {
             backend: None,
             include_usage: false,
             variant: None,
+            pair: Pair::None,
             response: Response::Pass,
         })
     }
+}
+
+/// Which translation a stream needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    /// Same API both sides.
+    None,
+    /// OpenAI chat client, Anthropic backend.
+    OpenAiToAnthropic,
+    /// Anthropic Messages client, OpenAI-style backend.
+    AnthropicToOpenAi,
 }
 
 /// How the response of this stream is rewritten.
 enum Response {
     /// Same API as the client's (or not routed): untouched.
     Pass,
-    /// Anthropic JSON answer, held until complete.
-    AnthropicJson(Vec<u8>),
-    /// Anthropic error answer with its status, held until complete.
-    AnthropicError(u16, Vec<u8>),
-    AnthropicStream(Box<StreamToOpenAi>),
+    /// A JSON answer, held until complete.
+    Json(Vec<u8>),
+    /// An error answer with its status, held until complete.
+    Error(u16, Vec<u8>),
+    Stream(Box<dyn StreamTranslate>),
     /// The answer cannot be translated (compressed, or too large): one error body replaces it.
     Refused(&'static str),
 }
@@ -142,6 +156,7 @@ pub struct ProviderRewriteStream {
     include_usage: bool,
     /// The split variant chosen, if any.
     variant: Option<String>,
+    pair: Pair,
     response: Response,
 }
 
@@ -323,31 +338,43 @@ impl Stage for ProviderRewriteStream {
             self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
             return Ok(());
         }
-        match (ex.route.kind, backend.kind) {
+        let invalid = |e: serde_json::Error| {
+            let message = format!("not a {} request: {e}", ex.route.kind.operation());
+            (Error::InvalidRequest { param: None, message }, dialect)
+        };
+        let translated = match (ex.route.kind, backend.kind) {
             (ApiKind::OpenAiChat, Kind::Anthropic) => {
-                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
-                    (
-                        Error::InvalidRequest { param: None, message: format!("not a chat completion request: {e}") },
-                        dialect,
-                    )
-                })?;
+                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
                 self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+                self.pair = Pair::OpenAiToAnthropic;
                 let translated =
                     to_anthropic::request_from_openai(&request, &upstream.model, backend.default_max_tokens)
                         .map_err(|e| (e, dialect))?;
-                let bytes = serde_json::to_vec(&translated)
-                    .map_err(|_| (Error::Internal { detail: "request translation failed".into() }, dialect))?;
-                // The body is replaced whole: what earlier stages spliced belonged to the old API.
-                splices.clear();
-                ex.injected_include_usage = false;
-                splices.push(Splice { at: 0, remove: body.len(), insert: bytes });
-                out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
-                // The answer is rewritten: it must arrive uncompressed.
-                out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
-                self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
+                serde_json::to_vec(&translated)
             }
-            _ => Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
-        }
+            (ApiKind::AnthropicMessages, Kind::Openai | Kind::OpenaiCompatible | Kind::Azure) => {
+                let request: MessagesRequest = serde_json::from_slice(body).map_err(invalid)?;
+                self.pair = Pair::AnthropicToOpenAi;
+                let field = match backend.kind {
+                    Kind::OpenaiCompatible => to_openai::MaxTokensField::MaxTokens,
+                    _ => to_openai::MaxTokensField::MaxCompletionTokens,
+                };
+                let translated =
+                    to_openai::request_from_anthropic(&request, &upstream.model, field).map_err(|e| (e, dialect))?;
+                serde_json::to_vec(&translated)
+            }
+            _ => return Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
+        };
+        let bytes =
+            translated.map_err(|_| (Error::Internal { detail: "request translation failed".into() }, dialect))?;
+        // The body is replaced whole: what earlier stages spliced belonged to the old API.
+        splices.clear();
+        ex.injected_include_usage = false;
+        splices.push(Splice { at: 0, remove: body.len(), insert: bytes });
+        out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
+        // The answer is rewritten: it must arrive uncompressed.
+        out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
+        self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
@@ -363,11 +390,7 @@ impl Stage for ProviderRewriteStream {
             let labels = [("backend", backend.name.as_str()), ("variant", variant), ("status", class)];
             out.counter(metrics::name("provider.responses", &labels), 1);
         }
-        let translating = matches!(
-            (ex.route.kind, ex.upstream.as_ref().map(|u| u.kind)),
-            (ApiKind::OpenAiChat, Some(ApiKind::AnthropicMessages))
-        );
-        if !translating || !head.has_body {
+        if self.pair == Pair::None || !head.has_body {
             return;
         }
         let edits = &mut out.response_headers;
@@ -378,22 +401,21 @@ impl Stage for ProviderRewriteStream {
             edits.push(HeaderEdit::Set("content-type", "application/json".into()));
             return;
         }
+        let model = ex.upstream.as_ref().map_or("", |u| u.model.as_str());
         if head.status >= 400 {
-            if head.status == 529 {
+            if head.status == 529 && self.pair == Pair::OpenAiToAnthropic {
                 edits.push(HeaderEdit::Set(":status", "503".into()));
             }
             edits.push(HeaderEdit::Set("content-type", "application/json".into()));
-            self.response = Response::AnthropicError(head.status, Vec::new());
+            self.response = Response::Error(head.status, Vec::new());
         } else if head.content_type.as_deref().is_some_and(|c| c.contains("text/event-stream")) {
-            let model = ex.upstream.as_ref().map_or("", |u| u.model.as_str());
-            self.response = Response::AnthropicStream(Box::new(StreamToOpenAi::new(
-                self.settings.max_event_bytes,
-                0,
-                self.include_usage,
-                model,
-            )));
+            let max = self.settings.max_event_bytes;
+            self.response = Response::Stream(match self.pair {
+                Pair::AnthropicToOpenAi => Box::new(to_openai::StreamToAnthropic::new(max, model)),
+                _ => Box::new(StreamToOpenAi::new(max, 0, self.include_usage, model)),
+            });
         } else {
-            self.response = Response::AnthropicJson(Vec::new());
+            self.response = Response::Json(Vec::new());
         }
     }
 
@@ -408,7 +430,7 @@ impl Stage for ProviderRewriteStream {
         let limit = self.settings.max_response_bytes;
         match &mut self.response {
             Response::Pass => None,
-            Response::AnthropicStream(stream) => {
+            Response::Stream(stream) => {
                 let mut bytes = Vec::with_capacity(chunk.len() + 64);
                 stream.set_created(now.ns() / 1_000_000_000);
                 if stream.push(chunk, &mut bytes).is_err() {
@@ -419,7 +441,7 @@ impl Stage for ProviderRewriteStream {
                 }
                 Some(bytes)
             }
-            Response::AnthropicJson(held) | Response::AnthropicError(_, held) => {
+            Response::Json(held) | Response::Error(_, held) => {
                 if held.len() + chunk.len() > limit {
                     self.response = Response::Refused("upstream answer exceeds max_response_bytes");
                     return Some(self.refused_body(ex, end_of_stream, out));
@@ -428,22 +450,25 @@ impl Stage for ProviderRewriteStream {
                 if !end_of_stream {
                     return Some(Vec::new());
                 }
-                let translated = match &self.response {
-                    Response::AnthropicJson(held) => serde_json::from_slice::<MessagesResponse>(held)
+                let translated = match (&self.response, self.pair) {
+                    (Response::Json(held), Pair::OpenAiToAnthropic) => serde_json::from_slice::<MessagesResponse>(held)
                         .ok()
                         .map(|r| to_anthropic::response_to_openai(&r, now.ns() / 1_000_000_000)),
-                    Response::AnthropicError(status, held) => match to_anthropic::error_to_openai(*status, held) {
-                        Some((_, body)) => Some(body),
-                        // Already an OpenAI error: a local reply of this gateway (quota, say).
-                        None if is_openai_error(held) => return Some(held.clone()),
-                        None => Some(generic_error(*status)),
-                    },
+                    (Response::Json(held), _) => serde_json::from_slice::<ChatCompletionResponse>(held)
+                        .ok()
+                        .map(|r| to_openai::response_to_anthropic(&r)),
+                    // Already in the client's dialect: a local reply of this gateway (quota, say).
+                    (Response::Error(_, held), _) if is_error_in(held, ex.dialect()) => return Some(held.clone()),
+                    (Response::Error(status, held), Pair::OpenAiToAnthropic) => Some(
+                        to_anthropic::error_to_openai(*status, held).map_or_else(|| generic_error(*status), |(_, b)| b),
+                    ),
+                    (Response::Error(status, held), _) => Some(to_openai::error_to_anthropic(*status, held)),
                     _ => None,
                 };
                 match translated {
                     Some(value) => Some(value.to_string().into_bytes()),
                     None => {
-                        self.response = Response::Refused("upstream answer is not an Anthropic message");
+                        self.response = Response::Refused("upstream answer is not the backend API's answer");
                         Some(self.refused_body(ex, true, out))
                     }
                 }
@@ -477,11 +502,13 @@ fn generic_error(status: u16) -> serde_json::Value {
     serde_json::json!({"error": {"message": format!("the provider answered {status}"), "type": kind, "param": null, "code": code}})
 }
 
-fn is_openai_error(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").map(|e| e.get("message").is_some() && v.get("type").is_none()))
-        .unwrap_or(false)
+/// Whether an error body is already in `dialect` (OpenAI: `{"error":{"message"…}}`; Anthropic:
+/// `{"type":"error","error":…}`).
+fn is_error_in(body: &[u8], dialect: Dialect) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
+    let has_message = value.get("error").and_then(|e| e.get("message")).is_some();
+    let anthropic = value.get("type").and_then(serde_json::Value::as_str) == Some("error");
+    has_message && (anthropic == (dialect == Dialect::Anthropic))
 }
 
 /// Writes `model` into the body: a splice over the model string when it was written without
