@@ -199,6 +199,12 @@ def handle(method, path, headers, body):
         return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
     if route == "anthropic" and "max_tokens" not in request:
         return json_reply(400, error_body(route, 400, "max_tokens: Field required"))
+    if route.startswith("gemini"):
+        contents = request.get("contents")
+        if not isinstance(contents, list) or not contents:
+            return json_reply(400, error_body(route, 400, "* GenerateContentRequest.contents: contents is not specified\n"))
+        if any(c.get("role") not in (None, "user", "model") or not c.get("parts") for c in contents if isinstance(c, dict)):
+            return json_reply(400, error_body(route, 400, "Please use a valid role: user, model."))
 
     if "x-mock-status" in h:
         status = int(h["x-mock-status"])

@@ -28,11 +28,12 @@ def last_messages_request(mock):
 def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
-    assert ids == ["claude", "claude-sonnet-4", "gpt-4.1", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b",
-                   "text-embedding-3-small"]
+    assert ids == ["claude", "claude-sonnet-4", "gemini-2.5-flash", "gpt-4.1", "gpt-4o", "gpt-4o-mini",
+                   "llama-3.1-8b", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
     owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
-    assert (owners["claude"], owners["gpt-4o"], owners["gpt-4o-mini"], owners["llama-3.1-8b"]) == (
-        "anthropic", "azure", "openai", "openai-compatible")
+    assert {owners[m] for m in ("claude", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "gemini-2.5-flash",
+                                "vertex/gemini-2.0-flash")} == {"anthropic", "azure", "openai", "openai-compatible",
+                                                                "gemini", "vertex"}
     assert len(mock.requests()) == before, "the model list never reaches a provider"
 
 
@@ -273,3 +274,53 @@ def test_anthropic_client_streams_tool_calls_from_an_openai_backend(run_gateway)
         anthropic_client(run_gateway, **{"x-mock-status": "429"}).messages.create(
             model="gpt-4o-mini", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_gemini_and_vertex_backends(run_gateway, mock):
+    reply = client(run_gateway).chat.completions.create(
+        model="vertex/gemini-2.0-flash", messages=[{"role": "system", "content": "Be brief."},
+                                                   {"role": "user", "content": "What is AI?"}])
+    assert reply.choices[0].message.content == "AI learns patterns from data to make predictions."
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (8, 12)
+    sent = mock.last_request(":generateContent")
+    assert sent["path"] == "/v1/projects/demo/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent"
+    assert sent["headers"]["authorization"] == "Bearer mock-vertex-token"
+    body = json.loads(sent["body"])
+    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "What is AI?"}]}]
+
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    stream = client(run_gateway, **{"x-mock-case": "gemini-function-stream"}).chat.completions.create(
+        model="gemini-2.5-flash", messages=[{"role": "user", "content": "Weather in Recife?"}], tools=tools,
+        stream=True, stream_options={"include_usage": True})
+    calls, usage = [], None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            calls += choice.delta.tool_calls or []
+    assert calls[0].function.name == "get_weather" and json.loads(calls[0].function.arguments)["city"] == "Recife"
+    assert usage.completion_tokens == 70 and usage.completion_tokens_details.reasoning_tokens == 48
+    sent = mock.last_request(":streamGenerateContent")
+    assert sent["path"].endswith("/models/gemini-2.5-flash:streamGenerateContent?alt=sse")
+    assert sent["headers"]["x-goog-api-key"] == "mock-gemini-key"
+
+    # The next turn sends the call back: its thought signature goes back to Gemini with it.
+    client(run_gateway).chat.completions.create(model="gemini-2.5-flash", tools=tools, messages=[
+        {"role": "user", "content": "Weather in Recife?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude={"index"}) for call in calls]},
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "31C"}])
+    body = json.loads(mock.last_request(":generateContent")["body"])
+    assert body["contents"][1]["parts"][0]["thoughtSignature"] == "CiQBVKhc7hJ3wqv0kQ0iT9bUW8zZ1g=="
+    assert body["contents"][2]["parts"][0]["functionResponse"] == {"name": "get_weather", "response": {"result": "31C"}}
+
+    # Anthropic SDK on Gemini, streamed, through the OpenAI pivot.
+    with anthropic_client(run_gateway, **{"x-mock-case": "gemini-function-stream"}).messages.stream(
+            model="gemini-2.5-flash", max_tokens=100, messages=[{"role": "user", "content": "Weather?"}]) as s:
+        final = s.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert next(b for b in final.content if b.type == "tool_use").input == {"city": "Recife", "unit": "celsius"}
+
+    with pytest.raises(openai.BadRequestError):
+        client(run_gateway, **{"x-mock-status": "400"}).chat.completions.create(
+            model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hi"}])

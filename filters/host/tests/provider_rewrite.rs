@@ -22,7 +22,11 @@ fn config() -> Value {
                            "api_key": {"value": "sk-ant-test"}, "default_max_tokens": 1024},
                 "azure": {"kind": "azure", "cluster": "azure", "host": "contoso.openai.azure.com",
                           "api_version": "2024-10-21", "api_key": {"value": "azure-key"}},
-                "local": {"kind": "openai_compatible", "cluster": "vllm", "base_path": "/api/v1"}
+                "local": {"kind": "openai_compatible", "cluster": "vllm", "base_path": "/api/v1"},
+                "gemini": {"kind": "gemini", "cluster": "gemini", "host": "generativelanguage.googleapis.com",
+                           "api_key": {"value": "goog-key"}},
+                "vertex": {"kind": "vertex", "cluster": "vertex", "host": "us-central1-aiplatform.googleapis.com",
+                           "project": "demo", "location": "us-central1", "api_key": {"value": "ya29.token"}}
             },
             "models": [
                 {"name": "gpt-4o-mini", "backend": "openai"},
@@ -31,7 +35,9 @@ fn config() -> Value {
                 {"name": "claude-*", "backend": "claude"},
                 {"name": "gpt-4o", "backend": "azure", "model": "gpt-4o-prod"},
                 {"name": "azure-*", "backend": "azure"},
-                {"name": "llama-3.1-8b", "backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct"}
+                {"name": "llama-3.1-8b", "backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct"},
+                {"name": "gemini-*", "backend": "gemini"},
+                {"name": "vertex-flash", "backend": "vertex", "model": "gemini-2.0-flash"}
             ]
         },
         "quota": {"mode": "shadow", "limits": [
@@ -95,11 +101,11 @@ fn the_gateway_answers_the_model_list_from_its_table() {
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["claude-sonnet", "fast", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b"],
+        ["claude-sonnet", "fast", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "vertex-flash"],
         "exact names and aliases; patterns are not listable"
     );
     let owners: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["owned_by"].as_str().unwrap()).collect();
-    assert_eq!(owners, ["anthropic", "openai", "azure", "openai", "openai-compatible"]);
+    assert_eq!(owners, ["anthropic", "openai", "azure", "openai", "openai-compatible", "vertex"]);
     assert_eq!(body["object"], "list");
     ex.log();
     assert_eq!(ex.host.counter(TOKENS, &[]), 0, "no usage for a model list");
@@ -686,4 +692,153 @@ fn split_variants_are_sticky_per_consumer_and_forceable_only_when_configured() {
     let natural = variant(&config, &[("x-tollgate-consumer", "team-7")]);
     let other = if natural.0 == "stable" { "canary" } else { "stable" };
     assert_eq!(variant(&config, &[("x-tollgate-consumer", "team-7"), ("x-tollgate-variant", other)]).0, natural.0);
+}
+
+#[test]
+fn openai_requests_become_gemini_requests() {
+    let request = json!({
+        "model": "gemini-2.5-flash",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Weather in Recife?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_0~ts~c2lnbmF0dXJl", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Recife\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_0~ts~c2lnbmF0dXJl", "content": "{\"temp\": 31}"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+        "max_tokens": 200, "temperature": 0.2, "stop": "END", "n": 2,
+        "stream": true
+    });
+    let mut driver = driver(&config());
+    let (ex, action) = send(&mut driver, "/v1/chat/completions", &request);
+    assert_eq!(action, Action::Continue);
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(
+        forwarded,
+        json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Weather in Recife?"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]},
+                {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Recife"}}, "thoughtSignature": "c2lnbmF0dXJl"}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 31}}}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "You are terse."}]},
+            "tools": [{"functionDeclarations": [{"name": "get_weather", "parametersJsonSchema": {"type": "object"}}]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}},
+            "generationConfig": {"maxOutputTokens": 200, "temperature": 0.2, "stopSequences": ["END"], "candidateCount": 2,
+                                 "responseMimeType": "application/json", "responseJsonSchema": {"type": "object"}}
+        }),
+        "{forwarded:#}"
+    );
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h(":path"), Some("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"));
+    assert_eq!(h("x-goog-api-key"), Some("goog-key"));
+    assert_eq!(h("authorization"), None);
+
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat("vertex-flash", false));
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(
+        h(":path"),
+        Some("/v1/projects/demo/locations/us-central1/publishers/google/models/gemini-2.0-flash:generateContent")
+    );
+    assert_eq!(h("authorization"), Some("Bearer ya29.token"));
+    assert_eq!(h("x-goog-api-key"), None);
+}
+
+#[test]
+fn gemini_answers_and_errors_become_openai_ones() {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("gemini-2.5-pro", false));
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[&fixture("gemini/thinking.json")], 5, true);
+    ex.log();
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["choices"][0]["message"], json!({"role": "assistant", "content": "Yes: 97 is prime."}));
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["model"], "gemini-2.5-pro");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 44, "completion_tokens": 150, "total_tokens": 194,
+        "prompt_tokens_details": {"cached_tokens": 32}, "completion_tokens_details": {"reasoning_tokens": 120}})
+    );
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=reasoning", "gen_ai_provider_name=gemini"]), 120);
+
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("gemini-2.5-pro", false));
+    ex.response_headers(&[(":status", "400"), ("content-type", "application/json")], false);
+    ex.response_body(&[&fixture("gemini/error-400.json")], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+fn gemini_stream(path: &str, request: &Value, cut: Option<usize>) -> Vec<u8> {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, path, request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let upstream = fixture("gemini/function-call-stream.sse");
+    match cut {
+        Some(at) => ex.response_body(&[&upstream[..at], &upstream[at..]], 5, true),
+        None => ex.response_body(&[&upstream], 5, true),
+    }
+    ex.log();
+    assert_eq!(ex.host.counter(TOKENS, &["gen_ai_token_type=output"]), 70, "counted once, from Gemini's usage");
+    ex.host.client_body.clone()
+}
+
+#[test]
+fn gemini_streams_become_openai_and_anthropic_streams_at_every_byte_boundary() {
+    let mut openai_request = chat("gemini-2.5-flash", true);
+    openai_request["stream_options"] = json!({"include_usage": true});
+    let whole = gemini_stream("/v1/chat/completions", &openai_request, None);
+    let chunks = events(&whole);
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Let me check the weather.");
+    let calls: Vec<&Value> =
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array()).flatten().collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["id"], "call_0~ts~CiQBVKhc7hJ3wqv0kQ0iT9bUW8zZ1g==", "the thought signature rides in the id");
+    assert_eq!(
+        serde_json::from_str::<Value>(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Recife", "unit": "celsius"})
+    );
+    let finish: Vec<&Value> =
+        chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    assert_eq!(finish, [&json!("tool_calls")]);
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 70);
+
+    let anthropic_request = json!({"model": "gemini-2.5-flash", "max_tokens": 100, "stream": true,
+                                   "messages": [{"role": "user", "content": "Weather in Recife?"}]});
+    let anthropic_whole = gemini_stream("/v1/messages", &anthropic_request, None);
+    let events = anthropic_events(&anthropic_whole);
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[4].1["content_block"]["name"], "get_weather");
+    assert_eq!(events[7].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events[7].1["usage"]["output_tokens"], 70);
+
+    let len = fixture("gemini/function-call-stream.sse").len();
+    for cut in 1..len {
+        assert_eq!(gemini_stream("/v1/chat/completions", &openai_request, Some(cut)), whole, "cut at {cut}");
+        assert_eq!(gemini_stream("/v1/messages", &anthropic_request, Some(cut)), anthropic_whole, "cut at {cut}");
+    }
 }

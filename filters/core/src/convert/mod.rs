@@ -3,6 +3,7 @@
 //! Pure functions and sans-I/O stream translators; the provider-rewrite stage drives them.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 
 use crate::error::Error;
@@ -35,5 +36,40 @@ impl StreamTranslate for openai::StreamToAnthropic {
     }
     fn finish(&mut self, out: &mut Vec<u8>) {
         openai::StreamToAnthropic::finish(self, out);
+    }
+}
+
+/// Two translators in a row, through a pivot format (Gemini → OpenAI chat → Anthropic, say).
+pub struct Chain<A, B> {
+    first: A,
+    second: B,
+    middle: Vec<u8>,
+}
+
+impl<A: StreamTranslate, B: StreamTranslate> Chain<A, B> {
+    pub fn new(first: A, second: B) -> Self {
+        Chain { first, second, middle: Vec::new() }
+    }
+}
+
+impl<A: StreamTranslate, B: StreamTranslate> StreamTranslate for Chain<A, B> {
+    fn set_created(&mut self, secs: u64) {
+        self.first.set_created(secs);
+        self.second.set_created(secs);
+    }
+
+    fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        self.middle.clear();
+        // A failing first stage writes its error event into the pivot: the second renders it.
+        let first = self.first.push(bytes, &mut self.middle);
+        let second = self.second.push(&self.middle, out);
+        first.and(second)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        self.middle.clear();
+        self.first.finish(&mut self.middle);
+        let _ = self.second.push(&self.middle, out);
+        self.second.finish(out);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod openai;
 
 use crate::route::ApiKind;
@@ -52,6 +53,10 @@ pub enum Kind {
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key`.
     Azure,
     Anthropic,
+    /// Google AI Studio (Gemini API): `x-goog-api-key`.
+    Gemini,
+    /// Vertex AI: project and location in the path, a bearer token.
+    Vertex,
 }
 
 impl Kind {
@@ -62,7 +67,14 @@ impl Kind {
             Kind::OpenaiCompatible => "openai-compatible",
             Kind::Azure => "azure",
             Kind::Anthropic => "anthropic",
+            Kind::Gemini => "gemini",
+            Kind::Vertex => "vertex",
         }
+    }
+
+    /// Whether the model id goes into the request path (so it must be path-safe).
+    pub fn model_in_path(self) -> bool {
+        matches!(self, Kind::Azure | Kind::Gemini | Kind::Vertex)
     }
 }
 
@@ -89,6 +101,12 @@ pub struct RawBackend {
     /// Azure: the `api-version` query parameter (required).
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Vertex: the Google Cloud project (required).
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Vertex: the region, e.g. `us-central1` (required).
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +120,8 @@ pub struct Backend {
     pub anthropic_version: String,
     pub default_max_tokens: u64,
     pub api_version: String,
+    pub project: String,
+    pub location: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -239,7 +259,11 @@ impl Config {
                 }
             }
             // Azure's paths start at the resource root; the others' after `/v1`.
-            let default_base = if b.kind == Kind::Azure { "" } else { "/v1" };
+            let default_base = match b.kind {
+                Kind::Azure => "",
+                Kind::Gemini => "/v1beta",
+                _ => "/v1",
+            };
             let base_path = b.base_path.clone().unwrap_or_else(|| default_base.into());
             let path_ok = base_path.is_empty() || (base_path.starts_with('/') && header_safe(&base_path));
             if !path_ok || base_path.contains("..") || base_path.contains(['?', '#']) {
@@ -279,6 +303,17 @@ impl Config {
                 (_, Some(_)) => return err(&at("kind"), "api_version is for `azure` backends".into()),
                 (_, None) => String::new(),
             };
+            let mut vertex = [String::new(), String::new()];
+            for (slot, (field, value)) in vertex.iter_mut().zip([("project", &b.project), ("location", &b.location)]) {
+                match (b.kind, value) {
+                    (Kind::Vertex, Some(v)) if path_safe(v) => *slot = v.clone(),
+                    (Kind::Vertex, Some(v)) => return err(&at(field), format!("'{v}' cannot go into a path")),
+                    (Kind::Vertex, None) => return err(&at(field), "is required for `vertex` backends".into()),
+                    (_, Some(_)) => return err(&at("kind"), format!("{field} is for `vertex` backends")),
+                    (_, None) => {}
+                }
+            }
+            let [project, location] = vertex;
             let default_max_tokens = b.default_max_tokens.unwrap_or(4096);
             if default_max_tokens == 0 {
                 return err(&at("default_max_tokens"), "must be at least 1".into());
@@ -293,6 +328,8 @@ impl Config {
                 anthropic_version,
                 default_max_tokens,
                 api_version,
+                project,
+                location,
             });
         }
         let backend_index = |name: &str| backends.iter().position(|b| b.name == name);
@@ -308,10 +345,10 @@ impl Config {
                     return err(&at("model"), "must be a non-empty model id".into());
                 }
             }
-            // Azure puts the model (its deployment name) in the path: nothing that changes a path.
+            // Azure, Gemini and Vertex put the model in the path: nothing that changes a path.
             let azure_safe = |backend: &str, model: Option<&String>| {
-                let azure = raw.backends.get(backend).is_some_and(|b| b.kind == Kind::Azure);
-                !azure || m.name.ends_with('*') || azure::deployment_safe(model.unwrap_or(&m.name))
+                let in_path = raw.backends.get(backend).is_some_and(|b| b.kind.model_in_path());
+                !in_path || m.name.ends_with('*') || path_safe(model.unwrap_or(&m.name))
             };
             match (&m.backend, &m.alias_of, &m.split) {
                 (Some(backend), None, None) => {
@@ -319,7 +356,7 @@ impl Config {
                         return err(&at("backend"), format!("'{backend}' is not in `backends`"));
                     };
                     if !azure_safe(backend, m.model.as_ref()) {
-                        return err(&at("model"), "is not an Azure deployment name (letters, digits, - _ .)".into());
+                        return err(&at("model"), "cannot go into this backend's path (letters, digits, - _ .)".into());
                     }
                     if let Some(prefix) = m.name.strip_suffix('*') {
                         if prefix.contains('*') || m.model.is_some() {
@@ -487,16 +524,32 @@ fn metric_safe(name: &str) -> bool {
 /// The path and credential headers of a request of `api` for `model` on `backend`; `None` when
 /// the backend does not offer that API. The caller removes the client's own credentials.
 pub fn target(backend: &Backend, api: ApiKind, model: &str) -> Option<(String, Vec<(&'static str, String)>)> {
+    if backend.kind.model_in_path() && !path_safe(model) {
+        return None; // a pattern passed an unsafe name through: never build a path from it
+    }
     match backend.kind {
         Kind::Openai | Kind::OpenaiCompatible => Some((openai::path(backend, api)?, openai::auth_headers(backend))),
         Kind::Azure => Some((azure::path(backend, api, model)?, azure::headers(backend))),
         Kind::Anthropic => Some((anthropic::path(backend), anthropic::headers(backend))),
+        Kind::Gemini | Kind::Vertex => Some((gemini::path(backend, api, model)?, gemini::headers(backend))),
     }
 }
 
+/// Names that go into a path segment as they are: letters, digits, `-`, `_`, `.` (not `.`/`..`).
+pub fn path_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// The API a backend of `kind` is spoken to in, for a client that spoke `client`.
-pub fn upstream_api(kind: Kind, client: ApiKind) -> Option<ApiKind> {
+pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind> {
     match (kind, client) {
+        (Kind::Gemini | Kind::Vertex, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => {
+            Some(ApiKind::GeminiGenerate { stream })
+        }
         (
             Kind::Openai | Kind::OpenaiCompatible,
             k @ (ApiKind::OpenAiChat
@@ -557,7 +610,7 @@ mod tests {
     fn configuration_errors_name_the_field() {
         let cases = [
             (
-                json!({"backends": {"b": {"kind": "gemini", "cluster": "c"}}, "models": []}),
+                json!({"backends": {"b": {"kind": "palm", "cluster": "c"}}, "models": []}),
                 "provider_rewrite.backends.b.kind",
             ),
             (

@@ -21,14 +21,16 @@ use super::{StageHost, Upstream};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse};
 use crate::api::openai::{ChatCompletionRequest, ChatCompletionResponse};
 use crate::convert::anthropic::{self as to_anthropic, StreamToOpenAi};
+use crate::convert::gemini as to_gemini;
 use crate::convert::openai as to_openai;
-use crate::convert::StreamTranslate;
+use crate::convert::{Chain, StreamTranslate};
 use crate::error::{Dialect, Error};
 use crate::metrics;
 use crate::provider::{self, Backend, Config, Kind};
 use crate::request::Splice;
 use crate::route::ApiKind;
 use serde::Deserialize;
+use serde_json::Value;
 use std::rc::Rc;
 
 /// The stage's configuration section (`provider_rewrite`).
@@ -133,6 +135,10 @@ enum Pair {
     OpenAiToAnthropic,
     /// Anthropic Messages client, OpenAI-style backend.
     AnthropicToOpenAi,
+    /// OpenAI chat client, Gemini backend.
+    OpenAiToGemini,
+    /// Anthropic Messages client, Gemini backend (OpenAI chat as the pivot).
+    AnthropicToGemini,
 }
 
 /// How the response of this stream is rewritten.
@@ -286,7 +292,7 @@ impl Stage for ProviderRewriteStream {
             return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
         };
         let backend = resolved.backend;
-        let Some(kind) = provider::upstream_api(backend.kind, client) else {
+        let Some(kind) = provider::upstream_api(backend.kind, client, ex.streaming()) else {
             let error = Error::InvalidRequest {
                 param: Some("model".into()),
                 message: format!(
@@ -342,6 +348,10 @@ impl Stage for ProviderRewriteStream {
             let message = format!("not a {} request: {e}", ex.route.kind.operation());
             (Error::InvalidRequest { param: None, message }, dialect)
         };
+        let anthropic_to_openai = |field| -> Result<Value, (Error, Dialect)> {
+            let request: MessagesRequest = serde_json::from_slice(body).map_err(invalid)?;
+            to_openai::request_from_anthropic(&request, &upstream.model, field).map_err(|e| (e, dialect))
+        };
         let translated = match (ex.route.kind, backend.kind) {
             (ApiKind::OpenAiChat, Kind::Anthropic) => {
                 let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
@@ -353,15 +363,24 @@ impl Stage for ProviderRewriteStream {
                 serde_json::to_vec(&translated)
             }
             (ApiKind::AnthropicMessages, Kind::Openai | Kind::OpenaiCompatible | Kind::Azure) => {
-                let request: MessagesRequest = serde_json::from_slice(body).map_err(invalid)?;
                 self.pair = Pair::AnthropicToOpenAi;
                 let field = match backend.kind {
                     Kind::OpenaiCompatible => to_openai::MaxTokensField::MaxTokens,
                     _ => to_openai::MaxTokensField::MaxCompletionTokens,
                 };
-                let translated =
-                    to_openai::request_from_anthropic(&request, &upstream.model, field).map_err(|e| (e, dialect))?;
-                serde_json::to_vec(&translated)
+                serde_json::to_vec(&anthropic_to_openai(field)?)
+            }
+            (ApiKind::OpenAiChat, Kind::Gemini | Kind::Vertex) => {
+                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
+                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+                self.pair = Pair::OpenAiToGemini;
+                serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(|e| (e, dialect))?)
+            }
+            (ApiKind::AnthropicMessages, Kind::Gemini | Kind::Vertex) => {
+                self.pair = Pair::AnthropicToGemini;
+                let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
+                let request: ChatCompletionRequest = serde_json::from_value(pivot).map_err(invalid)?;
+                serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(|e| (e, dialect))?)
             }
             _ => return Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
         };
@@ -410,9 +429,15 @@ impl Stage for ProviderRewriteStream {
             self.response = Response::Error(head.status, Vec::new());
         } else if head.content_type.as_deref().is_some_and(|c| c.contains("text/event-stream")) {
             let max = self.settings.max_event_bytes;
+            let include_usage = self.include_usage;
             self.response = Response::Stream(match self.pair {
                 Pair::AnthropicToOpenAi => Box::new(to_openai::StreamToAnthropic::new(max, model)),
-                _ => Box::new(StreamToOpenAi::new(max, 0, self.include_usage, model)),
+                Pair::OpenAiToGemini => Box::new(to_gemini::StreamToOpenAi::new(max, include_usage, model)),
+                Pair::AnthropicToGemini => Box::new(Chain::new(
+                    to_gemini::StreamToOpenAi::new(max, true, model),
+                    to_openai::StreamToAnthropic::new(max, model),
+                )),
+                _ => Box::new(StreamToOpenAi::new(max, 0, include_usage, model)),
             });
         } else {
             self.response = Response::Json(Vec::new());
@@ -450,18 +475,33 @@ impl Stage for ProviderRewriteStream {
                 if !end_of_stream {
                     return Some(Vec::new());
                 }
+                let created = now.ns() / 1_000_000_000;
+                let model = ex.upstream.as_ref().map_or("", |u| u.model.as_str());
                 let translated = match (&self.response, self.pair) {
                     (Response::Json(held), Pair::OpenAiToAnthropic) => serde_json::from_slice::<MessagesResponse>(held)
                         .ok()
-                        .map(|r| to_anthropic::response_to_openai(&r, now.ns() / 1_000_000_000)),
-                    (Response::Json(held), _) => serde_json::from_slice::<ChatCompletionResponse>(held)
+                        .map(|r| to_anthropic::response_to_openai(&r, created)),
+                    (Response::Json(held), Pair::AnthropicToOpenAi) => {
+                        serde_json::from_slice::<ChatCompletionResponse>(held)
+                            .ok()
+                            .map(|r| to_openai::response_to_anthropic(&r))
+                    }
+                    (Response::Json(held), Pair::OpenAiToGemini) => serde_json::from_slice::<Value>(held)
                         .ok()
+                        .and_then(|r| to_gemini::response_to_openai(&r, model, created)),
+                    (Response::Json(held), _) => serde_json::from_slice::<Value>(held)
+                        .ok()
+                        .and_then(|r| to_gemini::response_to_openai(&r, model, created))
+                        .and_then(|pivot| serde_json::from_value::<ChatCompletionResponse>(pivot).ok())
                         .map(|r| to_openai::response_to_anthropic(&r)),
                     // Already in the client's dialect: a local reply of this gateway (quota, say).
                     (Response::Error(_, held), _) if is_error_in(held, ex.dialect()) => return Some(held.clone()),
                     (Response::Error(status, held), Pair::OpenAiToAnthropic) => Some(
                         to_anthropic::error_to_openai(*status, held).map_or_else(|| generic_error(*status), |(_, b)| b),
                     ),
+                    (Response::Error(status, held), Pair::OpenAiToGemini) => {
+                        Some(to_gemini::error_to_openai(*status, held).unwrap_or_else(|| generic_error(*status)))
+                    }
                     (Response::Error(status, held), _) => Some(to_openai::error_to_anthropic(*status, held)),
                     _ => None,
                 };
@@ -502,13 +542,15 @@ fn generic_error(status: u16) -> serde_json::Value {
     serde_json::json!({"error": {"message": format!("the provider answered {status}"), "type": kind, "param": null, "code": code}})
 }
 
-/// Whether an error body is already in `dialect` (OpenAI: `{"error":{"message"…}}`; Anthropic:
-/// `{"type":"error","error":…}`).
+/// Whether an error body is already in `dialect` (OpenAI: `{"error":{"message","type"…}}`;
+/// Anthropic: `{"type":"error","error":{"type","message"}}`).
 fn is_error_in(body: &[u8], dialect: Dialect) -> bool {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return false };
-    let has_message = value.get("error").and_then(|e| e.get("message")).is_some();
+    let Some(error) = value.get("error") else { return false };
+    // Both dialects name the error's type; Gemini's errors (`code`, `message`, `status`) do not.
+    let typed = error.get("message").is_some() && error.get("type").is_some() && error.get("status").is_none();
     let anthropic = value.get("type").and_then(serde_json::Value::as_str) == Some("error");
-    has_message && (anthropic == (dialect == Dialect::Anthropic))
+    typed && (anthropic == (dialect == Dialect::Anthropic))
 }
 
 /// Writes `model` into the body: a splice over the model string when it was written without
