@@ -142,6 +142,47 @@ def error_body(route, status, message):
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+# Bedrock credentials the mock knows. Requests signed with this key id are verified in full
+# (SigV4, implemented here independently of the filter, from AWS's documentation); other
+# `AWS4-HMAC-SHA256` requests (recorded fixtures, benchmarks) are only checked for shape.
+MOCK_AWS_SECRETS = {"AKIDTOLLGATEMOCK": "tollgate-mock-secret-key"}
+
+
+def sigv4_problem(method, raw_path, headers, body, service_name="bedrock"):
+    """Why a SigV4 signature is wrong, or None when it is right."""
+    import hashlib
+    import hmac
+    from urllib.parse import quote
+
+    fields = dict(part.strip().split("=", 1) for part in headers["authorization"][len("AWS4-HMAC-SHA256 "):].split(","))
+    key_id, date, region, service, terminal = fields["Credential"].split("/")
+    secret = MOCK_AWS_SECRETS.get(key_id)
+    if secret is None or terminal != "aws4_request" or service != service_name:
+        return "The security token included in the request is invalid."
+    amz_date = headers.get("x-amz-date", "")
+    if not amz_date.startswith(date):
+        return "Signature date does not match the credential scope."
+    signed = fields["SignedHeaders"].split(";")
+    if "host" not in signed or "x-amz-date" not in signed or any(name not in headers for name in signed):
+        return "SignedHeaders must include host and x-amz-date, and every signed header must be sent."
+    path, _, query = raw_path.partition("?")
+    canonical_uri = "/".join(quote(segment, safe="-_.~") for segment in path.split("/")) or "/"
+    canonical_query = "&".join(sorted(query.split("&"))) if query else ""
+    canonical_headers = "".join(f"{name}:{' '.join(headers[name].split())}\n" for name in signed)
+    canonical = "\n".join([method, canonical_uri, canonical_query, canonical_headers, fields["SignedHeaders"],
+                           hashlib.sha256(body).hexdigest()])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, fields["Signature"]):
+        return ("The request signature we calculated does not match the signature you provided. "
+                "Check your AWS Secret Access Key and signing method.")
+    return None
+
+
 class Reply:
     """A response to write: status, headers, and body pieces with pacing."""
 
@@ -190,6 +231,10 @@ def handle(method, path, headers, body):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
     if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
         return json_reply(403, {"message": "Missing Authentication Token"}, {"x-amzn-errortype": "MissingAuthenticationTokenException"})
+    if route.startswith("bedrock") and h["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/"):
+        problem = sigv4_problem(method, path, h, body)
+        if problem:
+            return json_reply(403, {"message": problem}, {"x-amzn-errortype": "InvalidSignatureException"})
 
     try:
         request = json.loads(body) if body else {}
@@ -370,7 +415,10 @@ async def serve_h2(reader, writer):
 
     async def respond(stream_id, headers, body):
         pseudo = dict(headers)
-        reply = handle(pseudo.get(":method", "GET"), pseudo.get(":path", "/"), [(k, v) for k, v in headers if not k.startswith(":")], body)
+        plain = [(k, v) for k, v in headers if not k.startswith(":")]
+        if ":authority" in pseudo:
+            plain.append(("host", pseudo[":authority"]))  # HTTP/2's Host, for SigV4
+        reply = handle(pseudo.get(":method", "GET"), pseudo.get(":path", "/"), plain, body)
         if reply.delay:
             await asyncio.sleep(reply.delay)
         conn.send_headers(stream_id, [(":status", str(reply.status))] + [(k, v) for k, v in reply.headers])

@@ -47,6 +47,10 @@ RUN_CONFIG_MOCK = {
             "gemini": {"kind": "gemini", "cluster": "gemini", "api_key": {"value": "mock-gemini-key"}},
             "vertex": {"kind": "vertex", "cluster": "vertex", "project": "demo", "location": "us-central1",
                        "api_key": {"value": "mock-vertex-token"}},
+            # The mock verifies SigV4 in full for this key id (tests/mock_provider.py).
+            "bedrock": {"kind": "bedrock", "cluster": "bedrock", "host": "bedrock-runtime.us-east-1.amazonaws.com",
+                        "region": "us-east-1", "aws_access_key_id": {"value": "AKIDTOLLGATEMOCK"},
+                        "aws_secret_access_key": {"value": "tollgate-mock-secret-key"}},
         },
         "models": [
             {"name": "gpt-4o-mini", "backend": "openai"},
@@ -59,6 +63,7 @@ RUN_CONFIG_MOCK = {
             {"name": "gemini-2.5-flash", "backend": "gemini"},
             {"name": "vertex/gemini-2.0-flash", "backend": "vertex", "model": "gemini-2.0-flash"},
             {"name": "gemini-*", "backend": "gemini"},
+            {"name": "bedrock/claude-3-5-haiku", "backend": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0"},
             {"name": "gpt-*", "backend": "openai"},
             {"name": "o*", "backend": "openai"},
             {"name": "claude-*", "backend": "anthropic"},

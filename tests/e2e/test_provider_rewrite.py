@@ -28,12 +28,12 @@ def last_messages_request(mock):
 def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
-    assert ids == ["claude", "claude-sonnet-4", "gemini-2.5-flash", "gpt-4.1", "gpt-4o", "gpt-4o-mini",
-                   "llama-3.1-8b", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
+    assert ids == ["bedrock/claude-3-5-haiku", "claude", "claude-sonnet-4", "gemini-2.5-flash", "gpt-4.1", "gpt-4o",
+                   "gpt-4o-mini", "llama-3.1-8b", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
     owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
     assert {owners[m] for m in ("claude", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "gemini-2.5-flash",
-                                "vertex/gemini-2.0-flash")} == {"anthropic", "azure", "openai", "openai-compatible",
-                                                                "gemini", "vertex"}
+                                "vertex/gemini-2.0-flash", "bedrock/claude-3-5-haiku")} == {
+        "anthropic", "azure", "openai", "openai-compatible", "gemini", "vertex", "bedrock"}
     assert len(mock.requests()) == before, "the model list never reaches a provider"
 
 
@@ -324,3 +324,46 @@ def test_gemini_and_vertex_backends(run_gateway, mock):
     with pytest.raises(openai.BadRequestError):
         client(run_gateway, **{"x-mock-status": "400"}).chat.completions.create(
             model="gemini-2.5-flash", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_bedrock_backend_signed_with_sigv4(run_gateway, mock):
+    """The mock verifies each signature with its own SigV4 implementation (checked against AWS's
+    test suite in test_mock_sigv4.py): a wrong one is a 403 the client would see."""
+    reply = client(run_gateway).chat.completions.create(
+        model="bedrock/claude-3-5-haiku", messages=[{"role": "system", "content": "Be brief."},
+                                                    {"role": "user", "content": "Hello"}])
+    assert reply.choices[0].message.content == "Hello! I'm doing well, thank you."
+    assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (15, 42)
+    sent = mock.last_request("/converse")
+    assert sent["path"] == "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
+    assert sent["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/")
+    assert json.loads(sent["body"])["system"] == [{"text": "Be brief."}]
+
+    stream = client(run_gateway).chat.completions.create(
+        model="bedrock/claude-3-5-haiku", messages=[{"role": "user", "content": "Hello"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello! How can I help you today?"
+    assert chunks[-1].usage.total_tokens == 51
+    assert mock.last_request("/converse-stream")["path"].endswith("v1%3A0/converse-stream")
+
+    with anthropic_client(run_gateway).messages.stream(
+            model="bedrock/claude-3-5-haiku", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]) as s:
+        assert "".join(s.text_stream) == "Hello! How can I help you today?"
+        assert s.get_final_message().usage.output_tokens == 31
+
+    with pytest.raises(openai.BadRequestError):
+        client(run_gateway, **{"x-mock-status": "400"}).chat.completions.create(
+            model="bedrock/claude-3-5-haiku", messages=[{"role": "user", "content": "Hi"}])
+
+
+def test_a_tampered_bedrock_request_is_refused_by_the_mock(mock):
+    """The mock's check is real: the same request with one byte changed after signing fails."""
+    import requests as http
+
+    r = http.post(mock.url + "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse", data=b'{"messages":[]}',
+                  headers={"host": "bedrock-runtime.us-east-1.amazonaws.com", "x-amz-date": "20261127T000000Z",
+                           "content-type": "application/json",
+                           "authorization": "AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/20261127/us-east-1/bedrock/"
+                                            "aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00"})
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "InvalidSignatureException"

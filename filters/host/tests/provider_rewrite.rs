@@ -26,7 +26,10 @@ fn config() -> Value {
                 "gemini": {"kind": "gemini", "cluster": "gemini", "host": "generativelanguage.googleapis.com",
                            "api_key": {"value": "goog-key"}},
                 "vertex": {"kind": "vertex", "cluster": "vertex", "host": "us-central1-aiplatform.googleapis.com",
-                           "project": "demo", "location": "us-central1", "api_key": {"value": "ya29.token"}}
+                           "project": "demo", "location": "us-central1", "api_key": {"value": "ya29.token"}},
+                "bedrock": {"kind": "bedrock", "cluster": "bedrock", "host": "bedrock-runtime.us-east-1.amazonaws.com",
+                            "region": "us-east-1", "aws_access_key_id": {"value": "AKIDTEST"},
+                            "aws_secret_access_key": {"value": "secret"}}
             },
             "models": [
                 {"name": "gpt-4o-mini", "backend": "openai"},
@@ -37,7 +40,9 @@ fn config() -> Value {
                 {"name": "azure-*", "backend": "azure"},
                 {"name": "llama-3.1-8b", "backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct"},
                 {"name": "gemini-*", "backend": "gemini"},
-                {"name": "vertex-flash", "backend": "vertex", "model": "gemini-2.0-flash"}
+                {"name": "vertex-flash", "backend": "vertex", "model": "gemini-2.0-flash"},
+                {"name": "haiku", "backend": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0"},
+                {"name": "us.*", "backend": "bedrock"}
             ]
         },
         "quota": {"mode": "shadow", "limits": [
@@ -101,11 +106,11 @@ fn the_gateway_answers_the_model_list_from_its_table() {
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["claude-sonnet", "fast", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "vertex-flash"],
+        ["claude-sonnet", "fast", "gpt-4o", "gpt-4o-mini", "haiku", "llama-3.1-8b", "vertex-flash"],
         "exact names and aliases; patterns are not listable"
     );
     let owners: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["owned_by"].as_str().unwrap()).collect();
-    assert_eq!(owners, ["anthropic", "openai", "azure", "openai", "openai-compatible", "vertex"]);
+    assert_eq!(owners, ["anthropic", "openai", "azure", "openai", "bedrock", "openai-compatible", "vertex"]);
     assert_eq!(body["object"], "list");
     ex.log();
     assert_eq!(ex.host.counter(TOKENS, &[]), 0, "no usage for a model list");
@@ -841,4 +846,162 @@ fn gemini_streams_become_openai_and_anthropic_streams_at_every_byte_boundary() {
         assert_eq!(gemini_stream("/v1/chat/completions", &openai_request, Some(cut)), whole, "cut at {cut}");
         assert_eq!(gemini_stream("/v1/messages", &anthropic_request, Some(cut)), anthropic_whole, "cut at {cut}");
     }
+}
+
+fn bedrock_events(file: &str) -> Vec<u8> {
+    let events: Vec<Value> = serde_json::from_slice(&fixture(file)).unwrap();
+    events
+        .iter()
+        .flat_map(|e| {
+            tollgate_core::eventstream::encode(
+                &[
+                    (":event-type", e["event"].as_str().unwrap()),
+                    (":content-type", "application/json"),
+                    (":message-type", "event"),
+                ],
+                e["payload"].to_string().as_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn openai_requests_become_signed_bedrock_converse_calls() {
+    let request = json!({
+        "model": "haiku", "stream": true, "max_tokens": 100, "temperature": 0.5, "stop": ["END"],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Recife\"}"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "31C"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tool_choice": "required"
+    });
+    let mut driver = driver(&config());
+    let body = serde_json::to_vec(&request).unwrap();
+    let length = body.len().to_string();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.now_ns = 1_440_938_160 * 1_000_000_000;
+    ex.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", &length),
+        ],
+        false,
+    );
+    assert_eq!(ex.request_body(&[&body]), Action::Continue);
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(
+        forwarded,
+        json!({
+            "messages": [
+                {"role": "user", "content": [{"text": "Weather?"}]},
+                {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "get_weather", "input": {"city": "Recife"}}}]},
+                {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "31C"}]}}]}
+            ],
+            "system": [{"text": "Be brief."}],
+            "inferenceConfig": {"maxTokens": 100, "temperature": 0.5, "stopSequences": ["END"]},
+            "toolConfig": {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}],
+                           "toolChoice": {"any": {}}}
+        })
+    );
+    let h = |name| ex.host.request_header_value(name);
+    assert_eq!(h(":path"), Some("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse-stream"));
+    assert_eq!(h(":authority"), Some("bedrock-runtime.us-east-1.amazonaws.com"));
+    assert_eq!(h("x-amz-date"), Some("20150830T123600Z"), "signed with the request's own clock");
+    let authorization = h("authorization").unwrap();
+    assert!(
+        authorization.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDTEST/20150830/us-east-1/bedrock/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date, Signature="
+        ),
+        "{authorization}"
+    );
+
+    // A pattern passes names through; one that would walk the path is refused.
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat("us.x/../../admin", false));
+    let forwarded = ex.host.request_header_value(":path").unwrap_or("").to_string();
+    assert!(forwarded.is_empty() || forwarded == "/model/us.x%2F..%2F..%2Fadmin/converse", "{forwarded}");
+}
+
+fn bedrock_stream(path: &str, request: &Value, cut: Option<usize>) -> (Vec<u8>, tollgate_host::fake::FakeHost) {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, path, request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")], false);
+    assert_eq!(ex.host.response_header_value("content-type"), Some("text/event-stream"));
+    let upstream = bedrock_events("bedrock/converse-stream.events.json");
+    match cut {
+        Some(at) => ex.response_body(&[&upstream[..at], &upstream[at..]], 5, true),
+        None => ex.response_body(&[&upstream], 5, true),
+    }
+    ex.log();
+    (ex.host.client_body.clone(), ex.host)
+}
+
+#[test]
+fn bedrock_event_streams_become_sse_at_every_byte_boundary() {
+    let mut openai_request = chat("haiku", true);
+    openai_request["stream_options"] = json!({"include_usage": true});
+    let (whole, host) = bedrock_stream("/v1/chat/completions", &openai_request, None);
+    let chunks = events(&whole);
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello! How can I help you today?");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 51);
+    assert_eq!(host.counter(TOKENS, &["gen_ai_token_type=output", "gen_ai_provider_name=bedrock"]), 31);
+
+    let anthropic_request = json!({"model": "haiku", "max_tokens": 100, "stream": true,
+                                   "messages": [{"role": "user", "content": "Hi"}]});
+    let (anthropic_whole, _) = bedrock_stream("/v1/messages", &anthropic_request, None);
+    let names: Vec<String> = anthropic_events(&anthropic_whole).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+
+    let len = bedrock_events("bedrock/converse-stream.events.json").len();
+    for cut in 1..len {
+        assert_eq!(bedrock_stream("/v1/chat/completions", &openai_request, Some(cut)).0, whole, "cut at {cut}");
+        assert_eq!(bedrock_stream("/v1/messages", &anthropic_request, Some(cut)).0, anthropic_whole, "cut at {cut}");
+    }
+    // A corrupted frame (CRC) ends the stream with one error event, never garbage.
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &openai_request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")], false);
+    let mut upstream = bedrock_events("bedrock/converse-stream.events.json");
+    let middle = upstream.len() / 2;
+    upstream[middle] ^= 0xff;
+    ex.response_body(&[&upstream], 5, true);
+    let text = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    assert!(text.trim_end().ends_with("}") && text.contains("bad_gateway") && !text.contains("[DONE]"), "{text}");
+}
+
+#[test]
+fn bedrock_answers_and_errors_become_openai_ones() {
+    let mut driver = driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("haiku", false));
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[&fixture("bedrock/converse-cache.json")], 5, true);
+    ex.log();
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["usage"]["prompt_tokens"], 12 + 500 + 7, "cache reads and writes are prompt tokens");
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 500);
+
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("haiku", false));
+    ex.response_headers(
+        &[
+            (":status", "400"),
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", "ValidationException:http://internal.amazon.com/"),
+        ],
+        false,
+    );
+    ex.response_body(&[&fixture("bedrock/error-validation.json")], 5, true);
+    let body: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
 }

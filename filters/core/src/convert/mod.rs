@@ -3,6 +3,7 @@
 //! Pure functions and sans-I/O stream translators; the provider-rewrite stage drives them.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 

@@ -9,6 +9,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
@@ -57,6 +58,8 @@ pub enum Kind {
     Gemini,
     /// Vertex AI: project and location in the path, a bearer token.
     Vertex,
+    /// AWS Bedrock Runtime (Converse), SigV4-signed.
+    Bedrock,
 }
 
 impl Kind {
@@ -69,6 +72,7 @@ impl Kind {
             Kind::Anthropic => "anthropic",
             Kind::Gemini => "gemini",
             Kind::Vertex => "vertex",
+            Kind::Bedrock => "bedrock",
         }
     }
 
@@ -107,6 +111,15 @@ pub struct RawBackend {
     /// Vertex: the region, e.g. `us-central1` (required).
     #[serde(default)]
     pub location: Option<String>,
+    /// Bedrock: SigV4 credentials (required) and the AWS region (required).
+    #[serde(default)]
+    pub aws_access_key_id: Option<RawSecret>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<RawSecret>,
+    #[serde(default)]
+    pub aws_session_token: Option<RawSecret>,
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +135,9 @@ pub struct Backend {
     pub api_version: String,
     pub project: String,
     pub location: String,
+    /// Bedrock: SigV4 credentials and region.
+    pub aws: Option<bedrock::Credentials>,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -262,6 +278,7 @@ impl Config {
             let default_base = match b.kind {
                 Kind::Azure => "",
                 Kind::Gemini => "/v1beta",
+                Kind::Bedrock => "",
                 _ => "/v1",
             };
             let base_path = b.base_path.clone().unwrap_or_else(|| default_base.into());
@@ -269,19 +286,58 @@ impl Config {
             if !path_ok || base_path.contains("..") || base_path.contains(['?', '#']) {
                 return err(&at("base_path"), format!("'{base_path}' must be an absolute path"));
             }
-            let api_key = match &b.api_key {
-                None => None,
-                Some(RawSecret { env: Some(var), value: None }) => match env(var) {
-                    Some(key) if header_safe(&key) => Some(Secret(key)),
-                    Some(_) => return err(&at("api_key.env"), format!("{var} holds characters a header cannot carry")),
-                    None => return err(&at("api_key.env"), format!("{var} is not set in the VM's environment")),
-                },
-                Some(RawSecret { env: None, value: Some(key) }) if header_safe(key) => Some(Secret(key.clone())),
-                Some(RawSecret { env: None, value: Some(_) }) => {
-                    return err(&at("api_key.value"), "holds characters a header cannot carry".into())
+            let secret = |field: &str, raw: &Option<RawSecret>| -> Result<Option<Secret>, String> {
+                let Some(raw) = raw else { return Ok(None) };
+                match raw {
+                    RawSecret { env: Some(var), value: None } => match env(var) {
+                        Some(key) if header_safe(&key) => Ok(Some(Secret(key))),
+                        Some(_) => Err(format!(
+                            "{prefix}{}: {var} holds characters a header cannot carry",
+                            at(&format!("{field}.env"))
+                        )),
+                        None => Err(format!(
+                            "{prefix}{}: {var} is not set in the VM's environment",
+                            at(&format!("{field}.env"))
+                        )),
+                    },
+                    RawSecret { env: None, value: Some(key) } if header_safe(key) => Ok(Some(Secret(key.clone()))),
+                    RawSecret { env: None, value: Some(_) } => Err(format!(
+                        "{prefix}{}: holds characters a header cannot carry",
+                        at(&format!("{field}.value"))
+                    )),
+                    _ => Err(format!("{prefix}{}: set exactly one of `env` and `value`", at(field))),
                 }
-                Some(_) => return err(&at("api_key"), "set exactly one of `env` and `value`".into()),
             };
+            let api_key = secret("api_key", &b.api_key)?;
+            let aws = match (
+                b.kind,
+                secret("aws_access_key_id", &b.aws_access_key_id)?,
+                secret("aws_secret_access_key", &b.aws_secret_access_key)?,
+            ) {
+                (Kind::Bedrock, Some(access_key_id), Some(secret_access_key)) => Some(bedrock::Credentials {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: secret("aws_session_token", &b.aws_session_token)?,
+                }),
+                (Kind::Bedrock, _, _) => {
+                    return err(
+                        &at("aws_access_key_id"),
+                        "bedrock backends need aws_access_key_id and aws_secret_access_key".into(),
+                    )
+                }
+                (_, None, None) if b.aws_session_token.is_none() => None,
+                _ => return err(&at("kind"), "aws_* credentials are for `bedrock` backends".into()),
+            };
+            let region = match (b.kind, &b.region) {
+                (Kind::Bedrock, Some(r)) if path_safe(r) => r.clone(),
+                (Kind::Bedrock, Some(r)) => return err(&at("region"), format!("'{r}' is not a region")),
+                (Kind::Bedrock, None) => return err(&at("region"), "is required for `bedrock` backends".into()),
+                (_, Some(_)) => return err(&at("kind"), "region is for `bedrock` backends".into()),
+                (_, None) => String::new(),
+            };
+            if b.kind == Kind::Bedrock && b.host.is_none() {
+                return err(&at("host"), "is required for `bedrock` backends (it is signed)".into());
+            }
             if b.kind != Kind::Anthropic && (b.anthropic_version.is_some() || b.default_max_tokens.is_some()) {
                 return err(
                     &at("kind"),
@@ -330,6 +386,8 @@ impl Config {
                 api_version,
                 project,
                 location,
+                aws,
+                region,
             });
         }
         let backend_index = |name: &str| backends.iter().position(|b| b.name == name);
@@ -532,6 +590,8 @@ pub fn target(backend: &Backend, api: ApiKind, model: &str) -> Option<(String, V
         Kind::Azure => Some((azure::path(backend, api, model)?, azure::headers(backend))),
         Kind::Anthropic => Some((anthropic::path(backend), anthropic::headers(backend))),
         Kind::Gemini | Kind::Vertex => Some((gemini::path(backend, api, model)?, gemini::headers(backend))),
+        // Signed over the final body: the stage adds the signature once the body is known.
+        Kind::Bedrock => Some((bedrock::path(backend, api, model)?, Vec::new())),
     }
 }
 
@@ -550,6 +610,7 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
         (Kind::Gemini | Kind::Vertex, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => {
             Some(ApiKind::GeminiGenerate { stream })
         }
+        (Kind::Bedrock, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::BedrockConverse { stream }),
         (
             Kind::Openai | Kind::OpenaiCompatible,
             k @ (ApiKind::OpenAiChat

@@ -21,6 +21,7 @@ use super::{StageHost, Upstream};
 use crate::api::anthropic::{MessagesRequest, MessagesResponse};
 use crate::api::openai::{ChatCompletionRequest, ChatCompletionResponse};
 use crate::convert::anthropic::{self as to_anthropic, StreamToOpenAi};
+use crate::convert::bedrock as to_bedrock;
 use crate::convert::gemini as to_gemini;
 use crate::convert::openai as to_openai;
 use crate::convert::{Chain, StreamTranslate};
@@ -139,6 +140,10 @@ enum Pair {
     OpenAiToGemini,
     /// Anthropic Messages client, Gemini backend (OpenAI chat as the pivot).
     AnthropicToGemini,
+    /// OpenAI chat client, Bedrock Converse backend.
+    OpenAiToBedrock,
+    /// Anthropic Messages client, Bedrock Converse backend (OpenAI chat as the pivot).
+    AnthropicToBedrock,
 }
 
 /// How the response of this stream is rewritten.
@@ -180,14 +185,14 @@ fn routed(kind: ApiKind) -> bool {
 
 impl ProviderRewriteStream {
     /// The headers that send the request for `model` to `backend`, in `api`.
-    fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<(), Error> {
+    fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<String, Error> {
         let Some((path, credentials)) = provider::target(backend, api, model) else {
             let message = format!("model '{model}' cannot be named in a request to this backend");
             return Err(Error::InvalidRequest { param: Some("model".into()), message });
         };
         let edits = &mut out.request_headers;
         edits.push(HeaderEdit::Set(cluster_header(&self.settings), backend.cluster.clone()));
-        edits.push(HeaderEdit::Set(":path", path));
+        edits.push(HeaderEdit::Set(":path", path.clone()));
         if let Some(host) = &backend.host {
             edits.push(HeaderEdit::Set(":authority", host.clone()));
         }
@@ -200,7 +205,7 @@ impl ProviderRewriteStream {
         for (name, value) in credentials {
             edits.push(HeaderEdit::Set(name, value));
         }
-        Ok(())
+        Ok(path)
     }
 }
 
@@ -382,18 +387,39 @@ impl Stage for ProviderRewriteStream {
                 let request: ChatCompletionRequest = serde_json::from_value(pivot).map_err(invalid)?;
                 serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(|e| (e, dialect))?)
             }
+            (ApiKind::OpenAiChat, Kind::Bedrock) => {
+                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
+                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+                self.pair = Pair::OpenAiToBedrock;
+                serde_json::to_vec(&to_bedrock::request_from_openai(&request).map_err(|e| (e, dialect))?)
+            }
+            (ApiKind::AnthropicMessages, Kind::Bedrock) => {
+                self.pair = Pair::AnthropicToBedrock;
+                let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
+                let request: ChatCompletionRequest = serde_json::from_value(pivot).map_err(invalid)?;
+                serde_json::to_vec(&to_bedrock::request_from_openai(&request).map_err(|e| (e, dialect))?)
+            }
             _ => return Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
         };
         let bytes =
             translated.map_err(|_| (Error::Internal { detail: "request translation failed".into() }, dialect))?;
+        out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
+        // The answer is rewritten: it must arrive uncompressed.
+        out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
+        let path = self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
+        if backend.kind == Kind::Bedrock {
+            // Signed over the final path, host and body, with the request's own clock.
+            for (name, value) in
+                provider::bedrock::signed_headers(backend, &path, &bytes, ex.started_ns / 1_000_000_000)
+            {
+                out.request_headers.push(HeaderEdit::Set(name, value));
+            }
+        }
         // The body is replaced whole: what earlier stages spliced belonged to the old API.
         splices.clear();
         ex.injected_include_usage = false;
         splices.push(Splice { at: 0, remove: body.len(), insert: bytes });
-        out.request_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
-        // The answer is rewritten: it must arrive uncompressed.
-        out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
-        self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))
+        Ok(())
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
@@ -421,12 +447,23 @@ impl Stage for ProviderRewriteStream {
             return;
         }
         let model = ex.upstream.as_ref().map_or("", |u| u.model.as_str());
+        let max_event = self.settings.max_event_bytes;
         if head.status >= 400 {
             if head.status == 529 && self.pair == Pair::OpenAiToAnthropic {
                 edits.push(HeaderEdit::Set(":status", "503".into()));
             }
             edits.push(HeaderEdit::Set("content-type", "application/json".into()));
             self.response = Response::Error(head.status, Vec::new());
+        } else if head.content_type.as_deref().is_some_and(|c| c.contains("application/vnd.amazon.eventstream")) {
+            edits.push(HeaderEdit::Set("content-type", "text/event-stream".into()));
+            let include_usage = self.include_usage;
+            self.response = Response::Stream(match self.pair {
+                Pair::AnthropicToBedrock => Box::new(Chain::new(
+                    to_bedrock::StreamToOpenAi::new(max_event, true, model),
+                    to_openai::StreamToAnthropic::new(max_event, model),
+                )),
+                _ => Box::new(to_bedrock::StreamToOpenAi::new(max_event, include_usage, model)),
+            });
         } else if head.content_type.as_deref().is_some_and(|c| c.contains("text/event-stream")) {
             let max = self.settings.max_event_bytes;
             let include_usage = self.include_usage;
@@ -489,6 +526,14 @@ impl Stage for ProviderRewriteStream {
                     (Response::Json(held), Pair::OpenAiToGemini) => serde_json::from_slice::<Value>(held)
                         .ok()
                         .and_then(|r| to_gemini::response_to_openai(&r, model, created)),
+                    (Response::Json(held), Pair::OpenAiToBedrock) => serde_json::from_slice::<Value>(held)
+                        .ok()
+                        .and_then(|r| to_bedrock::response_to_openai(&r, model, created)),
+                    (Response::Json(held), Pair::AnthropicToBedrock) => serde_json::from_slice::<Value>(held)
+                        .ok()
+                        .and_then(|r| to_bedrock::response_to_openai(&r, model, created))
+                        .and_then(|pivot| serde_json::from_value::<ChatCompletionResponse>(pivot).ok())
+                        .map(|r| to_openai::response_to_anthropic(&r)),
                     (Response::Json(held), _) => serde_json::from_slice::<Value>(held)
                         .ok()
                         .and_then(|r| to_gemini::response_to_openai(&r, model, created))
@@ -501,6 +546,13 @@ impl Stage for ProviderRewriteStream {
                     ),
                     (Response::Error(status, held), Pair::OpenAiToGemini) => {
                         Some(to_gemini::error_to_openai(*status, held).unwrap_or_else(|| generic_error(*status)))
+                    }
+                    (Response::Error(status, held), Pair::OpenAiToBedrock) => {
+                        Some(to_bedrock::error_to_openai(*status, held))
+                    }
+                    (Response::Error(status, held), Pair::AnthropicToBedrock) => {
+                        let pivot = to_bedrock::error_to_openai(*status, held).to_string();
+                        Some(to_openai::error_to_anthropic(*status, pivot.as_bytes()))
                     }
                     (Response::Error(status, held), _) => Some(to_openai::error_to_anthropic(*status, held)),
                     _ => None,
