@@ -16,6 +16,11 @@ Variants:
   all-in-one       tollgate.wasm with the token_counter stage
   quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
                    [quota − all-in-one ≤ 10 µs CPU per request]
+  rewrite          tollgate.wasm with provider_rewrite alone, every model to an Anthropic backend:
+                   OpenAI → Anthropic translation of the request and of the answer or stream
+                   (run it on the *-anthropic scenarios) [≤ 1.5 × token-counter's added CPU on
+                   chat-1k; ≤ 5 µs per stream chunk]
+  rewrite-tc       the same with token_counter (usage read from the Anthropic answer)
 
 Scenarios (issue targets for token-counter in brackets):
   chat-1k          1 KB chat request, JSON response              [≤ 25 µs CPU added per request]
@@ -24,6 +29,8 @@ Scenarios (issue targets for token-counter in brackets):
   sse-20-observe   20-chunk SSE stream the client asked usage for (observing path)
                                                                   [≤ 3 µs CPU added per chunk]
   ttfb             time to first byte of sse-20, sequential      [< 0.2 ms added]
+  chat-1k-anthropic, sse-13-anthropic (and its 1-chunk pair): the same, answered by the mock in
+                   Anthropic's format (for the rewrite variants)
 
   bench/run.py [--variants bare,reference-null,...] [--only chat-1k,...] [--seconds 6] [--rounds 3]
 """
@@ -56,6 +63,12 @@ VARIANTS = {
     "all-in-one": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}}),
     # The local quota on top: reserve (CAS on shared data) at request time, settle at the end,
     # x-ratelimit-* headers; limits high enough never to refuse.
+    "rewrite": dict(wasm="tollgate.wasm", filter_config={"provider_rewrite": {
+        "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
+        "models": [{"name": "*", "backend": "claude"}]}}),
+    "rewrite-tc": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "provider_rewrite": {
+        "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
+        "models": [{"name": "*", "backend": "claude"}]}}),
     "quota": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
         "consumer": {"header": "authorization", "salt": "bench"},
         "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},
@@ -88,8 +101,11 @@ SCENARIOS = {
     "sse-1": (json.dumps(STREAM), "openai-chat-stream-20", 1),
     "sse-20-observe": (OBSERVE, "openai-chat-stream-20", 20),
     "sse-1-observe": (OBSERVE, "openai-chat-stream-20", 1),
+    "chat-1k-anthropic": (chat_body(1024), "anthropic-messages", 1),
+    "sse-13-anthropic": (OBSERVE, "anthropic-tool-stream", 13),
+    "sse-1-anthropic": (OBSERVE, "anthropic-tool-stream", 1),
 }
-PAIRS = {"sse-20": "sse-1", "sse-20-observe": "sse-1-observe"}
+PAIRS = {"sse-20": "sse-1", "sse-20-observe": "sse-1-observe", "sse-13-anthropic": "sse-1-anthropic"}
 WRK_CPU = None
 
 
@@ -100,7 +116,7 @@ def wrk_script(directory, body, case, chunks):
         f.write('wrk.headers["content-type"] = "application/json"\n')
         f.write('wrk.headers["authorization"] = "Bearer sk-test"\n')
         f.write(f'wrk.headers["x-mock-case"] = "{case}"\n')
-        if case.startswith("openai-chat-stream"):
+        if "stream" in case:
             # 1 ms between writes, so every Envoy sees the same chunks: one per event, or the
             # whole stream as one chunk.
             f.write('wrk.headers["x-mock-delay-ms"] = "1"\n')
@@ -185,8 +201,9 @@ def main():
         for many, one in PAIRS.items():
             rows = results["scenarios"]
             if many in rows and one in rows:
+                extra_chunks = rows[many]["chunks"] - rows[one]["chunks"]
                 rows[many]["marginal_us_per_chunk"] = {
-                    n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / 19, 2) for n in names}
+                    n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / extra_chunks, 2) for n in names}
         body, case, _ = SCENARIOS["sse-20"]
         if a.ttfb:
             results["ttfb_ms"] = {name: round(ttfb_ms(envoy.url, body, case, a.ttfb), 3) for name, envoy in envoys.items()}

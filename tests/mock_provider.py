@@ -14,6 +14,8 @@ stream flag. OpenAI chat streams carry usage only when the request asked for
 Test knobs (request headers):
   x-mock-case: <name>            pick a manifest case
   x-mock-delay-ms: N             pause N ms before each stream event (and before headers)
+  x-mock-fail-route: R           answer requests of route R (anthropic, openai-chat, gemini, …)
+                                 with x-mock-fail-status (default 503) in R's error format
   x-mock-chunking: event|split|bytes:N   how stream bytes are written (default: event)
   x-mock-gzip: 1                 gzip the response (content-encoding: gzip)
   x-mock-trailers: 1             end an HTTP/1.1 chunked response with trailers
@@ -251,6 +253,10 @@ def handle(method, path, headers, body):
         if any(c.get("role") not in (None, "user", "model") or not c.get("parts") for c in contents if isinstance(c, dict)):
             return json_reply(400, error_body(route, 400, "Please use a valid role: user, model."))
 
+    if h.get("x-mock-fail-route") and route.startswith(h["x-mock-fail-route"]):
+        # Only this provider fails (fallback tests): its own error body and status.
+        status = int(h.get("x-mock-fail-status", "503"))
+        return json_reply(status, error_body(route, status, f"mock {route} failure {status}"))
     if "x-mock-status" in h:
         status = int(h["x-mock-status"])
         extra = {"retry-after": "2"} if status == 429 else None

@@ -64,6 +64,10 @@ RUN_CONFIG_MOCK = {
             {"name": "vertex/gemini-2.0-flash", "backend": "vertex", "model": "gemini-2.0-flash"},
             {"name": "gemini-*", "backend": "gemini"},
             {"name": "bedrock/claude-3-5-haiku", "backend": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0"},
+            # Claude first, GPT when Claude fails (5xx, 429, reset): Envoy retries, Tollgate
+            # translates each attempt.
+            {"name": "resilient", "fallback": {"cluster": "fallback-resilient", "backends": [
+                {"backend": "anthropic", "model": "claude-sonnet-4-20250514"}, {"backend": "openai", "model": "gpt-4o-mini"}]}},
             {"name": "gpt-*", "backend": "openai"},
             {"name": "o*", "backend": "openai"},
             {"name": "claude-*", "backend": "anthropic"},
@@ -108,7 +112,7 @@ def global_quota_parts(filter_config, rls_port):
     return parts
 
 
-def provider_parts(filter_config, provider):
+def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     """Template values for provider-rewrite: the cluster_header route, the early removal of the
     routing header, and one cluster per backend (the mock for `mock:PORT`, else the backend's
     `host` over TLS). Empty without a provider_rewrite section."""
@@ -141,6 +145,61 @@ def provider_parts(filter_config, provider):
         if tls:
             cluster["transport_socket"] = tls
         clusters.append("- " + json.dumps(cluster))
+    routes = []
+    upstream_config = {"provider_rewrite": {**section, "role": "upstream"}}
+    for model in section["models"]:
+        fallback = model.get("fallback")
+        if not fallback:
+            continue
+        priorities, matches = [], []
+        for priority, target in enumerate(fallback["backends"]):
+            backend = section["backends"][target["backend"]]
+            if provider.startswith("mock:"):
+                address = {"address": "127.0.0.1", "port_value": int(provider.split(":", 1)[1])}
+            else:
+                address = {"address": backend["host"], "port_value": 443}
+                matches.append({"name": target["backend"], "match": {"tollgate": target["backend"]},
+                                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                                    "sni": backend["host"]}}})
+            priorities.append({"priority": priority, "lb_endpoints": [{
+                "endpoint": {"address": {"socket_address": address}},
+                # The upstream filter reads this to know which backend an attempt goes to.
+                "metadata": {"filter_metadata": {"tollgate": {"backend": target["backend"]},
+                                                 "envoy.transport_socket_match": {"tollgate": target["backend"]}}}}]})
+        cluster = {
+            "name": fallback["cluster"], "type": "STATIC" if provider.startswith("mock:") else "STRICT_DNS",
+            "connect_timeout": "5s", "dns_lookup_family": "V4_ONLY",
+            "load_assignment": {"cluster_name": fallback["cluster"], "endpoints": priorities},
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                # Tollgate again, as an upstream filter: once per attempt, for that attempt's backend.
+                "http_filters": [
+                    {"name": "envoy.filters.http.wasm", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config": {"name": "provider-rewrite-upstream", "root_id": "tollgate", "failure_policy": "FAIL_RELOAD",
+                                   "allow_on_headers_stop_iteration": True,
+                                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                     "value": json.dumps(upstream_config)},
+                                   "vm_config": {"vm_id": "tollgate", "runtime": "envoy.wasm.runtime.v8",
+                                                 "code": {"local": {"filename": wasm}}}}}},
+                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]}}}
+        if matches:
+            cluster["transport_socket_matches"] = matches
+        clusters.append("- " + json.dumps(cluster))
+        routes.append("- " + json.dumps({
+            "name": f"tollgate-fallback-{fallback['cluster']}",
+            "match": {"prefix": "/", "headers": [{"name": header, "string_match": {"exact": fallback["cluster"]}}]},
+            "route": {"cluster_header": header, "timeout": "300s", "retry_policy": {
+                "retry_on": "5xx,reset,connect-failure,retriable-status-codes", "retriable_status_codes": [429],
+                "num_retries": len(fallback["backends"]) - 1,
+                "retry_priority": {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                    "update_frequency": 1}}}}}))
+    if routes:
+        parts["PROVIDER_ROUTES"] = "\n              ".join(routes + [parts["PROVIDER_ROUTES"]])
     parts["BACKEND_CLUSTERS"] = "\n  ".join(clusters)
     return parts
 
@@ -166,7 +225,7 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         "PROVIDER_TLS": tls, "HOST_REWRITE": rewrite, "PROVIDER_DISCOVERY": discovery,
         "PROVIDER_PROTOCOL": H2 if h2 else H1_TRAILERS, "BUFFER_LIMIT": buffer_limit,
         **global_quota_parts(filter_config, rls_port),
-        **provider_parts(filter_config, provider),
+        **provider_parts(filter_config, provider, wasm),
     }
     text = string.Template(text).substitute(values)
     if not with_filter:

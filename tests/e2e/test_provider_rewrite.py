@@ -29,7 +29,7 @@ def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
     assert ids == ["bedrock/claude-3-5-haiku", "claude", "claude-sonnet-4", "gemini-2.5-flash", "gpt-4.1", "gpt-4o",
-                   "gpt-4o-mini", "llama-3.1-8b", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
+                   "gpt-4o-mini", "llama-3.1-8b", "resilient", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
     owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
     assert {owners[m] for m in ("claude", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "gemini-2.5-flash",
                                 "vertex/gemini-2.0-flash", "bedrock/claude-3-5-haiku")} == {
@@ -367,3 +367,52 @@ def test_a_tampered_bedrock_request_is_refused_by_the_mock(mock):
                            "authorization": "AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/20261127/us-east-1/bedrock/"
                                             "aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=00"})
     assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "InvalidSignatureException"
+
+
+def test_readme_many_providers_example_runs(run_gateway):
+    """The README's 'One API, many providers' snippet, run as a user would run it."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, os.path.join(root, "examples/clients/many_providers.py")],
+                         env={**os.environ, "TOLLGATE_URL": run_gateway.url}, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "claude -> Hello! How can I help you today? 33" in out
+    assert "gemini-2.5-flash -> AI learns patterns from data to make predictions. 20" in out
+    assert "bedrock/claude-3-5-haiku -> Hello! I'm doing well, thank you. 57" in out
+
+
+def test_fallback_to_the_next_backend_with_per_attempt_translation(run_gateway, mock):
+    # Claude answers: translated for the OpenAI client by the upstream filter.
+    reply = client(run_gateway).chat.completions.create(model="resilient", messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content == "Hello! How can I help you today?"
+    assert reply.model == "claude-sonnet-4-20250514"
+
+    # Claude fails (503 in Anthropic's format): Envoy retries on the next priority, GPT, and
+    # that attempt is rewritten for OpenAI's API.
+    request_id = str(uuid.uuid4())
+    reply = client(run_gateway, **{"x-mock-fail-route": "anthropic", "x-request-id": request_id}).chat.completions.create(
+        model="resilient", messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content == "Hello! How can I assist you today?"
+    attempts = [r for r in mock.requests() if r["headers"].get("x-request-id") == request_id]
+    assert [r["path"] for r in attempts] == ["/v1/messages", "/v1/chat/completions"]
+    assert json.loads(attempts[0]["body"])["model"] == "claude-sonnet-4-20250514"
+    assert json.loads(attempts[1]["body"])["model"] == "gpt-4o-mini"
+    assert attempts[0]["headers"]["x-api-key"] == "mock-anthropic-key"
+    assert attempts[1]["headers"]["authorization"] == "Bearer mock-openai-key"
+    entry = run_gateway.access_entry(request_id)
+    assert entry["upstream_cluster"] == "fallback-resilient"
+
+    # And for an Anthropic client: Claude fails, GPT answers in Anthropic's format.
+    reply = anthropic_client(run_gateway, **{"x-mock-fail-route": "anthropic"}).messages.create(
+        model="resilient", max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+    assert reply.content[0].text == "Hello! How can I assist you today?"
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (19, 10)
+
+    # Every backend failing: the last error, in the client's dialect.
+    with pytest.raises(openai.InternalServerError) as e:
+        client(run_gateway, **{"x-mock-fail-route": "", "x-mock-status": "500"}).chat.completions.create(
+            model="resilient", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 500 and e.value.body["type"] == "server_error"

@@ -28,11 +28,14 @@ use tollgate_core::stage::{
 pub struct Spec {
     pub stages: Vec<Box<dyn StageFactory>>,
     pub max_request_bytes: Option<u64>,
+    /// Read the API path from this header instead of `:path` (upstream filters only).
+    pub route_header: Option<&'static str>,
 }
 
 impl Spec {
     pub fn pipeline(&self) -> Pipeline {
         Pipeline::new(self.stages.iter().map(|f| f.create()).collect(), self.max_request_bytes)
+            .with_route_header(self.route_header)
     }
 }
 

@@ -9,7 +9,8 @@ use tollgate_host::Spec;
 pub fn spec(config: &[u8]) -> Result<Spec, String> {
     let env = |name: &str| std::env::var(name).ok();
     let settings = provider_rewrite::parse(config, "", &env)?;
-    Ok(Spec { max_request_bytes: None, stages: vec![Box::new(ProviderRewrite::new(settings))] })
+    let route_header = settings.upstream_role.then_some(provider_rewrite::CLIENT_PATH_HEADER);
+    Ok(Spec { max_request_bytes: None, stages: vec![Box::new(ProviderRewrite::new(settings))], route_header })
 }
 
 #[cfg(target_arch = "wasm32")]

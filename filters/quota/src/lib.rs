@@ -12,6 +12,7 @@ pub fn spec(config: &[u8]) -> Result<Spec, String> {
     let quota = quota::parse(config, "")?;
     let counter = CounterConfig::parse(b"{}", "token_counter.").map_err(|e| e.to_string())?;
     Ok(Spec {
+        route_header: None,
         max_request_bytes: counter.max_request_bytes(),
         stages: vec![Box::new(TokenCounter::new(counter)), Box::new(Quota::new(quota))],
     })

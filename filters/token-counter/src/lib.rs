@@ -7,7 +7,11 @@ use tollgate_host::Spec;
 /// Parses the plugin configuration (the token-counter object itself).
 pub fn spec(config: &[u8]) -> Result<Spec, String> {
     let config = Config::parse(config, "").map_err(|e| e.to_string())?;
-    Ok(Spec { max_request_bytes: config.max_request_bytes(), stages: vec![Box::new(TokenCounter::new(config))] })
+    Ok(Spec {
+        max_request_bytes: config.max_request_bytes(),
+        stages: vec![Box::new(TokenCounter::new(config))],
+        route_header: None,
+    })
 }
 
 #[cfg(target_arch = "wasm32")]

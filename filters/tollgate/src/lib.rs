@@ -6,7 +6,11 @@ use tollgate_host::Spec;
 
 pub fn spec(config: &[u8]) -> Result<Spec, String> {
     let composed = tollgate_core::stage::compose::parse(config).map_err(|e| e.to_string())?;
-    Ok(Spec { stages: composed.stages, max_request_bytes: composed.max_request_bytes })
+    Ok(Spec {
+        stages: composed.stages,
+        max_request_bytes: composed.max_request_bytes,
+        route_header: composed.route_header,
+    })
 }
 
 #[cfg(target_arch = "wasm32")]

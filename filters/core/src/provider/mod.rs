@@ -156,6 +156,28 @@ pub struct RawModel {
     /// Weighted variants (canary, A/B): each request goes to one, sticky per key.
     #[serde(default)]
     pub split: Option<Vec<RawVariant>>,
+    /// Backends tried in order by Envoy's retries (see [`RawFallback`]).
+    #[serde(default)]
+    pub fallback: Option<RawFallback>,
+}
+
+/// A fallback list: the request goes to `cluster`, an Envoy cluster whose endpoints are the
+/// backends as priorities 0, 1, … (host metadata `tollgate.backend` naming each); the route
+/// retries on the next priority; this module, as an upstream filter of that cluster,
+/// translates each attempt for the backend it goes to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFallback {
+    pub cluster: String,
+    pub backends: Vec<RawTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub backend: String,
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -195,8 +217,13 @@ fn default_cluster_header() -> String {
 
 #[derive(Debug, Clone)]
 enum Entry {
-    Model { backend: usize, model: Option<String> },
+    Model {
+        backend: usize,
+        model: Option<String>,
+    },
     Split(Vec<Variant>),
+    /// (cluster, [(backend, model id)]) in priority order.
+    Fallback(String, Vec<(usize, Option<String>)>),
     Alias(String),
 }
 
@@ -215,6 +242,8 @@ pub struct Choice<'a> {
     pub forced: Option<&'a str>,
     /// A uniform draw (see [`bucket`]).
     pub draw: u64,
+    /// The backend of this attempt of a fallback list (the upstream filter's host metadata).
+    pub attempt: Option<&'a str>,
 }
 
 /// A stable, well-mixed 64-bit draw for `key` and `model` (FNV-1a, then splitmix64's finaliser),
@@ -251,6 +280,9 @@ pub struct Resolved<'a> {
     pub model: &'a str,
     /// The split variant chosen, if the model is split.
     pub variant: Option<&'a str>,
+    /// For a fallback list: the cluster that tries its backends in order (`backend` is then the
+    /// first of them; each attempt is translated by the upstream filter).
+    pub fallback: Option<&'a str>,
 }
 
 /// Header names and values must not smuggle a line break or a NUL into a request.
@@ -408,6 +440,43 @@ impl Config {
                 let in_path = raw.backends.get(backend).is_some_and(|b| b.kind.model_in_path());
                 !in_path || m.name.ends_with('*') || path_safe(model.unwrap_or(&m.name))
             };
+            if let Some(fallback) = &m.fallback {
+                if m.backend.is_some() || m.alias_of.is_some() || m.split.is_some() || m.model.is_some() {
+                    return err(
+                        &at("fallback"),
+                        "a fallback takes no `backend`, `alias_of`, `split` or `model`".into(),
+                    );
+                }
+                if m.name.contains('*') {
+                    return err(&at("name"), "a fallback is an exact name".into());
+                }
+                if !header_safe(&fallback.cluster) {
+                    return err(&at("fallback.cluster"), "must be a cluster name".into());
+                }
+                if fallback.backends.len() < 2 {
+                    return err(&at("fallback.backends"), "needs at least two backends".into());
+                }
+                let mut targets = Vec::with_capacity(fallback.backends.len());
+                for (j, t) in fallback.backends.iter().enumerate() {
+                    let at = |f: &str| format!("models[{i}].fallback.backends[{j}].{f}");
+                    let Some(index) = backend_index(&t.backend) else {
+                        return err(&at("backend"), format!("'{}' is not in `backends`", t.backend));
+                    };
+                    if targets.iter().any(|(b, _)| *b == index) {
+                        return err(&at("backend"), "is listed twice".into());
+                    }
+                    if t.model.as_ref().is_some_and(|model| !header_safe(model))
+                        || !azure_safe(&t.backend, t.model.as_ref())
+                    {
+                        return err(&at("model"), "must be a model id this backend can be sent".into());
+                    }
+                    targets.push((index, t.model.clone()));
+                }
+                if exact.insert(m.name.clone(), Entry::Fallback(fallback.cluster.clone(), targets)).is_some() {
+                    return err(&at("name"), format!("'{}' is listed twice", m.name));
+                }
+                continue;
+            }
             match (&m.backend, &m.alias_of, &m.split) {
                 (Some(backend), None, None) => {
                     let Some(index) = backend_index(backend) else {
@@ -473,7 +542,7 @@ impl Config {
         }
         for (i, m) in raw.models.iter().enumerate() {
             if let Some(target) = &m.alias_of {
-                if !matches!(exact.get(target), Some(Entry::Model { .. } | Entry::Split(_))) {
+                if !matches!(exact.get(target), Some(Entry::Model { .. } | Entry::Split(_) | Entry::Fallback(..))) {
                     return err(
                         &format!("models[{i}].alias_of"),
                         format!("'{target}' is not an exact model name of the table"),
@@ -523,13 +592,30 @@ impl Config {
                 backend: self.backends.get(*backend)?,
                 model: model.as_deref().unwrap_or(name),
                 variant: None,
+                fallback: None,
             }),
+            Some((name, Entry::Fallback(cluster, targets))) => {
+                // An attempt of the fallback (upstream role) names its backend; else the first.
+                let (backend, model) = match choice.attempt {
+                    Some(attempt) => {
+                        targets.iter().find(|(b, _)| self.backends.get(*b).is_some_and(|b| b.name == attempt))?
+                    }
+                    None => targets.first()?,
+                };
+                Some(Resolved {
+                    backend: self.backends.get(*backend)?,
+                    model: model.as_deref().unwrap_or(name),
+                    variant: None,
+                    fallback: choice.attempt.is_none().then_some(cluster.as_str()),
+                })
+            }
             Some((name, Entry::Split(variants))) => {
                 let v = pick(variants, choice)?;
                 Some(Resolved {
                     backend: self.backends.get(v.backend)?,
                     model: v.model.as_deref().unwrap_or(name),
                     variant: Some(&v.name),
+                    fallback: None,
                 })
             }
             _ => self.resolve_prefix(requested),
@@ -547,7 +633,7 @@ impl Config {
 
     fn resolve_prefix<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
         let (_, backend, _) = self.prefixes.iter().find(|(p, _, _)| requested.starts_with(p.as_str()))?;
-        Some(Resolved { backend: self.backends.get(*backend)?, model: requested, variant: None })
+        Some(Resolved { backend: self.backends.get(*backend)?, model: requested, variant: None, fallback: None })
     }
 
     /// Models clients may name exactly (patterns are not listed), with their backend's kind.
@@ -724,7 +810,7 @@ mod tests {
     }
 
     fn variant_of(c: &Config, model: &str, key: &str, forced: Option<&str>) -> (String, String) {
-        let r = c.resolve_with(model, Choice { forced, draw: bucket(key, model) }).unwrap();
+        let r = c.resolve_with(model, Choice { forced, draw: bucket(key, model), attempt: None }).unwrap();
         (r.variant.unwrap().to_string(), r.model.to_string())
     }
 
@@ -772,5 +858,29 @@ mod tests {
         assert!(error.starts_with("provider_rewrite.models[5].split[1].variant:"), "{error}");
         let error = with(json!([{"variant": "a;b=c", "backend": "openai", "weight": 1}]));
         assert!(error.starts_with("provider_rewrite.models[5].split[0].variant:"), "{error}");
+    }
+
+    #[test]
+    fn fallback_lists_resolve_per_attempt() {
+        let mut value = base();
+        value["models"].as_array_mut().unwrap().push(json!({"name": "resilient", "fallback": {"cluster": "fb", "backends": [
+            {"backend": "claude", "model": "claude-sonnet-4-20250514"}, {"backend": "openai", "model": "gpt-4o-mini"}]}}));
+        let c = config(value.clone()).unwrap();
+        let downstream = c.resolve("resilient").unwrap();
+        assert_eq!((downstream.fallback, downstream.backend.name.as_str()), (Some("fb"), "claude"));
+        let attempt = |backend| {
+            let r = c.resolve_with("resilient", Choice { attempt: Some(backend), ..Choice::default() }).unwrap();
+            (r.fallback, r.backend.name.clone(), r.model.to_string())
+        };
+        assert_eq!(attempt("openai"), (None, "openai".into(), "gpt-4o-mini".into()));
+        assert_eq!(attempt("claude"), (None, "claude".into(), "claude-sonnet-4-20250514".into()));
+        assert!(c.resolve_with("resilient", Choice { attempt: Some("gemini"), ..Choice::default() }).is_none());
+
+        value["models"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "one", "fallback": {"cluster": "fb2", "backends": [
+            {"backend": "claude"}]}}));
+        assert!(config(value).unwrap_err().starts_with("provider_rewrite.models[6].fallback.backends:"));
     }
 }

@@ -31,6 +31,8 @@ struct Raw<'a> {
 pub struct Composed {
     pub stages: Vec<Box<dyn StageFactory>>,
     pub max_request_bytes: Option<u64>,
+    /// Set for provider-rewrite's upstream role (see `Pipeline::with_route_header`).
+    pub route_header: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +50,7 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
     } else {
         crate::config::from_json(json, "").map_err(ComposeError)?
     };
-    let mut composed = Composed { stages: Vec::new(), max_request_bytes: None };
+    let mut composed = Composed { stages: Vec::new(), max_request_bytes: None, route_header: None };
     let token_counter = match (raw.token_counter, raw.quota.is_some()) {
         (Some(section), _) => Some(section.get().as_bytes()),
         (None, true) => Some(&b"{}"[..]),
@@ -63,6 +65,14 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
         let env = |name: &str| std::env::var(name).ok();
         let settings = super::provider_rewrite::parse(section.get().as_bytes(), "provider_rewrite.", &env)
             .map_err(ComposeError)?;
+        if settings.upstream_role {
+            if composed.stages.len() + usize::from(raw.quota.is_some()) > 0 {
+                return Err(ComposeError(
+                    "provider_rewrite.role: an upstream instance runs provider_rewrite alone (count and limit downstream)".into(),
+                ));
+            }
+            composed.route_header = Some(super::provider_rewrite::CLIENT_PATH_HEADER);
+        }
         composed.stages.push(Box::new(super::provider_rewrite::ProviderRewrite::new(settings)));
     }
     if let Some(section) = raw.quota {
@@ -114,5 +124,30 @@ mod tests {
             }
         }
         assert_eq!(seen, 3);
+    }
+
+    #[test]
+    fn an_upstream_provider_rewrite_runs_alone_and_reads_the_client_path() {
+        let section = r#"{"role":"upstream","backends":{"o":{"kind":"openai","cluster":"o"}},"models":[]}"#;
+        let alone = parse(format!(r#"{{"provider_rewrite":{section}}}"#).as_bytes()).ok().unwrap();
+        assert_eq!(alone.route_header, Some(super::super::provider_rewrite::CLIENT_PATH_HEADER));
+        let err = parse(format!(r#"{{"token_counter":{{}},"provider_rewrite":{section}}}"#).as_bytes()).err().unwrap();
+        assert!(err.0.starts_with("provider_rewrite.role:"), "{}", err.0);
+        let downstream = r#"{"provider_rewrite":{"backends":{"o":{"kind":"openai","cluster":"o"}},"models":[]}}"#;
+        assert_eq!(parse(downstream.as_bytes()).ok().unwrap().route_header, None, "never for a downstream instance");
+    }
+
+    #[test]
+    fn shipped_provider_examples_are_valid() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/provider-rewrite/providers.json");
+        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let section = value["provider_rewrite"].to_string();
+        // The keys come from the VM's environment; any value stands in for them here.
+        let env = |name: &str| name.chars().all(|c| c.is_ascii_uppercase() || c == '_').then(|| "k".to_string());
+        let settings = crate::stage::provider_rewrite::parse(section.as_bytes(), "provider_rewrite.", &env).unwrap();
+        assert_eq!(settings.table.backends.len(), 4);
+        let missing = crate::stage::provider_rewrite::parse(section.as_bytes(), "provider_rewrite.", &|_| None);
+        assert!(missing.unwrap_err().ends_with("is not set in the VM's environment"));
     }
 }

@@ -373,6 +373,10 @@ pub struct Pipeline {
     request: RequestState,
     /// Bodies larger than this are refused with 413 before Envoy's own limit is hit.
     max_request_bytes: Option<u64>,
+    /// Where the request's API path is read from, when not `:path` (an upstream filter on a
+    /// retry sees the headers a previous attempt rewrote; the downstream stage keeps the
+    /// client's path in this header). Opt-in: a client must not choose how it is classified.
+    route_header: Option<&'static str>,
     /// Envoy answered 413 to the body we were buffering: its text reply becomes our JSON.
     reword_413: bool,
     finished: bool,
@@ -388,9 +392,16 @@ impl Pipeline {
             request: RequestState::Bypass,
             max_request_bytes,
             reword_413: false,
+            route_header: None,
             finished: false,
             pending: 0,
         }
+    }
+
+    /// Reads the request's API path from `header` (falling back to `:path`).
+    pub fn with_route_header(mut self, header: Option<&'static str>) -> Self {
+        self.route_header = header;
+        self
     }
 
     pub fn exchange(&self) -> Option<&Exchange> {
@@ -423,7 +434,10 @@ impl Pipeline {
         if !method.eq_ignore_ascii_case("POST") && !method.eq_ignore_ascii_case("GET") {
             return HeadersFlow::Continue;
         }
-        let path = header(":path");
+        let path = match self.route_header.and_then(|name| host.request_header(name)) {
+            Some(path) => path,
+            None => header(":path"),
+        };
         if !crate::route::may_be_ai(&path) {
             return HeadersFlow::Continue;
         }

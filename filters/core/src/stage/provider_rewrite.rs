@@ -34,6 +34,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::rc::Rc;
 
+/// The header in which the downstream stage keeps the client's path for the upstream instances
+/// of a fallback cluster (every attempt sees the headers the previous one rewrote).
+pub const CLIENT_PATH_HEADER: &str = "x-tollgate-client-path";
+
 /// The stage's configuration section (`provider_rewrite`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +65,9 @@ pub struct Settings {
     pub table: Config,
     pub max_response_bytes: usize,
     pub max_event_bytes: usize,
+    /// Where this instance runs: in the listener's filter chain (`downstream`, the default), or
+    /// in a fallback cluster's upstream filters (`upstream`), once per attempt.
+    pub upstream_role: bool,
     /// The `GET /v1/models` answer, built once.
     models: Vec<u8>,
 }
@@ -72,7 +79,7 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
     let mut table_value = value.clone();
     let mut own = serde_json::Map::new();
     if let Some(object) = table_value.as_object_mut() {
-        for key in ["max_response_bytes", "max_event_bytes"] {
+        for key in ["max_response_bytes", "max_event_bytes", "role"] {
             if let Some(v) = object.remove(key) {
                 own.insert(key.into(), v);
             }
@@ -86,6 +93,15 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         max_response_bytes: usize,
         #[serde(default = "default_max_event_bytes")]
         max_event_bytes: usize,
+        #[serde(default)]
+        role: Role,
+    }
+    #[derive(Deserialize, Default, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum Role {
+        #[default]
+        Downstream,
+        Upstream,
     }
     let own: Own = crate::config::from_json(serde_json::Value::Object(own).to_string().as_bytes(), prefix)?;
     if own.max_response_bytes < 1024 {
@@ -100,7 +116,13 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         .map(|(name, kind)| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": kind.label()}))
         .collect();
     let models = serde_json::json!({"object": "list", "data": data}).to_string().into_bytes();
-    Ok(Settings { table, max_response_bytes: own.max_response_bytes, max_event_bytes: own.max_event_bytes, models })
+    Ok(Settings {
+        table,
+        max_response_bytes: own.max_response_bytes,
+        max_event_bytes: own.max_event_bytes,
+        upstream_role: own.role == Role::Upstream,
+        models,
+    })
 }
 
 /// Per-VM state of the stage.
@@ -119,6 +141,7 @@ impl StageFactory for ProviderRewrite {
         Box::new(ProviderRewriteStream {
             settings: self.settings.clone(),
             backend: None,
+            attempt: None,
             include_usage: false,
             variant: None,
             pair: Pair::None,
@@ -163,6 +186,8 @@ pub struct ProviderRewriteStream {
     settings: Rc<Settings>,
     /// Index of the chosen backend.
     backend: Option<usize>,
+    /// Upstream role: the backend of this attempt (the upstream host's metadata).
+    attempt: Option<String>,
     /// The OpenAI client asked for the usage chunk of a stream.
     include_usage: bool,
     /// The split variant chosen, if any.
@@ -191,13 +216,26 @@ impl ProviderRewriteStream {
             return Err(Error::InvalidRequest { param: Some("model".into()), message });
         };
         let edits = &mut out.request_headers;
-        edits.push(HeaderEdit::Set(cluster_header(&self.settings), backend.cluster.clone()));
+        if !self.settings.upstream_role {
+            // (Upstream, the route and cluster are chosen already.)
+            edits.push(HeaderEdit::Set(cluster_header(&self.settings), backend.cluster.clone()));
+        }
         edits.push(HeaderEdit::Set(":path", path.clone()));
         if let Some(host) = &backend.host {
             edits.push(HeaderEdit::Set(":authority", host.clone()));
         }
-        // The client's credentials are the gateway's business, never a provider's.
-        for name in ["authorization", "x-api-key", "api-key"] {
+        // The client's credentials are the gateway's business, never a provider's; and on a
+        // fallback attempt, the headers set for the previous backend go.
+        const PROVIDER_HEADERS: [&str; 7] = [
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "anthropic-version",
+            "x-goog-api-key",
+            "x-amz-date",
+            "x-amz-security-token",
+        ];
+        for name in PROVIDER_HEADERS {
             if !credentials.iter().any(|(n, _)| *n == name) {
                 edits.push(HeaderEdit::Remove(name));
             }
@@ -238,9 +276,21 @@ impl Stage for ProviderRewriteStream {
         &mut self,
         ex: &mut Exchange,
         _head: &RequestHead,
-        _host: &dyn StageHost,
+        host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
+        if self.settings.upstream_role {
+            if !routed(ex.route.kind) {
+                return HeadersFlow::Continue;
+            }
+            // Which backend this attempt goes to: the host Envoy picked from the fallback cluster.
+            const PATH: [&str; 5] = ["xds", "upstream_host_metadata", "filter_metadata", "tollgate", "backend"];
+            self.attempt = host.property(&PATH).and_then(|v| String::from_utf8(v).ok());
+            if self.attempt.is_none() {
+                out.log(super::LogLevel::Warn, "upstream role: the upstream host has no tollgate.backend metadata");
+            }
+            return HeadersFlow::Pause;
+        }
         if ex.route.kind == ApiKind::OpenAiModels {
             out.counter(metrics::name("provider.models_listed", &[]), 1);
             return HeadersFlow::Answer(Answer {
@@ -291,11 +341,27 @@ impl Stage for ProviderRewriteStream {
                 .and_then(|h| host.request_header(h))
                 .or_else(|| host.request_header("x-request-id"))
                 .unwrap_or_else(|| ex.started_ns.to_string());
-            choice = provider::Choice { forced: forced.as_deref(), draw: provider::bucket(&key, requested) };
+            choice =
+                provider::Choice { forced: forced.as_deref(), draw: provider::bucket(&key, requested), attempt: None };
         }
+        choice.attempt = self.attempt.as_deref();
         let Some(resolved) = table.resolve_with(requested, choice) else {
             return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
         };
+        if let Some(cluster) = resolved.fallback {
+            // Envoy tries the list's backends in turn; the upstream filter translates each
+            // attempt, so the answer arrives here in the client's dialect.
+            let cluster = cluster.to_string();
+            out.request_headers.push(HeaderEdit::Set(cluster_header(&self.settings), cluster.clone()));
+            let path = host.request_header(":path").unwrap_or_default();
+            out.request_headers.push(HeaderEdit::Set(CLIENT_PATH_HEADER, path));
+            out.counter(
+                metrics::name("provider.requests", &[("backend", &cluster), ("api", "fallback"), ("variant", "")]),
+                1,
+            );
+            out.state("tollgate.backend", cluster);
+            return Ok(());
+        }
         let backend = resolved.backend;
         let Some(kind) = provider::upstream_api(backend.kind, client, ex.streaming()) else {
             let error = Error::InvalidRequest {
@@ -347,6 +413,11 @@ impl Stage for ProviderRewriteStream {
                 rename_model(ex, body, &upstream.model, splices).map_err(|e| (e, dialect))?;
             }
             self.route_headers(backend, upstream.kind, &upstream.model, out).map_err(|e| (e, dialect))?;
+            if self.settings.upstream_role && splices.is_empty() {
+                // A previous attempt may have set another length: the body is always re-sent,
+                // so that `content-length` is set for this one.
+                splices.push(Splice { at: 0, remove: 0, insert: Vec::new() });
+            }
             return Ok(());
         }
         let invalid = |e: serde_json::Error| {
