@@ -14,6 +14,7 @@ stream flag. OpenAI chat streams carry usage only when the request asked for
 Test knobs (request headers):
   x-mock-case: <name>            pick a manifest case
   x-mock-delay-ms: N             pause N ms before each stream event (and before headers)
+  x-mock-slow-route: R           apply x-mock-delay-ms only to route R
   x-mock-fail-route: R           answer requests of route R (anthropic, openai-chat, gemini, …)
                                  with x-mock-fail-status (default 503) in R's error format
   x-mock-chunking: event|split|bytes:N   how stream bytes are written (default: event)
@@ -269,6 +270,8 @@ def handle(method, path, headers, body):
         return json_reply(400, error_body(route, 400, f"unknown mock case {name!r}"))
     raw = BODIES[name]
     delay = float(h.get("x-mock-delay-ms", "0")) / 1000.0
+    if h.get("x-mock-slow-route") and not route.startswith(h["x-mock-slow-route"]):
+        delay = 0.0  # only that provider is slow
     extra_headers = list(case.get("headers", {}).items())
     content_type = case["content_type"]
 

@@ -64,6 +64,13 @@ RUN_CONFIG_MOCK = {
             {"name": "vertex/gemini-2.0-flash", "backend": "vertex", "model": "gemini-2.0-flash"},
             {"name": "gemini-*", "backend": "gemini"},
             {"name": "bedrock/claude-3-5-haiku", "backend": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0"},
+            # One of equivalent backends per request: the fastest measured, or the cheapest for
+            # the request (prices in USD per million tokens), leaving out those that fail.
+            {"name": "fastest", "choose": {"policy": "latency", "backends": [
+                {"backend": "anthropic", "model": "claude-sonnet-4-20250514"}, {"backend": "openai", "model": "gpt-4o-mini"}]}},
+            {"name": "cheapest", "choose": {"policy": "cost", "backends": [
+                {"backend": "gemini", "model": "gemini-2.5-flash", "input_price": 0.1, "output_price": 0.4},
+                {"backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct", "input_price": 0.5, "output_price": 1.5}]}},
             # Claude first, GPT when Claude fails (5xx, 429, reset): Envoy retries, Tollgate
             # translates each attempt.
             {"name": "resilient", "fallback": {"cluster": "fallback-resilient", "backends": [

@@ -28,8 +28,9 @@ def last_messages_request(mock):
 def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
-    assert ids == ["bedrock/claude-3-5-haiku", "claude", "claude-sonnet-4", "gemini-2.5-flash", "gpt-4.1", "gpt-4o",
-                   "gpt-4o-mini", "llama-3.1-8b", "resilient", "text-embedding-3-small", "vertex/gemini-2.0-flash"]
+    assert ids == ["bedrock/claude-3-5-haiku", "cheapest", "claude", "claude-sonnet-4", "fastest", "gemini-2.5-flash",
+                   "gpt-4.1", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "resilient", "text-embedding-3-small",
+                   "vertex/gemini-2.0-flash"]
     owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
     assert {owners[m] for m in ("claude", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "gemini-2.5-flash",
                                 "vertex/gemini-2.0-flash", "bedrock/claude-3-5-haiku")} == {
@@ -416,3 +417,33 @@ def test_fallback_to_the_next_backend_with_per_attempt_translation(run_gateway, 
         client(run_gateway, **{"x-mock-fail-route": "", "x-mock-status": "500"}).chat.completions.create(
             model="resilient", messages=[{"role": "user", "content": "Hi"}])
     assert e.value.status_code == 500 and e.value.body["type"] == "server_error"
+
+
+def backends_used(gateway, n, model, **headers):
+    """Sends n sequential requests for `model`; the backend each went to (access log)."""
+    used = []
+    for _ in range(n):
+        request_id = str(uuid.uuid4())
+        try:
+            client(gateway, **{"x-request-id": request_id, **headers}).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "Hi"}])
+        except openai.APIStatusError:
+            pass
+        used.append(gateway.access_entry(request_id)["backend"])
+    return used
+
+
+def test_latency_policy_moves_traffic_to_the_faster_backend(run_gateway):
+    used = backends_used(run_gateway, 40, "fastest", **{"x-mock-slow-route": "anthropic", "x-mock-delay-ms": "80"})
+    assert used[:2] == ["anthropic", "openai"], "each backend is measured first"
+    # Then the fast one, but for one request in twenty that keeps measuring the other.
+    assert used[2:].count("openai") >= 34, used
+
+
+def test_cost_policy_takes_the_cheapest_and_leaves_out_a_failing_one(run_gateway):
+    used = backends_used(run_gateway, 5, "cheapest")
+    assert used == ["gemini"] * 5, "the cheapest for these requests"
+    # The cheapest starts failing: after enough samples its error rate takes it out.
+    used = backends_used(run_gateway, 15, "cheapest", **{"x-mock-fail-route": "gemini"})
+    first_other = used.index("local")
+    assert first_other <= 6 and set(used[first_other:]) == {"local"}, used

@@ -10,6 +10,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
+pub mod choose;
 pub mod gemini;
 pub mod openai;
 
@@ -140,7 +141,7 @@ pub struct Backend {
     pub region: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     /// The name clients use: exact, or a prefix ending in `*`.
@@ -159,6 +160,35 @@ pub struct RawModel {
     /// Backends tried in order by Envoy's retries (see [`RawFallback`]).
     #[serde(default)]
     pub fallback: Option<RawFallback>,
+    /// Equivalent backends, one chosen per request by measured latency or by price (see
+    /// [`choose`]).
+    #[serde(default)]
+    pub choose: Option<RawChoose>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChoose {
+    /// `latency` or `cost`.
+    pub policy: String,
+    pub backends: Vec<RawPricedTarget>,
+    /// Error rate (0–1) above which a backend is left out (default 0.2).
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricedTarget {
+    pub backend: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// USD per million input tokens (needed by `cost`).
+    #[serde(default)]
+    pub input_price: Option<f64>,
+    /// USD per million output tokens (needed by `cost`).
+    #[serde(default)]
+    pub output_price: Option<f64>,
 }
 
 /// A fallback list: the request goes to `cluster`, an Envoy cluster whose endpoints are the
@@ -192,7 +222,7 @@ pub struct RawVariant {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub backends: BTreeMap<String, RawBackend>,
@@ -224,6 +254,7 @@ enum Entry {
     Split(Vec<Variant>),
     /// (cluster, [(backend, model id)]) in priority order.
     Fallback(String, Vec<(usize, Option<String>)>),
+    Choose(choose::Policy, Vec<choose::Candidate>, u32),
     Alias(String),
 }
 
@@ -271,6 +302,9 @@ pub struct Config {
     pub sticky_header: Option<String>,
     pub variant_header: Option<String>,
 }
+
+/// A choice's candidates with their backends' names.
+pub type NamedCandidates<'a> = Vec<(&'a str, &'a choose::Candidate)>;
 
 /// Where a model goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +474,65 @@ impl Config {
                 let in_path = raw.backends.get(backend).is_some_and(|b| b.kind.model_in_path());
                 !in_path || m.name.ends_with('*') || path_safe(model.unwrap_or(&m.name))
             };
+            if let Some(choose) = &m.choose {
+                if m.backend.is_some()
+                    || m.alias_of.is_some()
+                    || m.split.is_some()
+                    || m.model.is_some()
+                    || m.fallback.is_some()
+                {
+                    return err(&at("choose"), "takes no `backend`, `alias_of`, `split`, `fallback` or `model`".into());
+                }
+                if m.name.contains('*') {
+                    return err(&at("name"), "a choice is an exact name".into());
+                }
+                let policy = match choose.policy.as_str() {
+                    "latency" => choose::Policy::Latency,
+                    "cost" => choose::Policy::Cost,
+                    other => return err(&at("choose.policy"), format!("'{other}' is not `latency` or `cost`")),
+                };
+                let max_error = choose.max_error_rate.unwrap_or(0.2);
+                if !(0.0..=1.0).contains(&max_error) {
+                    return err(&at("choose.max_error_rate"), "must be between 0 and 1".into());
+                }
+                if choose.backends.len() < 2 {
+                    return err(&at("choose.backends"), "needs at least two backends".into());
+                }
+                let mut candidates = Vec::with_capacity(choose.backends.len());
+                for (j, t) in choose.backends.iter().enumerate() {
+                    let at = |f: &str| format!("models[{i}].choose.backends[{j}].{f}");
+                    let Some(index) = backend_index(&t.backend) else {
+                        return err(&at("backend"), format!("'{}' is not in `backends`", t.backend));
+                    };
+                    if candidates.iter().any(|c: &choose::Candidate| c.backend == index) {
+                        return err(&at("backend"), "is listed twice".into());
+                    }
+                    if t.model.as_ref().is_some_and(|model| !header_safe(model))
+                        || !azure_safe(&t.backend, t.model.as_ref())
+                    {
+                        return err(&at("model"), "must be a model id this backend can be sent".into());
+                    }
+                    let price = |field: &str, value: Option<f64>| match (policy, value) {
+                        (_, Some(v)) if v.is_finite() && v >= 0.0 => Ok(v),
+                        (_, Some(_)) => Err(format!("{prefix}{}: must be a price of 0 or more", at(field))),
+                        (choose::Policy::Cost, None) => {
+                            Err(format!("{prefix}{}: is required by the `cost` policy", at(field)))
+                        }
+                        (choose::Policy::Latency, None) => Ok(0.0),
+                    };
+                    candidates.push(choose::Candidate {
+                        backend: index,
+                        model: t.model.clone(),
+                        input_price: price("input_price", t.input_price)?,
+                        output_price: price("output_price", t.output_price)?,
+                    });
+                }
+                let entry = Entry::Choose(policy, candidates, (max_error * 1e6) as u32);
+                if exact.insert(m.name.clone(), entry).is_some() {
+                    return err(&at("name"), format!("'{}' is listed twice", m.name));
+                }
+                continue;
+            }
             if let Some(fallback) = &m.fallback {
                 if m.backend.is_some() || m.alias_of.is_some() || m.split.is_some() || m.model.is_some() {
                     return err(
@@ -542,7 +635,7 @@ impl Config {
         }
         for (i, m) in raw.models.iter().enumerate() {
             if let Some(target) = &m.alias_of {
-                if !matches!(exact.get(target), Some(Entry::Model { .. } | Entry::Split(_) | Entry::Fallback(..))) {
+                if matches!(exact.get(target), None | Some(Entry::Alias(_))) {
                     return err(
                         &format!("models[{i}].alias_of"),
                         format!("'{target}' is not an exact model name of the table"),
@@ -594,6 +687,21 @@ impl Config {
                 variant: None,
                 fallback: None,
             }),
+            Some((name, Entry::Choose(_, candidates, _))) => {
+                // The stage picks (it has the measurements) and names the backend as the attempt.
+                let candidate = match choice.attempt {
+                    Some(attempt) => {
+                        candidates.iter().find(|c| self.backends.get(c.backend).is_some_and(|b| b.name == attempt))?
+                    }
+                    None => candidates.first()?,
+                };
+                Some(Resolved {
+                    backend: self.backends.get(candidate.backend)?,
+                    model: candidate.model.as_deref().unwrap_or(name),
+                    variant: None,
+                    fallback: None,
+                })
+            }
             Some((name, Entry::Fallback(cluster, targets))) => {
                 // An attempt of the fallback (upstream role) names its backend; else the first.
                 let (backend, model) = match choice.attempt {
@@ -620,6 +728,18 @@ impl Config {
             }
             _ => self.resolve_prefix(requested),
         }
+    }
+
+    /// For a model chosen among equivalent backends: the policy, the candidates with their
+    /// backend names, and the error-rate ceiling (ppm).
+    pub fn choice_of(&self, requested: &str) -> Option<(choose::Policy, NamedCandidates<'_>, u32)> {
+        let entry = match self.exact.get(requested)? {
+            Entry::Alias(target) => self.exact.get(target.as_str())?,
+            entry => entry,
+        };
+        let Entry::Choose(policy, candidates, max) = entry else { return None };
+        let named = candidates.iter().filter_map(|c| Some((self.backends.get(c.backend)?.name.as_str(), c))).collect();
+        Some((*policy, named, *max))
     }
 
     /// Whether `requested` (or what it is an alias of) is a split.
@@ -882,5 +1002,38 @@ mod tests {
             .push(json!({"name": "one", "fallback": {"cluster": "fb2", "backends": [
             {"backend": "claude"}]}}));
         assert!(config(value).unwrap_err().starts_with("provider_rewrite.models[6].fallback.backends:"));
+    }
+
+    #[test]
+    fn choices_name_their_candidates_and_errors_name_the_field() {
+        let with = |choose: serde_json::Value| {
+            let mut value = base();
+            value["models"].as_array_mut().unwrap().push(json!({"name": "best", "choose": choose}));
+            config(value)
+        };
+        let c = with(json!({"policy": "cost", "backends": [
+            {"backend": "openai", "model": "gpt-4o-mini", "input_price": 0.15, "output_price": 0.6},
+            {"backend": "claude", "model": "claude-3-5-haiku", "input_price": 0.8, "output_price": 4}]}))
+        .unwrap();
+        let (policy, candidates, max) = c.choice_of("best").unwrap();
+        assert_eq!((policy, max), (choose::Policy::Cost, 200_000));
+        assert_eq!(candidates.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["openai", "claude"]);
+        let chosen = c.resolve_with("best", Choice { attempt: Some("claude"), ..Choice::default() }).unwrap();
+        assert_eq!(chosen.model, "claude-3-5-haiku");
+        for (choose, field) in [
+            (json!({"policy": "fastest", "backends": []}), "models[5].choose.policy:"),
+            (
+                json!({"policy": "cost", "backends": [{"backend": "openai"}, {"backend": "claude"}]}),
+                "models[5].choose.backends[0].input_price:",
+            ),
+            (json!({"policy": "latency", "backends": [{"backend": "openai"}]}), "models[5].choose.backends:"),
+            (
+                json!({"policy": "latency", "max_error_rate": 2, "backends": [{"backend": "openai"}, {"backend": "claude"}]}),
+                "models[5].choose.max_error_rate:",
+            ),
+        ] {
+            let error = with(choose).unwrap_err();
+            assert!(error.starts_with(&format!("provider_rewrite.{field}")), "{error}");
+        }
     }
 }

@@ -142,6 +142,9 @@ impl StageFactory for ProviderRewrite {
             settings: self.settings.clone(),
             backend: None,
             attempt: None,
+            measured: None,
+            first_byte_ns: None,
+            status: 0,
             include_usage: false,
             variant: None,
             pair: Pair::None,
@@ -186,8 +189,13 @@ pub struct ProviderRewriteStream {
     settings: Rc<Settings>,
     /// Index of the chosen backend.
     backend: Option<usize>,
-    /// Upstream role: the backend of this attempt (the upstream host's metadata).
+    /// Upstream role: the backend of this attempt (the upstream host's metadata); for a model
+    /// chosen by latency or cost, the backend chosen.
     attempt: Option<String>,
+    /// The backend whose latency and errors this exchange is recorded for (a chosen model).
+    measured: Option<String>,
+    first_byte_ns: Option<u64>,
+    status: u16,
     /// The OpenAI client asked for the usage chunk of a stream.
     include_usage: bool,
     /// The split variant chosen, if any.
@@ -344,6 +352,26 @@ impl Stage for ProviderRewriteStream {
             choice =
                 provider::Choice { forced: forced.as_deref(), draw: provider::bucket(&key, requested), attempt: None };
         }
+        if let Some((policy, candidates, max_error_ppm)) = table.choice_of(requested) {
+            let store = host.shared_data();
+            let stats: Vec<_> = candidates.iter().map(|(name, _)| provider::choose::load(store, name)).collect();
+            let list: Vec<_> = candidates.iter().map(|(_, c)| (*c).clone()).collect();
+            let key = host.request_header("x-request-id").unwrap_or_else(|| ex.started_ns.to_string());
+            let info = ex.parsed.as_ref().map(|p| &p.info);
+            let input = info.map_or(0, |i| i.estimated_prompt_tokens());
+            let output = info.and_then(|i| i.max_output_tokens).unwrap_or(256);
+            let at = provider::choose::pick(
+                policy,
+                &list,
+                &stats,
+                max_error_ppm,
+                provider::bucket(&key, requested),
+                input,
+                output,
+            );
+            self.attempt = candidates.get(at).map(|(name, _)| name.to_string());
+            self.measured = self.attempt.clone();
+        }
         choice.attempt = self.attempt.as_deref();
         let Some(resolved) = table.resolve_with(requested, choice) else {
             return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
@@ -494,6 +522,7 @@ impl Stage for ProviderRewriteStream {
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+        self.status = head.status;
         if let Some(backend) = self.backend.and_then(|i| self.settings.table.backends.get(i)) {
             // Per backend and variant: what a canary is judged by.
             let class = match head.status {
@@ -560,6 +589,9 @@ impl Stage for ProviderRewriteStream {
         now: &Now<'_>,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
+        if self.measured.is_some() && self.first_byte_ns.is_none() && !chunk.is_empty() {
+            self.first_byte_ns = Some(now.ns());
+        }
         let limit = self.settings.max_response_bytes;
         match &mut self.response {
             Response::Pass => None,
@@ -639,9 +671,21 @@ impl Stage for ProviderRewriteStream {
             Response::Refused(_) => Some(self.refused_body(ex, end_of_stream, out)),
         }
     }
+
+    fn done(&mut self, ex: &Exchange, completed: bool, _now: &Now<'_>, host: &dyn StageHost, _out: &mut Outbox) {
+        self.record(ex, completed, host);
+    }
 }
 
 impl ProviderRewriteStream {
+    /// Records a chosen backend's latency and outcome (see `provider::choose`).
+    fn record(&self, ex: &Exchange, completed: bool, host: &dyn StageHost) {
+        let Some(backend) = &self.measured else { return };
+        let failed = !completed || self.status == 0 || self.status >= 500 || self.status == 429;
+        let ttfb_us = self.first_byte_ns.map(|t| t.saturating_sub(ex.started_ns) / 1000);
+        provider::choose::record(host.shared_data(), backend, ttfb_us, failed);
+    }
+
     /// Nothing of an answer that cannot be translated reaches the client; at its end, one error.
     fn refused_body(&mut self, ex: &Exchange, end_of_stream: bool, out: &mut Outbox) -> Vec<u8> {
         let Response::Refused(detail) = self.response else { return Vec::new() };
