@@ -300,3 +300,22 @@ impl<'a> Exchange<'a> {
         self.driver.on_log(&mut self.host);
     }
 }
+
+/// A Bedrock event-stream fixture (`[{event, payload}]`, as in `tests/fixtures`) as the wire
+/// bytes Bedrock sends, framed with Tollgate's own encoder (CRCs included).
+pub fn eventstream_fixture(events_json: &[u8]) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = serde_json::from_slice(events_json).unwrap_or_default();
+    events
+        .iter()
+        .flat_map(|e| {
+            tollgate_core::eventstream::encode(
+                &[
+                    (":event-type", e.get("event").and_then(serde_json::Value::as_str).unwrap_or("")),
+                    (":content-type", "application/json"),
+                    (":message-type", "event"),
+                ],
+                e.get("payload").map(serde_json::Value::to_string).unwrap_or_default().as_bytes(),
+            )
+        })
+        .collect()
+}

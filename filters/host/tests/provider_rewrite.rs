@@ -849,20 +849,7 @@ fn gemini_streams_become_openai_and_anthropic_streams_at_every_byte_boundary() {
 }
 
 fn bedrock_events(file: &str) -> Vec<u8> {
-    let events: Vec<Value> = serde_json::from_slice(&fixture(file)).unwrap();
-    events
-        .iter()
-        .flat_map(|e| {
-            tollgate_core::eventstream::encode(
-                &[
-                    (":event-type", e["event"].as_str().unwrap()),
-                    (":content-type", "application/json"),
-                    (":message-type", "event"),
-                ],
-                e["payload"].to_string().as_bytes(),
-            )
-        })
-        .collect()
+    tollgate_host::fake::eventstream_fixture(&fixture(file))
 }
 
 #[test]

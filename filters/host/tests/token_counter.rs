@@ -50,20 +50,7 @@ fn upstream_body(case: &Value, forwarded_request: &[u8]) -> Vec<u8> {
     let file = case["response"].as_str().unwrap();
     let raw = std::fs::read(fixtures().join("responses").join(file)).unwrap();
     if file.ends_with(".events.json") {
-        let events: Vec<Value> = serde_json::from_slice(&raw).unwrap();
-        return events
-            .iter()
-            .flat_map(|e| {
-                tollgate_core::eventstream::encode(
-                    &[
-                        (":event-type", e["event"].as_str().unwrap()),
-                        (":content-type", "application/json"),
-                        (":message-type", "event"),
-                    ],
-                    e["payload"].to_string().as_bytes(),
-                )
-            })
-            .collect();
+        return tollgate_host::fake::eventstream_fixture(&raw);
     }
     let asked = serde_json::from_slice::<Value>(forwarded_request)
         .ok()

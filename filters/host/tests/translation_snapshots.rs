@@ -179,30 +179,17 @@ const PAIRS: &[Pair] = &[
 
 fn upstream_bytes(fixture: &str) -> Vec<u8> {
     let raw = std::fs::read(root().join("responses").join(fixture)).unwrap();
-    if !fixture.ends_with(".events.json") {
-        return raw;
+    if fixture.ends_with(".events.json") {
+        tollgate_host::fake::eventstream_fixture(&raw)
+    } else {
+        raw
     }
-    let events: Vec<Value> = serde_json::from_slice(&raw).unwrap();
-    events
-        .iter()
-        .flat_map(|e| {
-            tollgate_core::eventstream::encode(
-                &[
-                    (":event-type", e["event"].as_str().unwrap()),
-                    (":content-type", "application/json"),
-                    (":message-type", "event"),
-                ],
-                e["payload"].to_string().as_bytes(),
-            )
-        })
-        .collect()
 }
 
-/// What the provider receives for `request`: path, the headers that matter, the body.
-fn translate_request(path: &str, request: &Value) -> Value {
-    let mut driver = driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.now_ns = 1_798_761_600 * 1_000_000_000; // signatures are reproducible
+/// Sends `request` to `path` (with a fixed clock, so signatures are reproducible).
+fn start<'a>(driver: &'a mut Driver, path: &str, request: &Value) -> Exchange<'a> {
+    let mut ex = Exchange::new(driver);
+    ex.host.now_ns = 1_798_761_600 * 1_000_000_000;
     let body = serde_json::to_vec(request).unwrap();
     let length = body.len().to_string();
     ex.request_headers(
@@ -217,6 +204,13 @@ fn translate_request(path: &str, request: &Value) -> Value {
         false,
     );
     ex.request_body(&[&body]);
+    ex
+}
+
+/// What the provider receives for `request`: path, the headers that matter, the body.
+fn translate_request(path: &str, request: &Value) -> Value {
+    let mut driver = driver();
+    let ex = start(&mut driver, path, request);
     if let Some(reply) = &ex.host.local_reply {
         return json!({"refused": reply.status, "body": serde_json::from_slice::<Value>(&reply.body).unwrap()});
     }
@@ -249,21 +243,7 @@ fn translate_answer(
     cut: Option<usize>,
 ) -> Vec<u8> {
     let mut driver = driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.now_ns = 1_798_761_600 * 1_000_000_000;
-    let body = serde_json::to_vec(request).unwrap();
-    let length = body.len().to_string();
-    ex.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", path),
-            (":authority", "gw"),
-            ("content-type", "application/json"),
-            ("content-length", &length),
-        ],
-        false,
-    );
-    ex.request_body(&[&body]);
+    let mut ex = start(&mut driver, path, request);
     assert!(ex.host.local_reply.is_none(), "{fixture}: refused");
     let status = status.to_string();
     ex.response_headers(&[(":status", &status), ("content-type", content_type)], false);

@@ -21,6 +21,7 @@
 //! `chat.completion.chunk`s as they come, whatever the chunk boundaries; the usage chunk only
 //! when the client asked for it (`stream_options.include_usage`).
 
+use super::{function_tools, sse_data, stream_error, ChunkWriter};
 use crate::api::anthropic::{
     Block, ErrorBody, Message, MessageContent, MessagesRequest, MessagesResponse, StreamEvent, Tool, Usage,
 };
@@ -174,26 +175,15 @@ pub fn request_from_openai(
     let tools = match &request.tools {
         None => None,
         Some(tools) => Some(
-            tools
-                .iter()
-                .enumerate()
-                .map(|(i, tool)| {
-                    let function = tool
-                        .get("function")
-                        .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
-                        .ok_or_else(|| invalid(format!("tools[{i}]"), "only function tools are supported"))?;
-                    let name = function
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| invalid(format!("tools[{i}].function.name"), "is required"))?;
-                    Ok(Tool {
-                        name: name.to_string(),
-                        description: function.get("description").and_then(Value::as_str).map(str::to_string),
-                        input_schema: function.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
-                        rest: Map::new(),
-                    })
+            function_tools(tools)?
+                .into_iter()
+                .map(|f| Tool {
+                    name: f.name.to_string(),
+                    description: f.description.and_then(Value::as_str).map(str::to_string),
+                    input_schema: f.parameters.cloned().unwrap_or_else(|| json!({"type": "object"})),
+                    rest: Map::new(),
                 })
-                .collect::<Result<Vec<_>, Error>>()?,
+                .collect(),
         ),
     };
     Ok(MessagesRequest {
@@ -325,10 +315,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> Option<(u16, Value)> {
 /// Re-frames an Anthropic Messages stream as OpenAI `chat.completion.chunk` events.
 pub struct StreamToOpenAi {
     decoder: SseDecoder,
-    created: u64,
-    include_usage: bool,
-    id: String,
-    model: String,
+    writer: ChunkWriter,
     /// Anthropic content-block index → OpenAI tool-call index, for `tool_use` blocks.
     tools: Vec<(u32, u32)>,
     usage: Usage,
@@ -338,12 +325,11 @@ pub struct StreamToOpenAi {
 
 impl StreamToOpenAi {
     pub fn new(max_event_bytes: usize, created: u64, include_usage: bool, model: &str) -> Self {
+        let mut writer = ChunkWriter::new("", model, include_usage);
+        writer.created = created;
         StreamToOpenAi {
             decoder: SseDecoder::new(max_event_bytes),
-            created,
-            include_usage,
-            id: String::new(),
-            model: model.to_string(),
+            writer,
             tools: Vec::new(),
             usage: Usage::default(),
             finish: None,
@@ -353,23 +339,11 @@ impl StreamToOpenAi {
 
     /// Sets `created` (seconds) of the chunks, once: the clock is read with the first bytes.
     pub fn set_created(&mut self, secs: u64) {
-        if self.created == 0 {
-            self.created = secs;
-        }
+        self.writer.set_created(secs);
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        });
-        if let (true, Some(object)) = (self.include_usage, chunk.as_object_mut()) {
-            object.insert("usage".into(), Value::Null);
-        }
-        data(out, &chunk);
+        self.writer.chunk(out, delta, finish);
     }
 
     /// Translates what `bytes` completes; an error stops the stream with an error event.
@@ -398,9 +372,9 @@ impl StreamToOpenAi {
         match event.kind.as_str() {
             "message_start" => {
                 if let Some(message) = event.message {
-                    self.id = message.id;
+                    self.writer.id = message.id;
                     if !message.model.is_empty() {
-                        self.model = message.model;
+                        self.writer.model = message.model;
                     }
                     self.usage = message.usage;
                 }
@@ -466,7 +440,7 @@ impl StreamToOpenAi {
                 } else {
                     ("server_error", "upstream_error")
                 };
-                data(out, &json!({"error": {"message": detail.1, "type": kind, "param": null, "code": code}}));
+                sse_data(out, &json!({"error": {"message": detail.1, "type": kind, "param": null, "code": code}}));
                 self.done = true;
             }
             _ => {} // ping, content_block_stop, and events added later
@@ -474,14 +448,7 @@ impl StreamToOpenAi {
     }
 
     fn end(&mut self, out: &mut Vec<u8>) {
-        if self.include_usage {
-            let chunk = json!({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [], "usage": usage(&self.usage),
-            });
-            data(out, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer.end(out, usage(&self.usage));
         self.done = true;
     }
 
@@ -503,15 +470,7 @@ impl StreamToOpenAi {
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, detail: &str) -> Error {
-        let error = Error::UpstreamInvalid { detail: detail.to_string() };
-        out.extend_from_slice(&error.sse_event(crate::error::Dialect::OpenAi));
         self.done = true;
-        error
+        stream_error(out, detail, crate::error::Dialect::OpenAi)
     }
-}
-
-fn data(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }

@@ -17,6 +17,7 @@
 //! `prompt_tokens`. Streams: each event-stream message (CRC-checked) is one event; an
 //! `exception` message ends the stream with one error event.
 
+use super::{function_tools, stream_error, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
 use crate::error::{Dialect, Error};
 use crate::eventstream::EventStreamDecoder;
@@ -101,20 +102,17 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }
     if let Some(tools) = &request.tools {
-        let specs = tools
-            .iter()
-            .enumerate()
-            .map(|(i, tool)| {
-                let function = tool.get("function").ok_or_else(|| invalid(format!("tools[{i}]"), "only function tools are supported"))?;
-                let name = function.get("name").ok_or_else(|| invalid(format!("tools[{i}].function.name"), "is required"))?;
-                let mut spec = json!({"name": name,
-                                      "inputSchema": {"json": function.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))}});
-                if let (Some(description), Some(object)) = (function.get("description"), spec.as_object_mut()) {
+        let specs: Vec<Value> = function_tools(tools)?
+            .into_iter()
+            .map(|f| {
+                let schema = f.parameters.cloned().unwrap_or_else(|| json!({"type": "object"}));
+                let mut spec = json!({"name": f.name, "inputSchema": {"json": schema}});
+                if let (Some(description), Some(object)) = (f.description, spec.as_object_mut()) {
                     object.insert("description".into(), description.clone());
                 }
-                Ok(json!({"toolSpec": spec}))
+                json!({"toolSpec": spec})
             })
-            .collect::<Result<Vec<_>, Error>>()?;
+            .collect();
         let mut config = json!({"tools": specs});
         if let (Some(choice), Some(object)) = (tool_choice, config.as_object_mut()) {
             object.insert("toolChoice".into(), choice);
@@ -231,9 +229,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> Value {
 /// Re-frames a ConverseStream event stream as chat completion chunks.
 pub struct StreamToOpenAi {
     decoder: EventStreamDecoder,
-    created: u64,
-    include_usage: bool,
-    model: String,
+    writer: ChunkWriter,
     /// Bedrock content-block index → OpenAI tool-call index.
     tools: Vec<(u64, usize)>,
     finish: Option<&'static str>,
@@ -246,9 +242,7 @@ impl StreamToOpenAi {
     pub fn new(max_message_bytes: usize, include_usage: bool, model: &str) -> Self {
         StreamToOpenAi {
             decoder: EventStreamDecoder::new(max_message_bytes),
-            created: 0,
-            include_usage,
-            model: model.to_string(),
+            writer: ChunkWriter::new("bedrock", model, include_usage),
             tools: Vec::new(),
             finish: None,
             usage: None,
@@ -258,12 +252,7 @@ impl StreamToOpenAi {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut chunk = json!({"id": "bedrock", "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let (true, Some(object)) = (self.include_usage, chunk.as_object_mut()) {
-            object.insert("usage".into(), Value::Null);
-        }
-        data(out, &chunk);
+        self.writer.chunk(out, delta, finish);
     }
 
     fn event(&mut self, kind: &str, payload: &Value, out: &mut Vec<u8>) {
@@ -305,29 +294,19 @@ impl StreamToOpenAi {
     }
 
     fn end(&mut self, out: &mut Vec<u8>) {
-        if self.include_usage {
-            let usage = self.usage.clone().unwrap_or_else(|| usage(&Value::Null));
-            let chunk = json!({"id": "bedrock", "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": usage});
-            data(out, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer.end(out, self.usage.clone().unwrap_or_else(|| usage(&Value::Null)));
         self.done = true;
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, detail: &str) -> Error {
-        let error = Error::UpstreamInvalid { detail: detail.to_string() };
-        out.extend_from_slice(&error.sse_event(Dialect::OpenAi));
         self.done = true;
-        error
+        stream_error(out, detail, Dialect::OpenAi)
     }
 }
 
 impl super::StreamTranslate for StreamToOpenAi {
     fn set_created(&mut self, secs: u64) {
-        if self.created == 0 {
-            self.created = secs;
-        }
+        self.writer.set_created(secs);
     }
 
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
@@ -366,10 +345,4 @@ impl super::StreamTranslate for StreamToOpenAi {
             let _ = self.fail(out, "upstream stream ended before messageStop");
         }
     }
-}
-
-fn data(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }

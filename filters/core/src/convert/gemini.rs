@@ -26,6 +26,7 @@
 //! `completion_tokens_details.reasoning_tokens`. Streams: each SSE event (`alt=sse`) is one
 //! chunk; usage, cumulative in every event, is sent once at the end when asked for.
 
+use super::{function_tools, stream_error, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
 use crate::error::{Dialect, Error};
 use crate::sse::SseDecoder;
@@ -180,30 +181,20 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
         out.insert("systemInstruction".into(), json!({"parts": system}));
     }
     if let Some(tools) = &request.tools {
-        let declarations = tools
-            .iter()
-            .enumerate()
-            .map(|(i, tool)| {
-                let function = tool
-                    .get("function")
-                    .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
-                    .ok_or_else(|| invalid(format!("tools[{i}]"), "only function tools are supported"))?;
-                let name = function
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid(format!("tools[{i}].function.name"), "is required"))?;
-                let mut declaration = json!({"name": name});
-                if let Some(object) = declaration.as_object_mut() {
-                    if let Some(description) = function.get("description") {
-                        object.insert("description".into(), description.clone());
-                    }
-                    if let Some(parameters) = function.get("parameters") {
-                        object.insert("parametersJsonSchema".into(), parameters.clone());
-                    }
+        let declarations: Vec<Value> = function_tools(tools)?
+            .into_iter()
+            .map(|f| {
+                let mut declaration = Map::new();
+                declaration.insert("name".into(), json!(f.name));
+                if let Some(description) = f.description {
+                    declaration.insert("description".into(), description.clone());
                 }
-                Ok(declaration)
+                if let Some(parameters) = f.parameters {
+                    declaration.insert("parametersJsonSchema".into(), parameters.clone());
+                }
+                Value::Object(declaration)
             })
-            .collect::<Result<Vec<_>, Error>>()?;
+            .collect();
         out.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
     }
     if let Some(config) = tool_config {
@@ -392,10 +383,7 @@ pub fn error_to_openai(status: u16, body: &[u8]) -> Option<Value> {
 /// Re-frames a Gemini `streamGenerateContent?alt=sse` stream as chat completion chunks.
 pub struct StreamToOpenAi {
     decoder: SseDecoder,
-    created: u64,
-    include_usage: bool,
-    model: String,
-    id: String,
+    writer: ChunkWriter,
     started: bool,
     calls: usize,
     usage: Option<Value>,
@@ -407,10 +395,7 @@ impl StreamToOpenAi {
     pub fn new(max_event_bytes: usize, include_usage: bool, model: &str) -> Self {
         StreamToOpenAi {
             decoder: SseDecoder::new(max_event_bytes),
-            created: 0,
-            include_usage,
-            model: model.to_string(),
-            id: String::new(),
+            writer: ChunkWriter::new("", model, include_usage),
             started: false,
             calls: 0,
             usage: None,
@@ -420,12 +405,7 @@ impl StreamToOpenAi {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let (true, Some(object)) = (self.include_usage, chunk.as_object_mut()) {
-            object.insert("usage".into(), Value::Null);
-        }
-        data(out, &chunk);
+        self.writer.chunk(out, delta, finish);
     }
 
     fn event(&mut self, event: &Value, out: &mut Vec<u8>) {
@@ -435,10 +415,10 @@ impl StreamToOpenAi {
         if !self.started {
             self.started = true;
             if let Some(id) = event.get("responseId").and_then(Value::as_str) {
-                self.id = id.to_string();
+                self.writer.id = id.to_string();
             }
             if let Some(model) = event.get("modelVersion").and_then(Value::as_str) {
-                self.model = model.to_string();
+                self.writer.model = model.to_string();
             }
             self.chunk(out, json!({"role": "assistant", "content": ""}), None);
         }
@@ -470,29 +450,19 @@ impl StreamToOpenAi {
 
     fn end(&mut self, out: &mut Vec<u8>) {
         self.chunk(out, json!({}), Some(self.finish.unwrap_or("stop")));
-        if self.include_usage {
-            let usage = self.usage.clone().unwrap_or_else(|| usage(&Value::Null));
-            let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                               "model": self.model, "choices": [], "usage": usage});
-            data(out, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        self.writer.end(out, self.usage.clone().unwrap_or_else(|| usage(&Value::Null)));
         self.done = true;
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, detail: &str) -> Error {
-        let error = Error::UpstreamInvalid { detail: detail.to_string() };
-        out.extend_from_slice(&error.sse_event(Dialect::OpenAi));
         self.done = true;
-        error
+        stream_error(out, detail, Dialect::OpenAi)
     }
 }
 
 impl super::StreamTranslate for StreamToOpenAi {
     fn set_created(&mut self, secs: u64) {
-        if self.created == 0 {
-            self.created = secs;
-        }
+        self.writer.set_created(secs);
     }
 
     fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
@@ -532,10 +502,4 @@ impl super::StreamTranslate for StreamToOpenAi {
             let _ = self.fail(out, "upstream stream ended before a finish reason");
         }
     }
-}
-
-fn data(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
 }

@@ -7,7 +7,95 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
-use crate::error::Error;
+use crate::error::{Dialect, Error};
+use serde_json::{json, Value};
+
+/// A function tool of an OpenAI request, as every backend's tool list needs it.
+pub struct FunctionTool<'a> {
+    pub name: &'a str,
+    pub description: Option<&'a Value>,
+    /// JSON Schema of the arguments.
+    pub parameters: Option<&'a Value>,
+}
+
+/// The function tools of an OpenAI `tools` list; other tool types are refused, naming them.
+pub fn function_tools(tools: &[Value]) -> Result<Vec<FunctionTool<'_>>, Error> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, tool)| {
+            let refuse =
+                |param: String, message: &str| Error::InvalidRequest { param: Some(param), message: message.into() };
+            let function = tool
+                .get("function")
+                .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
+                .ok_or_else(|| refuse(format!("tools[{i}]"), "only function tools are supported"))?;
+            let name = function
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| refuse(format!("tools[{i}].function.name"), "is required"))?;
+            Ok(FunctionTool { name, description: function.get("description"), parameters: function.get("parameters") })
+        })
+        .collect()
+}
+
+/// Writes OpenAI `chat.completion.chunk` events: what every translated stream ends up as for an
+/// OpenAI client.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkWriter {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+    /// The client asked for usage: every chunk carries `"usage": null` and the last the usage.
+    pub include_usage: bool,
+}
+
+impl ChunkWriter {
+    pub fn new(id: &str, model: &str, include_usage: bool) -> Self {
+        ChunkWriter { id: id.to_string(), model: model.to_string(), created: 0, include_usage }
+    }
+
+    /// Sets `created` once: the clock is read with the first bytes.
+    pub fn set_created(&mut self, secs: u64) {
+        if self.created == 0 {
+            self.created = secs;
+        }
+    }
+
+    /// One chunk of choice 0.
+    pub fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
+        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                               "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if let (true, Some(object)) = (self.include_usage, chunk.as_object_mut()) {
+            object.insert("usage".into(), Value::Null);
+        }
+        sse_data(out, &chunk);
+    }
+
+    /// The end: the usage chunk (when asked for) and `[DONE]`.
+    pub fn end(&self, out: &mut Vec<u8>, usage: Value) {
+        if self.include_usage {
+            let chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                               "model": self.model, "choices": [], "usage": usage});
+            sse_data(out, &chunk);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+/// One `data:` event.
+pub fn sse_data(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Ends a translated stream with one error event in `dialect`.
+pub fn stream_error(out: &mut Vec<u8>, detail: &str, dialect: Dialect) -> Error {
+    let error = Error::UpstreamInvalid { detail: detail.to_string() };
+    out.extend_from_slice(&error.sse_event(dialect));
+    error
+}
 
 /// A sans-I/O stream translator: bytes of the backend's stream in, the client's stream out.
 pub trait StreamTranslate {

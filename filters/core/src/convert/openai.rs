@@ -450,10 +450,8 @@ impl StreamToAnthropic {
     }
 
     fn fail(&mut self, out: &mut Vec<u8>, detail: &str) -> Error {
-        let error = Error::UpstreamInvalid { detail: detail.to_string() };
-        out.extend_from_slice(&error.sse_event(Dialect::Anthropic));
         self.done = true;
-        error
+        super::stream_error(out, detail, Dialect::Anthropic)
     }
 }
 
