@@ -17,7 +17,7 @@
 //! `prompt_tokens`. Streams: each event-stream message (CRC-checked) is one event; an
 //! `exception` message ends the stream with one error event.
 
-use super::{function_tools, stream_error, ChunkWriter};
+use super::{function_tools, push_turn, stream_error, text_and_images, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
 use crate::error::{Dialect, Error};
 use crate::eventstream::EventStreamDecoder;
@@ -123,47 +123,17 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
 }
 
 fn push(messages: &mut Vec<Value>, role: &str, content: Vec<Value>) {
-    if content.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut().filter(|m| m.get("role").and_then(Value::as_str) == Some(role)) {
-        if let Some(existing) = last.get_mut("content").and_then(Value::as_array_mut) {
-            existing.extend(content);
-            return;
-        }
-    }
-    messages.push(json!({"role": role, "content": content}));
+    push_turn(messages, role, "content", content);
 }
 
 fn blocks(content: Option<&Content>, field: &str) -> Result<Vec<Value>, Error> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![json!({"text": text})]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, part)| match part.kind.as_str() {
-                "text" => Ok(json!({"text": part.text.as_deref().unwrap_or("")})),
-                "image_url" => {
-                    let url =
-                        part.rest.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str).unwrap_or("");
-                    let Some((media, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,"))
-                    else {
-                        return Err(invalid(
-                            format!("{field}[{j}].image_url.url"),
-                            "Bedrock takes images as data URLs only",
-                        ));
-                    };
-                    let format = media.strip_prefix("image/").unwrap_or(media);
-                    Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
-                }
-                other => {
-                    Err(invalid(format!("{field}[{j}]"), format!("'{other}' parts are not supported by this backend")))
-                }
-            })
-            .collect(),
-    }
+    text_and_images(content, field, &|url, at| {
+        let Some((media, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) else {
+            return Err(invalid(at, "Bedrock takes images as data URLs only"));
+        };
+        let format = media.strip_prefix("image/").unwrap_or(media);
+        Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))
+    })
 }
 
 pub fn finish_reason(stop_reason: &str) -> &'static str {

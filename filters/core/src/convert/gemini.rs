@@ -26,7 +26,7 @@
 //! `completion_tokens_details.reasoning_tokens`. Streams: each SSE event (`alt=sse`) is one
 //! chunk; usage, cumulative in every event, is sent once at the end when asked for.
 
-use super::{function_tools, stream_error, ChunkWriter};
+use super::{function_tools, stream_error, text_and_images, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
 use crate::error::{Dialect, Error};
 use crate::sse::SseDecoder;
@@ -219,46 +219,16 @@ fn insert_number(generation: &mut Map<String, Value>, key: &str, name: &str, val
 
 /// Gemini joins nothing for us: consecutive turns of one role are merged into one content.
 fn push_turn(contents: &mut Vec<Value>, role: &str, parts: Vec<Value>) {
-    if parts.is_empty() {
-        return;
-    }
-    if let Some(last) = contents.last_mut().filter(|c| c.get("role").and_then(Value::as_str) == Some(role)) {
-        if let Some(existing) = last.get_mut("parts").and_then(Value::as_array_mut) {
-            existing.extend(parts);
-            return;
-        }
-    }
-    contents.push(json!({"role": role, "parts": parts}));
+    super::push_turn(contents, role, "parts", parts);
 }
 
 fn parts(content: Option<&Content>, field: &str) -> Result<Vec<Value>, Error> {
-    match content {
-        None => Ok(Vec::new()),
-        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
-        Some(Content::Text(text)) => Ok(vec![json!({"text": text})]),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, part)| match part.kind.as_str() {
-                "text" => Ok(json!({"text": part.text.as_deref().unwrap_or("")})),
-                "image_url" => {
-                    let url = part
-                        .rest
-                        .get("image_url")
-                        .and_then(|i| i.get("url"))
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| invalid(format!("{field}[{j}].image_url.url"), "is required"))?;
-                    Ok(match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
-                        Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
-                        None => json!({"fileData": {"mimeType": mime_of(url), "fileUri": url}}),
-                    })
-                }
-                other => {
-                    Err(invalid(format!("{field}[{j}]"), format!("'{other}' parts are not supported by this backend")))
-                }
-            })
-            .collect(),
-    }
+    text_and_images(content, field, &|url, _| {
+        Ok(match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
+            Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
+            None => json!({"fileData": {"mimeType": mime_of(url), "fileUri": url}}),
+        })
+    })
 }
 
 fn mime_of(url: &str) -> &'static str {

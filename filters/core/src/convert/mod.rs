@@ -83,6 +83,55 @@ impl ChunkWriter {
     }
 }
 
+/// Appends a turn, merged into the previous one when it has the same role (Gemini and Bedrock
+/// want roles to alternate). `key` is where the turn's items go (`parts`, `content`).
+pub fn push_turn(turns: &mut Vec<Value>, role: &str, key: &str, items: Vec<Value>) {
+    if items.is_empty() {
+        return;
+    }
+    if let Some(last) = turns.last_mut().filter(|t| t.get("role").and_then(Value::as_str) == Some(role)) {
+        if let Some(existing) = last.get_mut(key).and_then(Value::as_array_mut) {
+            existing.extend(items);
+            return;
+        }
+    }
+    let mut turn = serde_json::Map::new();
+    turn.insert("role".into(), json!(role));
+    turn.insert(key.into(), Value::Array(items));
+    turns.push(Value::Object(turn));
+}
+
+/// An OpenAI message's content as `{"text"}` items plus images, each image made by `image`
+/// from its URL (`image(url, field)`); other part types are refused, naming them.
+pub fn text_and_images(
+    content: Option<&crate::api::openai::Content>,
+    field: &str,
+    image: &dyn Fn(&str, &str) -> Result<Value, Error>,
+) -> Result<Vec<Value>, Error> {
+    use crate::api::openai::Content;
+    let refuse = |param: String, message: String| Error::InvalidRequest { param: Some(param), message };
+    match content {
+        None => Ok(Vec::new()),
+        Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
+        Some(Content::Text(text)) => Ok(vec![json!({"text": text})]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, part)| match part.kind.as_str() {
+                "text" => Ok(json!({"text": part.text.as_deref().unwrap_or("")})),
+                "image_url" => {
+                    let at = format!("{field}[{j}].image_url.url");
+                    let url = part.rest.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str);
+                    image(url.ok_or_else(|| refuse(at.clone(), "is required".into()))?, &at)
+                }
+                other => {
+                    Err(refuse(format!("{field}[{j}]"), format!("'{other}' parts are not supported by this backend")))
+                }
+            })
+            .collect(),
+    }
+}
+
 /// One `data:` event.
 pub fn sse_data(out: &mut Vec<u8>, value: &Value) {
     out.extend_from_slice(b"data: ");
