@@ -435,15 +435,16 @@ def backends_used(gateway, n, model, **headers):
 
 def test_latency_policy_moves_traffic_to_the_faster_backend(run_gateway):
     used = backends_used(run_gateway, 40, "fastest", **{"x-mock-slow-route": "anthropic", "x-mock-delay-ms": "80"})
-    assert used[:2] == ["anthropic", "openai"], "each backend is measured first"
-    # Then the fast one, but for one request in twenty that keeps measuring the other.
-    assert used[2:].count("openai") >= 34, used
+    assert "anthropic" in used[:3] and "openai" in used[:3], "each backend is measured first"
+    # Then the fast one, but for the one request in twenty (drawn at random here) that explores
+    # uniformly, so keeps measuring the other.
+    assert used[3:].count("openai") >= 32, used
 
 
 def test_cost_policy_takes_the_cheapest_and_leaves_out_a_failing_one(run_gateway):
-    used = backends_used(run_gateway, 5, "cheapest")
-    assert used == ["gemini"] * 5, "the cheapest for these requests"
-    # The cheapest starts failing: after enough samples its error rate takes it out.
+    used = backends_used(run_gateway, 6, "cheapest")
+    assert used.count("gemini") >= 5, f"the cheapest for these requests (one in twenty explores): {used}"
+    # The cheapest starts failing: after two failures its error rate (40 %) takes it out, and
+    # exploration never goes to a backend that is out.
     used = backends_used(run_gateway, 15, "cheapest", **{"x-mock-fail-route": "gemini"})
-    first_other = used.index("local")
-    assert first_other <= 6 and set(used[first_other:]) == {"local"}, used
+    assert set(used[7:]) == {"local"}, used
