@@ -448,3 +448,21 @@ def test_cost_policy_takes_the_cheapest_and_leaves_out_a_failing_one(run_gateway
     # exploration never goes to a backend that is out.
     used = backends_used(run_gateway, 15, "cheapest", **{"x-mock-fail-route": "gemini"})
     assert set(used[7:]) == {"local"}, used
+
+
+def test_backend_credentials_never_appear_in_logs_or_access_logs(run_gateway):
+    """Run last in this module: by now every backend has been used. The keys of the run config
+    reach the mock (checked above), never Envoy's log, the access log, metrics or an answer."""
+    import envoy_config
+
+    secrets = []
+    for backend in envoy_config.RUN_CONFIG_MOCK["provider_rewrite"]["backends"].values():
+        for field in ("api_key", "aws_secret_access_key"):
+            if field in backend:
+                secrets.append(backend[field]["value"])
+    assert len(secrets) >= 7
+    texts = [run_gateway.log_text(), json.dumps(run_gateway.access_entries()),
+             "\n".join(str(k) for k in run_gateway.metrics())]
+    for secret in secrets:
+        assert all(secret not in text for text in texts), "a backend credential leaked"
+    assert "panicked" not in texts[0]
