@@ -68,6 +68,9 @@ RUN_CONFIG_MOCK = {
             # the request (prices in USD per million tokens), leaving out those that fail.
             {"name": "fastest", "choose": {"policy": "latency", "backends": [
                 {"backend": "anthropic", "model": "claude-sonnet-4-20250514"}, {"backend": "openai", "model": "gpt-4o-mini"}]}},
+            {"name": "resilient-cloud", "fallback": {"cluster": "fallback-cloud", "backends": [
+                {"backend": "gemini", "model": "gemini-2.0-flash"},
+                {"backend": "bedrock", "model": "anthropic.claude-3-5-haiku-20241022-v1:0"}]}},
             {"name": "cheapest", "choose": {"policy": "cost", "backends": [
                 {"backend": "gemini", "model": "gemini-2.5-flash", "input_price": 0.1, "output_price": 0.4},
                 {"backend": "local", "model": "meta-llama/Llama-3.1-8B-Instruct", "input_price": 0.5, "output_price": 1.5}]}},

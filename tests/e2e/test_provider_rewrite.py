@@ -29,8 +29,8 @@ def test_models_are_listed_by_the_gateway(run_gateway, mock):
     before = len(mock.requests())
     ids = [m.id for m in client(run_gateway).models.list()]
     assert ids == ["bedrock/claude-3-5-haiku", "cheapest", "claude", "claude-sonnet-4", "fastest", "gemini-2.5-flash",
-                   "gpt-4.1", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "resilient", "text-embedding-3-small",
-                   "vertex/gemini-2.0-flash"]
+                   "gpt-4.1", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "resilient", "resilient-cloud",
+                   "text-embedding-3-small", "vertex/gemini-2.0-flash"]
     owners = {m.id: m.owned_by for m in client(run_gateway).models.list()}
     assert {owners[m] for m in ("claude", "gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "gemini-2.5-flash",
                                 "vertex/gemini-2.0-flash", "bedrock/claude-3-5-haiku")} == {
@@ -411,6 +411,16 @@ def test_fallback_to_the_next_backend_with_per_attempt_translation(run_gateway, 
         model="resilient", max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
     assert reply.content[0].text == "Hello! How can I assist you today?"
     assert (reply.usage.input_tokens, reply.usage.output_tokens) == (19, 10)
+
+    # Gemini failing, Bedrock answering: that attempt is translated and SigV4-signed by the
+    # upstream filter (the mock verifies the signature).
+    request_id = str(uuid.uuid4())
+    reply = client(run_gateway, **{"x-mock-fail-route": "gemini", "x-request-id": request_id}).chat.completions.create(
+        model="resilient-cloud", messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content == "Hello! I'm doing well, thank you."
+    attempts = [r for r in mock.requests() if r["headers"].get("x-request-id") == request_id]
+    assert [r["path"].rsplit("/", 1)[-1] for r in attempts] == ["gemini-2.0-flash:generateContent", "converse"]
+    assert "x-goog-api-key" not in attempts[1]["headers"], "the previous attempt's credentials are gone"
 
     # Every backend failing: the last error, in the client's dialect.
     with pytest.raises(openai.InternalServerError) as e:
