@@ -211,3 +211,123 @@ impl<A: StreamTranslate, B: StreamTranslate> StreamTranslate for Chain<A, B> {
         self.second.finish(out);
     }
 }
+
+/// Bad input never panics a translator: arbitrary bytes into every stream translator, cut
+/// anywhere, and arbitrary JSON into every request translator (a panic would kill the filter's
+/// VM for every request on that worker). Mutations of real fixtures reach deep paths.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../../tests/fixtures/responses/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn translators() -> Vec<Box<dyn StreamTranslate>> {
+        vec![
+            Box::new(anthropic::StreamToOpenAi::new(4096, 0, true, "m")),
+            Box::new(openai::StreamToAnthropic::new(4096, "m")),
+            Box::new(gemini::StreamToOpenAi::new(4096, true, "m")),
+            Box::new(bedrock::StreamToOpenAi::new(4096, true, "m")),
+            Box::new(Chain::new(
+                gemini::StreamToOpenAi::new(4096, true, "m"),
+                openai::StreamToAnthropic::new(4096, "m"),
+            )),
+            Box::new(Chain::new(
+                bedrock::StreamToOpenAi::new(4096, true, "m"),
+                openai::StreamToAnthropic::new(4096, "m"),
+            )),
+        ]
+    }
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let events: Vec<serde_json::Value> =
+            serde_json::from_slice(&fixture("bedrock/converse-stream.events.json")).unwrap();
+        let bedrock: Vec<u8> = events
+            .iter()
+            .flat_map(|e| {
+                crate::eventstream::encode(
+                    &[(":event-type", e["event"].as_str().unwrap()), (":message-type", "event")],
+                    e["payload"].to_string().as_bytes(),
+                )
+            })
+            .collect();
+        vec![
+            fixture("anthropic/messages-tool-stream.sse"),
+            fixture("openai/chat-tools-stream.sse"),
+            fixture("gemini/function-call-stream.sse"),
+            bedrock,
+        ]
+    }
+
+    fn feed(input: &[u8], cuts: &[usize]) {
+        for mut t in translators() {
+            let mut out = Vec::new();
+            let mut last = 0;
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+            points.sort_unstable();
+            for p in points {
+                let _ = t.push(&input[last..p.max(last)], &mut out);
+                last = p.max(last);
+            }
+            let _ = t.push(&input[last..], &mut out);
+            t.finish(&mut out);
+            assert!(out.len() < 64 * (input.len() + 4096), "bounded output");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn stream_translators_take_any_bytes(input in proptest::collection::vec(any::<u8>(), 0..2048),
+                                             cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+            feed(&input, &cuts);
+        }
+
+        #[test]
+        fn stream_translators_take_mutated_fixtures(which in 0usize..4, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                                                    cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+            let mut input = seeds()[which].clone();
+            for (at, byte) in flips {
+                let at = at % input.len();
+                input[at] = byte;
+            }
+            feed(&input, &cuts);
+        }
+
+        #[test]
+        fn request_translators_take_any_json(text in "[\\[\\]{}\",:a-z0-9 .\\-]{0,200}", which in 0usize..3) {
+            let seeds = [
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:x;base64,"}}]},{"role":"assistant","content":null,"tool_calls":[{"id":"a","function":{"name":"f","arguments":"{"}}]},{"role":"tool","tool_call_id":"a","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"stop":["a"],"n":2,"tool_choice":{"function":{}}}"#,
+                r#"{"model":"m","max_tokens":1,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"a","content":[{"type":"image"}]},{"type":"image","source":{"type":"url"}}]}],"tool_choice":{"type":"tool"}}"#,
+                r#"{"model":"m","messages":[]}"#,
+            ];
+            // Arbitrary text spliced into a valid request: whatever still parses must translate or
+            // be refused, never panic.
+            let mut body = seeds[which].to_string();
+            let at = text.len() % body.len();
+            body.insert_str(at, &text);
+            for body in [body.as_str(), text.as_str(), seeds[which]] {
+                if let Ok(request) = serde_json::from_str::<crate::api::openai::ChatCompletionRequest>(body) {
+                    let _ = anthropic::request_from_openai(&request, "m", 16);
+                    let _ = gemini::request_from_openai(&request);
+                    let _ = bedrock::request_from_openai(&request);
+                }
+                if let Ok(request) = serde_json::from_str::<crate::api::anthropic::MessagesRequest>(body) {
+                    let _ = openai::request_from_anthropic(&request, "m", openai::MaxTokensField::MaxTokens);
+                }
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(body) {
+                    let _ = gemini::response_to_openai(&value, "m", 0);
+                    let _ = bedrock::response_to_openai(&value, "m", 0);
+                    let _ = gemini::error_to_openai(500, body.as_bytes());
+                    let _ = bedrock::error_to_openai(500, body.as_bytes());
+                    let _ = openai::error_to_anthropic(500, body.as_bytes());
+                    let _ = anthropic::error_to_openai(500, body.as_bytes());
+                }
+            }
+        }
+    }
+}
