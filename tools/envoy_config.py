@@ -128,6 +128,9 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     `host` over TLS). Empty without a provider_rewrite section."""
     parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": ""}
     section = filter_config.get("provider_rewrite") if isinstance(filter_config, dict) else None
+    # The provider-rewrite module alone takes the bare section.
+    alone = section is None and isinstance(filter_config, dict) and "backends" in filter_config
+    section = filter_config if alone else section
     if not section:
         return parts
     header = section.get("cluster_header", "x-tollgate-cluster")
@@ -156,7 +159,8 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
             cluster["transport_socket"] = tls
         clusters.append("- " + json.dumps(cluster))
     routes = []
-    upstream_config = {"provider_rewrite": {**section, "role": "upstream"}}
+    upstream = {**section, "role": "upstream"}
+    upstream_config = upstream if alone else {"provider_rewrite": upstream}
     for model in section["models"]:
         fallback = model.get("fallback")
         if not fallback:

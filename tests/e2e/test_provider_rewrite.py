@@ -476,3 +476,21 @@ def test_backend_credentials_never_appear_in_logs_or_access_logs(run_gateway):
     for secret in secrets:
         assert all(secret not in text for text in texts), "a backend credential leaked"
     assert "panicked" not in texts[0]
+
+
+def test_the_provider_rewrite_module_alone(work, mock):
+    """tollgate_provider_rewrite.wasm (root id provider_rewrite) on its own in Envoy."""
+    import copy
+
+    import envoy_config
+    from harness import Envoy
+
+    config = copy.deepcopy(envoy_config.RUN_CONFIG_MOCK["provider_rewrite"])
+    e = Envoy(work, mock, name="rewrite-alone", wasm="tollgate_provider_rewrite.wasm", filter_config=config)
+    try:
+        # Rendered from the bare section: the routes and clusters come from it as well.
+        reply = client(e).chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content == "Hello! How can I help you today?"
+        assert [m.id for m in client(e).models.list()][:2] == ["bedrock/claude-3-5-haiku", "cheapest"]
+    finally:
+        e.stop()
