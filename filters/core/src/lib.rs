@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod convert;
 pub mod decompress;
 pub mod error;

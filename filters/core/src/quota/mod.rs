@@ -11,9 +11,8 @@ pub mod rls;
 pub mod store;
 pub mod window;
 
-use crate::metrics;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+
 use std::collections::BTreeMap;
 pub use window::Window;
 
@@ -159,27 +158,7 @@ pub struct Price {
     pub cached_input: Option<f64>,
 }
 
-/// Where the consumer's identity comes from, tried in order: `property` (e.g. a JWT claim
-/// written by `jwt_authn`), `header` (an API key: only a salted hash is kept), then the
-/// downstream address.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumerSource {
-    #[serde(default)]
-    pub property: Option<Vec<String>>,
-    #[serde(default)]
-    pub header: Option<String>,
-    #[serde(default = "yes")]
-    pub downstream_address: bool,
-    /// Salt of the API-key hash. Set it: without one, identical keys hash identically across
-    /// deployments.
-    #[serde(default)]
-    pub salt: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
+pub use crate::consumer::{hashed_consumer, plain_consumer, ConsumerSource};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,8 +277,6 @@ pub struct Config {
     pub global: Option<Global>,
 }
 
-const CREDENTIAL_WITHOUT_HASH: &[&str] = &["cookie"];
-
 impl Config {
     /// Parses and validates; errors name the field (`prefix` is this section's path).
     pub fn parse(json: &[u8], prefix: &str) -> Result<Config, String> {
@@ -405,19 +382,7 @@ impl Config {
         }
         // Longest pattern first, so `gpt-4o-mini` wins over `gpt-4o*`.
         prices.sort_by_key(|(p, _)| std::cmp::Reverse(p.0.len() + usize::from(!p.1)));
-        if let Some(header) = &raw.consumer.header {
-            if header.is_empty()
-                || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
-            {
-                return err("consumer.header", format!("'{header}' is not a lowercase header name"));
-            }
-            if CREDENTIAL_WITHOUT_HASH.contains(&header.as_str()) {
-                return err("consumer.header", format!("'{header}' is not an identity"));
-            }
-        }
-        if raw.consumer.property.as_ref().is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty)) {
-            return err("consumer.property", "must be a non-empty list of non-empty path segments".into());
-        }
+        raw.consumer.validate(&format!("{prefix}consumer."))?;
         if raw.default_max_output_tokens == 0 {
             return err("default_max_output_tokens", "must be at least 1".into());
         }
@@ -533,27 +498,6 @@ impl Config {
     pub fn applicable<'a>(&'a self, model: &'a str) -> impl Iterator<Item = usize> + 'a {
         self.limits.iter().enumerate().filter(move |(_, l)| l.applies_to(model)).map(|(i, _)| i)
     }
-}
-
-/// A stable, non-reversible consumer id for a credential: `k:` + 16 hex digits of
-/// SHA-256(salt ‖ 0 ‖ value). The raw key is never stored, logged or used as a label.
-pub fn hashed_consumer(salt: &str, value: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(salt.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(value.as_bytes());
-    let digest = hasher.finalize();
-    let mut out = String::with_capacity(18);
-    out.push_str("k:");
-    for byte in digest.iter().take(8) {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
-}
-
-/// A consumer id taken from a property or address: kept readable, made label-safe.
-pub fn plain_consumer(value: &str) -> String {
-    metrics::sanitize(value)
 }
 
 #[cfg(test)]

@@ -114,10 +114,7 @@ fn count_nonzero(out: &mut Outbox, base: &str, value: u64) {
     }
 }
 
-fn property_string(host: &dyn StageHost, path: &[String]) -> Option<String> {
-    let path: Vec<&str> = path.iter().map(String::as_str).collect();
-    host.property(&path).map(|v| String::from_utf8_lossy(&v).into_owned()).filter(|v| !v.is_empty())
-}
+use crate::consumer::property_string;
 
 const TOKEN_HEADERS: [&str; 3] =
     ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"];
@@ -143,24 +140,7 @@ struct Reported {
 
 impl QuotaStream {
     fn resolve_consumer(&self, host: &dyn StageHost) -> Option<String> {
-        let source = &self.config.consumer;
-        if let Some(id) = source.property.as_ref().and_then(|p| property_string(host, p)) {
-            return Some(quota::plain_consumer(&id));
-        }
-        if let Some(value) = source.header.as_ref().and_then(|h| host.request_header(h)).filter(|v| !v.is_empty()) {
-            let salt = source.salt.as_deref().unwrap_or("");
-            return Some(quota::hashed_consumer(salt, value.trim()));
-        }
-        if source.downstream_address {
-            let address = host.property(&["source", "address"]).map(|v| String::from_utf8_lossy(&v).into_owned())?;
-            // Strip the port: one client is one address, whatever its source port.
-            let ip = match address.rsplit_once(':') {
-                Some((ip, port)) if port.bytes().all(|b| b.is_ascii_digit()) => ip.trim_matches(['[', ']']),
-                _ => address.as_str(),
-            };
-            return Some(quota::plain_consumer(&format!("ip:{ip}")));
-        }
-        None
+        self.config.consumer.resolve(host)
     }
 
     fn limit_name(&self, index: usize) -> &str {
