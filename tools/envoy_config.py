@@ -126,7 +126,7 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     """Template values for provider-rewrite: the cluster_header route, the early removal of the
     routing header, and one cluster per backend (the mock for `mock:PORT`, else the backend's
     `host` over TLS). Empty without a provider_rewrite section."""
-    parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": ""}
+    parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": "", "PRE_FILTERS": ""}
     section = filter_config.get("provider_rewrite") if isinstance(filter_config, dict) else None
     # The provider-rewrite module alone takes the bare section.
     alone = section is None and isinstance(filter_config, dict) and "backends" in filter_config
@@ -138,11 +138,25 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
         "name": "tollgate-backend",
         "match": {"prefix": "/", "headers": [{"name": header, "present_match": True}]},
         "route": {"cluster_header": header, "timeout": "300s"}})
+    # Headers only Envoy may set: the routing header, and the identity an auth filter forwards.
+    stripped = [header]
+    access = section.get("access") or {}
+    identity = (access.get("consumer") or {}).get("identity_header")
+    if identity:
+        stripped.append(identity)
     parts["EARLY_HEADER_MUTATION"] = "early_header_mutation_extensions: " + json.dumps([{
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
-            "mutations": [{"remove": header}]}}])
+            "mutations": [{"remove": h} for h in stripped]}}])
+    # API keys checked by Envoy's own filter (`api_keys` in the section is this tool's, not the
+    # filter's: it is removed from the plugin configuration by `render`).
+    if section.get("api_keys") is not None:
+        parts["PRE_FILTERS"] = "- " + json.dumps({"name": "envoy.filters.http.api_key_auth", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": [{"key": k, "client": c} for k, c in section["api_keys"].items()],
+            "key_sources": [{"header": "authorization"}],
+            "forwarding": {"header": identity or "x-tollgate-client", "hide_credentials": True}}})
     clusters = []
     for name in sorted({b["cluster"] for b in section["backends"].values()}):
         backend = next(b for b in section["backends"].values() if b["cluster"] == name)
@@ -159,7 +173,7 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
             cluster["transport_socket"] = tls
         clusters.append("- " + json.dumps(cluster))
     routes = []
-    upstream = {**section, "role": "upstream"}
+    upstream = {k: v for k, v in section.items() if k not in ("api_keys", "access")} | {"role": "upstream"}
     upstream_config = upstream if alone else {"provider_rewrite": upstream}
     for model in section["models"]:
         fallback = model.get("fallback")
@@ -218,6 +232,18 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     return parts
 
 
+def without_api_keys(filter_config):
+    """The plugin configuration without this tool's `api_keys` (they configure Envoy's filter)."""
+    if not isinstance(filter_config, dict):
+        return filter_config
+    section = filter_config.get("provider_rewrite")
+    if isinstance(section, dict) and "api_keys" in section:
+        return {**filter_config, "provider_rewrite": {k: v for k, v in section.items() if k != "api_keys"}}
+    if "api_keys" in filter_config:
+        return {k: v for k, v in filter_config.items() if k != "api_keys"}
+    return filter_config
+
+
 def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_port=9901, access_log="/dev/stdout",
            filter_config=None, h2=False, with_filter=True, buffer_limit=1 << 20, rls_port=8091):
     with open(TEMPLATE) as f:
@@ -232,7 +258,7 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         rewrite = f"host_rewrite_literal: {host}"
         discovery = "LOGICAL_DNS"
     config = filter_config if isinstance(filter_config, str) else json.dumps(
-        filter_config if filter_config is not None else DEFAULT_FILTER_CONFIG)
+        without_api_keys(filter_config) if filter_config is not None else DEFAULT_FILTER_CONFIG)
     values = {
         "ADMIN_PORT": admin_port, "LISTEN_PORT": listen_port, "ACCESS_LOG": access_log, "WASM": wasm,
         "FILTER_CONFIG": config.replace("'", "''"), "PROVIDER_HOST": host, "PROVIDER_PORT": port,

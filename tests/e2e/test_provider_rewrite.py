@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from harness import delta, wait_until
+from harness import delta, metric_sum, wait_until
 
 ANTHROPIC_KEY = "mock-anthropic-key"  # the backend's key in envoy_config.RUN_CONFIG_MOCK
 
@@ -494,3 +494,72 @@ def test_the_provider_rewrite_module_alone(work, mock):
         assert [m.id for m in client(e).models.list()][:2] == ["bedrock/claude-3-5-haiku", "cheapest"]
     finally:
         e.stop()
+
+
+def access_config():
+    import copy
+
+    import envoy_config
+
+    config = copy.deepcopy(envoy_config.RUN_CONFIG_MOCK)
+    config["token_counter"] = {"consumer_header": "x-tollgate-client"}
+    del config["quota"]
+    table = config["provider_rewrite"]
+    table["models"].append({"name": "legacy", "alias_of": "gpt-4.1"})
+    # Envoy's API-key filter authenticates (401 without a valid key) and forwards the client id.
+    table["api_keys"] = {"key-basic": "team-basic", "key-premium": "team-premium"}
+    table["access"] = {
+        "consumer": {"identity_header": "x-tollgate-client", "downstream_address": False},
+        "consumers": {"team-basic": "basic", "team-premium": "premium"},
+        "tiers": {"basic": {"allow": ["gpt-4o-mini", "claude"]},
+                  "premium": {"allow": ["*"], "deny": ["gpt-4.1"]}},
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def access_gateway(work, mock):
+    from harness import Envoy
+
+    e = Envoy(work, mock, name="access", wasm="tollgate.wasm", filter_config=access_config())
+    yield e
+    e.stop()
+
+
+def keyed(gateway, key, **headers):
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, default_headers=headers)
+
+
+def test_access_by_tier_behind_envoys_api_key_filter(access_gateway, mock):
+    hi = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.AuthenticationError):  # Envoy's own filter: 401
+        openai.OpenAI(base_url=access_gateway.url + "/v1", api_key="wrong", max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=hi)
+    r = requests.post(access_gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": hi}, timeout=10)
+    assert r.status_code == 401
+
+    basic, premium = keyed(access_gateway, "key-basic"), keyed(access_gateway, "key-premium")
+    assert basic.chat.completions.create(model="gpt-4o-mini", messages=hi).choices[0].message.content
+    assert basic.chat.completions.create(model="claude", messages=hi).choices[0].message.content
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        basic.chat.completions.create(model="gpt-4o", messages=hi)
+    assert e.value.body["code"] == "model_not_allowed" and "gpt-4o" in e.value.body["message"]
+    assert [m.id for m in basic.models.list()] == ["claude", "gpt-4o-mini"], "only the caller's models"
+
+    assert premium.chat.completions.create(model="gemini-2.5-flash", messages=hi).choices[0].message.content
+    for model in ("gpt-4.1", "legacy"):  # denied, directly or through an alias
+        with pytest.raises(openai.PermissionDeniedError):
+            premium.chat.completions.create(model=model, messages=hi)
+    assert "legacy" not in [m.id for m in premium.models.list()]
+
+    # A client cannot claim another identity: the header is stripped before Envoy's filter sets it.
+    forged = keyed(access_gateway, "key-basic", **{"x-tollgate-client": "team-premium"})
+    with pytest.raises(openai.PermissionDeniedError):
+        forged.chat.completions.create(model="gemini-2.5-flash", messages=hi)
+    # The API key never reaches the provider, and metrics carry the authenticated identity.
+    sent = mock.last_request("/v1/chat/completions")
+    assert "key-basic" not in json.dumps(sent) and "key-premium" not in json.dumps(sent)
+    metrics = access_gateway.metrics()
+    assert metric_sum(metrics, "tollgate_gen_ai_client_token_usage", consumer="team-basic") > 0
+    assert metric_sum(metrics, "tollgate_access_decisions", tier="basic", outcome="denied") >= 2
+    assert metric_sum(metrics, "tollgate_gen_ai_client_token_usage", consumer="team-premium") > 0

@@ -2,8 +2,9 @@
 //! access policy, metric labels).
 //!
 //! Sources, tried in order: a property (e.g. a JWT claim that Envoy's `jwt_authn` wrote into
-//! dynamic metadata, or the client id of the API-key filter), a header (an API key: only a
-//! salted hash is kept, never the key), then the downstream address.
+//! dynamic metadata), an identity header an auth filter set (the API-key filter's client id), a
+//! credential header (an API key: only a salted hash is kept, never the key), then the
+//! downstream address.
 
 use crate::metrics;
 use crate::stage::StageHost;
@@ -20,6 +21,11 @@ pub struct ConsumerSource {
     pub property: Option<Vec<String>>,
     #[serde(default)]
     pub header: Option<String>,
+    /// A header an auth filter sets to the authenticated identity (the API-key filter's
+    /// `forwarding.header`), taken as it is. Only with a filter that overwrites it and an Envoy
+    /// config that strips it from clients: otherwise a client names itself.
+    #[serde(default)]
+    pub identity_header: Option<String>,
     #[serde(default = "yes")]
     pub downstream_address: bool,
     /// Salt of the API-key hash. Set it: without one, identical keys hash identically across
@@ -38,6 +44,12 @@ const CREDENTIAL_WITHOUT_HASH: &[&str] = &["cookie"];
 impl ConsumerSource {
     /// Checks the fields; errors name them (`prefix` is this object's path).
     pub fn validate(&self, prefix: &str) -> Result<(), String> {
+        if let Some(header) = &self.identity_header {
+            if header.is_empty() || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            {
+                return Err(format!("{prefix}identity_header: '{header}' is not a lowercase header name"));
+            }
+        }
         if let Some(header) = &self.header {
             if header.is_empty()
                 || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
@@ -58,6 +70,9 @@ impl ConsumerSource {
     pub fn resolve(&self, host: &dyn StageHost) -> Option<String> {
         if let Some(id) = self.property.as_ref().and_then(|p| property_string(host, p)) {
             return Some(plain_consumer(&id));
+        }
+        if let Some(id) = self.identity_header.as_ref().and_then(|h| host.request_header(h)).filter(|v| !v.is_empty()) {
+            return Some(plain_consumer(id.trim()));
         }
         if let Some(value) = self.header.as_ref().and_then(|h| host.request_header(h)).filter(|v| !v.is_empty()) {
             let salt = self.salt.as_deref().unwrap_or("");

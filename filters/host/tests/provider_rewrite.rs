@@ -1046,3 +1046,55 @@ fn hostile_requests_and_answers_never_panic() {
         ex.log();
     }
 }
+
+fn access_config(mode: &str) -> Value {
+    let mut c = config();
+    c["provider_rewrite"]["access"] = json!({
+        "mode": mode,
+        "consumer": {"identity_header": "x-client", "downstream_address": false},
+        "consumers": {"team-a": "basic"},
+        "tiers": {"basic": {"allow": ["gpt-4o-mini", "fast"], "providers": ["openai"]}}
+    });
+    c
+}
+
+#[test]
+fn access_policy_refuses_in_the_clients_dialect_and_shadow_only_counts() {
+    let mut driver = driver(&access_config("enforce"));
+    let (ex, action) = send_with(&mut driver, "/v1/chat/completions", &chat("fast", false), &[("x-client", "team-a")]);
+    assert_eq!(action, Action::Continue, "an alias of an allowed model");
+    assert_eq!(ex.host.counter("tollgate.access.decisions", &["tier=basic", "outcome=allowed"]), 1);
+
+    let mut driver = self::driver(&access_config("enforce"));
+    let request = json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, _) = send_with(&mut driver, "/v1/messages", &request, &[("x-client", "team-a")]);
+    let reply = ex.host.local_reply.clone().unwrap();
+    assert_eq!(reply.status, 403);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert!(body["error"]["message"].as_str().unwrap().contains("claude-sonnet"));
+
+    // No identity, no tier: nothing is allowed.
+    let mut driver = self::driver(&access_config("enforce"));
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat("gpt-4o-mini", false));
+    assert_eq!(ex.host.local_reply.clone().unwrap().status, 403);
+
+    // Shadow: decided and counted, never refused.
+    let mut driver = self::driver(&access_config("shadow"));
+    let (ex, action) =
+        send_with(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false), &[("x-client", "team-a")]);
+    assert_eq!(action, Action::Continue);
+    assert!(ex.host.local_reply.is_none());
+    assert_eq!(ex.host.counter("tollgate.access.decisions", &["tier=basic", "outcome=shadow_denied"]), 1);
+
+    // The model list is the caller's.
+    let mut driver = self::driver(&access_config("enforce"));
+    let mut ex = Exchange::new(&mut driver);
+    ex.request_headers(
+        &[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw"), ("x-client", "team-a")],
+        true,
+    );
+    let body: Value = serde_json::from_slice(&ex.host.local_reply.clone().unwrap().body).unwrap();
+    let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["fast", "gpt-4o-mini"]);
+}

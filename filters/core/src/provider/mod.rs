@@ -7,6 +7,7 @@
 //! the requested name passed through). Exact names win over patterns, longer patterns over
 //! shorter ones.
 
+pub mod access;
 pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
@@ -314,6 +315,8 @@ pub struct Resolved<'a> {
     pub model: &'a str,
     /// The split variant chosen, if the model is split.
     pub variant: Option<&'a str>,
+    /// The exact table entry the name resolved to (an alias's target); `None` for a pattern.
+    pub entry: Option<&'a str>,
     /// For a fallback list: the cluster that tries its backends in order (`backend` is then the
     /// first of them; each attempt is translated by the upstream filter).
     pub fallback: Option<&'a str>,
@@ -686,6 +689,7 @@ impl Config {
                 model: model.as_deref().unwrap_or(name),
                 variant: None,
                 fallback: None,
+                entry: Some(name),
             }),
             Some((name, Entry::Choose(_, candidates, _))) => {
                 // The stage picks (it has the measurements) and names the backend as the attempt.
@@ -700,6 +704,7 @@ impl Config {
                     model: candidate.model.as_deref().unwrap_or(name),
                     variant: None,
                     fallback: None,
+                    entry: Some(name),
                 })
             }
             Some((name, Entry::Fallback(cluster, targets))) => {
@@ -715,6 +720,7 @@ impl Config {
                     model: model.as_deref().unwrap_or(name),
                     variant: None,
                     fallback: choice.attempt.is_none().then_some(cluster.as_str()),
+                    entry: Some(name),
                 })
             }
             Some((name, Entry::Split(variants))) => {
@@ -724,6 +730,7 @@ impl Config {
                     model: v.model.as_deref().unwrap_or(name),
                     variant: Some(&v.name),
                     fallback: None,
+                    entry: Some(name),
                 })
             }
             _ => self.resolve_prefix(requested),
@@ -753,7 +760,13 @@ impl Config {
 
     fn resolve_prefix<'a>(&'a self, requested: &'a str) -> Option<Resolved<'a>> {
         let (_, backend, _) = self.prefixes.iter().find(|(p, _, _)| requested.starts_with(p.as_str()))?;
-        Some(Resolved { backend: self.backends.get(*backend)?, model: requested, variant: None, fallback: None })
+        Some(Resolved {
+            backend: self.backends.get(*backend)?,
+            model: requested,
+            variant: None,
+            fallback: None,
+            entry: None,
+        })
     }
 
     /// Models clients may name exactly (patterns are not listed), with their backend's kind.

@@ -68,8 +68,31 @@ pub struct Settings {
     /// Where this instance runs: in the listener's filter chain (`downstream`, the default), or
     /// in a fallback cluster's upstream filters (`upstream`), once per attempt.
     pub upstream_role: bool,
-    /// The `GET /v1/models` answer, built once.
+    /// Who may call which model (see `provider::access`).
+    pub access: Option<provider::access::Access>,
+    /// The `GET /v1/models` answer without an access policy, built once.
     models: Vec<u8>,
+}
+
+/// The `GET /v1/models` body: the table's listable names that `visible` keeps.
+fn model_list(table: &Config, visible: impl Fn(&str) -> bool) -> Vec<u8> {
+    let data: Vec<_> = table
+        .listed()
+        .filter(|(name, _)| visible(name))
+        .map(|(name, kind)| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": kind.label()}))
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string().into_bytes()
+}
+
+/// The access check's view of a resolution.
+fn target<'a>(requested: &'a str, resolved: &provider::Resolved<'a>) -> provider::access::Target<'a> {
+    provider::access::Target {
+        requested,
+        entry: resolved.entry,
+        model: resolved.model,
+        backend: &resolved.backend.name,
+        kind: resolved.backend.kind.label(),
+    }
 }
 
 /// Parses and validates the section; `env` reads the VM's environment (for `api_key.env`).
@@ -79,7 +102,7 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
     let mut table_value = value.clone();
     let mut own = serde_json::Map::new();
     if let Some(object) = table_value.as_object_mut() {
-        for key in ["max_response_bytes", "max_event_bytes", "role"] {
+        for key in ["max_response_bytes", "max_event_bytes", "role", "access"] {
             if let Some(v) = object.remove(key) {
                 own.insert(key.into(), v);
             }
@@ -95,6 +118,8 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         max_event_bytes: usize,
         #[serde(default)]
         role: Role,
+        #[serde(default)]
+        access: Option<provider::access::RawAccess>,
     }
     #[derive(Deserialize, Default, PartialEq)]
     #[serde(rename_all = "snake_case")]
@@ -111,13 +136,14 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         return Err(format!("{prefix}max_event_bytes: must be at least 1024"));
     }
     let table = Config::validate(table, prefix, env)?;
-    let data: Vec<_> = table
-        .listed()
-        .map(|(name, kind)| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": kind.label()}))
-        .collect();
-    let models = serde_json::json!({"object": "list", "data": data}).to_string().into_bytes();
+    let access = match own.access {
+        Some(raw) => Some(provider::access::Access::validate(raw, &format!("{prefix}access."))?),
+        None => None,
+    };
+    let models = model_list(&table, |_| true);
     Ok(Settings {
         table,
+        access,
         max_response_bytes: own.max_response_bytes,
         max_event_bytes: own.max_event_bytes,
         upstream_role: own.role == Role::Upstream,
@@ -143,6 +169,7 @@ impl StageFactory for ProviderRewrite {
             backend: None,
             attempt: None,
             measured: None,
+            tier: None,
             first_byte_ns: None,
             status: 0,
             include_usage: false,
@@ -194,6 +221,8 @@ pub struct ProviderRewriteStream {
     attempt: Option<String>,
     /// The backend whose latency and errors this exchange is recorded for (a chosen model).
     measured: Option<String>,
+    /// The caller's access tier, when an access policy is configured (`None`: no tier).
+    tier: Option<String>,
     first_byte_ns: Option<u64>,
     status: u16,
     /// The OpenAI client asked for the usage chunk of a stream.
@@ -299,13 +328,22 @@ impl Stage for ProviderRewriteStream {
             }
             return HeadersFlow::Pause;
         }
+        if let Some(access) = &self.settings.access {
+            let consumer = access.consumer.resolve(host);
+            let from_property = access.tier_property.as_ref().and_then(|p| crate::consumer::property_string(host, p));
+            self.tier = access.tier(consumer.as_deref(), from_property.as_deref()).map(str::to_string);
+        }
         if ex.route.kind == ApiKind::OpenAiModels {
             out.counter(metrics::name("provider.models_listed", &[]), 1);
-            return HeadersFlow::Answer(Answer {
-                status: 200,
-                content_type: "application/json",
-                body: self.settings.models.clone(),
-            });
+            let body = match &self.settings.access {
+                None => self.settings.models.clone(),
+                // Only the models this caller may use.
+                Some(access) => model_list(&self.settings.table, |name| {
+                    let table = &self.settings.table;
+                    table.resolve(name).is_some_and(|r| access.allows(self.tier.as_deref(), &target(name, &r)))
+                }),
+            };
+            return HeadersFlow::Answer(Answer { status: 200, content_type: "application/json", body });
         }
         if routed(ex.route.kind) {
             HeadersFlow::Pause // the backend is known only once the body is read
@@ -376,6 +414,20 @@ impl Stage for ProviderRewriteStream {
         let Some(resolved) = table.resolve_with(requested, choice) else {
             return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
         };
+        // (An upstream instance of a fallback does not decide again: the downstream one did.)
+        if let (Some(access), false) = (&self.settings.access, self.settings.upstream_role) {
+            let allowed = access.allows(self.tier.as_deref(), &target(requested, &resolved));
+            let outcome = match (allowed, access.mode) {
+                (true, _) => "allowed",
+                (false, provider::access::Mode::Shadow) => "shadow_denied",
+                (false, provider::access::Mode::Enforce) => "denied",
+            };
+            let tier = self.tier.as_deref().unwrap_or("");
+            out.counter(metrics::name("access.decisions", &[("tier", tier), ("outcome", outcome)]), 1);
+            if outcome == "denied" {
+                return Err((Error::Forbidden { model: requested.to_string() }, dialect));
+            }
+        }
         if let Some(cluster) = resolved.fallback {
             // Envoy tries the list's backends in turn; the upstream filter translates each
             // attempt, so the answer arrives here in the client's dialect.

@@ -1,0 +1,220 @@
+//! Who may call which model: per-tier allow and deny lists of models and providers, checked
+//! after the model table resolved the name, so an alias cannot bypass them.
+//!
+//! ```json
+//! "access": {
+//!   "mode": "enforce",
+//!   "consumer": {"property": ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"]},
+//!   "tier_property": ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "tier"],
+//!   "consumers": {"team-a": "premium"},
+//!   "default_tier": "basic",
+//!   "tiers": {
+//!     "basic":   {"allow": ["gpt-4o-mini", "claude-3-5-haiku*"], "providers": ["openai", "anthropic"]},
+//!     "premium": {"allow": ["*"], "deny": ["o1-pro"]}
+//!   }
+//! }
+//! ```
+//!
+//! A request is allowed when no `deny` pattern matches and, if `allow` is set, one matches —
+//! each tried on the name the client sent, the table entry it resolved to and the backend's
+//! model id — and, if `providers` is set, the backend's name or kind is in it. Patterns: exact,
+//! a prefix ending in `*`, or `*`. The tier: `tier_property` (set by an auth filter), else
+//! `consumers`, else `default_tier`; without one every model is refused. `shadow` only counts.
+
+use crate::consumer::ConsumerSource;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Decide and count, never refuse.
+    Shadow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub consumer: ConsumerSource,
+    #[serde(default)]
+    pub tier_property: Option<Vec<String>>,
+    #[serde(default)]
+    pub consumers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub default_tier: Option<String>,
+    pub tiers: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub providers: Vec<String>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub mode: Mode,
+    pub consumer: ConsumerSource,
+    pub tier_property: Option<Vec<String>>,
+    consumers: BTreeMap<String, String>,
+    default_tier: Option<String>,
+    tiers: BTreeMap<String, RawPolicy>,
+}
+
+/// What a request is checked on.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The name the client sent.
+    pub requested: &'a str,
+    /// The table entry it resolved to (an alias's target), if it is an exact entry.
+    pub entry: Option<&'a str>,
+    /// The backend's model id.
+    pub model: &'a str,
+    /// The backend's name and kind label.
+    pub backend: &'a str,
+    pub kind: &'a str,
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+impl Access {
+    pub fn validate(raw: RawAccess, prefix: &str) -> Result<Access, String> {
+        raw.consumer.validate(&format!("{prefix}consumer."))?;
+        for (name, tier) in &raw.consumers {
+            if !raw.tiers.contains_key(tier) {
+                return Err(format!("{prefix}consumers.{name}: tier '{tier}' is not in `tiers`"));
+            }
+        }
+        if let Some(tier) = raw.default_tier.as_ref().filter(|t| !raw.tiers.contains_key(*t)) {
+            return Err(format!("{prefix}default_tier: '{tier}' is not in `tiers`"));
+        }
+        for (name, policy) in &raw.tiers {
+            for (field, patterns) in
+                [("allow", &policy.allow), ("deny", &policy.deny), ("providers", &policy.providers)]
+            {
+                if let Some(bad) = patterns.iter().find(|p| p.is_empty() || p.trim_end_matches('*').contains('*')) {
+                    return Err(format!(
+                        "{prefix}tiers.{name}.{field}: '{bad}' is not a name, a prefix ending in * or *"
+                    ));
+                }
+            }
+        }
+        if raw.tier_property.as_ref().is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty)) {
+            return Err(format!("{prefix}tier_property: must be a non-empty list of non-empty path segments"));
+        }
+        Ok(Access {
+            mode: raw.mode,
+            consumer: raw.consumer,
+            tier_property: raw.tier_property,
+            consumers: raw.consumers,
+            default_tier: raw.default_tier,
+            tiers: raw.tiers,
+        })
+    }
+
+    /// The tier of a consumer: the auth filter's (`from_property`), else the configured one,
+    /// else the default. An unknown tier name from a property is no tier.
+    pub fn tier<'a>(&'a self, consumer: Option<&str>, from_property: Option<&str>) -> Option<&'a str> {
+        if let Some(tier) = from_property {
+            return self.tiers.get_key_value(tier).map(|(k, _)| k.as_str());
+        }
+        consumer.and_then(|c| self.consumers.get(c)).or(self.default_tier.as_ref()).map(String::as_str)
+    }
+
+    /// Whether `tier` may use `target`.
+    pub fn allows(&self, tier: Option<&str>, target: &Target<'_>) -> bool {
+        let Some(policy) = tier.and_then(|t| self.tiers.get(t)) else { return false };
+        let names = [Some(target.requested), target.entry, Some(target.model)];
+        let any = |patterns: &[String]| patterns.iter().any(|p| names.iter().flatten().any(|name| matches(p, name)));
+        if any(&policy.deny) {
+            return false;
+        }
+        if !policy.allow.is_empty() && !any(&policy.allow) {
+            return false;
+        }
+        policy.providers.is_empty()
+            || policy.providers.iter().any(|p| matches(p, target.backend) || matches(p, target.kind))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn access(value: serde_json::Value) -> Result<Access, String> {
+        let raw: RawAccess = crate::config::from_json(value.to_string().as_bytes(), "access.")?;
+        Access::validate(raw, "access.")
+    }
+
+    fn target<'a>(requested: &'a str, entry: Option<&'a str>, model: &'a str, backend: &'a str) -> Target<'a> {
+        Target { requested, entry, model, backend, kind: if backend == "claude" { "anthropic" } else { "openai" } }
+    }
+
+    #[test]
+    fn policy_table() {
+        let a = access(json!({
+            "consumers": {"team-a": "premium", "team-b": "basic"},
+            "default_tier": "basic",
+            "tiers": {
+                "basic": {"allow": ["gpt-4o-mini", "claude-3-5-haiku*"], "providers": ["openai", "anthropic"]},
+                "premium": {"allow": ["*"], "deny": ["o1-pro", "gpt-4.5*"]},
+                "openai-only": {"providers": ["openai"]}
+            }
+        }))
+        .unwrap();
+        let basic = a.tier(Some("team-b"), None);
+        let premium = a.tier(Some("team-a"), None);
+        assert_eq!((basic, premium, a.tier(Some("stranger"), None)), (Some("basic"), Some("premium"), Some("basic")));
+        assert_eq!(a.tier(Some("team-b"), Some("premium")), Some("premium"), "the auth filter's tier wins");
+        assert_eq!(a.tier(Some("team-b"), Some("gold")), None, "an unknown tier is none");
+        let cases = [
+            // (tier, target, allowed)
+            (basic, target("gpt-4o-mini", Some("gpt-4o-mini"), "gpt-4o-mini", "openai"), true),
+            (basic, target("fast", Some("gpt-4o-mini"), "gpt-4o-mini", "openai"), true),
+            (basic, target("gpt-4o", Some("gpt-4o"), "gpt-4o", "openai"), false),
+            (basic, target("claude-3-5-haiku-latest", None, "claude-3-5-haiku-latest", "claude"), true),
+            (premium, target("o1-pro", Some("o1-pro"), "o1-pro", "openai"), false),
+            // An alias cannot bypass a deny: the entry and the model id are checked too.
+            (premium, target("cheap-reasoning", Some("o1-pro"), "o1-pro", "openai"), false),
+            (premium, target("smart", None, "gpt-4.5-preview", "openai"), false),
+            (premium, target("gpt-4o", Some("gpt-4o"), "gpt-4o", "openai"), true),
+            (Some("openai-only"), target("sonnet", Some("sonnet"), "claude-sonnet-4", "claude"), false),
+            (Some("openai-only"), target("gpt-4o", Some("gpt-4o"), "gpt-4o", "openai"), true),
+            (None, target("gpt-4o-mini", Some("gpt-4o-mini"), "gpt-4o-mini", "openai"), false),
+        ];
+        for (tier, t, allowed) in cases {
+            assert_eq!(a.allows(tier, &t), allowed, "{tier:?} {}", t.requested);
+        }
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field() {
+        for (value, field) in [
+            (json!({"consumers": {"x": "gold"}, "tiers": {}}), "access.consumers.x:"),
+            (json!({"default_tier": "gold", "tiers": {}}), "access.default_tier:"),
+            (json!({"tiers": {"t": {"allow": ["a*b"]}}}), "access.tiers.t.allow:"),
+            (json!({"consumer": {"header": "Authorization"}, "tiers": {}}), "access.consumer.header:"),
+            (json!({"tiers": {}, "mode": "audit"}), "access.mode"),
+        ] {
+            let error = access(value.clone()).unwrap_err();
+            assert!(error.starts_with(field), "{value}: {error}");
+        }
+    }
+}
