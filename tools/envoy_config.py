@@ -151,6 +151,21 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
             "mutations": [{"remove": h} for h in stripped]}}])
     # API keys checked by Envoy's own filter (`api_keys` in the section is this tool's, not the
     # filter's: it is removed from the plugin configuration by `render`).
+    if section.get("jwt") is not None:
+        # JWTs checked by Envoy's jwt_authn (HS256, a local JWKS); the claims go to dynamic
+        # metadata (`envoy.filters.http.jwt_authn` / `payload`), where `access` reads them.
+        import base64
+
+        jwt = section["jwt"]
+        k = base64.urlsafe_b64encode(jwt["secret"].encode()).decode().rstrip("=")
+        parts["PRE_FILTERS"] = "- " + json.dumps({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {"local": {
+                "issuer": jwt["issuer"],
+                "local_jwks": {"inline_string": json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})},
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
+                "payload_in_metadata": "payload", "forward": False}},
+            "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "local"}}]}})
     if section.get("api_keys") is not None:
         parts["PRE_FILTERS"] = "- " + json.dumps({"name": "envoy.filters.http.api_key_auth", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
@@ -173,7 +188,7 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
             cluster["transport_socket"] = tls
         clusters.append("- " + json.dumps(cluster))
     routes = []
-    upstream = {k: v for k, v in section.items() if k not in ("api_keys", "access")} | {"role": "upstream"}
+    upstream = {k: v for k, v in section.items() if k not in ("api_keys", "jwt", "access")} | {"role": "upstream"}
     upstream_config = upstream if alone else {"provider_rewrite": upstream}
     for model in section["models"]:
         fallback = model.get("fallback")
@@ -233,14 +248,16 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
 
 
 def without_api_keys(filter_config):
-    """The plugin configuration without this tool's `api_keys` (they configure Envoy's filter)."""
+    """The plugin configuration without this tool's `api_keys` and `jwt` (they configure Envoy's
+    own auth filters)."""
     if not isinstance(filter_config, dict):
         return filter_config
+    tool_keys = ("api_keys", "jwt")
     section = filter_config.get("provider_rewrite")
-    if isinstance(section, dict) and "api_keys" in section:
-        return {**filter_config, "provider_rewrite": {k: v for k, v in section.items() if k != "api_keys"}}
-    if "api_keys" in filter_config:
-        return {k: v for k, v in filter_config.items() if k != "api_keys"}
+    if isinstance(section, dict) and any(k in section for k in tool_keys):
+        return {**filter_config, "provider_rewrite": {k: v for k, v in section.items() if k not in tool_keys}}
+    if any(k in filter_config for k in tool_keys):
+        return {k: v for k, v in filter_config.items() if k not in tool_keys}
     return filter_config
 
 

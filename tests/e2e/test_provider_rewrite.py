@@ -563,3 +563,54 @@ def test_access_by_tier_behind_envoys_api_key_filter(access_gateway, mock):
     assert metric_sum(metrics, "tollgate_gen_ai_client_token_usage", consumer="team-basic") > 0
     assert metric_sum(metrics, "tollgate_access_decisions", tier="basic", outcome="denied") >= 2
     assert metric_sum(metrics, "tollgate_gen_ai_client_token_usage", consumer="team-premium") > 0
+
+
+def jwt(secret, claims):
+    """An HS256 JWT, made here (no library): header.payload.signature, base64url."""
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    def b64(data):
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps({"iss": "tollgate-example", "exp": int(time.time()) + 3600, **claims}).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(signature)}"
+
+
+def test_jwt_claims_drive_the_consumer_and_tier(work, mock):
+    from harness import Envoy
+
+    config = access_config()
+    table = config["provider_rewrite"]
+    del table["api_keys"]
+    secret = "tollgate-example-hs256-secret-32b"
+    table["jwt"] = {"issuer": "tollgate-example", "secret": secret}
+    claims = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload"]
+    table["access"] = {"consumer": {"property": claims + ["sub"], "downstream_address": False},
+                       "tier_property": claims + ["tier"],
+                       "tiers": {"basic": {"allow": ["gpt-4o-mini"]}, "premium": {"allow": ["*"]}}}
+    config["token_counter"] = {}
+    e = Envoy(work, mock, name="jwt", wasm="tollgate.wasm", filter_config=config)
+    try:
+        hi = [{"role": "user", "content": "Hi"}]
+        with pytest.raises(openai.AuthenticationError):  # jwt_authn: 401
+            keyed(e, "not-a-jwt").chat.completions.create(model="gpt-4o-mini", messages=hi)
+        forged = jwt("another-secret-of-the-same-size!!", {"sub": "mallory", "tier": "premium"})
+        with pytest.raises(openai.AuthenticationError):
+            keyed(e, forged).chat.completions.create(model="gpt-4o-mini", messages=hi)
+        alice = keyed(e, jwt(secret, {"sub": "alice", "tier": "basic"}))
+        bob = keyed(e, jwt(secret, {"sub": "bob", "tier": "premium"}))
+        assert alice.chat.completions.create(model="gpt-4o-mini", messages=hi).choices
+        with pytest.raises(openai.PermissionDeniedError):
+            alice.chat.completions.create(model="gemini-2.5-flash", messages=hi)
+        assert bob.chat.completions.create(model="gemini-2.5-flash", messages=hi).choices
+        assert [m.id for m in alice.models.list()] == ["gpt-4o-mini"]
+        metrics = e.metrics()
+        assert metric_sum(metrics, "tollgate_access_decisions", tier="basic", outcome="denied") == 1
+        assert metric_sum(metrics, "tollgate_access_decisions", tier="premium", outcome="allowed") == 1
+    finally:
+        e.stop()
