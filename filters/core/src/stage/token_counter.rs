@@ -91,6 +91,8 @@ impl Default for RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     raw: RawConfig,
+    /// Who is calling, from `consumer_property` and `consumer_header`.
+    consumer: crate::consumer::ConsumerSource,
 }
 
 /// A configuration error naming the field.
@@ -156,7 +158,14 @@ impl Config {
                 return field("provider", format!("'{provider}' must be a non-empty label of [A-Za-z0-9._:/@+-]"));
             }
         }
-        Ok(Config { raw })
+        // The same consumer model as every stage: the property, else the identity header.
+        let consumer = crate::consumer::ConsumerSource {
+            property: raw.consumer_property.clone(),
+            identity_header: raw.consumer_header.clone(),
+            downstream_address: false,
+            ..crate::consumer::ConsumerSource::default()
+        };
+        Ok(Config { raw, consumer })
     }
 
     pub fn raw(&self) -> &RawConfig {
@@ -515,19 +524,8 @@ impl Stage for TokenCounterStream {
             self.counts = false;
             return HeadersFlow::Continue;
         }
-        let consumer = self
-            .config
-            .raw
-            .consumer_property
-            .as_ref()
-            .and_then(|path| {
-                let path: Vec<&str> = path.iter().map(String::as_str).collect();
-                host.property(&path)
-            })
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .or_else(|| self.config.raw.consumer_header.as_deref().and_then(|h| host.request_header(h)));
-        if let Some(consumer) = consumer {
-            self.consumer = metrics::sanitize(&consumer);
+        if let Some(consumer) = self.config.consumer.resolve(host) {
+            self.consumer = consumer;
         }
         let may_rewrite = self.config.raw.inject_include_usage
             && matches!(ex.route.kind, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions)
