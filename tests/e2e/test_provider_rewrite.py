@@ -512,7 +512,9 @@ def access_config():
         "consumer": {"identity_header": "x-tollgate-client", "downstream_address": False},
         "consumers": {"team-basic": "basic", "team-premium": "premium"},
         "tiers": {"basic": {"allow": ["gpt-4o-mini", "claude"]},
-                  "premium": {"allow": ["*"], "deny": ["gpt-4.1"]}},
+                  "premium": {"allow": ["*"], "deny": ["gpt-4.1"],
+                              # The premium team pays OpenAI with its own key.
+                              "credentials": {"openai": {"value": "premium-own-openai-key"}}}},
     }
     return config
 
@@ -547,6 +549,10 @@ def test_access_by_tier_behind_envoys_api_key_filter(access_gateway, mock):
     assert [m.id for m in basic.models.list()] == ["claude", "gpt-4o-mini"], "only the caller's models"
 
     assert premium.chat.completions.create(model="gemini-2.5-flash", messages=hi).choices[0].message.content
+    premium.chat.completions.create(model="gpt-4o-mini", messages=hi)
+    assert mock.last_request("/v1/chat/completions")["headers"]["authorization"] == "Bearer premium-own-openai-key"
+    basic.chat.completions.create(model="gpt-4o-mini", messages=hi)
+    assert mock.last_request("/v1/chat/completions")["headers"]["authorization"] == "Bearer mock-openai-key"
     for model in ("gpt-4.1", "legacy"):  # denied, directly or through an alias
         with pytest.raises(openai.PermissionDeniedError):
             premium.chat.completions.create(model=model, messages=hi)

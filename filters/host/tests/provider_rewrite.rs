@@ -1053,7 +1053,8 @@ fn access_config(mode: &str) -> Value {
         "mode": mode,
         "consumer": {"identity_header": "x-client", "downstream_address": false},
         "consumers": {"team-a": "basic"},
-        "tiers": {"basic": {"allow": ["gpt-4o-mini", "fast"], "providers": ["openai"]}}
+        "tiers": {"basic": {"allow": ["gpt-4o-mini", "fast"], "providers": ["openai"],
+                            "credentials": {"openai": {"value": "sk-team-a-own"}}}}
     });
     c
 }
@@ -1064,6 +1065,7 @@ fn access_policy_refuses_in_the_clients_dialect_and_shadow_only_counts() {
     let (ex, action) = send_with(&mut driver, "/v1/chat/completions", &chat("fast", false), &[("x-client", "team-a")]);
     assert_eq!(action, Action::Continue, "an alias of an allowed model");
     assert_eq!(ex.host.counter("tollgate.access.decisions", &["tier=basic", "outcome=allowed"]), 1);
+    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-team-a-own"), "the team's own key");
 
     let mut driver = self::driver(&access_config("enforce"));
     let request = json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});

@@ -59,6 +59,10 @@ pub struct RawPolicy {
     pub deny: Vec<String>,
     #[serde(default)]
     pub providers: Vec<String>,
+    /// The tier's own credentials for some backends (a team's own Azure key, say): backend
+    /// name → key (`{"env": …}` or `{"value": …}`), used instead of the backend's.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, super::RawSecret>,
 }
 
 /// A validated policy.
@@ -70,6 +74,8 @@ pub struct Access {
     consumers: BTreeMap<String, String>,
     default_tier: Option<String>,
     tiers: BTreeMap<String, RawPolicy>,
+    /// (tier, backend) → key.
+    credentials: BTreeMap<(String, String), super::Secret>,
 }
 
 /// What a request is checked on.
@@ -94,7 +100,13 @@ fn matches(pattern: &str, name: &str) -> bool {
 }
 
 impl Access {
-    pub fn validate(raw: RawAccess, prefix: &str) -> Result<Access, String> {
+    /// Validates; `backends` are the table's backend names, `env` reads the VM's environment.
+    pub fn validate(
+        raw: RawAccess,
+        prefix: &str,
+        backends: &[&str],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Access, String> {
         raw.consumer.validate(&format!("{prefix}consumer."))?;
         for (name, tier) in &raw.consumers {
             if !raw.tiers.contains_key(tier) {
@@ -115,6 +127,16 @@ impl Access {
                 }
             }
         }
+        let mut credentials = BTreeMap::new();
+        for (tier, policy) in &raw.tiers {
+            for (backend, secret) in &policy.credentials {
+                let field = format!("{prefix}tiers.{tier}.credentials.{backend}");
+                if !backends.contains(&backend.as_str()) {
+                    return Err(format!("{field}: '{backend}' is not in `backends`"));
+                }
+                credentials.insert((tier.clone(), backend.clone()), super::resolve_secret(secret, &field, env)?);
+            }
+        }
         if raw.tier_property.as_ref().is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty)) {
             return Err(format!("{prefix}tier_property: must be a non-empty list of non-empty path segments"));
         }
@@ -125,7 +147,13 @@ impl Access {
             consumers: raw.consumers,
             default_tier: raw.default_tier,
             tiers: raw.tiers,
+            credentials,
         })
+    }
+
+    /// The tier's own key for `backend`, if it has one.
+    pub fn credential(&self, tier: Option<&str>, backend: &str) -> Option<&super::Secret> {
+        self.credentials.get(&(tier?.to_string(), backend.to_string()))
     }
 
     /// The tier of a consumer: the auth filter's (`from_property`), else the configured one,
@@ -160,7 +188,7 @@ mod tests {
 
     fn access(value: serde_json::Value) -> Result<Access, String> {
         let raw: RawAccess = crate::config::from_json(value.to_string().as_bytes(), "access.")?;
-        Access::validate(raw, "access.")
+        Access::validate(raw, "access.", &["openai", "azure"], &|name| (name == "TEAM_KEY").then(|| "team-key".into()))
     }
 
     fn target<'a>(requested: &'a str, entry: Option<&'a str>, model: &'a str, backend: &'a str) -> Target<'a> {
@@ -205,6 +233,15 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_may_bring_its_own_backend_key() {
+        let a =
+            access(json!({"tiers": {"team-a": {"credentials": {"azure": {"env": "TEAM_KEY"}}}, "other": {}}})).unwrap();
+        assert_eq!(a.credential(Some("team-a"), "azure").map(|s| s.expose()), Some("team-key"));
+        assert!(a.credential(Some("team-a"), "openai").is_none() && a.credential(Some("other"), "azure").is_none());
+        assert!(!format!("{a:?}").contains("team-key"), "never printed");
+    }
+
+    #[test]
     fn configuration_errors_name_the_field() {
         for (value, field) in [
             (json!({"consumers": {"x": "gold"}, "tiers": {}}), "access.consumers.x:"),
@@ -212,6 +249,11 @@ mod tests {
             (json!({"tiers": {"t": {"allow": ["a*b"]}}}), "access.tiers.t.allow:"),
             (json!({"consumer": {"header": "Authorization"}, "tiers": {}}), "access.consumer.header:"),
             (json!({"tiers": {}, "mode": "audit"}), "access.mode"),
+            (json!({"tiers": {"t": {"credentials": {"nope": {"value": "k"}}}}}), "access.tiers.t.credentials.nope:"),
+            (
+                json!({"tiers": {"t": {"credentials": {"azure": {"env": "MISSING"}}}}}),
+                "access.tiers.t.credentials.azure.env:",
+            ),
         ] {
             let error = access(value.clone()).unwrap_err();
             assert!(error.starts_with(field), "{value}: {error}");

@@ -322,6 +322,23 @@ pub struct Resolved<'a> {
     pub fallback: Option<&'a str>,
 }
 
+/// A credential from the VM's environment or the configuration; errors name `field` (its full
+/// path).
+pub fn resolve_secret(raw: &RawSecret, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, String> {
+    match raw {
+        RawSecret { env: Some(var), value: None } => match env(var) {
+            Some(key) if header_safe(&key) => Ok(Secret(key)),
+            Some(_) => Err(format!("{field}.env: {var} holds characters a header cannot carry")),
+            None => Err(format!("{field}.env: {var} is not set in the VM's environment")),
+        },
+        RawSecret { env: None, value: Some(key) } if header_safe(key) => Ok(Secret(key.clone())),
+        RawSecret { env: None, value: Some(_) } => {
+            Err(format!("{field}.value: holds characters a header cannot carry"))
+        }
+        _ => Err(format!("{field}: set exactly one of `env` and `value`")),
+    }
+}
+
 /// Header names and values must not smuggle a line break or a NUL into a request.
 fn header_safe(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b >= 0x20 && b != 0x7f)
@@ -356,26 +373,7 @@ impl Config {
                 return err(&at("base_path"), format!("'{base_path}' must be an absolute path"));
             }
             let secret = |field: &str, raw: &Option<RawSecret>| -> Result<Option<Secret>, String> {
-                let Some(raw) = raw else { return Ok(None) };
-                match raw {
-                    RawSecret { env: Some(var), value: None } => match env(var) {
-                        Some(key) if header_safe(&key) => Ok(Some(Secret(key))),
-                        Some(_) => Err(format!(
-                            "{prefix}{}: {var} holds characters a header cannot carry",
-                            at(&format!("{field}.env"))
-                        )),
-                        None => Err(format!(
-                            "{prefix}{}: {var} is not set in the VM's environment",
-                            at(&format!("{field}.env"))
-                        )),
-                    },
-                    RawSecret { env: None, value: Some(key) } if header_safe(key) => Ok(Some(Secret(key.clone()))),
-                    RawSecret { env: None, value: Some(_) } => Err(format!(
-                        "{prefix}{}: holds characters a header cannot carry",
-                        at(&format!("{field}.value"))
-                    )),
-                    _ => Err(format!("{prefix}{}: set exactly one of `env` and `value`", at(field))),
-                }
+                raw.as_ref().map(|raw| resolve_secret(raw, &format!("{prefix}{}", at(field)), env)).transpose()
             };
             let api_key = secret("api_key", &b.api_key)?;
             let aws = match (

@@ -137,7 +137,10 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
     }
     let table = Config::validate(table, prefix, env)?;
     let access = match own.access {
-        Some(raw) => Some(provider::access::Access::validate(raw, &format!("{prefix}access."))?),
+        Some(raw) => {
+            let backends: Vec<&str> = table.backends.iter().map(|b| b.name.as_str()).collect();
+            Some(provider::access::Access::validate(raw, &format!("{prefix}access."), &backends, env)?)
+        }
         None => None,
     };
     let models = model_list(&table, |_| true);
@@ -248,6 +251,16 @@ fn routed(kind: ApiKind) -> bool {
 impl ProviderRewriteStream {
     /// The headers that send the request for `model` to `backend`, in `api`.
     fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<String, Error> {
+        // A tier's own key for this backend replaces the backend's (a team's own Azure key).
+        let own_key = self.settings.access.as_ref().and_then(|a| a.credential(self.tier.as_deref(), &backend.name));
+        let with_own_key;
+        let backend = match own_key {
+            Some(key) => {
+                with_own_key = Backend { api_key: Some(key.clone()), ..backend.clone() };
+                &with_own_key
+            }
+            None => backend,
+        };
         let Some((path, credentials)) = provider::target(backend, api, model) else {
             let message = format!("model '{model}' cannot be named in a request to this backend");
             return Err(Error::InvalidRequest { param: Some("model".into()), message });
