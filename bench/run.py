@@ -21,6 +21,8 @@ Variants:
                    (run it on the *-anthropic scenarios) [≤ 1.5 × token-counter's added CPU on
                    chat-1k; ≤ 5 µs per stream chunk]
   rewrite-tc       the same with token_counter (usage read from the Anthropic answer)
+  rewrite-access   rewrite with an access policy (API-key consumer, tier, allow/deny)
+                   [rewrite-access − rewrite ≈ 0, issue #8]
 
 Scenarios (issue targets for token-counter in brackets):
   chat-1k          1 KB chat request, JSON response              [≤ 25 µs CPU added per request]
@@ -66,6 +68,13 @@ VARIANTS = {
     "rewrite": dict(wasm="tollgate.wasm", filter_config={"provider_rewrite": {
         "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
         "models": [{"name": "*", "backend": "claude"}]}}),
+    # The same with an access policy: the consumer from the API key (salted hash), its tier,
+    # allow/deny patterns checked after resolution [≈ no CPU over `rewrite`, issue #8].
+    "rewrite-access": dict(wasm="tollgate.wasm", filter_config={"provider_rewrite": {
+        "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
+        "models": [{"name": "*", "backend": "claude"}],
+        "access": {"consumer": {"header": "authorization", "salt": "bench"}, "default_tier": "all",
+                   "tiers": {"all": {"allow": ["gpt-*", "claude-*"], "deny": ["o1-pro"]}}}}}),
     "rewrite-tc": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "provider_rewrite": {
         "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
         "models": [{"name": "*", "backend": "claude"}]}}),
