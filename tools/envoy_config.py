@@ -126,7 +126,8 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     """Template values for provider-rewrite: the cluster_header route, the early removal of the
     routing header, and one cluster per backend (the mock for `mock:PORT`, else the backend's
     `host` over TLS). Empty without a provider_rewrite section."""
-    parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": "", "PRE_FILTERS": ""}
+    parts = {"PROVIDER_ROUTES": "", "EARLY_HEADER_MUTATION": "", "BACKEND_CLUSTERS": "", "PRE_FILTERS": "",
+             "VM_ENV": ""}
     section = filter_config.get("provider_rewrite") if isinstance(filter_config, dict) else None
     # The provider-rewrite module alone takes the bare section.
     alone = section is None and isinstance(filter_config, dict) and "backends" in filter_config
@@ -134,6 +135,11 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
     if not section:
         return parts
     header = section.get("cluster_header", "x-tollgate-cluster")
+    # Keys named by `env` come from Envoy's own environment: the VM sees only the listed ones.
+    env_keys = sorted({secret["env"] for backend in section["backends"].values() for secret in backend.values()
+                       if isinstance(secret, dict) and "env" in secret})
+    if env_keys:
+        parts["VM_ENV"] = "environment_variables: " + json.dumps({"host_env_keys": env_keys})
     parts["PROVIDER_ROUTES"] = "- " + json.dumps({
         "name": "tollgate-backend",
         "match": {"prefix": "/", "headers": [{"name": header, "present_match": True}]},
@@ -226,6 +232,7 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
                                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                                      "value": json.dumps(upstream_config)},
                                    "vm_config": {"vm_id": "tollgate", "runtime": "envoy.wasm.runtime.v8",
+                                                 "environment_variables": {"host_env_keys": env_keys},
                                                  "code": {"local": {"filename": wasm}}}}}},
                     {"name": "envoy.filters.http.upstream_codec", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}]}}}
