@@ -1100,3 +1100,23 @@ fn access_policy_refuses_in_the_clients_dialect_and_shadow_only_counts() {
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fast", "gpt-4o-mini"]);
 }
+
+#[test]
+fn quota_limits_by_the_access_tier() {
+    let mut c = access_config("enforce");
+    c["quota"] = json!({
+        "consumer": {"header": "x-client", "salt": "s"},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 100000}],
+        "tiers": {"basic": {"tpm": 2000}}
+    });
+    let limit = |headers: &[(&str, &str)]| {
+        let mut driver = driver(&c);
+        let mut request = chat("gpt-4o-mini", false);
+        request["max_tokens"] = json!(100); // the reservation fits the basic tier's 2000
+        let (mut ex, action) = send_with(&mut driver, "/v1/chat/completions", &request, headers);
+        assert_eq!(action, Action::Continue, "{:?}", ex.host.local_reply);
+        ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+        ex.host.response_header_value("x-ratelimit-limit-tokens").map(str::to_string)
+    };
+    assert_eq!(limit(&[("x-client", "team-a")]).as_deref(), Some("2000"), "team-a's access tier is basic");
+}

@@ -204,6 +204,9 @@ pub struct Exchange {
     /// Where the request really goes, when a stage (provider-rewrite) sends it to another API
     /// than the client spoke: responses arrive in that API's format.
     pub upstream: Option<Upstream>,
+    /// The caller's tier as provider-rewrite's access policy decided it, for the stages after
+    /// it (quota limits by it when it has a tier of that name).
+    pub tier: Option<String>,
 }
 
 /// The API and provider a rewritten request is sent to.
@@ -465,6 +468,7 @@ impl Pipeline {
             injected_include_usage: false,
             usage: std::cell::Cell::new(None),
             upstream: None,
+            tier: None,
         };
         if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
             if length > limit {

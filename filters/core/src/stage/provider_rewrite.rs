@@ -345,6 +345,7 @@ impl Stage for ProviderRewriteStream {
             let consumer = access.consumer.resolve(host);
             let from_property = access.tier_property.as_ref().and_then(|p| crate::consumer::property_string(host, p));
             self.tier = access.tier(consumer.as_deref(), from_property.as_deref()).map(str::to_string);
+            ex.tier = self.tier.clone();
         }
         if ex.route.kind == ApiKind::OpenAiModels {
             out.counter(metrics::name("provider.models_listed", &[]), 1);

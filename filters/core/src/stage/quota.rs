@@ -610,7 +610,9 @@ impl Stage for QuotaStream {
             .tier_property
             .as_ref()
             .and_then(|p| property_string(host, p))
-            .or_else(|| self.config.tier(&self.consumer, None).map(str::to_string));
+            .or_else(|| self.config.tier(&self.consumer, None).map(str::to_string))
+            // The access policy's tier (provider-rewrite ran first), when quota has one so named.
+            .or_else(|| self.config.tier(&self.consumer, ex.tier.as_deref()).map(str::to_string));
         // Nothing goes upstream (or to Envoy's rate-limit filter) before the reservation.
         HeadersFlow::Pause
     }
