@@ -116,7 +116,7 @@ pub fn record(store: &dyn SharedStore, backend: &str, ttfb_us: Option<u64>, fail
 /// uniform draw; `input_tokens` and `output_tokens` price the request for `cost`.
 pub fn pick(
     policy: Policy,
-    candidates: &[Candidate],
+    candidates: &[&Candidate],
     stats: &[Stats],
     max_error_ppm: u32,
     draw: u64,
@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn latency_prefers_the_fastest_healthy_backend_and_explores() {
-        let c = candidates();
+        let owned = candidates();
+        let c: Vec<&Candidate> = owned.iter().collect();
         let stats = [measured(900_000, 0), measured(200_000, 0)];
         let picks: Vec<usize> = (0..1000).map(|d| pick(Policy::Latency, &c, &stats, 200_000, d, 100, 100)).collect();
         let slow = picks.iter().filter(|&&p| p == 0).count();
@@ -179,11 +180,12 @@ mod tests {
 
     #[test]
     fn cost_prices_the_request() {
-        let mut c = candidates();
+        let mut owned = candidates();
         let stats = [measured(1, 0), measured(1, 0)];
-        assert_eq!(pick(Policy::Cost, &c, &stats, 200_000, 1, 1000, 100), 1);
+        assert_eq!(pick(Policy::Cost, &owned.iter().collect::<Vec<_>>(), &stats, 200_000, 1, 1000, 100), 1);
         // Output-heavy requests can flip the choice when the price shapes differ.
-        c[1] = Candidate { backend: 1, model: None, input_price: 0.1, output_price: 20.0 };
+        owned[1] = Candidate { backend: 1, model: None, input_price: 0.1, output_price: 20.0 };
+        let c: Vec<&Candidate> = owned.iter().collect();
         assert_eq!(pick(Policy::Cost, &c, &stats, 200_000, 1, 100_000, 10), 1);
         assert_eq!(pick(Policy::Cost, &c, &stats, 200_000, 1, 10, 10_000), 0);
     }

@@ -471,7 +471,7 @@ impl Config {
                 }
             }
             // Azure, Gemini and Vertex put the model in the path: nothing that changes a path.
-            let azure_safe = |backend: &str, model: Option<&String>| {
+            let path_ok = |backend: &str, model: Option<&String>| {
                 let in_path = raw.backends.get(backend).is_some_and(|b| b.kind.model_in_path());
                 !in_path || m.name.ends_with('*') || path_safe(model.unwrap_or(&m.name))
             };
@@ -509,7 +509,7 @@ impl Config {
                         return err(&at("backend"), "is listed twice".into());
                     }
                     if t.model.as_ref().is_some_and(|model| !header_safe(model))
-                        || !azure_safe(&t.backend, t.model.as_ref())
+                        || !path_ok(&t.backend, t.model.as_ref())
                     {
                         return err(&at("model"), "must be a model id this backend can be sent".into());
                     }
@@ -560,7 +560,7 @@ impl Config {
                         return err(&at("backend"), "is listed twice".into());
                     }
                     if t.model.as_ref().is_some_and(|model| !header_safe(model))
-                        || !azure_safe(&t.backend, t.model.as_ref())
+                        || !path_ok(&t.backend, t.model.as_ref())
                     {
                         return err(&at("model"), "must be a model id this backend can be sent".into());
                     }
@@ -576,7 +576,7 @@ impl Config {
                     let Some(index) = backend_index(backend) else {
                         return err(&at("backend"), format!("'{backend}' is not in `backends`"));
                     };
-                    if !azure_safe(backend, m.model.as_ref()) {
+                    if !path_ok(backend, m.model.as_ref()) {
                         return err(&at("model"), "cannot go into this backend's path (letters, digits, - _ .)".into());
                     }
                     if let Some(prefix) = m.name.strip_suffix('*') {
@@ -613,7 +613,7 @@ impl Config {
                             return err(&at("variant"), "must be a unique name of letters, digits, - _ .".into());
                         }
                         if v.model.as_ref().is_some_and(|model| !header_safe(model))
-                            || !azure_safe(&v.backend, v.model.as_ref())
+                            || !path_ok(&v.backend, v.model.as_ref())
                         {
                             return err(&at("model"), "must be a model id this backend can be sent".into());
                         }

@@ -407,7 +407,7 @@ impl Stage for ProviderRewriteStream {
         if let Some((policy, candidates, max_error_ppm)) = table.choice_of(requested) {
             let store = host.shared_data();
             let stats: Vec<_> = candidates.iter().map(|(name, _)| provider::choose::load(store, name)).collect();
-            let list: Vec<_> = candidates.iter().map(|(_, c)| (*c).clone()).collect();
+            let list: Vec<_> = candidates.iter().map(|(_, c)| *c).collect();
             let key = host.request_header("x-request-id").unwrap_or_else(|| ex.started_ns.to_string());
             let info = ex.parsed.as_ref().map(|p| &p.info);
             let input = info.map_or(0, |i| i.estimated_prompt_tokens());
