@@ -522,17 +522,10 @@ impl Stage for ProviderRewriteStream {
             let request: MessagesRequest = serde_json::from_slice(body).map_err(invalid)?;
             to_openai::request_from_anthropic(&request, &upstream.model, field).map_err(|e| (e, dialect))
         };
-        let translated = match (ex.route.kind, backend.kind) {
-            (ApiKind::OpenAiChat, Kind::Anthropic) => {
-                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
-                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
-                self.pair = Pair::OpenAiToAnthropic;
-                let translated =
-                    to_anthropic::request_from_openai(&request, &upstream.model, backend.default_max_tokens)
-                        .map_err(|e| (e, dialect))?;
-                serde_json::to_vec(&translated)
-            }
-            (ApiKind::AnthropicMessages, Kind::Openai | Kind::OpenaiCompatible | Kind::Azure) => {
+        let no_pair = || (Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect);
+        let anthropic_client = ex.route.kind == ApiKind::AnthropicMessages;
+        let translated = match backend.kind {
+            Kind::Openai | Kind::OpenaiCompatible | Kind::Azure if anthropic_client => {
                 self.pair = Pair::AnthropicToOpenAi;
                 let field = match backend.kind {
                     Kind::OpenaiCompatible => to_openai::MaxTokensField::MaxTokens,
@@ -540,31 +533,42 @@ impl Stage for ProviderRewriteStream {
                 };
                 serde_json::to_vec(&anthropic_to_openai(field)?)
             }
-            (ApiKind::OpenAiChat, Kind::Gemini | Kind::Vertex) => {
-                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
-                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
-                self.pair = Pair::OpenAiToGemini;
-                serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(|e| (e, dialect))?)
+            Kind::Anthropic | Kind::Gemini | Kind::Vertex | Kind::Bedrock => {
+                // Every other backend is reached from OpenAI chat: the client's own request, or
+                // an Anthropic client's translated to it (the pivot).
+                let request: ChatCompletionRequest = match ex.route.kind {
+                    ApiKind::OpenAiChat => {
+                        let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
+                        self.include_usage =
+                            request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+                        request
+                    }
+                    ApiKind::AnthropicMessages if backend.kind != Kind::Anthropic => {
+                        let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
+                        serde_json::from_value(pivot).map_err(invalid)?
+                    }
+                    _ => return Err(no_pair()),
+                };
+                let fail = |e| (e, dialect);
+                match backend.kind {
+                    Kind::Anthropic => {
+                        self.pair = Pair::OpenAiToAnthropic;
+                        let max = backend.default_max_tokens;
+                        serde_json::to_vec(
+                            &to_anthropic::request_from_openai(&request, &upstream.model, max).map_err(fail)?,
+                        )
+                    }
+                    Kind::Gemini | Kind::Vertex => {
+                        self.pair = if anthropic_client { Pair::AnthropicToGemini } else { Pair::OpenAiToGemini };
+                        serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(fail)?)
+                    }
+                    _ => {
+                        self.pair = if anthropic_client { Pair::AnthropicToBedrock } else { Pair::OpenAiToBedrock };
+                        serde_json::to_vec(&to_bedrock::request_from_openai(&request).map_err(fail)?)
+                    }
+                }
             }
-            (ApiKind::AnthropicMessages, Kind::Gemini | Kind::Vertex) => {
-                self.pair = Pair::AnthropicToGemini;
-                let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
-                let request: ChatCompletionRequest = serde_json::from_value(pivot).map_err(invalid)?;
-                serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(|e| (e, dialect))?)
-            }
-            (ApiKind::OpenAiChat, Kind::Bedrock) => {
-                let request: ChatCompletionRequest = serde_json::from_slice(body).map_err(invalid)?;
-                self.include_usage = request.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
-                self.pair = Pair::OpenAiToBedrock;
-                serde_json::to_vec(&to_bedrock::request_from_openai(&request).map_err(|e| (e, dialect))?)
-            }
-            (ApiKind::AnthropicMessages, Kind::Bedrock) => {
-                self.pair = Pair::AnthropicToBedrock;
-                let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
-                let request: ChatCompletionRequest = serde_json::from_value(pivot).map_err(invalid)?;
-                serde_json::to_vec(&to_bedrock::request_from_openai(&request).map_err(|e| (e, dialect))?)
-            }
-            _ => return Err((Error::Internal { detail: "no translation for this pair of APIs".into() }, dialect)),
+            _ => return Err(no_pair()),
         };
         let bytes =
             translated.map_err(|_| (Error::Internal { detail: "request translation failed".into() }, dialect))?;
