@@ -5,14 +5,14 @@
 
 PY := .venv/bin/python
 WASM_DIR := target/wasm32-wasip1/release
-MODULES := tollgate-token-counter tollgate-quota tollgate-provider-rewrite tollgate tollgate-bench-reference
+MODULES := tollgate-token-counter tollgate-guardrails tollgate-quota tollgate-provider-rewrite tollgate tollgate-bench-reference
 
 setup:
 	@tools/setup.sh
 
 build: setup
 	cargo build --release --target wasm32-wasip1 $(addprefix -p ,$(MODULES))
-	@for f in $(WASM_DIR)/tollgate_token_counter.wasm $(WASM_DIR)/tollgate_quota.wasm $(WASM_DIR)/tollgate_provider_rewrite.wasm $(WASM_DIR)/tollgate.wasm; do \
+	@for f in $(WASM_DIR)/tollgate_token_counter.wasm $(WASM_DIR)/tollgate_guardrails.wasm $(WASM_DIR)/tollgate_quota.wasm $(WASM_DIR)/tollgate_provider_rewrite.wasm $(WASM_DIR)/tollgate.wasm; do \
 	  printf '%-50s %8d bytes\n' $$f $$(stat -c %s $$f); done
 
 # PROVIDER=mock (default, offline) | openai | anthropic | https://host ; see README.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod estimate;
 pub mod eventstream;
 pub mod fxhash;
+pub mod guard;
 pub mod json_scan;
 pub mod metrics;
 pub mod provider;

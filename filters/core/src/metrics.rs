@@ -24,6 +24,11 @@ pub const TAGS: &[&str] = &[
     "consumer",
     "error_type",
     "reason",
+    "direction",
+    "rule",
+    "entity",
+    "action",
+    "decision",
 ];
 
 /// Longest label value kept.

@@ -4,9 +4,9 @@
 //! { "token_counter": { "consumer_header": "x-consumer" }, "quota": { "limits": [ ... ] } }
 //! ```
 //! A present section enables its stage; stages run in the fixed order token-counter →
-//! guardrails → provider-rewrite → quota (guardrails is not built yet). Token-counter runs
-//! before provider-rewrite so that it reads each answer in the provider's own format, before
-//! translation.
+//! guardrails → provider-rewrite → quota. Token-counter runs before provider-rewrite so that
+//! it reads each answer in the provider's own format, before translation; guardrails checks the
+//! request before it is translated and reads the answer after translation (as the client gets it).
 //! The quota stage settles with the usage the token-counter stage reads, so enabling quota
 //! enables token counting too (with its defaults, unless configured). Unknown sections are
 //! refused, naming them.
@@ -22,6 +22,8 @@ use serde_json::value::RawValue;
 struct Raw<'a> {
     #[serde(borrow, default)]
     token_counter: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    guardrails: Option<&'a RawValue>,
     #[serde(borrow, default)]
     provider_rewrite: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -61,6 +63,11 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
         composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
         composed.stages.push(Box::new(TokenCounter::new(config)));
     }
+    if let Some(section) = raw.guardrails {
+        let policy = super::guardrails::parse(section.get().as_bytes(), "guardrails.").map_err(ComposeError)?;
+        composed.max_request_bytes = min_limit(composed.max_request_bytes, policy.limits.max_request_bytes);
+        composed.stages.push(Box::new(super::guardrails::Guardrails::new(policy)));
+    }
     if let Some(section) = raw.provider_rewrite {
         let env = |name: &str| std::env::var(name).ok();
         let settings = super::provider_rewrite::parse(section.get().as_bytes(), "provider_rewrite.", &env)
@@ -81,7 +88,7 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
     }
     if composed.stages.is_empty() {
         return Err(ComposeError(
-            "configuration: no stage enabled; add a \"token_counter\", \"provider_rewrite\" or \"quota\" section"
+            "configuration: no stage enabled; add a \"token_counter\", \"guardrails\", \"provider_rewrite\" or \"quota\" section"
                 .into(),
         ));
     }

@@ -11,6 +11,7 @@
 //! every configured stage, and still parses each body once.
 
 pub mod compose;
+pub mod guardrails;
 pub mod provider_rewrite;
 pub mod quota;
 pub mod token_counter;
@@ -207,6 +208,9 @@ pub struct Exchange {
     /// The caller's tier as provider-rewrite's access policy decided it, for the stages after
     /// it (quota limits by it when it has a tier of that name).
     pub tier: Option<String>,
+    /// A whole new body written by a stage (guardrails' masking): later stages see it, freshly
+    /// parsed, instead of the client's.
+    pub replacement: Option<Vec<u8>>,
 }
 
 /// The API and provider a rewritten request is sent to.
@@ -319,6 +323,12 @@ pub trait Stage {
 
     /// Response headers; other headers than the head's are read through `host` (host calls).
     fn response_headers(&mut self, _ex: &Exchange, _head: &ResponseHead, _host: &dyn StageHost, _out: &mut Outbox) {}
+
+    /// Whether the stage reads the answer as the client will get it (after every other
+    /// stage's rewrite, as a filter placed before them in Envoy's chain would): guardrails.
+    fn reads_client_answer(&self) -> bool {
+        false
+    }
 
     /// A response body chunk. Returning `Some` replaces the chunk sent to the client.
     fn response_chunk(
@@ -469,6 +479,7 @@ impl Pipeline {
             usage: std::cell::Cell::new(None),
             upstream: None,
             tier: None,
+            replacement: None,
         };
         if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
             if length > limit {
@@ -548,9 +559,21 @@ impl Pipeline {
             }
         }
         let mut splices = Vec::new();
+        let mut body = body;
+        let mut replaced = false;
         for (index, stage) in self.stages.iter_mut().enumerate() {
             let before = out.calls.len();
             let result = stage.request_body(ex, &body, &mut splices, host, out);
+            if let Some(new_body) = ex.replacement.take() {
+                // Earlier splices are part of the new body; later stages read it, re-parsed
+                // (a second parse, only for a rewritten request).
+                body = new_body;
+                splices.clear();
+                replaced = true;
+                if let Ok(parsed) = crate::request::parse(ex.route.kind, &body) {
+                    ex.parsed = Some(parsed);
+                }
+            }
             for call in out.calls.iter_mut().skip(before) {
                 call.stage = index;
             }
@@ -560,7 +583,11 @@ impl Pipeline {
                 return BodyFlow::Reply(error, dialect);
             }
         }
-        let body = if splices.is_empty() { None } else { Some(crate::request::apply_splices(&body, &mut splices)) };
+        let body = if splices.is_empty() {
+            replaced.then_some(body)
+        } else {
+            Some(crate::request::apply_splices(&body, &mut splices))
+        };
         self.pending = out.calls.iter().filter(|c| !c.detached).count();
         if self.pending > 0 {
             self.request = RequestState::Waiting;
@@ -662,10 +689,12 @@ impl Pipeline {
             });
         }
         let mut current: Option<Vec<u8>> = None;
-        for stage in &mut self.stages {
-            let input = current.as_deref().unwrap_or(chunk);
-            if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now, out) {
-                current = Some(replaced);
+        for last in [false, true] {
+            for stage in self.stages.iter_mut().filter(|s| s.reads_client_answer() == last) {
+                let input = current.as_deref().unwrap_or(chunk);
+                if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now, out) {
+                    current = Some(replaced);
+                }
             }
         }
         current

@@ -1,0 +1,330 @@
+//! Where the text of a request lives, per API: a walk that hands every checked string to a
+//! callback that may rewrite it in place. Roles and history come from the policy's request
+//! scope. Strings are JSON-decoded (escapes such as `\u00e7` or `\n` are already resolved), so
+//! a CPF written with escapes is still a CPF.
+//!
+//! - OpenAI chat: `messages[].content` (string or `text` parts), assistant `tool_calls[].function.arguments`,
+//!   `tool`/`function` messages; `developer` counts as `system`.
+//! - Anthropic Messages: `system` (string or text blocks), `messages[].content` (string or
+//!   `text`, `tool_use.input` (every string in it), `tool_result.content`, which is role `tool`).
+//! - Embeddings `input`, completions `prompt` (string or array of strings): role `user`.
+//! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
+//! - Gemini `contents[].parts[].text`, `systemInstruction`; Bedrock `messages[].content[].text`, `system[].text`.
+//!
+//! With `history: latest` only the last message (or item) is checked, plus the system prompt
+//! when `system` is among the roles.
+
+use super::policy::{History, RequestScope, Role};
+use crate::route::ApiKind;
+use serde_json::Value;
+
+/// Deepest nesting followed inside tool inputs.
+const MAX_DEPTH: usize = 32;
+
+fn role_of(name: &str) -> Role {
+    match name {
+        "system" | "developer" => Role::System,
+        "assistant" | "model" => Role::Assistant,
+        "tool" | "function" => Role::Tool,
+        _ => Role::User,
+    }
+}
+
+/// Calls `f` with every checked string of the request `body` and its role.
+pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &mut dyn FnMut(Role, &mut String)) {
+    let wants = |role: Role| scope.roles.contains(&role);
+    let latest = scope.history == History::Latest;
+    let Some(object) = body.as_object_mut() else { return };
+    match kind {
+        ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => {
+            if wants(Role::System) {
+                if let Some(system) = object.get_mut("system") {
+                    strings_in(system, Role::System, 0, f);
+                }
+            }
+            if let Some(Value::Array(messages)) = object.get_mut("messages") {
+                let skip = if latest { messages.len().saturating_sub(1) } else { 0 };
+                for message in messages.iter_mut().skip(skip) {
+                    message_texts(message, &wants, f);
+                }
+            }
+        }
+        ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions => {
+            if wants(Role::User) {
+                for key in ["input", "prompt"] {
+                    if let Some(value) = object.get_mut(key) {
+                        strings_in(value, Role::User, 0, f);
+                    }
+                }
+            }
+        }
+        ApiKind::OpenAiResponses => {
+            if wants(Role::System) {
+                if let Some(instructions) = object.get_mut("instructions") {
+                    strings_in(instructions, Role::System, 0, f);
+                }
+            }
+            match object.get_mut("input") {
+                Some(Value::Array(items)) => {
+                    let skip = if latest { items.len().saturating_sub(1) } else { 0 };
+                    for item in items.iter_mut().skip(skip) {
+                        message_texts(item, &wants, f);
+                    }
+                }
+                Some(input) if wants(Role::User) => strings_in(input, Role::User, 0, f),
+                _ => {}
+            }
+        }
+        ApiKind::GeminiGenerate { .. } => {
+            if wants(Role::System) {
+                if let Some(system) = object.get_mut("systemInstruction") {
+                    strings_in(system, Role::System, 0, f);
+                }
+            }
+            if let Some(Value::Array(contents)) = object.get_mut("contents") {
+                let skip = if latest { contents.len().saturating_sub(1) } else { 0 };
+                for content in contents.iter_mut().skip(skip) {
+                    message_texts(content, &wants, f);
+                }
+            }
+        }
+        ApiKind::OpenAiModels => {}
+    }
+}
+
+/// Calls `f` with every text of a (non-streamed) answer: OpenAI chat `choices[].message`
+/// (content, tool-call arguments), completions `choices[].text`, Anthropic `content[]` (text,
+/// thinking, tool inputs), Responses `output[]`, Gemini `candidates[].content`, Bedrock
+/// `output.message`.
+pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    let mut g = |_: Role, text: &mut String| f(text);
+    let Some(object) = body.as_object_mut() else { return };
+    if let Some(Value::Array(choices)) = object.get_mut("choices") {
+        for choice in choices {
+            if let Some(text @ Value::String(_)) = choice.get_mut("text") {
+                strings_in(text, Role::Assistant, 0, &mut g);
+            }
+            if let Some(message) = choice.get_mut("message") {
+                message_texts(message, &|_| true, &mut g);
+            }
+        }
+    }
+    for key in ["content", "output", "candidates"] {
+        if let Some(Value::Array(items)) = object.get_mut(key) {
+            for item in items {
+                match item.get_mut("content") {
+                    Some(content) if key != "content" => strings_in(content, Role::Assistant, 0, &mut g),
+                    _ => content_block(item, Role::Assistant, &mut g),
+                }
+            }
+        }
+    }
+    if let Some(message) = object.get_mut("output").and_then(|o| o.get_mut("message")) {
+        message_texts(message, &|_| true, &mut g);
+    }
+}
+
+/// One message: its role decides; `tool_result` blocks inside are role `tool`.
+fn message_texts(message: &mut Value, wants: &dyn Fn(Role) -> bool, f: &mut dyn FnMut(Role, &mut String)) {
+    let Some(object) = message.as_object_mut() else {
+        if let Value::String(_) = message {
+            if wants(Role::User) {
+                strings_in(message, Role::User, 0, f);
+            }
+        }
+        return;
+    };
+    let role = role_of(object.get("role").and_then(Value::as_str).unwrap_or("user"));
+    // Responses' function-call outputs carry no role.
+    let role = match object.get("type").and_then(Value::as_str) {
+        Some("function_call_output") => Role::Tool,
+        Some("function_call") => Role::Assistant,
+        _ => role,
+    };
+    for key in ["content", "parts", "output", "arguments"] {
+        let Some(value) = object.get_mut(key) else { continue };
+        match value {
+            Value::Array(blocks) => {
+                for block in blocks {
+                    let tool = block.get("type").and_then(Value::as_str) == Some("tool_result")
+                        || block.get("toolResult").is_some()
+                        || block.get("functionResponse").is_some();
+                    let role = if tool { Role::Tool } else { role };
+                    if wants(role) {
+                        content_block(block, role, f);
+                    }
+                }
+            }
+            other if wants(role) => strings_in(other, role, 0, f),
+            _ => {}
+        }
+    }
+    if wants(role) {
+        if let Some(Value::Array(calls)) = object.get_mut("tool_calls") {
+            for call in calls {
+                if let Some(arguments) = call.get_mut("function").and_then(|f| f.get_mut("arguments")) {
+                    strings_in(arguments, role, 0, f);
+                }
+            }
+        }
+        if let Some(call) = object.get_mut("function_call").and_then(|c| c.get_mut("arguments")) {
+            strings_in(call, role, 0, f);
+        }
+    }
+}
+
+/// A content block: text-bearing fields only (not ids, types, media types or base64 images).
+fn content_block(block: &mut Value, role: Role, f: &mut dyn FnMut(Role, &mut String)) {
+    match block {
+        Value::String(_) => strings_in(block, role, 0, f),
+        Value::Object(object) => {
+            for key in [
+                "text",
+                "thinking",
+                "input",
+                "content",
+                "arguments",
+                "args",
+                "functionCall",
+                "functionResponse",
+                "toolUse",
+                "toolResult",
+                "json",
+                "output",
+                "parts",
+            ] {
+                if let Some(value) = object.get_mut(key) {
+                    strings_in(value, role, 1, f);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string inside `value` (object keys excluded).
+fn strings_in(value: &mut Value, role: Role, depth: usize, f: &mut dyn FnMut(Role, &mut String)) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match value {
+        Value::String(text) => f(role, text),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    // A content part: only its text-bearing fields.
+                    Value::Object(_) => content_block(item, role, f),
+                    other => strings_in(other, role, depth + 1, f),
+                }
+            }
+        }
+        Value::Object(object) => {
+            for (key, item) in object.iter_mut() {
+                // Media, ids and types are not prompt text.
+                if matches!(
+                    key.as_str(),
+                    "type"
+                        | "id"
+                        | "tool_use_id"
+                        | "media_type"
+                        | "mime_type"
+                        | "mimeType"
+                        | "data"
+                        | "image_url"
+                        | "url"
+                        | "source"
+                        | "cache_control"
+                        | "name"
+                        | "call_id"
+                ) {
+                    continue;
+                }
+                strings_in(item, role, depth + 1, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(body: &str, kind: ApiKind, scope: &RequestScope) -> Vec<(Role, String)> {
+        let mut value: Value = serde_json::from_str(body).unwrap();
+        let mut out = Vec::new();
+        for_each_text(&mut value, kind, scope, &mut |role, text| out.push((role, text.clone())));
+        out
+    }
+
+    #[test]
+    fn openai_chat_roles_parts_and_tool_calls() {
+        let body = r#"{"model":"m","messages":[
+            {"role":"developer","content":"sys"},
+            {"role":"user","content":[{"type":"text","text":"u1"},{"type":"image_url","image_url":{"url":"data:x"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"cpf\":\"1\"}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"result"},
+            {"role":"user","content":"u\u00e7"}]}"#;
+        let all = collect(body, ApiKind::OpenAiChat, &RequestScope::default());
+        assert_eq!(
+            all,
+            vec![
+                (Role::System, "sys".into()),
+                (Role::User, "u1".into()),
+                (Role::Assistant, "{\"cpf\":\"1\"}".into()),
+                (Role::Tool, "result".into()),
+                (Role::User, "uç".into())
+            ]
+        );
+        let latest = RequestScope { roles: vec![Role::User], history: History::Latest };
+        assert_eq!(collect(body, ApiKind::OpenAiChat, &latest), vec![(Role::User, "uç".into())]);
+    }
+
+    #[test]
+    fn anthropic_system_tool_use_and_results() {
+        let body = r#"{"model":"m","system":[{"type":"text","text":"sys"}],"messages":[
+            {"role":"user","content":"hi"},
+            {"role":"assistant","content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"n","input":{"q":"x","n":[1,"y"]}}]},
+            {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r"}]}]}]}"#;
+        let all = collect(body, ApiKind::AnthropicMessages, &RequestScope::default());
+        let texts: Vec<(Role, &str)> = all.iter().map(|(r, t)| (*r, t.as_str())).collect();
+        assert_eq!(
+            texts,
+            // Tool inputs are walked in key order (`n` before `q`).
+            vec![
+                (Role::System, "sys"),
+                (Role::User, "hi"),
+                (Role::Assistant, "a"),
+                (Role::Assistant, "y"),
+                (Role::Assistant, "x"),
+                (Role::Tool, "r")
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_of_every_api() {
+        let answers = [
+            r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"a","tool_calls":[{"function":{"name":"f","arguments":"b"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"text":"a"}],"object":"text_completion"}"#,
+            r#"{"type":"message","content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"n","input":{"k":"b"}}]}"#,
+            r#"{"output":[{"type":"message","content":[{"type":"output_text","text":"a"}]}]}"#,
+            r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"a"}]}}]}"#,
+            r#"{"output":{"message":{"role":"assistant","content":[{"text":"a"}]}}}"#,
+        ];
+        for answer in answers {
+            let mut value: Value = serde_json::from_str(answer).unwrap();
+            let mut seen = Vec::new();
+            for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
+            assert_eq!(seen.first().map(String::as_str), Some("a"), "{answer}");
+        }
+    }
+
+    #[test]
+    fn embeddings_and_rewrites_in_place() {
+        let mut value: Value = serde_json::from_str(r#"{"input":["a","b"],"model":"e"}"#).unwrap();
+        for_each_text(&mut value, ApiKind::OpenAiEmbeddings, &RequestScope::default(), &mut |_, t| t.push('!'));
+        assert_eq!(value["input"], serde_json::json!(["a!", "b!"]));
+        assert_eq!(value["model"], "e", "not prompt text");
+    }
+}

@@ -1,0 +1,417 @@
+//! guardrails: the request's text is checked before it leaves, the answer before the client
+//! sees it (see [`crate::guard`] for the recognizers and the policy).
+//!
+//! Request headers: a compressed or non-JSON body on an AI route is refused (415) when the
+//! policy fails closed (the default), never waved through; the answer is asked for uncompressed
+//! (it is checked too); the headers wait for the body decision.
+//! Request body (after the one parse): limits (messages, estimated prompt tokens: 400; bytes:
+//! 413 by the pipeline), then every checked text (roles, history) is scanned. A `block` finding
+//! refuses with 400 in the client's dialect naming the rule and entity (never the text). `mask`,
+//! `redact` and `hash` rewrite the strings in place; the new body replaces the client's for the
+//! stages after this one (provider-rewrite translates the masked request). `shadow` changes
+//! nothing. Every finding is counted by direction, rule, entity and action; the response gets
+//! `x-tollgate-guardrails: <decision>; entities=<names>`.
+//! Response: a JSON answer is held whole, checked, masked and restored; an SSE answer is
+//! guarded as it flows ([`crate::guard::stream`]). A block mid-stream ends it with one error
+//! event; in a JSON answer the body becomes the dialect's error object (its status has already
+//! gone out).
+
+use super::{
+    Exchange, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage, StageFactory, StageHost,
+};
+use crate::error::{Dialect, Error};
+use crate::guard::message;
+use crate::guard::policy::{Action, Decision, Failure, Masker, Mode, Policy};
+use crate::guard::stream::{StreamGuard, Tally};
+use crate::metrics;
+use crate::request::Splice;
+use crate::route::ApiKind;
+use std::rc::Rc;
+
+/// The response header that reports what the guardrails did.
+pub const HEADER: &str = "x-tollgate-guardrails";
+/// Largest JSON answer held for checking; a larger one ends in an error object (fail closed).
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
+
+pub struct Guardrails {
+    policy: Rc<Policy>,
+}
+
+impl Guardrails {
+    pub fn new(policy: Policy) -> Self {
+        Guardrails { policy: Rc::new(policy) }
+    }
+}
+
+impl StageFactory for Guardrails {
+    fn create(&self) -> Box<dyn Stage> {
+        Box::new(GuardStream {
+            policy: self.policy.clone(),
+            masker: self.policy.masker(),
+            report: None,
+            answer: Answer::Off,
+        })
+    }
+}
+
+enum Answer {
+    Off,
+    /// A JSON answer, held until its end.
+    Json(Vec<u8>),
+    Stream(Box<StreamGuard>),
+    Done,
+}
+
+struct GuardStream {
+    policy: Rc<Policy>,
+    masker: Masker,
+    /// The header value for the response (decision and entity names).
+    report: Option<String>,
+    answer: Answer,
+}
+
+fn guarded(kind: ApiKind) -> bool {
+    !matches!(kind, ApiKind::OpenAiModels)
+}
+
+fn count(out: &mut Outbox, direction: &str, tally: &Tally) {
+    for (rule, entity, action) in tally {
+        out.counter(
+            metrics::name(
+                "guardrails.findings",
+                &[("direction", direction), ("rule", rule), ("entity", entity), ("action", action.name())],
+            ),
+            1,
+        );
+    }
+}
+
+fn decision_metric(out: &mut Outbox, direction: &str, decision: Decision) {
+    out.counter(metrics::name("guardrails.decisions", &[("direction", direction), ("decision", decision.name())]), 1);
+}
+
+impl GuardStream {
+    fn unreadable(
+        &self,
+        reason: &str,
+        error: Error,
+        dialect: Dialect,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        out.counter(metrics::name("guardrails.unchecked", &[("direction", "request"), ("reason", reason)]), 1);
+        match self.policy.failure {
+            Failure::Closed => Err((error, dialect)),
+            Failure::Open => {
+                out.log(
+                    super::LogLevel::Warn,
+                    format!("guardrails: request not checked ({reason}), failure policy open"),
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Stage for GuardStream {
+    fn request_headers(
+        &mut self,
+        ex: &mut Exchange,
+        head: &RequestHead,
+        host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> HeadersFlow {
+        if !guarded(ex.route.kind) || !head.has_body {
+            return HeadersFlow::Continue;
+        }
+        let dialect = ex.dialect();
+        if let Some(encoding) =
+            host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            let error = Error::UnsupportedEncoding { encoding: encoding.trim().chars().take(32).collect() };
+            if let Err(refusal) = self.unreadable("request_compressed", error, dialect, out) {
+                return refusal.into();
+            }
+        }
+        if let Some(content_type) =
+            host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))
+        {
+            let error = Error::UnsupportedMediaType { content_type: content_type.chars().take(64).collect() };
+            if let Err(refusal) = self.unreadable("request_not_json", error, dialect, out) {
+                return refusal.into();
+            }
+        }
+        if self.policy.response.enabled {
+            // The answer is checked: it must arrive uncompressed.
+            out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
+        }
+        HeadersFlow::Pause
+    }
+
+    fn reads_client_answer(&self) -> bool {
+        true
+    }
+
+    fn needs_request_body(&self, ex: &Exchange, head: &RequestHead) -> bool {
+        guarded(ex.route.kind) && head.has_body
+    }
+
+    fn request_body(
+        &mut self,
+        ex: &mut Exchange,
+        body: &[u8],
+        _splices: &mut Vec<Splice>,
+        _host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        if !guarded(ex.route.kind) {
+            return Ok(());
+        }
+        let dialect = ex.dialect();
+        let unreadable = |reason: Option<&'static str>| match reason {
+            Some("request_compressed") => Error::UnsupportedEncoding { encoding: "compressed".into() },
+            Some("request_not_json") => Error::UnsupportedMediaType { content_type: "not JSON".into() },
+            _ => Error::InvalidJson { detail: "the guarded request body is not a readable request".into() },
+        };
+        let Some(parsed) = ex.parsed.as_ref() else {
+            let reason = ex.unparsed_reason.unwrap_or("request_malformed_json");
+            return self.unreadable(reason, unreadable(Some(reason)), dialect, out);
+        };
+        let limits = &self.policy.limits;
+        if let Some(max) = limits.max_messages {
+            if parsed.info.messages > max {
+                out.counter(metrics::name("guardrails.limits", &[("reason", "messages")]), 1);
+                return Err((
+                    Error::InvalidRequest {
+                        param: Some("messages".into()),
+                        message: format!("{} messages; this route allows at most {max}", parsed.info.messages),
+                    },
+                    dialect,
+                ));
+            }
+        }
+        if let Some(max) = limits.max_prompt_tokens {
+            let estimated = parsed.info.estimated_prompt_tokens();
+            if estimated > max {
+                out.counter(metrics::name("guardrails.limits", &[("reason", "prompt_tokens")]), 1);
+                return Err((
+                    Error::InvalidRequest {
+                        param: Some("messages".into()),
+                        message: format!("about {estimated} prompt tokens; this route allows at most {max}"),
+                    },
+                    dialect,
+                ));
+            }
+        }
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return self.unreadable("request_malformed_json", unreadable(None), dialect, out);
+        };
+        let policy = self.policy.clone();
+        let enforce = policy.mode == Mode::Enforce;
+        let mut tally = Tally::new();
+        let mut decision = Decision::Allow;
+        let mut changed = false;
+        let mut blocked: Option<(String, String)> = None;
+        let masker = &mut self.masker;
+        message::for_each_text(&mut value, ex.route.kind, &policy.request, &mut |_, text| {
+            let mut findings = Vec::new();
+            policy.scan(text, &mut findings);
+            if findings.is_empty() {
+                return;
+            }
+            decision = decision.max(policy.decide(&findings));
+            tally.extend(findings.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
+            if blocked.is_none() {
+                if let Some(f) = findings.iter().find(|f| f.action == Action::Block) {
+                    blocked = Some((f.rule.to_string(), f.entity.to_string()));
+                }
+            }
+            if enforce {
+                if let Some(masked) = masker.apply(text, &findings) {
+                    *text = masked;
+                    changed = true;
+                }
+            }
+        });
+        self.masker.freeze();
+        count(out, "request", &tally);
+        decision_metric(out, "request", decision);
+        if decision == Decision::Allow {
+            return Ok(());
+        }
+        let mut entities: Vec<&str> = tally.iter().map(|(_, e, _)| e.as_str()).collect();
+        entities.sort_unstable();
+        entities.dedup();
+        self.report = Some(format!("{}; entities={}", decision.name(), entities.join(",")));
+        out.log(super::LogLevel::Info, format!("guardrails: request {} ({} findings)", decision.name(), tally.len()));
+        match (decision, blocked) {
+            (Decision::Block, Some((rule, entity))) => Err((Error::Blocked { rule, entity: Some(entity) }, dialect)),
+            _ if changed => {
+                if ex.injected_include_usage {
+                    // token-counter's splice was on the client's bytes: carry it over.
+                    if let Some(object) = value.as_object_mut() {
+                        let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+                        if let Some(options) = options.as_object_mut() {
+                            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                        }
+                    }
+                }
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|_| (Error::Internal { detail: "re-serialising the masked request".into() }, dialect))?;
+                ex.replacement = Some(bytes);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+        if let Some(report) = &self.report {
+            out.response_headers.push(HeaderEdit::Set(HEADER, report.clone()));
+        }
+        if !self.policy.response.enabled
+            || !guarded(ex.route.kind)
+            || !head.has_body
+            || !(200..300).contains(&head.status)
+        {
+            return;
+        }
+        let dialect_ok =
+            matches!(ex.route.kind, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages);
+        if head.content_encoding.as_deref().is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            out.counter(
+                metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "response_compressed")]),
+                1,
+            );
+            return;
+        }
+        // The client's format, not the backend's: provider-rewrite (if any) translates the
+        // answer before this stage reads it.
+        self.answer = if ex.streaming() {
+            if dialect_ok {
+                out.response_headers.push(HeaderEdit::Remove("content-length"));
+                Answer::Stream(Box::new(StreamGuard::new(ex.dialect(), self.policy.response.holdback_chars)))
+            } else {
+                out.counter(
+                    metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "stream_format")]),
+                    1,
+                );
+                Answer::Off
+            }
+        } else {
+            out.response_headers.push(HeaderEdit::Remove("content-length"));
+            Answer::Json(Vec::new())
+        };
+    }
+
+    fn response_chunk(
+        &mut self,
+        ex: &Exchange,
+        chunk: &[u8],
+        end_of_stream: bool,
+        _now: &Now<'_>,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        let policy = self.policy.clone();
+        let dialect = ex.dialect();
+        match &mut self.answer {
+            Answer::Off => None,
+            Answer::Done => Some(Vec::new()),
+            Answer::Json(held) => {
+                held.extend_from_slice(chunk);
+                if held.len() > MAX_ANSWER_BYTES {
+                    self.answer = Answer::Done;
+                    out.counter(
+                        metrics::name(
+                            "guardrails.unchecked",
+                            &[("direction", "response"), ("reason", "answer_too_large")],
+                        ),
+                        1,
+                    );
+                    return Some(Error::Blocked { rule: "response_too_large".into(), entity: None }.body(dialect));
+                }
+                if !end_of_stream {
+                    return Some(Vec::new());
+                }
+                let held = std::mem::take(held);
+                self.answer = Answer::Done;
+                Some(self.json_answer(&policy, held, dialect, out))
+            }
+            Answer::Stream(guard) => {
+                let mut bytes = Vec::with_capacity(chunk.len() + 64);
+                let mut tally = Tally::new();
+                let mut result = guard.push(chunk, &policy, &mut self.masker, &mut tally, &mut bytes);
+                if result.is_ok() && end_of_stream {
+                    result = guard.finish(&policy, &mut self.masker, &mut tally, &mut bytes);
+                }
+                count(out, "response", &tally);
+                if let Err(blocked) = result {
+                    decision_metric(out, "response", Decision::Block);
+                    out.log(
+                        super::LogLevel::Info,
+                        format!("guardrails: answer ended by {} ({})", blocked.rule, blocked.entity),
+                    );
+                }
+                Some(bytes)
+            }
+        }
+    }
+}
+
+impl GuardStream {
+    fn json_answer(&mut self, policy: &Policy, held: Vec<u8>, dialect: Dialect, out: &mut Outbox) -> Vec<u8> {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&held) else {
+            out.counter(
+                metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "response_unreadable")]),
+                1,
+            );
+            return match policy.failure {
+                Failure::Closed => {
+                    Error::UpstreamInvalid { detail: "the answer is not readable JSON".into() }.body(dialect)
+                }
+                Failure::Open => held,
+            };
+        };
+        let enforce = policy.mode == Mode::Enforce;
+        let restore = policy.response.restore;
+        let mut tally = Tally::new();
+        let mut decision = Decision::Allow;
+        let mut changed = false;
+        let masker = &mut self.masker;
+        message::for_each_answer_text(&mut value, &mut |text| {
+            let mut findings = Vec::new();
+            policy.scan(text, &mut findings);
+            decision = decision.max(policy.decide(&findings));
+            tally.extend(findings.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
+            if enforce {
+                if let Some(masked) = masker.apply(text, &findings) {
+                    *text = masked;
+                    changed = true;
+                }
+            }
+            if restore {
+                if let Some(restored) = masker.restore(text) {
+                    *text = restored;
+                    changed = true;
+                }
+            }
+        });
+        count(out, "response", &tally);
+        if !tally.is_empty() {
+            decision_metric(out, "response", decision);
+        }
+        if decision == Decision::Block {
+            let (rule, entity) =
+                tally.iter().find(|t| t.2 == Action::Block).map(|t| (t.0.clone(), t.1.clone())).unwrap_or_default();
+            return Error::Blocked { rule, entity: Some(entity) }.body(dialect);
+        }
+        if !changed {
+            return held;
+        }
+        serde_json::to_vec(&value).unwrap_or(held)
+    }
+}
+
+/// Parses the guardrails configuration (JSON); errors name the field.
+pub fn parse(json: &[u8], prefix: &str) -> Result<Policy, String> {
+    Policy::from_json(json, prefix)
+}
