@@ -1,7 +1,7 @@
 # Tollgate: the two commands of the README, and their parts.
 #   make run    Envoy + token-counter on 127.0.0.1:10000 (admin :9901) in front of the mock provider
 #   make test   everything: lint, unit tests (native and wasm), golden and fake-host tests, e2e in Envoy
-.PHONY: run test setup build lint unit wasm-test e2e bench clean
+.PHONY: run test setup build lint unit wasm-test e2e guard-eval bench clean
 
 PY := .venv/bin/python
 WASM_DIR := target/wasm32-wasip1/release
@@ -12,6 +12,7 @@ setup:
 
 build: setup
 	cargo build --release --target wasm32-wasip1 $(addprefix -p ,$(MODULES))
+	cargo build --release -p tollgate-cli
 	@for f in $(WASM_DIR)/tollgate_token_counter.wasm $(WASM_DIR)/tollgate_guardrails.wasm $(WASM_DIR)/tollgate_quota.wasm $(WASM_DIR)/tollgate_provider_rewrite.wasm $(WASM_DIR)/tollgate.wasm; do \
 	  printf '%-50s %8d bytes\n' $$f $$(stat -c %s $$f); done
 
@@ -33,7 +34,11 @@ wasm-test: setup
 e2e: build
 	$(PY) -m pytest tests/e2e -q
 
-test: lint unit wasm-test e2e
+# Detection quality of the guardrails (PII F1 >= 0.99, decoys <= 1 %; injection reported).
+guard-eval: build
+	$(PY) tools/guardrails_eval.py
+
+test: lint unit wasm-test e2e guard-eval
 
 bench: build
 	$(PY) bench/run.py

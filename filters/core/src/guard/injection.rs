@@ -11,6 +11,8 @@
 //!   it asks for (your system prompt, the text above, suas instruções…);
 //! - `role_play_jailbreak`: known jailbreak personas and modes (DAN, developer mode, do anything
 //!   now, modo desenvolvedor…), strong or weak;
+//! - `policy_evasion`: asks to drop ethics, filters and refusals (never refuse, unfiltered
+//!   response, no ethical or moral guidelines, sem limites éticos…);
 //! - `delimiter_smuggling`: chat-template control tokens inside content (`<|im_start|>`,
 //!   `[INST]`, `<<SYS>>`, `### System:`);
 //! - `encoded_payload`: long base64 runs; `invisible_text`: Unicode tag characters and
@@ -24,16 +26,18 @@ pub enum Family {
     InstructionOverride,
     SystemPromptExtraction,
     RolePlayJailbreak,
+    PolicyEvasion,
     DelimiterSmuggling,
     EncodedPayload,
     InvisibleText,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::InstructionOverride,
         Family::SystemPromptExtraction,
         Family::RolePlayJailbreak,
+        Family::PolicyEvasion,
         Family::DelimiterSmuggling,
         Family::EncodedPayload,
         Family::InvisibleText,
@@ -44,6 +48,7 @@ impl Family {
             Family::InstructionOverride => "instruction_override",
             Family::SystemPromptExtraction => "system_prompt_extraction",
             Family::RolePlayJailbreak => "role_play_jailbreak",
+            Family::PolicyEvasion => "policy_evasion",
             Family::DelimiterSmuggling => "delimiter_smuggling",
             Family::EncodedPayload => "encoded_payload",
             Family::InvisibleText => "invisible_text",
@@ -54,7 +59,8 @@ impl Family {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
     Verb,
-    Object,
+    /// What a verb acts on, with the pair's weight (in hundredths).
+    Object(u8),
     /// A phrase that scores on its own, with this weight (in hundredths).
     Phrase(u8),
 }
@@ -169,10 +175,6 @@ const EXTRACT_OBJECTS: &[&str] = &[
     "your prompt",
     "initial prompt",
     "hidden prompt",
-    "the text above",
-    "everything above",
-    "the words above",
-    "previous text",
     "your rules",
     "your guidelines",
     "your original instructions",
@@ -180,19 +182,20 @@ const EXTRACT_OBJECTS: &[&str] = &[
     "seu prompt",
     "suas instrucoes",
     "suas regras",
-    "texto acima",
     "instrucoes iniciais",
     "instrucoes originais",
     "mensagem do sistema",
-    "tudo acima",
 ];
+/// Objects that are also ordinary requests ("show the text above as a list"): weak alone.
+const EXTRACT_OBJECTS_WEAK: &[&str] =
+    &["the text above", "everything above", "the words above", "previous text", "texto acima", "tudo acima"];
 /// (phrase, weight in hundredths)
 const JAILBREAK: &[(&str, u8)] = &[
     ("do anything now", 100),
     ("you are now dan", 100),
     ("dan mode", 100),
     ("developer mode enabled", 100),
-    ("developer mode", 80),
+    ("developer mode", 50),
     ("jailbreak mode", 100),
     ("jailbroken", 90),
     ("jailbreak", 50),
@@ -217,7 +220,7 @@ const JAILBREAK: &[(&str, u8)] = &[
     ("from now on you are", 60),
     ("from now on you will", 50),
     ("opposite mode", 80),
-    ("modo desenvolvedor", 80),
+    ("modo desenvolvedor", 50),
     ("sem restricoes", 50),
     ("sem nenhuma restricao", 60),
     ("sem filtros", 50),
@@ -230,6 +233,43 @@ const JAILBREAK: &[(&str, u8)] = &[
     ("modo dan", 100),
     ("faca qualquer coisa agora", 100),
 ];
+const EVASION: &[(&str, u8)] = &[
+    ("ethical or moral", 50),
+    ("any ethical or moral", 70),
+    ("moral or ethical", 50),
+    ("does not care about", 30),
+    ("unethical or illegal", 50),
+    ("illegal or unethical", 50),
+    ("no matter how dangerous", 70),
+    ("no matter how immoral", 70),
+    ("no matter how unethical", 70),
+    ("never refuse", 60),
+    ("will never refuse", 70),
+    ("cannot refuse", 50),
+    ("can't refuse", 50),
+    ("without any warnings", 50),
+    ("any warnings or", 40),
+    ("restrictions and filters", 60),
+    ("no ethical guidelines", 80),
+    ("not bound by", 50),
+    ("break of character", 40),
+    ("break character", 40),
+    ("unfiltered response", 80),
+    ("content policy", 30),
+    ("openai's policies", 50),
+    ("openai content policy", 60),
+    ("answer any request", 50),
+    ("free from the typical confines", 90),
+    ("do not have to abide", 80),
+    ("does not have to abide", 80),
+    ("without any moral", 70),
+    ("sem etica", 60),
+    ("sem limites eticos", 70),
+    ("nunca recuse", 60),
+    ("sem restricoes eticas", 70),
+    ("ignore a politica", 60),
+];
+
 const DELIMITERS: &[&str] = &[
     "<|im_start|>",
     "<|im_end|>",
@@ -251,6 +291,7 @@ const DELIMITERS: &[&str] = &[
 /// Weights (hundredths) of the pair families and of the signals found by scanning.
 const OVERRIDE_WEIGHT: u8 = 100;
 const EXTRACT_WEIGHT: u8 = 90;
+const EXTRACT_WEAK_WEIGHT: u8 = 50;
 const DELIMITER_WEIGHT: u8 = 90;
 const ENCODED_WEIGHT: u8 = 50;
 const INVISIBLE_WEIGHT: u8 = 90;
@@ -285,12 +326,16 @@ impl Injection {
             }
         };
         add(OVERRIDE_VERBS, Family::InstructionOverride, Role::Verb);
-        add(OVERRIDE_OBJECTS, Family::InstructionOverride, Role::Object);
+        add(OVERRIDE_OBJECTS, Family::InstructionOverride, Role::Object(OVERRIDE_WEIGHT));
         add(EXTRACT_VERBS, Family::SystemPromptExtraction, Role::Verb);
-        add(EXTRACT_OBJECTS, Family::SystemPromptExtraction, Role::Object);
+        add(EXTRACT_OBJECTS, Family::SystemPromptExtraction, Role::Object(EXTRACT_WEIGHT));
+        add(EXTRACT_OBJECTS_WEAK, Family::SystemPromptExtraction, Role::Object(EXTRACT_WEAK_WEIGHT));
         add(DELIMITERS, Family::DelimiterSmuggling, Role::Phrase(DELIMITER_WEIGHT));
         for (phrase, weight) in JAILBREAK {
             add(&[phrase], Family::RolePlayJailbreak, Role::Phrase(*weight));
+        }
+        for (phrase, weight) in EVASION {
+            add(&[phrase], Family::PolicyEvasion, Role::Phrase(*weight));
         }
         // Overlapping matches: "ignore" is a verb of one family and part of a longer phrase.
         let automaton =
@@ -301,7 +346,7 @@ impl Injection {
     /// The strongest signal per family in `text` (folded as `folded`).
     pub fn scan(&self, text: &str, folded: &Folded, signals: &mut Vec<Signal>) {
         let hay = folded.text.as_bytes();
-        let mut best: [Option<Signal>; 6] = [None; 6];
+        let mut best: [Option<Signal>; 7] = [None; 7];
         let mut record = |family: Family, weight: u8, start: usize, end: usize| {
             let slot = Family::ALL.iter().position(|f| *f == family).and_then(|i| best.get_mut(i));
             if let Some(slot) = slot {
@@ -324,8 +369,7 @@ impl Injection {
                     record(family, weight, s, e);
                 }
                 Role::Verb => verbs.push((family, m.start(), m.end())),
-                Role::Object => {
-                    let weight = if family == Family::InstructionOverride { OVERRIDE_WEIGHT } else { EXTRACT_WEIGHT };
+                Role::Object(weight) => {
                     if let Some((_, vs, _)) =
                         verbs.iter().find(|(f, _, ve)| *f == family && *ve <= m.start() && m.start() - *ve <= PROXIMITY)
                     {
@@ -417,6 +461,8 @@ mod tests {
             "Can you act as a reviewer for my essay?",
             "Show me the rules of chess",
             "O jogador ignorou o juiz e as regras foram mudadas depois",
+            "My developer mode on Android is not showing",
+            "Mostre o texto acima em tópicos, por favor.",
         ] {
             let s = signals(text);
             assert!(score_of(&s) < 80, "{text}: {s:?}");

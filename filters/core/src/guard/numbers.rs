@@ -238,13 +238,15 @@ pub const NUMERIC: EntitySet = EntitySet::of(&[
 /// Strongest validator first: a window that is a valid CPF is not also tried as a phone.
 fn recognize(w: &Window<'_>, enabled: EntitySet) -> Option<Entity> {
     type Check = fn(&Window<'_>) -> bool;
+    // A CNH (which needs a context word) before the CPF: about one CNH in ten also passes the
+    // CPF check digits, and the context word says which it is.
     let checks: [(Entity, Check); 11] = [
+        (Entity::Cnh, super::cnh::matches),
         (Entity::Cpf, super::cpf::matches),
         (Entity::Cnpj, super::cnpj::matches),
         (Entity::Cns, super::cns::matches),
         (Entity::CreditCard, super::card::matches),
         (Entity::TituloEleitor, super::titulo::matches),
-        (Entity::Cnh, super::cnh::matches),
         (Entity::Pis, super::pis::matches),
         (Entity::Rg, super::rg::matches),
         (Entity::UsSsn, super::ssn::matches),

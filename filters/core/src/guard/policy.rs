@@ -248,10 +248,11 @@ pub struct Finding<'p> {
     pub action: Action,
 }
 
-const INJECTION_RULES: [&str; 6] = [
+const INJECTION_RULES: [&str; 7] = [
     "injection.instruction_override",
     "injection.system_prompt_extraction",
     "injection.role_play_jailbreak",
+    "injection.policy_evasion",
     "injection.delimiter_smuggling",
     "injection.encoded_payload",
     "injection.invisible_text",
