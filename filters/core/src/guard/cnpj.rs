@@ -43,54 +43,61 @@ pub fn valid(chars: &[u8]) -> bool {
     v.get(12) == Some(&dv(&W1)) && v.get(13) == Some(&dv(&W2))
 }
 
-/// Alphanumeric CNPJs (at least one letter): `12.ABC.345/01DE-35` or `12ABC34501DE35`.
+/// Alphanumeric CNPJs (at least one letter): `12.ABC.345/01DE-35` (found from its `/`) or
+/// `12ABC34501DE35` (a word of exactly 14 characters).
 pub fn scan_alphanumeric(text: &str, hits: &mut Vec<Hit>) {
     let b = text.as_bytes();
+    for slash in memchr::memchr_iter(b'/', b) {
+        let Some(start) = slash.checked_sub(10) else { continue };
+        if let Some(end) = candidate(b, start, 18) {
+            hits.push(Hit { start, end, entity: Entity::Cnpj });
+        }
+    }
     let mut i = 0;
-    while i + 14 <= b.len() {
-        let Some(&c) = b.get(i) else { break };
-        if !(c.is_ascii_digit() || c.is_ascii_uppercase()) || super::text::word_before(b, i) {
+    while i < b.len() {
+        if !b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
             i += 1;
             continue;
         }
-        for (len, formatted) in [(18, true), (14, false)] {
-            let Some(candidate) = b.get(i..i + len) else { continue };
-            if !bounded(b, i, i + len) {
-                continue;
-            }
-            let mut chars = [0u8; 14];
-            let mut n = 0;
-            let mut shape_ok = true;
-            for (k, &ch) in candidate.iter().enumerate() {
-                let sep = match (formatted, k) {
-                    (true, 2 | 6) => Some(b'.'),
-                    (true, 10) => Some(b'/'),
-                    (true, 15) => Some(b'-'),
-                    _ => None,
-                };
-                match sep {
-                    Some(s) if ch == s => {}
-                    Some(_) => shape_ok = false,
-                    None => {
-                        if let Some(slot) = chars.get_mut(n) {
-                            *slot = ch;
-                        }
-                        n += 1;
-                    }
-                }
-            }
-            let has_letter = chars.iter().any(u8::is_ascii_uppercase);
-            if shape_ok && n == 14 && has_letter && valid(&chars) {
-                hits.push(Hit { start: i, end: i + len, entity: Entity::Cnpj });
-                i += len;
-                break;
+        let mut end = i;
+        while b.get(end).is_some_and(u8::is_ascii_alphanumeric) {
+            end += 1;
+        }
+        if end - i == 14 && b.get(end - 1).is_some_and(u8::is_ascii_digit) {
+            if let Some(end) = candidate(b, i, 14) {
+                hits.push(Hit { start: i, end, entity: Entity::Cnpj });
             }
         }
-        i += 1;
-        while b.get(i).is_some_and(|c| c.is_ascii_alphanumeric()) && i > 0 {
-            i += 1;
+        i = end;
+    }
+}
+
+/// A CNPJ with at least one letter at `start`, formatted (`len` 18) or bare (14).
+fn candidate(b: &[u8], start: usize, len: usize) -> Option<usize> {
+    let candidate = b.get(start..start + len)?;
+    if !bounded(b, start, start + len) {
+        return None;
+    }
+    let formatted = len == 18;
+    let mut chars = [0u8; 14];
+    let mut n = 0;
+    for (k, &ch) in candidate.iter().enumerate() {
+        let sep = match (formatted, k) {
+            (true, 2 | 6) => Some(b'.'),
+            (true, 10) => Some(b'/'),
+            (true, 15) => Some(b'-'),
+            _ => None,
+        };
+        match sep {
+            Some(s) if ch == s => {}
+            Some(_) => return None,
+            None => {
+                *chars.get_mut(n)? = ch;
+                n += 1;
+            }
         }
     }
+    (n == 14 && chars.iter().any(u8::is_ascii_uppercase) && valid(&chars)).then_some(start + len)
 }
 
 #[cfg(test)]

@@ -10,23 +10,26 @@ const BECH32: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 
 pub fn scan(text: &str, hits: &mut Vec<Hit>) {
     let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let Some(&c) = b.get(i) else { break };
-        if !c.is_ascii_alphanumeric() || (super::text::word_before(b, i)) {
-            i += 1;
+    // Every address starts with `1`, `3` or `bc1`: jump between those bytes.
+    let mut from = 0;
+    while let Some(k) = memchr::memchr3(b'1', b'3', b'b', b.get(from..).unwrap_or_default()) {
+        let i = from + k;
+        from = i + 1;
+        if super::text::word_before(b, i) {
             continue;
         }
         let mut end = i;
         while b.get(end).is_some_and(u8::is_ascii_alphanumeric) {
             end += 1;
         }
-        let glued = super::text::word_at(b, end);
+        from = end.max(i + 1);
+        if end - i < 14 || super::text::word_at(b, end) {
+            continue;
+        }
         let word = b.get(i..end).unwrap_or_default();
-        if !glued && (base58check(word) || bech32(word)) {
+        if base58check(word) || bech32(word) {
             hits.push(Hit { start: i, end, entity: Entity::CryptoWallet });
         }
-        i = end.max(i + 1);
     }
 }
 

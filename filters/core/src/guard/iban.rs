@@ -114,7 +114,14 @@ pub fn scan(text: &str, hits: &mut Vec<Hit>) {
                 && p.get(3).is_some_and(u8::is_ascii_digit)
         }) && !super::text::word_before(b, i);
         if !starts {
-            i += 1;
+            // An IBAN starts a word: skip the rest of this one.
+            if b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                while b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                    i += 1;
+                }
+            } else {
+                i += 1;
+            }
             continue;
         }
         let len = b.get(i..i + 2).and_then(|c| LENGTHS.iter().find(|(k, _)| k.as_slice() == c)).map(|(_, l)| *l);

@@ -337,9 +337,12 @@ impl Injection {
         for (phrase, weight) in EVASION {
             add(&[phrase], Family::PolicyEvasion, Role::Phrase(*weight));
         }
-        // Overlapping matches: "ignore" is a verb of one family and part of a longer phrase.
-        let automaton =
-            AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).map_err(|e| e.to_string())?;
+        // Leftmost-longest: a phrase wins over a verb inside it ("do not follow" over "follow").
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&patterns)
+            .map_err(|e| e.to_string())?;
         Ok(Injection { automaton, roles })
     }
 
@@ -357,7 +360,7 @@ impl Injection {
         };
         // Verbs waiting for an object: (family, verb start, verb end).
         let mut verbs: Vec<(Family, usize, usize)> = Vec::new();
-        for m in self.automaton.find_overlapping_iter(hay) {
+        for m in self.automaton.find_iter(hay) {
             let Some((family, role)) = self.roles.get(m.pattern().as_usize()).copied() else { continue };
             let delimiter = family == Family::DelimiterSmuggling;
             if !delimiter && !bounded(hay, m.start(), m.end()) {
@@ -395,32 +398,38 @@ pub fn score(signals: &[Signal]) -> u32 {
 }
 
 fn invisible(text: &str) -> Option<(usize, usize)> {
-    text.char_indices()
-        .find(|(_, c)| matches!(*c, '\u{e0000}'..='\u{e007f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-        .map(|(at, c)| (at, at + c.len_utf8()))
+    // U+202A-206F start with byte E2, tags (U+E0000-E007F) with F3: look only there.
+    let b = text.as_bytes();
+    memchr::memchr2_iter(0xe2, 0xf3, b).find_map(|at| {
+        let c = text.get(at..)?.chars().next()?;
+        matches!(c, '\u{e0000}'..='\u{e007f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            .then(|| (at, at + c.len_utf8()))
+    })
 }
 
 fn base64_run(b: &[u8]) -> Option<(usize, usize)> {
-    let is = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
-    let mut i = 0;
-    while i < b.len() {
-        if !b.get(i).is_some_and(|c| is(*c)) {
-            i += 1;
+    let is = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+    let mut start = 0;
+    for (i, c) in b.iter().enumerate() {
+        if is(c) {
             continue;
         }
-        let start = i;
-        while b.get(i).is_some_and(|c| is(*c)) {
-            i += 1;
+        if i - start >= MIN_BASE64 {
+            let run = b.get(start..i).unwrap_or_default();
+            if mixed(run) {
+                return Some((start, i));
+            }
         }
-        let run = b.get(start..i).unwrap_or_default();
-        let mixed = run.iter().any(u8::is_ascii_lowercase)
-            && run.iter().any(u8::is_ascii_uppercase)
-            && run.iter().any(u8::is_ascii_digit);
-        if run.len() >= MIN_BASE64 && mixed {
-            return Some((start, i));
-        }
+        start = i + 1;
     }
-    None
+    (b.len() - start >= MIN_BASE64 && mixed(b.get(start..).unwrap_or_default())).then_some((start, b.len()))
+}
+
+/// Upper case, lower case and digits: encoded data, not a long word or number.
+fn mixed(run: &[u8]) -> bool {
+    run.iter().any(u8::is_ascii_lowercase)
+        && run.iter().any(u8::is_ascii_uppercase)
+        && run.iter().any(u8::is_ascii_digit)
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ const PREFIXES: &[Prefix] = &[
 const PASSWORD_WORDS: &[&str] =
     &["password", "passwd", "pwd", "senha", "pass", "passphrase", "secret_key", "client_secret"];
 
+/// Longest of [`PASSWORD_WORDS`].
+const MAX_PASSWORD_WORD: usize = 13;
+
 pub struct Secrets {
     prefixes: AhoCorasick,
     passwords: AhoCorasick,
@@ -68,11 +71,13 @@ impl Secrets {
     pub fn new() -> Result<Secrets, String> {
         let prefixes = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(PREFIXES.iter().map(|p| p.prefix))
             .map_err(|e| e.to_string())?;
         let passwords = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(PASSWORD_WORDS)
             .map_err(|e| e.to_string())?;
         Ok(Secrets { prefixes, passwords })
@@ -103,9 +108,17 @@ impl Secrets {
             }
         }
         if passwords {
-            for m in self.passwords.find_iter(b) {
-                if let Some(hit) = password_value(b, m.start(), m.end()) {
-                    hits.push(hit);
+            // An assignment needs `=` or `:`: look for the password word just before each.
+            let mut last_end = 0;
+            for at in memchr::memchr2_iter(b'=', b':', b) {
+                let from = at.saturating_sub(MAX_PASSWORD_WORD + 3).max(last_end);
+                let Some(window) = b.get(from..at) else { continue };
+                let Some(m) = self.passwords.find_iter(window).last() else { continue };
+                if let Some(hit) = password_value(b, from + m.start(), from + m.end()) {
+                    if hit.start >= last_end {
+                        last_end = hit.end;
+                        hits.push(hit);
+                    }
                 }
             }
         }

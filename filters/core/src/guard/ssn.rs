@@ -8,8 +8,7 @@ const CONTEXT: &[&str] = &["ssn", "social security"];
 const SAMPLES: &[&[u8]] = &[b"078051120", b"219099999", b"123456789"];
 
 pub fn matches(w: &Window<'_>) -> bool {
-    let shaped = w.shape_is("3-2-4") || ((w.shape_is("3 2 4") || w.bare()) && w.context(CONTEXT));
-    shaped && valid(w.digits)
+    valid(w.digits) && (w.shape_is("3-2-4") || ((w.shape_is("3 2 4") || w.bare()) && w.context(CONTEXT)))
 }
 
 pub fn valid(digits: &[u8]) -> bool {

@@ -9,6 +9,10 @@ fn is_word_char(c: char) -> bool {
 
 /// The character that ends just before byte `i`.
 pub fn char_before(bytes: &[u8], i: usize) -> Option<char> {
+    let prev = *bytes.get(i.checked_sub(1)?)?;
+    if prev.is_ascii() {
+        return Some(char::from(prev));
+    }
     let from = i.saturating_sub(4);
     let window = bytes.get(from..i)?;
     (0..window.len()).find_map(|k| std::str::from_utf8(window.get(k..)?).ok().and_then(|s| s.chars().next_back()))
@@ -16,6 +20,10 @@ pub fn char_before(bytes: &[u8], i: usize) -> Option<char> {
 
 /// The character that starts at byte `i`.
 pub fn char_at(bytes: &[u8], i: usize) -> Option<char> {
+    let first = *bytes.get(i)?;
+    if first.is_ascii() {
+        return Some(char::from(first));
+    }
     let window = bytes.get(i..(i + 4).min(bytes.len()))?;
     (1..=window.len()).rev().find_map(|k| std::str::from_utf8(window.get(..k)?).ok().and_then(|s| s.chars().next()))
 }
@@ -64,33 +72,80 @@ pub fn context_before(text: &str, start: usize, words: &[&str]) -> bool {
     })
 }
 
-/// A folded copy of a text and, for each of its bytes, the offset of the original character it
-/// came from (plus one entry for the end), so a match in the fold maps back to the original.
+/// A folded copy of a text that maps a match back to the original. Offsets shift only at
+/// non-ASCII characters, so only those are recorded; ASCII stretches map one to one between
+/// them (no per-byte table).
 pub struct Folded {
     pub text: String,
-    /// Per folded byte: start and end of the original character.
-    origin: Vec<(u32, u32)>,
+    shifts: Vec<Shift>,
     len: u32,
+}
+
+/// One folded non-ASCII character: its folded bytes `fs..fe` (empty when dropped) came from
+/// original bytes `os..oe`.
+#[derive(Clone, Copy)]
+struct Shift {
+    fs: u32,
+    fe: u32,
+    os: u32,
+    oe: u32,
 }
 
 impl Folded {
     pub fn new(text: &str) -> Folded {
-        let mut folded = String::with_capacity(text.len());
-        let mut origin = Vec::with_capacity(text.len() + 1);
-        for (at, c) in text.char_indices() {
-            let before = folded.len();
-            fold_char(c, &mut folded);
-            let span = (at as u32, (at + c.len_utf8()) as u32);
-            origin.extend(std::iter::repeat_n(span, folded.len() - before));
+        if text.is_ascii() {
+            return Folded { text: text.to_ascii_lowercase(), shifts: Vec::new(), len: text.len() as u32 };
         }
-        Folded { text: folded, origin, len: text.len() as u32 }
+        let mut folded = String::with_capacity(text.len());
+        let mut shifts = Vec::new();
+        let mut rest = text;
+        let mut at = 0;
+        while !rest.is_empty() {
+            // An ASCII run at once, then one non-ASCII character.
+            let run = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+            let (ascii, tail) = rest.split_at(run);
+            let start = folded.len();
+            folded.push_str(ascii);
+            if let Some(pushed) = folded.get_mut(start..) {
+                pushed.make_ascii_lowercase();
+            }
+            at += run;
+            let Some(c) = tail.chars().next() else { break };
+            let fs = folded.len() as u32;
+            fold_char(c, &mut folded);
+            shifts.push(Shift { fs, fe: folded.len() as u32, os: at as u32, oe: (at + c.len_utf8()) as u32 });
+            at += c.len_utf8();
+            rest = tail.get(c.len_utf8()..).unwrap_or_default();
+        }
+        Folded { text: folded, shifts, len: text.len() as u32 }
+    }
+
+    /// The original offset of folded offset `at`. A match's `end` excludes a dropped character
+    /// at its end and includes the whole of a character it ends inside; a `start` excludes a
+    /// dropped character before it.
+    fn map(&self, at: usize, end: bool) -> usize {
+        let at = at as u32;
+        let k =
+            if end { self.shifts.partition_point(|s| s.fs < at) } else { self.shifts.partition_point(|s| s.fs <= at) };
+        let mapped = match k.checked_sub(1).and_then(|k| self.shifts.get(k)) {
+            None => at,
+            Some(s) if at < s.fe => {
+                if end {
+                    s.oe
+                } else {
+                    s.os
+                }
+            }
+            Some(s) => s.oe + (at - s.fe),
+        };
+        mapped.min(self.len) as usize
     }
 
     /// The original byte range of folded range `start..end`.
     pub fn original(&self, start: usize, end: usize) -> (usize, usize) {
-        let s = self.origin.get(start).map_or(self.len, |o| o.0) as usize;
-        let e = end.checked_sub(1).and_then(|last| self.origin.get(last)).map_or(s as u32, |o| o.1) as usize;
-        (s, e.max(s))
+        let s = self.map(start, false);
+        let e = self.map(end, true).max(s);
+        (s, e)
     }
 }
 
@@ -143,6 +198,14 @@ mod tests {
         let (s, e) = folded.original(at, at + "instrucoes".len());
         assert_eq!(&text[s..e], "INSTRUÇÕES");
         assert_eq!(Folded::new("ＣＰＦ").text, "cpf");
+        let text = "\u{200b}ação e ÁGUA";
+        let folded = Folded::new(text);
+        assert_eq!(folded.text, "acao e agua");
+        for word in ["acao", "agua", "e"] {
+            let at = folded.text.find(word).unwrap();
+            let (s, e) = folded.original(at, at + word.len());
+            assert_eq!(Folded::new(&text[s..e]).text, word, "{word}");
+        }
     }
 
     #[test]
