@@ -23,6 +23,10 @@ Variants:
   rewrite-tc       the same with token_counter (usage read from the Anthropic answer)
   rewrite-access   rewrite with an access policy (API-key consumer, tier, allow/deny)
                    [rewrite-access − rewrite ≈ 0, issue #8]
+  guardrails       tollgate.wasm with guardrails alone: the default detector set (every built-in
+                   entity masked, injection heuristics) over request and answer
+                   [≤ 1.3 × token-counter's added CPU on chat-1k, issue #5]
+  guardrails-tc    guardrails + token_counter (one parse of the body for both)
 
 Scenarios (issue targets for token-counter in brackets):
   chat-1k          1 KB chat request, JSON response              [≤ 25 µs CPU added per request]
@@ -78,6 +82,10 @@ VARIANTS = {
     "rewrite-tc": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "provider_rewrite": {
         "backends": {"claude": {"kind": "anthropic", "cluster": "anthropic", "api_key": {"value": "bench"}}},
         "models": [{"name": "*", "backend": "claude"}]}}),
+    "guardrails": dict(wasm="tollgate.wasm", filter_config={"guardrails": {
+        "entities": {"default": "mask"}, "injection": {"action": "block"}}}),
+    "guardrails-tc": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "guardrails": {
+        "entities": {"default": "mask"}, "injection": {"action": "block"}}}),
     "quota": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
         "consumer": {"header": "authorization", "salt": "bench"},
         "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},

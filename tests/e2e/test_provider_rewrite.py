@@ -556,6 +556,17 @@ def test_access_by_tier_behind_envoys_api_key_filter(access_gateway, mock):
     assert metric_sum(metrics, "tollgate_access_decisions", tier="basic", outcome="denied") >= 2
     assert metric_sum(metrics, "tollgate_gen_ai_client_token_usage", consumer="team-premium") > 0
 
+    # The tier picks the guardrail profile: the basic tier may not send a CPF at all; the
+    # premium tier (the base policy) sends it masked. A forged identity header changes nothing.
+    cpf = [{"role": "user", "content": "Meu CPF é 529.982.247-25"}]
+    for client in (basic, forged):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model="gpt-4o-mini", messages=cpf)
+        assert e.value.code == "content_blocked" and "CPF" in e.value.message
+    premium.chat.completions.create(model="gpt-4o-mini", messages=cpf)
+    sent = json.loads(mock.last_request("/v1/chat/completions")["body"])
+    assert sent["messages"][0]["content"] == "Meu CPF é [CPF_1]"
+
 
 def jwt(secret, claims):
     """An HS256 JWT, made here (no library): header.payload.signature, base64url."""

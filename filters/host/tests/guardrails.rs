@@ -257,3 +257,57 @@ fn a_streamed_answer_with_pii_split_across_chunks_is_masked_and_token_usage_stil
         assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=total"]), 12);
     }
 }
+
+#[test]
+fn the_callers_tier_picks_its_guardrail_profile() {
+    let mut guard = guard_config();
+    guard["profiles"] = json!({"restricted": {"entities": {"CPF": "block"}}});
+    let config = json!({
+        "guardrails": guard,
+        "provider_rewrite": {
+            "backends": {"openai": {"kind": "openai", "cluster": "openai", "api_key": {"value": "sk-backend"}}},
+            "models": [{"name": "gpt-4o-mini", "backend": "openai"}],
+            "access": {"consumer": {"identity_header": "x-tollgate-client", "downstream_address": false},
+                       "consumers": {"team-a": "restricted", "team-b": "standard"},
+                       "tiers": {"restricted": {"allow": ["*"]}, "standard": {"allow": ["*"]}}}
+        }
+    });
+    let request = chat(&format!("CPF {CPF}"), false);
+    let mut driver = pipeline(&config);
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &request, &[("x-tollgate-client", "team-a")]);
+    let reply = ex.host.local_reply.clone().expect("the restricted profile blocks a CPF");
+    assert_eq!(reply.status, 400);
+    assert_eq!(ex.host.filter_state.get("tollgate.guardrails.profile").map(String::as_str), Some("restricted"));
+    let mut driver = pipeline(&config);
+    let (ex, action) = send(&mut driver, "/v1/chat/completions", &request, &[("x-tollgate-client", "team-b")]);
+    assert_eq!(action, Action::Continue, "the standard tier has no profile: the base policy masks");
+    assert!(upstream_text(&ex).contains("[CPF_1]"));
+}
+
+#[test]
+fn escapes_and_trailers_are_no_bypass() {
+    // The CPF's digits written as JSON escapes are still a CPF once decoded.
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"CPF \u0035\u0032\u0039.982.247-25"}]}"#;
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", body, &[]);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "CPF [CPF_1]");
+
+    // A body that ends with trailers is read at the trailers, and refused there.
+    let body = chat("cartão 4111 1111 1111 1111", false);
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let mut ex = Exchange::new(&mut driver);
+    let length = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gw"),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ];
+    assert_eq!(ex.request_headers(&headers, false), Action::Pause);
+    ex.host.request_body = body.clone();
+    assert_eq!(ex.driver.on_request_body(&mut ex.host, body.len(), false), Action::Pause, "buffered, not forwarded");
+    ex.driver.on_request_trailers(&mut ex.host);
+    assert_eq!(ex.host.local_reply.as_ref().map(|r| r.status), Some(400));
+}

@@ -211,6 +211,11 @@ pub struct Config {
     /// Salt of the `hash` action. Required when any rule hashes.
     #[serde(default)]
     pub hash_salt: Option<String>,
+    /// Policies by consumer tier (the tier provider-rewrite's access policy resolved from the
+    /// caller's authenticated identity): a caller of a listed tier gets that policy instead of
+    /// this one for its request and answer. Profiles do not nest.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Config>,
 }
 
 /// The name of a rule or entity as findings carry it.
@@ -236,6 +241,7 @@ pub struct Policy {
     patterns: Vec<(Named, regex::Regex)>,
     injection: Option<(Injection, Action, u32)>,
     salt: String,
+    profiles: Vec<(String, Policy)>,
 }
 
 /// One thing found in a text: byte offsets, what it is, which rule, what to do.
@@ -266,7 +272,15 @@ fn valid_name(name: &str) -> bool {
 
 impl Policy {
     /// Validates `config`; errors name the field (`prefix` + path).
-    pub fn new(config: Config, prefix: &str) -> Result<Policy, String> {
+    pub fn new(mut config: Config, prefix: &str) -> Result<Policy, String> {
+        let mut profiles = Vec::new();
+        for (tier, profile) in std::mem::take(&mut config.profiles) {
+            let field = format!("{prefix}profiles.{tier}.");
+            if !profile.profiles.is_empty() {
+                return Err(format!("{field}profiles: profiles do not nest"));
+            }
+            profiles.push((tier, Policy::new(profile, &field)?));
+        }
         let mut actions = [None; Entity::ALL.len()];
         let default = config.entities.get("default").copied();
         for (index, entity) in Entity::ALL.iter().enumerate() {
@@ -370,7 +384,19 @@ impl Policy {
             patterns,
             injection,
             salt,
+            profiles,
         })
+    }
+
+    /// The policy for a caller of `tier`: its profile, or this policy. `index` is for
+    /// [`Policy::profile`].
+    pub fn profile_index(&self, tier: Option<&str>) -> Option<usize> {
+        let tier = tier?;
+        self.profiles.iter().position(|(name, _)| name == tier)
+    }
+
+    pub fn profile(&self, index: Option<usize>) -> &Policy {
+        index.and_then(|i| self.profiles.get(i)).map_or(self, |(_, p)| p)
     }
 
     pub fn from_json(json: &[u8], prefix: &str) -> Result<Policy, String> {
@@ -715,6 +741,28 @@ mod tests {
         let mut card = Vec::new();
         p.scan("cartão 4111 1111 1111 1111", &mut card);
         assert_eq!(p.decide(&card), Decision::Block);
+    }
+
+    #[test]
+    fn profiles_by_tier() {
+        let p = policy(
+            r#"{"entities":{"CPF":"mask"},
+                "profiles":{"strict":{"entities":{"CPF":"block"}},"relaxed":{"entities":{"EMAIL":"shadow"}}}}"#,
+        );
+        let mut findings = Vec::new();
+        let strict = p.profile(p.profile_index(Some("strict")));
+        strict.scan("529.982.247-25", &mut findings);
+        assert_eq!(strict.decide(&findings), Decision::Block);
+        findings.clear();
+        let base = p.profile(p.profile_index(Some("unknown-tier")));
+        base.scan("529.982.247-25", &mut findings);
+        assert_eq!(base.decide(&findings), Decision::Mask, "an unlisted tier gets the base policy");
+        let err = error(r#"{"entities":{"CPF":"mask"},"profiles":{"t":{"entities":{"CPFX":"mask"}}}}"#);
+        assert!(err.starts_with("guardrails.profiles.t.entities.CPFX"), "{err}");
+        let err = error(
+            r#"{"entities":{"CPF":"mask"},"profiles":{"t":{"entities":{"CPF":"mask"},"profiles":{"u":{"entities":{"CPF":"mask"}}}}}}"#,
+        );
+        assert_eq!(err, "guardrails.profiles.t.profiles: profiles do not nest");
     }
 
     #[test]

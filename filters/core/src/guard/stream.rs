@@ -62,8 +62,9 @@ struct State {
     dialect: Dialect,
     holdback: usize,
     channels: Vec<Channel>,
-    /// The last OpenAI chunk, for synthetic flush chunks (id, model, created).
-    template: Option<Value>,
+    /// The stream's first OpenAI chunk, for synthetic flush chunks (id, model, created):
+    /// kept as bytes, parsed only if a flush needs it.
+    template: Option<Vec<u8>>,
     ended: bool,
 }
 
@@ -160,7 +161,7 @@ impl State {
             return Err(self.end(out, "response_unreadable", "SSE"));
         };
         let touched = match self.dialect {
-            Dialect::OpenAi => self.openai(&mut value, policy, masker, tally, out)?,
+            Dialect::OpenAi => self.openai(data, &mut value, policy, masker, tally, out)?,
             Dialect::Anthropic => self.anthropic(&mut value, policy, masker, tally, out)?,
         };
         if touched {
@@ -173,6 +174,7 @@ impl State {
 
     fn openai(
         &mut self,
+        data: &[u8],
         value: &mut Value,
         policy: &Policy,
         masker: &mut Masker,
@@ -193,7 +195,9 @@ impl State {
         for index in &finishing {
             self.flush_absent(*index, value, policy, masker, tally, out)?;
         }
-        let template = value.clone();
+        if self.template.is_none() && value.get("choices").is_some() {
+            self.template = Some(data.to_vec());
+        }
         if let Some(Value::Array(choices)) = value.get_mut("choices") {
             for choice in choices.iter_mut() {
                 let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -218,9 +222,6 @@ impl State {
                     }
                 }
             }
-        }
-        if value.get("choices").is_some() {
-            self.template = Some(template);
         }
         Ok(touched)
     }
@@ -281,7 +282,11 @@ impl State {
             .collect();
         for (index, field) in keys {
             let text = self.feed(index, field, "", true, policy, masker, tally, out)?;
-            let template = self.template.clone().unwrap_or_else(|| json!({}));
+            let template = self
+                .template
+                .as_deref()
+                .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+                .unwrap_or_else(|| json!({}));
             self.synthetic(index, field, &text, &template, out);
         }
         Ok(())

@@ -47,6 +47,7 @@ impl StageFactory for Guardrails {
     fn create(&self) -> Box<dyn Stage> {
         Box::new(GuardStream {
             policy: self.policy.clone(),
+            profile: None,
             masker: self.policy.masker(),
             report: None,
             answer: Answer::Off,
@@ -64,6 +65,8 @@ enum Answer {
 
 struct GuardStream {
     policy: Rc<Policy>,
+    /// The caller's tier profile (see `profiles`), chosen with the body.
+    profile: Option<usize>,
     masker: Masker,
     /// The header value for the response (decision and entity names).
     report: Option<String>,
@@ -205,7 +208,14 @@ impl Stage for GuardStream {
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return self.unreadable("request_malformed_json", unreadable(None), dialect, out);
         };
-        let policy = self.policy.clone();
+        // The tier an auth-driven access policy resolved (at request headers) picks the profile.
+        let base = self.policy.clone();
+        self.profile = base.profile_index(ex.tier.as_deref());
+        let policy = base.profile(self.profile);
+        if self.profile.is_some() {
+            self.masker = policy.masker();
+            out.state("tollgate.guardrails.profile", ex.tier.clone().unwrap_or_default());
+        }
         let enforce = policy.mode == Mode::Enforce;
         let mut tally = Tally::new();
         let mut decision = Decision::Allow;
@@ -235,6 +245,7 @@ impl Stage for GuardStream {
         self.masker.freeze();
         count(out, "request", &tally);
         decision_metric(out, "request", decision);
+        out.state("tollgate.guardrails.decision", decision.name());
         if decision == Decision::Allow {
             return Ok(());
         }
@@ -289,7 +300,10 @@ impl Stage for GuardStream {
         self.answer = if ex.streaming() {
             if dialect_ok {
                 out.response_headers.push(HeaderEdit::Remove("content-length"));
-                Answer::Stream(Box::new(StreamGuard::new(ex.dialect(), self.policy.response.holdback_chars)))
+                Answer::Stream(Box::new(StreamGuard::new(
+                    ex.dialect(),
+                    self.policy.profile(self.profile).response.holdback_chars,
+                )))
             } else {
                 out.counter(
                     metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "stream_format")]),
@@ -311,7 +325,8 @@ impl Stage for GuardStream {
         _now: &Now<'_>,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
-        let policy = self.policy.clone();
+        let base = self.policy.clone();
+        let policy = base.profile(self.profile);
         let dialect = ex.dialect();
         match &mut self.answer {
             Answer::Off => None,
@@ -334,14 +349,14 @@ impl Stage for GuardStream {
                 }
                 let held = std::mem::take(held);
                 self.answer = Answer::Done;
-                Some(self.json_answer(&policy, held, dialect, out))
+                Some(self.json_answer(policy, held, dialect, out))
             }
             Answer::Stream(guard) => {
                 let mut bytes = Vec::with_capacity(chunk.len() + 64);
                 let mut tally = Tally::new();
-                let mut result = guard.push(chunk, &policy, &mut self.masker, &mut tally, &mut bytes);
+                let mut result = guard.push(chunk, policy, &mut self.masker, &mut tally, &mut bytes);
                 if result.is_ok() && end_of_stream {
-                    result = guard.finish(&policy, &mut self.masker, &mut tally, &mut bytes);
+                    result = guard.finish(policy, &mut self.masker, &mut tally, &mut bytes);
                 }
                 count(out, "response", &tally);
                 if let Err(blocked) = result {
