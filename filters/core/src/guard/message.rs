@@ -220,23 +220,27 @@ fn strings_in(value: &mut Value, role: Role, depth: usize, f: &mut dyn FnMut(Rol
         }
         Value::Object(object) => {
             for (key, item) in object.iter_mut() {
-                // Media, ids and types are not prompt text.
-                if matches!(
-                    key.as_str(),
-                    "type"
-                        | "id"
-                        | "tool_use_id"
-                        | "media_type"
-                        | "mime_type"
-                        | "mimeType"
-                        | "data"
-                        | "image_url"
-                        | "url"
-                        | "source"
-                        | "cache_control"
-                        | "name"
-                        | "call_id"
-                ) {
+                // Media, ids and types of messages and blocks are not prompt text; deeper (inside
+                // a tool's input) every string is checked, whatever its key.
+                if depth <= 1
+                    && matches!(
+                        key.as_str(),
+                        "type"
+                            | "role"
+                            | "id"
+                            | "tool_use_id"
+                            | "media_type"
+                            | "mime_type"
+                            | "mimeType"
+                            | "data"
+                            | "image_url"
+                            | "url"
+                            | "source"
+                            | "cache_control"
+                            | "name"
+                            | "call_id"
+                    )
+                {
                     continue;
                 }
                 strings_in(item, role, depth + 1, f);
@@ -287,16 +291,17 @@ mod tests {
             {"role":"assistant","content":[{"type":"text","text":"a"},{"type":"tool_use","id":"t","name":"n","input":{"q":"x","n":[1,"y"]}}]},
             {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"r"}]}]}]}"#;
         let all = collect(body, ApiKind::AnthropicMessages, &RequestScope::default());
-        let texts: Vec<(Role, &str)> = all.iter().map(|(r, t)| (*r, t.as_str())).collect();
+        let mut texts: Vec<(Role, &str)> = all.iter().map(|(r, t)| (*r, t.as_str())).collect();
+        // Tool inputs are walked in the map's key order, which depends on serde_json's features.
+        texts.get_mut(3..5).unwrap().sort();
         assert_eq!(
             texts,
-            // Tool inputs are walked in key order (`n` before `q`).
             vec![
                 (Role::System, "sys"),
                 (Role::User, "hi"),
                 (Role::Assistant, "a"),
-                (Role::Assistant, "y"),
                 (Role::Assistant, "x"),
+                (Role::Assistant, "y"),
                 (Role::Tool, "r")
             ]
         );
@@ -318,6 +323,16 @@ mod tests {
             for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
             assert_eq!(seen.first().map(String::as_str), Some("a"), "{answer}");
         }
+    }
+
+    #[test]
+    fn every_string_of_a_tool_input_is_checked_whatever_its_key() {
+        let body = r#"{"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"lookup",
+            "input":{"customer":{"id":"529.982.247-25","name":"Ana","url":"https://x/?e=a@b.com"}}}]}]}"#;
+        let mut texts: Vec<String> =
+            collect(body, ApiKind::AnthropicMessages, &RequestScope::default()).into_iter().map(|(_, t)| t).collect();
+        texts.sort();
+        assert_eq!(texts, ["529.982.247-25", "Ana", "https://x/?e=a@b.com"]);
     }
 
     #[test]
