@@ -1,5 +1,5 @@
 # Tollgate: the two commands of the README, and their parts.
-#   make run    Envoy + token-counter on 127.0.0.1:10000 (admin :9901) in front of the mock provider
+#   make run    Envoy + Tollgate on 127.0.0.1:10000 (admin :9901) in front of the mock provider; API keys, tiers and guardrails on :10001
 #   make test   everything: lint, unit tests (native and wasm), golden and fake-host tests, e2e in Envoy
 .PHONY: run test setup build lint unit wasm-test e2e guard-eval bench clean
 

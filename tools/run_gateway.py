@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """`make run`: Envoy with Tollgate (token-counter, and quota in shadow mode) on 127.0.0.1:10000,
-admin on 127.0.0.1:9901.
+admin on 127.0.0.1:9901. With the mock, a second Envoy on 127.0.0.1:10001 (admin 9902) serves the
+same backends behind Envoy's API-key filter with two consumers of two tiers and per-tier guardrail
+profiles (examples/access/api-keys.json): no key → 401, a model outside the tier → 403.
 
   --provider mock        (default) the mock provider on 127.0.0.1:8081, fully offline, with
                          provider-rewrite: gpt-*/o* models go to the mock's OpenAI API, claude-*
@@ -13,6 +15,7 @@ This process stays in the foreground as Envoy's parent (Envoy started from a sho
 gets killed when the shell exits) and stops everything on Ctrl-C. Access log: stdout.
 """
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -51,6 +54,17 @@ def main():
                                     filter_config=envoy_config.RUN_CONFIG_MOCK if a.provider == "mock" else envoy_config.RUN_CONFIG))
     children.append(subprocess.Popen([binary, "-c", config, "--concurrency", "2", "--disable-hot-restart",
                                       "--file-flush-interval-msec", "200", "--log-level", "warn", "--component-log-level", "wasm:info"]))
+    if a.provider == "mock":
+        # Access control: the very example the e2e test runs, on the next port.
+        with open(os.path.join(ROOT, "examples", "access", "api-keys.json")) as f:
+            access = json.load(f)
+        access_yaml = os.path.join(work, "envoy-access.yaml")
+        with open(access_yaml, "w") as f:
+            f.write(envoy_config.render(provider=provider, listen_port=a.listen_port + 1, admin_port=a.admin_port + 1,
+                                        access_log=os.path.join(work, "access-keys.log"), wasm=envoy_config.ALL_IN_ONE,
+                                        filter_config=access))
+        children.append(subprocess.Popen([binary, "-c", access_yaml, "--concurrency", "1", "--disable-hot-restart",
+                                          "--log-level", "warn", "--component-log-level", "wasm:info"]))
 
     def stop(*_):
         for c in reversed(children):
@@ -77,7 +91,8 @@ Tollgate gateway ready: http://127.0.0.1:{a.listen_port}  (provider: {a.provider
   try it:     curl -s 127.0.0.1:{a.listen_port}/v1/chat/completions -H 'authorization: Bearer sk-test' \\
                 -H 'content-type: application/json' -d '{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Hello!"}}]}}'
 Ctrl-C stops it.
-""", file=sys.stderr, flush=True)
+""" + (f"""  access control (API keys key-basic / key-premium, examples/access): http://127.0.0.1:{a.listen_port + 1}
+""" if a.provider == "mock" else ""), file=sys.stderr, flush=True)
     while all(c.poll() is None for c in children):
         time.sleep(0.5)
     print("a child process exited; stopping", file=sys.stderr)
