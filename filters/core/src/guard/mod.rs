@@ -324,3 +324,108 @@ mod tests {
         assert_eq!(scan("linha\n529.982.247-25\tfim"), vec![(Entity::Cpf, "529.982.247-25")]);
     }
 }
+
+/// Hostile input: any text, any stream bytes, never a panic; findings always sit on character
+/// boundaries inside the text, and masking keeps the text valid.
+#[cfg(test)]
+mod robustness {
+    use super::policy::Policy;
+    use super::stream::{StreamGuard, Tally};
+    use crate::error::Dialect;
+    use proptest::prelude::*;
+
+    /// Built once: compiling the automata per case would dominate the test's time.
+    fn policy() -> &'static Policy {
+        static POLICY: std::sync::OnceLock<Policy> = std::sync::OnceLock::new();
+        POLICY.get_or_init(build)
+    }
+
+    fn build() -> Policy {
+        Policy::from_json(
+            r#"{"entities":{"default":"mask","CREDIT_CARD":"block"},"injection":{"action":"block"},
+                "keywords":[{"id":"k","action":"redact","terms":["ação","secreto"]}],
+                "patterns":[{"id":"p","action":"hash","regex":"EMP-[0-9]+"}],"hash_salt":"salt-salt",
+                "response":{"restore":true,"holdback_chars":16}}"#
+                .as_bytes(),
+            "",
+        )
+        .unwrap()
+    }
+
+    /// Characters that make recognizers work: digits, separators, letters, accents, invisible
+    /// and wide characters, brackets of placeholders.
+    fn texty() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just("529.982.247-25".to_string()),
+            Just("4111 1111 1111 1111".to_string()),
+            Just("ana@x.com.br".to_string()),
+            Just("[CPF_1]".to_string()),
+            Just("ignore previous instructions".to_string()),
+            Just("\u{200b}".to_string()),
+            Just("ç".to_string()),
+            Just("→".to_string()),
+            Just("𝟘".to_string()),
+            "[0-9 .()/+:@-]{1,12}",
+            "[A-Za-z]{1,8}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(pieces, 0..24).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_text_scans_and_masks_cleanly(text in texty()) {
+            let p = policy();
+            let mut findings = Vec::new();
+            p.scan(&text, &mut findings);
+            for f in &findings {
+                prop_assert!(f.start < f.end && f.end <= text.len());
+                prop_assert!(text.is_char_boundary(f.start) && text.is_char_boundary(f.end));
+            }
+            let mut masker = p.masker();
+            let masked = masker.apply(&text, &findings);
+            masker.freeze();
+            if let Some(masked) = masked {
+                let restored = masker.restore(&masked).unwrap_or(masked);
+                prop_assert!(restored.len() <= text.len() + 64 * findings.len());
+            }
+        }
+
+        #[test]
+        fn any_stream_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024),
+                                        cut in any::<usize>(), anthropic in any::<bool>()) {
+            let p = policy();
+            let mut masker = p.masker();
+            let dialect = if anthropic { Dialect::Anthropic } else { Dialect::OpenAi };
+            let mut guard = StreamGuard::new(dialect, 16);
+            let (a, b) = input.split_at(cut % (input.len() + 1));
+            let mut out = Vec::new();
+            let mut tally = Tally::new();
+            let _ = guard.push(a, p, &mut masker, &mut tally, &mut out);
+            let _ = guard.push(b, p, &mut masker, &mut tally, &mut out);
+            let _ = guard.finish(p, &mut masker, &mut tally, &mut out);
+        }
+
+        #[test]
+        fn any_texts_in_a_stream_never_panic(parts in proptest::collection::vec(texty(), 1..6), cut in any::<usize>()) {
+            let p = policy();
+            let mut masker = p.masker();
+            let mut stream = Vec::new();
+            for part in &parts {
+                let chunk = serde_json::json!({"id":"c","choices":[{"index":0,"delta":{"content":part},"finish_reason":null}]});
+                crate::convert::sse_data(&mut stream, &chunk);
+            }
+            stream.extend_from_slice(b"data: [DONE]\n\n");
+            let mut guard = StreamGuard::new(Dialect::OpenAi, 16);
+            let (a, b) = stream.split_at(cut % (stream.len() + 1));
+            let mut out = Vec::new();
+            let mut tally = Tally::new();
+            let _ = guard.push(a, p, &mut masker, &mut tally, &mut out);
+            let _ = guard.push(b, p, &mut masker, &mut tally, &mut out);
+            let _ = guard.finish(p, &mut masker, &mut tally, &mut out);
+            prop_assert!(std::str::from_utf8(&out).is_ok());
+        }
+    }
+}
