@@ -613,6 +613,22 @@ mod tests {
         assert_eq!(out, r#"{"stream":true,"stream_options":{"include_usage":true},"messages":[]}"#);
     }
 
+    /// Found by the fuzzer: invalid UTF-8 inside a string the parse skips. The parse may accept
+    /// it (serde skips ignored strings without validating them); the splice still lands where
+    /// it should and leaves every other byte as sent.
+    #[test]
+    fn invalid_utf8_in_a_skipped_string_is_forwarded_as_sent() {
+        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/fuzz/request_parse-invalid-utf8.json"))
+            .unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_err(), "not valid JSON");
+        if let Ok(parsed) = parse(ApiKind::OpenAiChat, &body) {
+            let splice = parsed.include_usage_splice.clone().unwrap();
+            let out = apply_splices(&body, &mut [splice.clone()]);
+            assert_eq!(out.len(), body.len() + splice.insert.len() - splice.remove);
+            assert!(out.windows(b"include_usage".len()).any(|w| w == b"include_usage"));
+        }
+    }
+
     #[test]
     fn no_splice_when_not_streaming_or_already_asked() {
         assert_eq!(spliced(r#"{"messages":[]}"#), None);

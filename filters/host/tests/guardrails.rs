@@ -311,3 +311,14 @@ fn escapes_and_trailers_are_no_bypass() {
     ex.driver.on_request_trailers(&mut ex.host);
     assert_eq!(ex.host.local_reply.as_ref().map(|r| r.status), Some(400));
 }
+
+#[test]
+fn invalid_utf8_the_parse_skips_is_still_refused_by_the_strict_re_read() {
+    // The fuzzer's input: a tools definition with a non-UTF-8 byte inside a string.
+    let body =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../core/testdata/fuzz/request_parse-invalid-utf8.json"))
+            .unwrap();
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &body, &[]);
+    assert_eq!(ex.host.local_reply.as_ref().map(|r| r.status), Some(400), "fail closed, never forwarded unchecked");
+}

@@ -124,9 +124,7 @@ mod tests {
     use super::*;
 
     fn find(text: &str) -> Vec<&str> {
-        let mut hits = Vec::new();
-        scan(text, &mut hits);
-        hits.iter().map(|h| &text[h.start..h.end]).collect()
+        super::super::found(text, scan)
     }
 
     #[test]

@@ -203,6 +203,14 @@ pub(crate) fn digit_values<const N: usize>(digits: &[u8]) -> Option<[u32; N]> {
     Some(out)
 }
 
+/// What a scanner finds in `text`, as the matched strings (for the recognizers' tests).
+#[cfg(test)]
+pub(crate) fn found(text: &str, scan: impl Fn(&str, &mut Vec<Hit>)) -> Vec<&str> {
+    let mut hits = Vec::new();
+    scan(text, &mut hits);
+    hits.iter().map(|h| &text[h.start..h.end]).collect()
+}
+
 /// The built-in recognizers, compiled once.
 pub struct Recognizers {
     secrets: secrets::Secrets,

@@ -1,0 +1,29 @@
+//! The one request parse, for every API kind.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use tollgate_core::route::ApiKind;
+
+fuzz_target!(|data: &[u8]| {
+    for kind in [
+        ApiKind::OpenAiChat,
+        ApiKind::OpenAiCompletions,
+        ApiKind::OpenAiEmbeddings,
+        ApiKind::OpenAiResponses,
+        ApiKind::AnthropicMessages,
+        ApiKind::GeminiGenerate { stream: true },
+        ApiKind::BedrockConverse { stream: false },
+    ] {
+        if let Ok(parsed) = tollgate_core::request::parse(kind, data) {
+            let _ = parsed.info.estimated_prompt_tokens();
+            // A body that is valid JSON stays valid JSON once spliced. (The parse skips ignored
+            // strings without validating their UTF-8, so invalid bodies can parse; they are
+            // forwarded as sent and refused by the provider, or by guardrails' strict re-read.)
+            let valid = serde_json::from_slice::<serde_json::Value>(data).is_ok();
+            if let (Some(splice), true) = (parsed.include_usage_splice, valid) {
+                let mut splices = [splice];
+                let out = tollgate_core::request::apply_splices(data, &mut splices);
+                assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "a splice keeps the body JSON");
+            }
+        }
+    }
+});

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for a fixed time (default 60 s each) with cargo-fuzz (nightly), seeded
+# from the golden fixtures, and writes fuzz/results.json: executions, coverage, crashes.
+#   fuzz/run.sh [seconds]          needs: rustup toolchain nightly, cargo +nightly install cargo-fuzz
+# A crash leaves its input in fuzz/artifacts/<target>/; make it a regression test.
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_EACH=${1:-60}
+ROOT=..
+TARGETS=(sse eventstream request_parse stream_translate request_translate guard_scan guard_stream config)
+
+seed() { # target, files...
+  local dir=corpus/$1; shift
+  mkdir -p "$dir"
+  for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/$(basename "$f")"; done
+  return 0
+}
+seed sse $ROOT/tests/fixtures/responses/*/*.sse
+seed stream_translate $ROOT/tests/fixtures/responses/*/*.sse
+seed guard_stream $ROOT/tests/fixtures/responses/*/*.sse
+seed config $ROOT/examples/*/*.json
+mkdir -p corpus/request_parse corpus/request_translate corpus/guard_scan corpus/eventstream
+python3 - <<'PY'
+import json, os
+m = json.load(open("../tests/fixtures/manifest.json"))["cases"]
+for c in m:
+    for target in ("request_parse", "request_translate"):
+        with open(f"corpus/{target}/{c['name']}.json", "w") as f:
+            json.dump(c["request"], f)
+for i, line in enumerate(open("../tests/fixtures/guardrails/pii-eval.jsonl")):
+    if i >= 300:
+        break
+    with open(f"corpus/guard_scan/{i}.txt", "w") as f:
+        f.write(json.loads(line)["text"])
+PY
+
+echo "[" > results.json.tmp
+first=1
+for t in "${TARGETS[@]}"; do
+  log=$(mktemp)
+  status=ok
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" -print_final_stats=1 -rss_limit_mb=2048 -max_len=65536 \
+    >"$log" 2>&1 || status=crash
+  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || echo 0)
+  printf '%-18s %-6s %12s executions  coverage %s\n' "$t" "$status" "$execs" "$cov"
+  [ $first = 1 ] || echo "," >> results.json.tmp
+  first=0
+  printf '{"target":"%s","status":"%s","seconds":%s,"executions":%s,"coverage_edges":%s}' \
+    "$t" "$status" "$SECONDS_EACH" "${execs:-0}" "${cov:-0}" >> results.json.tmp
+  [ "$status" = ok ] || tail -40 "$log"
+  rm -f "$log"
+done
+echo "]" >> results.json.tmp
+mv results.json.tmp results.json
