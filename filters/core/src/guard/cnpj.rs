@@ -43,8 +43,9 @@ pub fn valid(chars: &[u8]) -> bool {
     v.get(12) == Some(&dv(&W1)) && v.get(13) == Some(&dv(&W2))
 }
 
-/// Alphanumeric CNPJs (at least one letter): `12.ABC.345/01DE-35` (found from its `/`) or
-/// `12ABC34501DE35` (a word of exactly 14 characters).
+/// Formatted alphanumeric CNPJs (at least one letter), found from their `/`:
+/// `12.ABC.345/01DE-35`. Bare ones (`12ABC34501DE35`) come from the shared pass over words
+/// ([`bare_at`]).
 pub fn scan_alphanumeric(text: &str, hits: &mut Vec<Hit>) {
     let b = text.as_bytes();
     for slash in memchr::memchr_iter(b'/', b) {
@@ -53,23 +54,14 @@ pub fn scan_alphanumeric(text: &str, hits: &mut Vec<Hit>) {
             hits.push(Hit { start, end, entity: Entity::Cnpj });
         }
     }
-    let mut i = 0;
-    while i < b.len() {
-        if !b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
-            i += 1;
-            continue;
-        }
-        let mut end = i;
-        while b.get(end).is_some_and(u8::is_ascii_alphanumeric) {
-            end += 1;
-        }
-        if end - i == 14 && b.get(end - 1).is_some_and(u8::is_ascii_digit) {
-            if let Some(end) = candidate(b, i, 14) {
-                hits.push(Hit { start: i, end, entity: Entity::Cnpj });
-            }
-        }
-        i = end;
+}
+
+/// A bare alphanumeric CNPJ: the word at `start` (14 characters, ending in a digit).
+pub fn bare_at(b: &[u8], start: usize, end: usize) -> Option<usize> {
+    if end - start != 14 || !b.get(end - 1).is_some_and(u8::is_ascii_digit) {
+        return None;
     }
+    candidate(b, start, 14)
 }
 
 /// A CNPJ with at least one letter at `start`, formatted (`len` 18) or bare (14).
@@ -117,6 +109,8 @@ mod tests {
         let mut hits = Vec::new();
         let text = "empresa 12.ABC.345/01DE-35 e 12ABC34501DE35, não 12ABC34501DE36";
         scan_alphanumeric(text, &mut hits);
+        super::super::words(text, super::super::EntitySet::of(&[Entity::Cnpj]), &mut hits);
+        hits.sort_by_key(|h| h.start);
         let found: Vec<&str> = hits.iter().map(|h| &text[h.start..h.end]).collect();
         assert_eq!(found, vec!["12.ABC.345/01DE-35", "12ABC34501DE35"]);
     }

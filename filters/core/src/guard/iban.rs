@@ -103,64 +103,47 @@ pub fn valid(iban: &[u8]) -> bool {
     r == 1
 }
 
+/// Scans alone (the recognizers share one pass over words: [`super::words`]).
 pub fn scan(text: &str, hits: &mut Vec<Hit>) {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i + 15 <= b.len() {
-        let starts = b.get(i..i + 4).is_some_and(|p| {
-            p.first().is_some_and(u8::is_ascii_uppercase)
-                && p.get(1).is_some_and(u8::is_ascii_uppercase)
-                && p.get(2).is_some_and(u8::is_ascii_digit)
-                && p.get(3).is_some_and(u8::is_ascii_digit)
-        }) && !super::text::word_before(b, i);
-        if !starts {
-            // An IBAN starts a word: skip the rest of this one.
-            if b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
-                while b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
-                    i += 1;
-                }
-            } else {
-                i += 1;
+    super::words(text, super::EntitySet::of(&[Entity::Iban]), hits);
+}
+
+/// An IBAN starting at word start `i` (bare, or spaced every four characters): its end.
+pub fn at(b: &[u8], i: usize) -> Option<usize> {
+    let head = b.get(i..i + 4)?;
+    let starts = head.first().is_some_and(u8::is_ascii_uppercase)
+        && head.get(1).is_some_and(u8::is_ascii_uppercase)
+        && head.get(2).is_some_and(u8::is_ascii_digit)
+        && head.get(3).is_some_and(u8::is_ascii_digit);
+    if !starts {
+        return None;
+    }
+    let len = b.get(i..i + 2).and_then(|c| LENGTHS.iter().find(|(k, _)| k.as_slice() == c)).map(|(_, l)| *l)?;
+    let mut chars = [0u8; 34];
+    let mut n = 0;
+    let mut j = i;
+    let mut spaced = None;
+    while n < len {
+        match b.get(j) {
+            Some(c) if c.is_ascii_alphanumeric() => {
+                *chars.get_mut(n)? = *c;
+                n += 1;
+                j += 1;
             }
-            continue;
+            Some(b' ')
+                if n % 4 == 0 && spaced != Some(false) && b.get(j + 1).is_some_and(u8::is_ascii_alphanumeric) =>
+            {
+                spaced = Some(true);
+                j += 1;
+            }
+            _ => break,
         }
-        let len = b.get(i..i + 2).and_then(|c| LENGTHS.iter().find(|(k, _)| k.as_slice() == c)).map(|(_, l)| *l);
-        let Some(len) = len else {
-            i += 1;
-            continue;
-        };
-        // Bare, or spaced every four characters.
-        let mut chars = Vec::with_capacity(len);
-        let mut j = i;
-        let mut spaced = None;
-        while chars.len() < len {
-            match b.get(j) {
-                Some(c) if c.is_ascii_alphanumeric() => {
-                    chars.push(*c);
-                    j += 1;
-                }
-                Some(b' ')
-                    if chars.len() % 4 == 0
-                        && spaced != Some(false)
-                        && b.get(j + 1).is_some_and(u8::is_ascii_alphanumeric) =>
-                {
-                    spaced = Some(true);
-                    j += 1;
-                }
-                _ => break,
-            }
-            if chars.len() == 4 && spaced.is_none() && b.get(j).is_some_and(u8::is_ascii_alphanumeric) {
-                spaced = Some(false);
-            }
-        }
-        let end_ok = b.get(j).is_none_or(|c| !c.is_ascii_alphanumeric());
-        if chars.len() == len && end_ok && valid(&chars) {
-            hits.push(Hit { start: i, end: j, entity: Entity::Iban });
-            i = j;
-        } else {
-            i += 4;
+        if n == 4 && spaced.is_none() && b.get(j).is_some_and(u8::is_ascii_alphanumeric) {
+            spaced = Some(false);
         }
     }
+    let end_ok = b.get(j).is_none_or(|c| !c.is_ascii_alphanumeric());
+    (n == len && end_ok && valid(chars.get(..n)?)).then_some(j)
 }
 
 #[cfg(test)]

@@ -340,6 +340,7 @@ impl Injection {
         // Leftmost-longest: a phrase wins over a verb inside it ("do not follow" over "follow").
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| e.to_string())?;

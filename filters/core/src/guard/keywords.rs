@@ -25,7 +25,7 @@ pub struct Keywords {
 
 /// Folds a configured term the way texts are folded; `None` if nothing is left.
 pub fn fold_term(term: &str) -> Option<String> {
-    let folded = Folded::new(term.trim()).text;
+    let folded = Folded::new(term.trim()).text.into_owned();
     (!folded.is_empty()).then_some(folded)
 }
 
@@ -46,6 +46,8 @@ impl Keywords {
         }
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(|e| e.to_string())?;
         Ok(Keywords { automaton, owners })

@@ -232,9 +232,7 @@ impl Recognizers {
         if enabled.contains(Entity::Email) {
             email::scan(text, hits);
         }
-        if enabled.contains(Entity::Iban) {
-            iban::scan(text, hits);
-        }
+        words(text, enabled, hits);
         if enabled.contains(Entity::IpAddress) {
             ip::scan_v6(text, hits);
         }
@@ -265,6 +263,42 @@ impl Recognizers {
         }
         let mine = hits.split_off(first);
         hits.extend(resolve(mine));
+    }
+}
+
+/// One pass over the text's ASCII words for the recognizers that start at a word: IBANs and
+/// bare alphanumeric CNPJs.
+fn words(text: &str, enabled: EntitySet, hits: &mut Vec<Hit>) {
+    let (cnpj, iban) = (enabled.contains(Entity::Cnpj), enabled.contains(Entity::Iban));
+    if !cnpj && !iban {
+        return;
+    }
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+            i += 1;
+        }
+        if text::word_before(b, start) {
+            continue;
+        }
+        if iban {
+            if let Some(end) = iban::at(b, start) {
+                hits.push(Hit { start, end, entity: Entity::Iban });
+                i = i.max(end);
+                continue;
+            }
+        }
+        if cnpj && !text::word_at(b, i) {
+            if let Some(end) = cnpj::bare_at(b, start, i) {
+                hits.push(Hit { start, end, entity: Entity::Cnpj });
+            }
+        }
     }
 }
 

@@ -435,7 +435,7 @@ impl Policy {
                 }
             }
         }
-        let folded = (self.keywords.is_some() || self.injection.is_some()).then(|| Folded::new(text));
+        let folded = (self.keywords.is_some() || self.injection.is_some()).then(|| Folded::for_automata(text));
         if let (Some(keywords), Some(folded)) = (&self.keywords, &folded) {
             let mut hits: Vec<KeywordHit> = Vec::new();
             keywords.scan(folded, &mut hits);

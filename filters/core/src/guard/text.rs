@@ -75,8 +75,10 @@ pub fn context_before(text: &str, start: usize, words: &[&str]) -> bool {
 /// A folded copy of a text that maps a match back to the original. Offsets shift only at
 /// non-ASCII characters, so only those are recorded; ASCII stretches map one to one between
 /// them (no per-byte table).
-pub struct Folded {
-    pub text: String,
+pub struct Folded<'a> {
+    /// The folded text; for [`Folded::for_automata`] over ASCII input, the input itself (the
+    /// automata match ASCII case-insensitively, so lower-casing it would only copy it).
+    pub text: std::borrow::Cow<'a, str>,
     shifts: Vec<Shift>,
     len: u32,
 }
@@ -91,10 +93,22 @@ struct Shift {
     oe: u32,
 }
 
-impl Folded {
-    pub fn new(text: &str) -> Folded {
+impl<'a> Folded<'a> {
+    /// For case-insensitive automata: ASCII text is used as it is.
+    pub fn for_automata(text: &'a str) -> Folded<'a> {
         if text.is_ascii() {
-            return Folded { text: text.to_ascii_lowercase(), shifts: Vec::new(), len: text.len() as u32 };
+            return Folded { text: std::borrow::Cow::Borrowed(text), shifts: Vec::new(), len: text.len() as u32 };
+        }
+        Folded::new(text)
+    }
+
+    pub fn new(text: &str) -> Folded<'a> {
+        if text.is_ascii() {
+            return Folded {
+                text: std::borrow::Cow::Owned(text.to_ascii_lowercase()),
+                shifts: Vec::new(),
+                len: text.len() as u32,
+            };
         }
         let mut folded = String::with_capacity(text.len());
         let mut shifts = Vec::new();
@@ -117,7 +131,7 @@ impl Folded {
             at += c.len_utf8();
             rest = tail.get(c.len_utf8()..).unwrap_or_default();
         }
-        Folded { text: folded, shifts, len: text.len() as u32 }
+        Folded { text: std::borrow::Cow::Owned(folded), shifts, len: text.len() as u32 }
     }
 
     /// The original offset of folded offset `at`. A match's `end` excludes a dropped character
