@@ -4,6 +4,16 @@
 //! column 29", without saying which field; `serde_path_to_error` adds the path, so every error
 //! reads `token_counter.inject_include_usage: invalid type: …`.
 
+/// Every enforcing stage's `mode` (Envoy's `filter_enforced`): `shadow` decides and counts
+/// (and reports in a header) but never refuses or changes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
 /// Deserialises `json`, prefixing errors with `prefix` and the failing field's path.
 pub fn from_json<'de, T: serde::Deserialize<'de>>(json: &'de [u8], prefix: &str) -> Result<T, String> {
     let mut deserializer = serde_json::Deserializer::from_slice(json);

@@ -43,14 +43,9 @@ impl Action {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Every finding counts and is reported in a header; nothing is changed or refused.
-    Shadow,
-}
+/// `enforce`, or `shadow`: every finding counts and is reported in a header; nothing is changed
+/// or refused.
+pub use crate::config::Mode;
 
 /// What to do with a body that cannot be read on a guarded route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

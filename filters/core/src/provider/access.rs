@@ -25,14 +25,8 @@ use crate::consumer::ConsumerSource;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Enforce,
-    /// Decide and count, never refuse.
-    Shadow,
-}
+/// `enforce`, or `shadow`: decide and count, never refuse.
+pub use crate::config::Mode;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -46,15 +46,8 @@ pub enum Scope {
     Global,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Refuse with 429 when a limit is exhausted.
-    #[default]
-    Enforce,
-    /// Count, add the headers, never refuse.
-    Shadow,
-}
+/// `enforce` refuses with 429 when a limit is exhausted; `shadow` counts and adds the headers.
+pub use crate::config::Mode;
 
 /// How a request is admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
