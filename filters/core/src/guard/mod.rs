@@ -239,17 +239,7 @@ impl Recognizers {
         if enabled.contains(Entity::CryptoWallet) {
             crypto::scan(text, hits);
         }
-        const SECRETS: EntitySet = EntitySet::of(&[
-            Entity::AwsAccessKey,
-            Entity::OpenAiApiKey,
-            Entity::AnthropicApiKey,
-            Entity::GithubToken,
-            Entity::SlackToken,
-            Entity::GoogleApiKey,
-            Entity::PrivateKey,
-            Entity::Jwt,
-        ]);
-        if enabled.any(SECRETS) || enabled.contains(Entity::Password) {
+        if Entity::ALL.iter().any(|e| e.is_secret() && enabled.contains(*e)) {
             let before = hits.len();
             self.secrets.scan(text, enabled.contains(Entity::Password), hits);
             let mut i = before;
