@@ -26,7 +26,7 @@ Test knobs (request headers):
 Admin: GET /mock/requests (recent requests: method, path, headers, body), POST /mock/reset,
 GET /mock/health, GET /v1/models.
 
-Usage: mock_provider.py [--port P] [--h2-port P] [--port-file F]
+Usage: mock_provider.py [--host ADDR] [--port P] [--h2-port P] [--port-file F]
 """
 import argparse
 import asyncio
@@ -488,15 +488,16 @@ async def serve_h2(reader, writer):
 
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--h2-port", type=int, default=None, help="also serve h2c (prior knowledge) on this port (0 = any)")
     parser.add_argument("--port-file", help="write the bound ports here as JSON once listening")
     args = parser.parse_args()
-    server = await asyncio.start_server(serve_http1, "127.0.0.1", args.port, limit=1 << 24, backlog=1024)
+    server = await asyncio.start_server(serve_http1, args.host, args.port, limit=1 << 24, backlog=1024)
     ports = {"http1": server.sockets[0].getsockname()[1]}
     servers = [server]
     if args.h2_port is not None:
-        h2server = await asyncio.start_server(serve_h2, "127.0.0.1", args.h2_port, limit=1 << 24)
+        h2server = await asyncio.start_server(serve_h2, args.host, args.h2_port, limit=1 << 24)
         ports["h2"] = h2server.sockets[0].getsockname()[1]
         servers.append(h2server)
     if args.port_file:

@@ -3,6 +3,8 @@
 //! ```text
 //! tollgate guard --config FILE        JSON lines in ({"text": …} or a chat request), one decision per line out
 //! tollgate validate --filter NAME --config FILE
+//! tollgate schema --filter NAME [--markdown]    the JSON Schema of NAME's configuration
+//! tollgate schema --write                       regenerate schemas/ and the README tables
 //! ```
 //! Configuration files are YAML or JSON. A guardrails file is the guardrails section itself, or
 //! an all-in-one configuration with a `guardrails` section.
@@ -19,7 +21,10 @@ const USAGE: &str = "usage:
   tollgate guard --config FILE             read JSON lines on stdin: {\"text\": \"...\"} or an OpenAI chat request;
                                            write one JSON line each: {\"decision\", \"findings\", \"text\"}
   tollgate validate --filter NAME --config FILE
-                                           NAME: token-counter | guardrails | provider-rewrite | quota | tollgate";
+                                           NAME: token-counter | guardrails | provider-rewrite | quota | tollgate
+  tollgate schema --filter NAME [--markdown]
+                                           print the JSON Schema of NAME's configuration (or its README table)
+  tollgate schema --write                  regenerate schemas/*.schema.json and the README tables (run from the repository)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +33,10 @@ fn main() -> ExitCode {
         Some("validate") => flag(&args, "--filter")
             .and_then(|filter| flag(&args, "--config").map(|path| (filter, path)))
             .and_then(|(filter, path)| validate(&filter, &path)),
+        Some("schema") if args.iter().any(|a| a == "--write") => write_schemas(),
+        Some("schema") => {
+            flag(&args, "--filter").and_then(|filter| schema(&filter, args.iter().any(|a| a == "--markdown")))
+        }
         _ => Err(USAGE.to_string()),
     };
     match result {
@@ -64,6 +73,28 @@ fn guardrails_section(config: Value) -> (Value, &'static str) {
 
 fn to_bytes(value: &Value) -> Result<Vec<u8>, String> {
     serde_json::to_vec(value).map_err(|e| e.to_string())
+}
+
+fn schema(filter: &str, markdown: bool) -> Result<(), String> {
+    let unknown = || format!("unknown filter '{filter}'\n{USAGE}");
+    if markdown {
+        print!("{}", tollgate_core::schema::markdown(filter).ok_or_else(unknown)?);
+        return Ok(());
+    }
+    let schema = tollgate_core::schema::filter_schema(filter).ok_or_else(unknown)?;
+    println!("{}", serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+fn write_schemas() -> Result<(), String> {
+    for (filter, _) in tollgate_core::schema::FILTERS {
+        let files = tollgate_cli::generated(filter).ok_or_else(|| format!("{filter}: no schema"))?;
+        for (path, text) in files {
+            std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+            println!("wrote {path}");
+        }
+    }
+    Ok(())
 }
 
 fn validate(filter: &str, path: &str) -> Result<(), String> {

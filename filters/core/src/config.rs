@@ -6,7 +6,7 @@
 
 /// Every enforcing stage's `mode` (Envoy's `filter_enforced`): `shadow` decides and counts
 /// (and reports in a header) but never refuses or changes a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]

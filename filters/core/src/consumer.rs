@@ -14,28 +14,45 @@ use sha2::{Digest, Sha256};
 /// Where the consumer's identity comes from, tried in order: `property` (e.g. a JWT claim
 /// written by `jwt_authn`), `header` (an API key: only a salted hash is kept), then the
 /// downstream address.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSource {
+    /// Envoy property path holding the identity, e.g. a JWT claim written by `jwt_authn` (set its
+    /// `payload_in_metadata`).
     #[serde(default)]
+    #[schemars(extend("examples" = [["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"]]))]
     pub property: Option<Vec<String>>,
+    /// A credential header (an API key); only `k:` + 16 hex digits of a salted SHA-256 of its
+    /// value is kept, never the key. `cookie` is refused.
     #[serde(default)]
+    #[schemars(extend("examples" = ["authorization"]))]
     pub header: Option<String>,
     /// A header an auth filter sets to the authenticated identity (the API-key filter's
     /// `forwarding.header`), taken as it is. Only with a filter that overwrites it and an Envoy
     /// config that strips it from clients: otherwise a client names itself.
     #[serde(default)]
+    #[schemars(extend("examples" = ["x-client-id"]))]
     pub identity_header: Option<String>,
+    /// Fall back to the downstream address (`ip:<addr>`) when no other source names the caller.
     #[serde(default = "yes")]
     pub downstream_address: bool,
     /// Salt of the API-key hash. Set it: without one, identical keys hash identically across
     /// deployments.
     #[serde(default)]
+    #[schemars(extend("examples" = ["a-long-random-string"]))]
     pub salt: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// What an absent `consumer` section means: the same as `{}` (the generated schema showed the
+/// derived default, with no address fallback, disagreeing with `{}`).
+impl Default for ConsumerSource {
+    fn default() -> Self {
+        ConsumerSource { property: None, header: None, identity_header: None, downstream_address: yes(), salt: None }
+    }
 }
 
 /// Headers that carry credentials but no identity of their own.
@@ -116,4 +133,16 @@ pub fn hashed_consumer(salt: &str, value: &str) -> String {
 /// A consumer id taken as it is (a JWT claim, an address), made safe as a label.
 pub fn plain_consumer(value: &str) -> String {
     metrics::sanitize(value)
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_section_means_the_same_as_an_empty_one() {
+        let empty: ConsumerSource = serde_json::from_str("{}").unwrap();
+        assert_eq!(ConsumerSource::default(), empty);
+        assert!(empty.downstream_address);
+    }
 }

@@ -19,6 +19,7 @@ pub mod provider;
 pub mod quota;
 pub mod request;
 pub mod route;
+pub mod schema;
 pub mod sse;
 pub mod stage;
 pub mod usage;

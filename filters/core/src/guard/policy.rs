@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// What happens to a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Count it and add a response header; change nothing.
@@ -48,7 +48,7 @@ impl Action {
 pub use crate::config::Mode;
 
 /// What to do with a body that cannot be read on a guarded route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// Refuse it (400, or 415 for an encoding we do not read).
@@ -58,7 +58,9 @@ pub enum Failure {
     Open,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+/// A message's role (OpenAI `developer` counts as `system`; Anthropic `tool_result` blocks as
+/// `tool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     System,
@@ -67,7 +69,8 @@ pub enum Role {
     Tool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// Which messages of a conversation are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum History {
     /// Every message of the conversation.
@@ -77,12 +80,14 @@ pub enum History {
     Latest,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Which parts of a request are checked.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestScope {
     /// Roles whose messages are checked. Default: all four.
     #[serde(default = "all_roles")]
     pub roles: Vec<Role>,
+    /// `all` messages, or only the `latest` (and the system prompt).
     #[serde(default)]
     pub history: History,
 }
@@ -97,7 +102,8 @@ impl Default for RequestScope {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How the model's answers are checked.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseScope {
     /// Check the model's answers (JSON and streams). Default: true.
@@ -126,48 +132,63 @@ impl Default for ResponseScope {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Size limits of a request, checked before any scan. Unset: no limit.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body (bytes); more is refused with 413.
+    #[schemars(extend("examples" = [262144]))]
     pub max_request_bytes: Option<u64>,
     /// Most messages in a request; more is refused with 400.
+    #[schemars(extend("examples" = [200]))]
     pub max_messages: Option<u32>,
     /// Most estimated prompt tokens; more is refused with 400.
+    #[schemars(extend("examples" = [32000]))]
     pub max_prompt_tokens: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeywordRule {
+    /// The rule's name, in findings, metrics and error messages.
+    #[schemars(extend("examples" = ["internal-codenames"]))]
     pub id: String,
+    #[schemars(extend("examples" = ["block"]))]
     pub action: Action,
     /// Words and phrases to find (case, accents and invisible characters ignored; whole words).
+    #[schemars(extend("examples" = [["project falcon", "operação tucano"]]))]
     pub terms: Vec<String>,
     /// Phrases that contain a term but are fine (`kill process` for the term `kill`).
     #[serde(default)]
     pub allow: Vec<String>,
     /// Entity name in findings and placeholders. Default: `KEYWORD`.
     #[serde(default)]
+    #[schemars(extend("examples" = ["CODENAME"]))]
     pub entity: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatternRule {
+    /// The rule's name, in findings, metrics and error messages.
+    #[schemars(extend("examples" = ["employee-id"]))]
     pub id: String,
+    #[schemars(extend("examples" = ["mask"]))]
     pub action: Action,
     /// A `regex`-crate pattern (no look-around, no back-references: linear time).
+    #[schemars(extend("examples" = ["\\bEMP-[0-9]{6}\\b"]))]
     pub regex: String,
     /// Entity name in findings and placeholders. Default: the id in upper case.
     #[serde(default)]
+    #[schemars(extend("examples" = ["EMPLOYEE_ID"]))]
     pub entity: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InjectionRule {
     /// `block` or `shadow`.
+    #[schemars(extend("examples" = ["block"]))]
     pub action: Action,
     /// Sum of family weights that marks an injection (0.1-5). Default 0.8: one strong signal
     /// (an instruction override, a known jailbreak persona) blocks; weak ones must add up.
@@ -180,31 +201,43 @@ fn default_threshold() -> f64 {
 }
 
 /// The configuration as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `enforce`, or `shadow`: count and report in the `x-tollgate-guardrails` header, change
+    /// and refuse nothing.
     #[serde(default)]
     pub mode: Mode,
+    /// Unreadable, compressed or non-JSON bodies: `closed` refuses them (400/415), `open`
+    /// forwards them unchecked (counted).
     #[serde(default)]
     pub failure: Failure,
     /// Built-in entity → action. The key `default` sets the action of every built-in entity not
     /// listed; without it, unlisted entities are not looked for.
     #[serde(default)]
+    #[schemars(extend("examples" = [{"default": "mask", "CREDIT_CARD": "block", "PRIVATE_KEY": "block"}]))]
     pub entities: BTreeMap<String, Action>,
+    /// Keyword and phrase rules (one automaton for all of them).
     #[serde(default)]
     pub keywords: Vec<KeywordRule>,
+    /// Regular-expression rules, compiled when the configuration is loaded.
     #[serde(default)]
     pub patterns: Vec<PatternRule>,
+    /// Prompt-injection heuristics (EN/PT), scored by family against a threshold.
     #[serde(default)]
     pub injection: Option<InjectionRule>,
+    /// Which parts of a request are checked.
     #[serde(default)]
     pub request: RequestScope,
+    /// How answers are checked.
     #[serde(default)]
     pub response: ResponseScope,
+    /// Size limits of a request.
     #[serde(default)]
     pub limits: Limits,
-    /// Salt of the `hash` action. Required when any rule hashes.
+    /// Salt of the `hash` action (at least 8 characters). Required when any rule hashes.
     #[serde(default)]
+    #[schemars(extend("examples" = ["a-long-random-string"]))]
     pub hash_salt: Option<String>,
     /// Policies by consumer tier (the tier provider-rewrite's access policy resolved from the
     /// caller's authenticated identity): a caller of a listed tier gets that policy instead of

@@ -28,30 +28,44 @@ use std::collections::BTreeMap;
 /// `enforce`, or `shadow`: decide and count, never refuse.
 pub use crate::config::Mode;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccess {
+    /// `enforce` refuses with 403; `shadow` only counts.
     #[serde(default)]
     pub mode: Mode,
+    /// Who is calling.
     #[serde(default)]
     pub consumer: ConsumerSource,
+    /// Property path naming the caller's tier (set by an auth filter); wins over `consumers`.
+    #[schemars(extend("examples" = [["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "tier"]]))]
     #[serde(default)]
     pub tier_property: Option<Vec<String>>,
+    /// Consumer id → tier.
     #[serde(default)]
     pub consumers: BTreeMap<String, String>,
+    /// The tier of callers that no property or `consumers` entry names; unset: they are refused.
     #[serde(default)]
+    #[schemars(extend("examples" = ["basic"]))]
     pub default_tier: Option<String>,
+    /// Tier name → what its callers may use.
     pub tiers: BTreeMap<String, RawPolicy>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
+    /// Model patterns the tier may call (exact, prefix ending in `*`, or `*`).
     #[serde(default)]
+    #[schemars(extend("examples" = [["gpt-4o-mini", "claude-*"]]))]
     pub allow: Vec<String>,
+    /// Model patterns refused even when allowed.
     #[serde(default)]
+    #[schemars(extend("examples" = [["gpt-4o"]]))]
     pub deny: Vec<String>,
+    /// Backend names or kinds the tier may reach; empty: any.
     #[serde(default)]
+    #[schemars(extend("examples" = [["openai", "azure"]]))]
     pub providers: Vec<String>,
     /// The tier's own credentials for some backends (a team's own Azure key, say): backend
     /// name → key (`{"env": …}` or `{"value": …}`), used instead of the backend's.

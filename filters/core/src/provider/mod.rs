@@ -37,16 +37,21 @@ impl std::fmt::Debug for Secret {
 
 /// Where a key comes from: the Envoy VM's environment (`vm_config.environment_variables`), or
 /// the plugin configuration itself.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecret {
+    /// Name of an environment variable of the VM (listed in `vm_config.environment_variables`).
     #[serde(default)]
+    #[schemars(extend("examples" = ["OPENAI_API_KEY"]))]
     pub env: Option<String>,
+    /// The key itself (prefer `env`: a configuration is read by more people than a secret).
     #[serde(default)]
+    #[schemars(extend("examples" = ["sk-proj-..."]))]
     pub value: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The API a backend speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// OpenAI itself.
@@ -84,43 +89,62 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
+    /// The API the backend speaks.
+    #[schemars(extend("examples" = ["anthropic"]))]
     pub kind: Kind,
-    /// Envoy cluster of the endpoint (the route must pick it from the cluster header).
+    /// Envoy cluster of the endpoint (it must exist; the route picks it from the cluster header).
+    #[schemars(extend("examples" = ["anthropic"]))]
     pub cluster: String,
     /// `:authority` sent upstream (`api.anthropic.com`); unset: left as the client sent it.
+    /// Required for `bedrock` (it is signed).
     #[serde(default)]
+    #[schemars(extend("examples" = ["api.anthropic.com"]))]
     pub host: Option<String>,
-    /// Path prefix before the API's own path (`/v1` for OpenAI and Anthropic, `/api/v1`, …).
+    /// Path prefix before the API's own path. Default: `/v1` (OpenAI, Anthropic, compatible
+    /// servers, Vertex), `/v1beta` (Gemini), none (Azure, Bedrock).
     #[serde(default)]
+    #[schemars(extend("examples" = ["/api/v1"]))]
     pub base_path: Option<String>,
+    /// The backend's key (`Authorization: Bearer`, `x-api-key`, `api-key` or
+    /// `x-goog-api-key`, as the kind wants; the bearer token for `vertex`); the client's own
+    /// credentials are never forwarded.
     #[serde(default)]
     pub api_key: Option<RawSecret>,
-    /// Anthropic: `anthropic-version` header.
+    /// Anthropic: `anthropic-version` header (default `2023-06-01`).
     #[serde(default)]
+    #[schemars(extend("examples" = ["2023-06-01"]))]
     pub anthropic_version: Option<String>,
-    /// Anthropic: `max_tokens` when the client sets none (Anthropic requires one).
+    /// Anthropic: `max_tokens` when the client sets none (Anthropic requires one; default 4096).
     #[serde(default)]
+    #[schemars(extend("examples" = [1024]))]
     pub default_max_tokens: Option<u64>,
     /// Azure: the `api-version` query parameter (required).
     #[serde(default)]
+    #[schemars(extend("examples" = ["2024-10-21"]))]
     pub api_version: Option<String>,
     /// Vertex: the Google Cloud project (required).
     #[serde(default)]
+    #[schemars(extend("examples" = ["my-project"]))]
     pub project: Option<String>,
     /// Vertex: the region, e.g. `us-central1` (required).
     #[serde(default)]
+    #[schemars(extend("examples" = ["us-central1"]))]
     pub location: Option<String>,
-    /// Bedrock: SigV4 credentials (required) and the AWS region (required).
+    /// Bedrock: the SigV4 access key id (required).
     #[serde(default)]
     pub aws_access_key_id: Option<RawSecret>,
+    /// Bedrock: the SigV4 secret access key (required).
     #[serde(default)]
     pub aws_secret_access_key: Option<RawSecret>,
+    /// Bedrock: the session token of temporary credentials.
     #[serde(default)]
     pub aws_session_token: Option<RawSecret>,
+    /// Bedrock: the AWS region (required).
     #[serde(default)]
+    #[schemars(extend("examples" = ["us-east-1"]))]
     pub region: Option<String>,
 }
 
@@ -142,18 +166,24 @@ pub struct Backend {
     pub region: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     /// The name clients use: exact, or a prefix ending in `*`.
+    #[schemars(extend("examples" = ["claude-sonnet-4"]))]
     pub name: String,
+    /// The backend (a key of `backends`) serving this name; one of `backend`, `alias_of`,
+    /// `split`, `fallback` and `choose`.
     #[serde(default)]
+    #[schemars(extend("examples" = ["anthropic"]))]
     pub backend: Option<String>,
     /// The backend's model id (default: the requested name).
     #[serde(default)]
+    #[schemars(extend("examples" = ["claude-sonnet-4-20250514"]))]
     pub model: Option<String>,
     /// This name is another name for `alias_of` (an exact name of the table).
     #[serde(default)]
+    #[schemars(extend("examples" = ["claude-sonnet-4"]))]
     pub alias_of: Option<String>,
     /// Weighted variants (canary, A/B): each request goes to one, sticky per key.
     #[serde(default)]
@@ -167,28 +197,38 @@ pub struct RawModel {
     pub choose: Option<RawChoose>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawChoose {
-    /// `latency` or `cost`.
+    /// `latency` (the fastest measured time to first byte) or `cost` (the cheapest for the
+    /// request, from the prices).
+    #[schemars(extend("examples" = ["latency"]))]
     pub policy: String,
+    /// The equivalent backends.
     pub backends: Vec<RawPricedTarget>,
     /// Error rate (0–1) above which a backend is left out (default 0.2).
     #[serde(default)]
+    #[schemars(extend("examples" = [0.2]))]
     pub max_error_rate: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPricedTarget {
+    /// A key of `backends`.
+    #[schemars(extend("examples" = ["gemini"]))]
     pub backend: String,
+    /// The backend's model id (default: the requested name).
     #[serde(default)]
+    #[schemars(extend("examples" = ["gemini-2.5-flash"]))]
     pub model: Option<String>,
     /// USD per million input tokens (needed by `cost`).
     #[serde(default)]
+    #[schemars(extend("examples" = [0.1]))]
     pub input_price: Option<f64>,
     /// USD per million output tokens (needed by `cost`).
     #[serde(default)]
+    #[schemars(extend("examples" = [0.4]))]
     pub output_price: Option<f64>,
 }
 
@@ -196,37 +236,53 @@ pub struct RawPricedTarget {
 /// backends as priorities 0, 1, … (host metadata `tollgate.backend` naming each); the route
 /// retries on the next priority; this module, as an upstream filter of that cluster,
 /// translates each attempt for the backend it goes to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFallback {
+    /// The Envoy cluster whose priorities are the backends.
+    #[schemars(extend("examples" = ["fallback-resilient"]))]
     pub cluster: String,
+    /// The backends in the order they are tried.
     pub backends: Vec<RawTarget>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
+    /// A key of `backends`.
+    #[schemars(extend("examples" = ["openai"]))]
     pub backend: String,
+    /// The backend's model id (default: the requested name).
     #[serde(default)]
+    #[schemars(extend("examples" = ["gpt-4o-mini"]))]
     pub model: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawVariant {
     /// The variant's name, in metrics and the access log (`stable`, `canary`, …).
+    #[schemars(extend("examples" = ["canary"]))]
     pub variant: String,
+    /// A key of `backends`.
+    #[schemars(extend("examples" = ["openai"]))]
     pub backend: String,
+    /// The backend's model id (default: the requested name).
     #[serde(default)]
+    #[schemars(extend("examples" = ["gpt-4.1"]))]
     pub model: Option<String>,
     /// Relative weight; 0 takes the variant out (a rollback) while keeping it forceable.
+    #[schemars(extend("examples" = [10]))]
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Backend name → where and how to reach it.
     pub backends: BTreeMap<String, RawBackend>,
+    /// The model table: what clients may ask for, looked up by exact name, then alias, then the
+    /// longest matching prefix.
     pub models: Vec<RawModel>,
     /// Header the filter sets to the backend's cluster; the route uses it as `cluster_header`.
     #[serde(default = "default_cluster_header")]
@@ -235,10 +291,12 @@ pub struct RawConfig {
     /// session id). Without it, or when the request lacks it, each request is drawn anew (from
     /// Envoy's `x-request-id`).
     #[serde(default)]
+    #[schemars(extend("examples" = ["x-tollgate-consumer"]))]
     pub sticky_header: Option<String>,
     /// Request header naming the variant to use (for testing a canary). Off unless set: a
     /// client could otherwise choose its backend.
     #[serde(default)]
+    #[schemars(extend("examples" = ["x-tollgate-variant"]))]
     pub variant_header: Option<String>,
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 pub use window::Window;
 
 /// What a limit counts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Meter {
     Requests,
@@ -27,17 +27,23 @@ pub enum Meter {
     /// `input × w_in + output × w_out + cached_input × w_cached` (cached input is part of input
     /// and is priced by `cached_input` instead of `input`).
     Weighted {
+        /// Weight of an input token.
+        #[schemars(extend("examples" = [1.0]))]
         input: f64,
+        /// Weight of an output token.
+        #[schemars(extend("examples" = [4.0]))]
         output: f64,
+        /// Weight of a cached input token (default: `input`'s).
         #[serde(default)]
+        #[schemars(extend("examples" = [0.1]))]
         cached_input: Option<f64>,
     },
-    /// US dollars from `prices` (per million tokens), counted in micro-dollars.
+    /// US dollars from `prices` (per million tokens), counted in micro-dollars; needs `prices`.
     Dollars,
 }
 
 /// Whose counter a request charges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Consumer,
@@ -50,7 +56,7 @@ pub enum Scope {
 pub use crate::config::Mode;
 
 /// How a request is admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Admission {
     /// Reserve the request's maximum at admission, settle to usage at the end: concurrent
@@ -58,11 +64,15 @@ pub enum Admission {
     #[default]
     Reserve,
     /// Admit while the counter is under the limit, charge usage at the end (what most gateways
-    /// do): concurrent requests can all pass before any is charged. For comparison only.
+    /// do): concurrent requests can all pass before any is charged. For comparison only; local
+    /// mode only.
     PostAccounting,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// What happens to a request whose consumer no source names: `default` puts them all in one
+/// consumer, `unknown` (give it its own limits with a tier: `"consumers": {"unknown": "anonymous"}`);
+/// `refuse` answers 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownConsumer {
     /// Apply the limits to one shared `unknown` consumer.
@@ -74,7 +84,7 @@ pub enum UnknownConsumer {
 
 /// Where the counters live when quotas are shared by many Envoy instances (absent: in this
 /// Envoy's shared data, shared by its workers only).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Global {
     /// Envoy's own `envoy.filters.http.ratelimit` filter, placed after this one, calls an RLS v3
@@ -91,9 +101,12 @@ pub enum Global {
     /// upstream and a `Report` of the rest at stream end (Kuadrant Limitador's API).
     CheckReport {
         /// Envoy cluster (HTTP/2) of the service.
+        #[schemars(extend("examples" = ["limitador"]))]
         cluster: String,
+        /// The rate-limit domain of the descriptors.
         #[serde(default = "default_domain")]
         domain: String,
+        /// Time allowed for the reservation call before `failure_mode` applies.
         #[serde(default = "default_timeout_ms")]
         timeout_ms: u32,
         #[serde(default)]
@@ -112,7 +125,7 @@ fn default_timeout_ms() -> u32 {
 }
 
 /// How `check_report` reserves at request time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reservation {
     /// `ShouldRateLimit` with the reservation as hits: an atomic check-and-charge, so the
@@ -126,7 +139,7 @@ pub enum Reservation {
 }
 
 /// What happens when the rate-limit service cannot be reached or answers garbage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Admit the request (counted in `tollgate.quota.rls_errors`).
@@ -142,25 +155,39 @@ pub const RLS_MAX_LIMIT: u64 = u32::MAX as u64;
 pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
+    /// USD per million input tokens.
+    #[schemars(extend("examples" = [2.5]))]
     pub input: f64,
+    /// USD per million output tokens.
+    #[schemars(extend("examples" = [10.0]))]
     pub output: f64,
+    /// USD per million cached input tokens (default: `input`).
     #[serde(default)]
+    #[schemars(extend("examples" = [1.25]))]
     pub cached_input: Option<f64>,
 }
 
 pub use crate::consumer::{hashed_consumer, plain_consumer, ConsumerSource};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
+    /// The limit's name (`[a-z0-9_]`, unique), in errors, metrics, tiers and global descriptors.
+    #[schemars(extend("examples" = ["tokens_per_minute"]))]
     pub name: String,
+    #[schemars(extend("examples" = ["total_tokens"]))]
     pub meter: Meter,
+    #[schemars(extend("examples" = ["consumer"]))]
     pub per: Scope,
+    /// The fixed UTC window the count is kept for.
+    #[schemars(extend("examples" = ["minute"]))]
     pub window: Window,
-    /// Count (requests, tokens, weighted units) or dollars.
+    /// Count (requests, tokens, weighted units) or dollars: positive, and a whole number except
+    /// for `dollars` and weighted meters.
+    #[schemars(extend("examples" = [100000]))]
     pub limit: f64,
     /// Model patterns the limit applies to (`gpt-4o` exact, `gpt-4*` prefix); empty: all.
     #[serde(default)]
@@ -168,17 +195,20 @@ pub struct RawLimit {
 }
 
 /// The `quota` section of the plugin configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `enforce` refuses with 429; `shadow` counts and adds the headers only.
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
     pub admission: Admission,
+    /// Who is calling.
     #[serde(default)]
     pub consumer: ConsumerSource,
     #[serde(default)]
     pub unknown_consumer: UnknownConsumer,
+    /// The limits; a request is charged against every one that applies to it.
     pub limits: Vec<RawLimit>,
     /// Tier name → limit name → value that replaces the limit's default for that tier.
     #[serde(default)]
@@ -188,13 +218,15 @@ pub struct RawConfig {
     pub consumers: BTreeMap<String, String>,
     /// Property path naming the consumer's tier (set by an auth filter); wins over `consumers`.
     #[serde(default)]
+    #[schemars(extend("examples" = [["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "tier"]]))]
     pub tier_property: Option<Vec<String>>,
-    /// Model pattern → price, for `dollars` limits.
+    /// Model (or prefix ending in `*`) → price, for `dollars` limits; the longest match wins.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
     /// Output tokens reserved when a request names no `max_tokens`.
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u64,
+    /// Share the counters of many Envoy instances through a rate-limit service.
     #[serde(default)]
     pub global: Option<Global>,
 }

@@ -30,6 +30,23 @@ struct Raw<'a> {
     quota: Option<&'a RawValue>,
 }
 
+/// The all-in-one configuration as its JSON Schema describes it: the sections [`Raw`] reads
+/// (kept apart because `Raw` borrows each section unparsed, for its stage to parse).
+#[derive(Default, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+#[allow(dead_code)]
+pub struct Sections {
+    /// Token counting, GenAI metrics and access-log fields; enabled by `quota` too (with its
+    /// defaults) when absent.
+    token_counter: Option<token_counter::RawConfig>,
+    /// Prompt and answer guardrails.
+    guardrails: Option<crate::guard::policy::Config>,
+    /// One API in front of many providers: the model table and its backends.
+    provider_rewrite: Option<super::provider_rewrite::RawConfig>,
+    /// Token and request quotas.
+    quota: Option<crate::quota::RawConfig>,
+}
+
 pub struct Composed {
     pub stages: Vec<Box<dyn StageFactory>>,
     pub max_request_bytes: Option<u64>,

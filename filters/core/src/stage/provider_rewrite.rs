@@ -38,18 +38,45 @@ use std::rc::Rc;
 /// of a fallback cluster (every attempt sees the headers the previous one rewrote).
 pub const CLIENT_PATH_HEADER: &str = "x-tollgate-client-path";
 
-/// The stage's configuration section (`provider_rewrite`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The stage's configuration section (`provider_rewrite`): the model table and the stage's own
+/// settings side by side. It describes the whole section (the JSON Schema comes from it);
+/// [`parse`] reads the two parts apart, as `deny_unknown_fields` does not work through `flatten`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(flatten)]
     pub table: provider::RawConfig,
-    /// Largest translated JSON answer held in memory (bytes).
+    #[serde(flatten)]
+    pub own: RawSettings,
+}
+
+/// The stage's settings besides the model table.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Largest translated JSON answer held in memory (bytes, at least 1024).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Largest single event of a translated stream (bytes).
+    /// Largest single event of a translated stream (bytes, at least 1024).
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Where this instance runs: `downstream` (the listener's filter chain) or `upstream` (a
+    /// fallback cluster's upstream filters, translating each attempt).
+    #[serde(default)]
+    pub role: Role,
+    /// Who may call which model and provider, per consumer tier.
+    #[serde(default)]
+    pub access: Option<provider::access::RawAccess>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, Default, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// In the listener's HTTP filter chain.
+    #[default]
+    Downstream,
+    /// In a fallback cluster's `upstream_http_filters`.
+    Upstream,
 }
 
 fn default_max_response_bytes() -> usize {
@@ -109,26 +136,7 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         }
     }
     let table: provider::RawConfig = crate::config::from_json(table_value.to_string().as_bytes(), prefix)?;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Own {
-        #[serde(default = "default_max_response_bytes")]
-        max_response_bytes: usize,
-        #[serde(default = "default_max_event_bytes")]
-        max_event_bytes: usize,
-        #[serde(default)]
-        role: Role,
-        #[serde(default)]
-        access: Option<provider::access::RawAccess>,
-    }
-    #[derive(Deserialize, Default, PartialEq)]
-    #[serde(rename_all = "snake_case")]
-    enum Role {
-        #[default]
-        Downstream,
-        Upstream,
-    }
-    let own: Own = crate::config::from_json(serde_json::Value::Object(own).to_string().as_bytes(), prefix)?;
+    let own: RawSettings = crate::config::from_json(serde_json::Value::Object(own).to_string().as_bytes(), prefix)?;
     if own.max_response_bytes < 1024 {
         return Err(format!("{prefix}max_response_bytes: must be at least 1024"));
     }

@@ -41,33 +41,43 @@ use std::rc::Rc;
 // ---- configuration ------------------------------------------------------------------------
 
 /// The plugin configuration, as written in Envoy's `configuration` (JSON).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
-    /// Add `stream_options.include_usage: true` to streaming OpenAI requests that lack it, and
-    /// remove the usage the client did not ask for from the stream.
+    /// Add `stream_options.include_usage: true` to streaming OpenAI requests that lack it (and
+    /// strip what it adds from the stream). Off: such streams report no usage, and are counted
+    /// as `usage_missing`.
     pub inject_include_usage: bool,
-    /// Hold request headers while the body is read (needs `allow_on_headers_stop_iteration:
-    /// true` in the plugin config). If false, headers continue and `content-length` is removed
-    /// from requests that may be rewritten, so Envoy re-frames them.
+    /// Hold request headers while the body is read. Needs `allow_on_headers_stop_iteration:
+    /// true` in the Envoy plugin config (without it Envoy never calls the body callback and the
+    /// request hangs). Set `false` where that knob cannot be set (Istio `WasmPlugin`): headers
+    /// continue, and `content-length` is removed from chat/completions requests so Envoy
+    /// re-frames a rewritten body.
     pub hold_request_headers: bool,
-    /// Refuse request bodies above this size with 413 (in the client's dialect). Unset: only
-    /// Envoy's buffer limit applies, and its 413 is reworded into the client's dialect.
+    /// Refuse larger bodies with 413 in the client's dialect (by `content-length`, or as they
+    /// arrive). Unset: Envoy's buffer limit applies and its plain-text 413 is reworded as JSON.
+    #[schemars(extend("examples" = [4194304]))]
     pub max_request_bytes: Option<u64>,
-    /// Bound on one SSE event or event-stream message.
+    /// Bound on one SSE event or event-stream message (1024–67108864). A larger one stops
+    /// reading that stream (counted, passed through).
     pub max_event_bytes: u64,
-    /// Request header naming the consumer (metric label and access log). Credential headers
-    /// are refused: a label must never carry a secret.
+    /// Request header naming the consumer (metric label, access log). Credential headers
+    /// (`authorization`, `x-api-key`, `api-key`, `x-goog-api-key`, `cookie`, …) are refused: a
+    /// label must never carry a secret.
+    #[schemars(extend("examples" = ["x-tollgate-consumer"]))]
     pub consumer_header: Option<String>,
-    /// Envoy property path naming the consumer, e.g.
-    /// `["metadata","filter_metadata","envoy.filters.http.jwt_authn","payload","sub"]`.
-    /// Tried before `consumer_header`.
+    /// Envoy property path naming the consumer; tried before `consumer_header`.
+    #[schemars(extend("examples" = [["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"]]))]
     pub consumer_property: Option<Vec<String>>,
-    /// Overrides the provider label detected from path and authority.
+    /// Provider label, instead of the one detected from path and authority (`openai`, `azure`,
+    /// `anthropic`, `gemini`, `vertex`, `bedrock`).
+    #[schemars(extend("examples" = ["openai-compatible"]))]
     pub provider: Option<String>,
-    /// Distinct values per label (model, consumer, route) before new values become `other`.
+    /// Distinct values per label (model, consumer, route) per worker before new values become
+    /// `other` (1–100000): every label combination is an Envoy stat forever.
     pub max_label_values: u32,
-    /// Decompress gzip/deflate responses to read usage (the client still gets them compressed).
+    /// Decompress gzip/deflate responses on the side to read usage (the client still gets them
+    /// compressed). Brotli is not supported (counted as `response_unsupported_encoding`).
     pub decompress_responses: bool,
 }
 
