@@ -1,7 +1,7 @@
 # Tollgate: the two commands of the README, and their parts.
 #   make run    Envoy + Tollgate on 127.0.0.1:10000 (admin :9901) in front of the mock provider; API keys, tiers and guardrails on :10001
 #   make test   everything: lint, unit tests (native and wasm), golden and fake-host tests, e2e in Envoy
-.PHONY: run test setup build lint unit wasm-test e2e guard-eval bench clean
+.PHONY: run test setup build images lint unit wasm-test e2e guard-eval bench clean
 
 PY := .venv/bin/python
 WASM_DIR := target/wasm32-wasip1/release
@@ -15,6 +15,10 @@ build: setup
 	cargo build --release -p tollgate-cli
 	@for f in $(WASM_DIR)/tollgate_token_counter.wasm $(WASM_DIR)/tollgate_guardrails.wasm $(WASM_DIR)/tollgate_quota.wasm $(WASM_DIR)/tollgate_provider_rewrite.wasm $(WASM_DIR)/tollgate.wasm; do \
 	  printf '%-50s %8d bytes\n' $$f $$(stat -c %s $$f); done
+
+# OCI images of every module (Wasm artifact and compat formats), without Docker: target/oci/<image>/
+images: build
+	$(PY) tools/oci_images.py
 
 # PROVIDER=mock (default, offline) | openai | anthropic | https://host ; see README.
 run: build

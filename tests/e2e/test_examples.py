@@ -198,3 +198,32 @@ def test_compose_envoy_config_serves_both_sdks_and_feeds_every_dashboard_query(c
                    "tollgate_gen_ai_server_request_duration_bucket", "tollgate_errors", "tollgate_guardrails_decisions",
                    "tollgate_quota_decisions", "tollgate_provider_requests"]:
         assert needed in checked, needed
+
+
+def envoy_validate(text, tmp_path, name):
+    from harness import envoy_binary
+    import subprocess
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    run = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, f"{name}: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+
+
+def test_every_shipped_envoy_configuration_passes_envoy_validate(tmp_path):
+    from harness import envoy_config
+
+    envoy_validate(local_config(8081), tmp_path, "docker-compose")
+    examples = {
+        "quota-local": "examples/quota/local.json",
+        "quota-global-envoy-ratelimit": "examples/quota/global-envoy-ratelimit.json",
+        "quota-global-check-report": "examples/quota/global-check-report.json",
+        "access-api-keys": "examples/access/api-keys.json",
+    }
+    for name, path in examples.items():
+        config = json.load(open(os.path.join(ROOT, path)))
+        envoy_validate(envoy_config.render(wasm=os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate.wasm"),
+                                           provider="mock:8081", filter_config=config), tmp_path, name)
+    for provider in ("openai", "anthropic"):
+        envoy_validate(envoy_config.render(wasm=os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate.wasm"),
+                                           provider=provider, filter_config=envoy_config.RUN_CONFIG), tmp_path, provider)

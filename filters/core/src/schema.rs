@@ -28,10 +28,9 @@ pub fn filter_schema(filter: &str) -> Option<Value> {
     let (_, title) = FILTERS.iter().find(|(name, _)| *name == filter)?;
     let mut schema = schema;
     if let Some(object) = schema.as_object_mut() {
-        object.insert("$id".into(), json!(format!("https://tollgate.dev/schemas/{filter}.schema.json")));
         object.insert("title".into(), json!(title));
     }
-    Some(schema)
+    Some(sorted(schema))
 }
 
 /// The configuration table of `filter`'s README: one row per field, with its path, type,
@@ -127,6 +126,20 @@ fn type_name(prop: &Value, defs: &Value) -> String {
         },
         Some(t) => t.to_string(),
         None => "any".into(),
+    }
+}
+
+/// `value` with every object's keys in order, whatever serde_json's `preserve_order` feature
+/// (a workspace build turns it on): the generated files must not depend on how they were built.
+fn sorted(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
     }
 }
 

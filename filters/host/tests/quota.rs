@@ -361,3 +361,47 @@ fn dollars_limits_use_the_price_table() {
     let mut driver = gw.driver();
     assert!(start(&gw, &mut driver, "sk-a", chat(100), NOW).admitted);
 }
+
+/// Istio's `WasmPlugin` cannot set `allow_on_headers_stop_iteration`: with
+/// `hold_request_headers: false` the headers go on at once and the body is held instead, so a
+/// refusal still answers 429 before the prompt leaves, and an admitted request settles as usual.
+#[test]
+fn without_held_headers_the_body_is_held_and_refusals_still_answer() {
+    let mut quota = tpm(1000);
+    quota["hold_request_headers"] = json!(false);
+    let config = json!({"token_counter": {"hold_request_headers": false}, "quota": quota});
+    let gw = Gateway {
+        spec: compose::parse(config.to_string().as_bytes()).unwrap(),
+        shared: Rc::new(MemoryStore::default()),
+    };
+    for (max_tokens, admitted) in [(100, true), (5000, false)] {
+        let mut driver = gw.driver();
+        let mut ex = Exchange::new(&mut driver);
+        ex.host.shared = gw.shared.clone();
+        ex.host.now_ns = NOW * 1_000_000_000;
+        let body = chat(max_tokens).to_string();
+        let action = ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a")]);
+        assert_eq!(action, Action::Continue, "headers are not held");
+        let action = ex.request_body(&[body.as_bytes()]);
+        assert_eq!(ex.host.local_reply.is_none(), admitted);
+        if admitted {
+            assert_eq!(action, Action::Continue);
+            let mut call = Call { ex, admitted };
+            call.finish(20, 30);
+            // The response headers are written while the reservation (prompt estimate + 100) holds.
+            let remaining: u64 = call.header("x-ratelimit-remaining-tokens").unwrap().parse().unwrap();
+            assert!((850..900).contains(&remaining), "{remaining}");
+        } else {
+            assert_eq!(ex.host.local_reply.as_ref().unwrap().status, 429);
+            assert!(!ex.host.logs_text().contains("refused (host status"), "{}", ex.host.logs_text());
+        }
+    }
+}
+
+#[test]
+fn envoys_rate_limit_filter_needs_held_headers() {
+    let config = json!({"quota": {"hold_request_headers": false, "global": {"backend": "envoy_ratelimit"},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 10}]}});
+    let err = compose::parse(config.to_string().as_bytes()).err().unwrap().0;
+    assert!(err.starts_with("quota.hold_request_headers: must be true"), "{err}");
+}

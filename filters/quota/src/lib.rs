@@ -10,7 +10,9 @@ use tollgate_host::Spec;
 
 pub fn spec(config: &[u8]) -> Result<Spec, String> {
     let quota = quota::parse(config, "")?;
-    let counter = CounterConfig::parse(b"{}", "token_counter.").map_err(|e| e.to_string())?;
+    // Counting holds the request headers as quota does (`hold_request_headers`).
+    let counter = if quota.hold_request_headers { &b"{}"[..] } else { &br#"{"hold_request_headers":false}"#[..] };
+    let counter = CounterConfig::parse(counter, "token_counter.").map_err(|e| e.to_string())?;
     Ok(Spec {
         route_header: None,
         max_request_bytes: counter.max_request_bytes(),

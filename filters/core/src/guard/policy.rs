@@ -201,7 +201,7 @@ fn default_threshold() -> f64 {
 }
 
 /// The configuration as written.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// `enforce`, or `shadow`: count and report in the `x-tollgate-guardrails` header, change
@@ -235,6 +235,13 @@ pub struct Config {
     /// Size limits of a request.
     #[serde(default)]
     pub limits: Limits,
+    /// Hold request headers until the body is decided (needs `allow_on_headers_stop_iteration:
+    /// true` in Envoy's plugin config, which Istio's `WasmPlugin` cannot set). `false`: headers
+    /// go on at once (`content-length` removed, so a rewritten body is re-framed) and the body is
+    /// held instead; a refusal then resets the upstream request, which has seen headers only.
+    /// Only in the top-level policy.
+    #[serde(default = "yes")]
+    pub hold_request_headers: bool,
     /// Salt of the `hash` action (at least 8 characters). Required when any rule hashes.
     #[serde(default)]
     #[schemars(extend("examples" = ["a-long-random-string"]))]
@@ -258,6 +265,7 @@ struct Named {
 pub struct Policy {
     pub mode: Mode,
     pub failure: Failure,
+    pub hold_request_headers: bool,
     pub request: RequestScope,
     pub response: ResponseScope,
     pub limits: Limits,
@@ -306,6 +314,9 @@ impl Policy {
             let field = format!("{prefix}profiles.{tier}.");
             if !profile.profiles.is_empty() {
                 return Err(format!("{field}profiles: profiles do not nest"));
+            }
+            if !profile.hold_request_headers {
+                return Err(format!("{field}hold_request_headers: set it in the top-level policy only"));
             }
             profiles.push((tier, Policy::new(profile, &field)?));
         }
@@ -401,6 +412,7 @@ impl Policy {
         Ok(Policy {
             mode: config.mode,
             failure: config.failure,
+            hold_request_headers: config.hold_request_headers,
             request: config.request,
             response: config.response,
             limits: config.limits,

@@ -229,6 +229,18 @@ pub struct RawConfig {
     /// Share the counters of many Envoy instances through a rate-limit service.
     #[serde(default)]
     pub global: Option<Global>,
+    /// Hold request headers until the body is decided (needs `allow_on_headers_stop_iteration:
+    /// true` in Envoy's plugin config, which Istio's `WasmPlugin` cannot set). `false`: headers
+    /// go on at once (`content-length` removed, so a rewritten body is re-framed) and the body is
+    /// held instead; a refusal then resets the upstream request, which has seen headers only.
+    /// Not with `global.backend: envoy_ratelimit` (Envoy's rate-limit filter reads the
+    /// reservation when the headers reach it).
+    #[serde(default = "yes")]
+    pub hold_request_headers: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_max_output() -> u64 {
@@ -300,6 +312,7 @@ pub struct Config {
     prices: Vec<(Pattern, Price)>,
     pub default_max_output_tokens: u64,
     pub global: Option<Global>,
+    pub hold_request_headers: bool,
 }
 
 impl Config {
@@ -313,6 +326,12 @@ impl Config {
         let err = |field: &str, message: String| Err(format!("{prefix}{field}: {message}"));
         if raw.limits.is_empty() {
             return err("limits", "at least one limit is required".into());
+        }
+        if !raw.hold_request_headers && matches!(raw.global, Some(Global::EnvoyRatelimit { .. })) {
+            return err(
+                "hold_request_headers",
+                "must be true with global.backend envoy_ratelimit: Envoy's rate-limit filter reads the reservation with the headers".into(),
+            );
         }
         let mut limits = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.iter().enumerate() {
@@ -464,6 +483,7 @@ impl Config {
             prices,
             default_max_output_tokens: raw.default_max_output_tokens,
             global: raw.global,
+            hold_request_headers: raw.hold_request_headers,
         })
     }
 

@@ -70,19 +70,30 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
         crate::config::from_json(json, "").map_err(ComposeError)?
     };
     let mut composed = Composed { stages: Vec::new(), max_request_bytes: None, route_header: None };
-    let token_counter = match (raw.token_counter, raw.quota.is_some()) {
+    let quota = match raw.quota {
+        Some(section) => Some(super::quota::parse(section.get().as_bytes(), "quota.").map_err(ComposeError)?),
+        None => None,
+    };
+    // Every stage holds the request headers alike: one that holds them holds the request.
+    let mut holds: Vec<(&str, bool)> = Vec::new();
+    let token_counter = match (raw.token_counter, &quota) {
         (Some(section), _) => Some(section.get().as_bytes()),
-        (None, true) => Some(&b"{}"[..]),
-        (None, false) => None,
+        // Quota settles with token-counter's usage: counting runs with its defaults, holding
+        // the headers as quota does.
+        (None, Some(q)) if !q.hold_request_headers => Some(&br#"{"hold_request_headers":false}"#[..]),
+        (None, Some(_)) => Some(&b"{}"[..]),
+        (None, None) => None,
     };
     if let Some(section) = token_counter {
         let config = token_counter::Config::parse(section, "token_counter.").map_err(|e| ComposeError(e.0))?;
         composed.max_request_bytes = min_limit(composed.max_request_bytes, config.max_request_bytes());
+        holds.push(("token_counter", config.raw().hold_request_headers));
         composed.stages.push(Box::new(TokenCounter::new(config)));
     }
     if let Some(section) = raw.guardrails {
         let policy = super::guardrails::parse(section.get().as_bytes(), "guardrails.").map_err(ComposeError)?;
         composed.max_request_bytes = min_limit(composed.max_request_bytes, policy.limits.max_request_bytes);
+        holds.push(("guardrails", policy.hold_request_headers));
         composed.stages.push(Box::new(super::guardrails::Guardrails::new(policy)));
     }
     if let Some(section) = raw.provider_rewrite {
@@ -97,11 +108,20 @@ pub fn parse(json: &[u8]) -> Result<Composed, ComposeError> {
             }
             composed.route_header = Some(super::provider_rewrite::CLIENT_PATH_HEADER);
         }
+        // The route depends on the body: provider-rewrite always holds the headers.
+        holds.push(("provider_rewrite", true));
         composed.stages.push(Box::new(super::provider_rewrite::ProviderRewrite::new(settings)));
     }
-    if let Some(section) = raw.quota {
-        let config = super::quota::parse(section.get().as_bytes(), "quota.").map_err(ComposeError)?;
+    if let Some(config) = quota {
+        holds.push(("quota", config.hold_request_headers));
         composed.stages.push(Box::new(Quota::new(config)));
+    }
+    if let (Some((off, _)), Some((on, _))) = (holds.iter().find(|h| !h.1), holds.iter().find(|h| h.1)) {
+        let why = if *on == "provider_rewrite" { " (it must: the route depends on the body)" } else { "" };
+        return Err(ComposeError(format!(
+            "{off}.hold_request_headers: false, but {on} holds the request headers{why}; the request would be held \
+             anyway (set it alike in every section; false only where allow_on_headers_stop_iteration cannot be set)"
+        )));
     }
     if composed.stages.is_empty() {
         return Err(ComposeError(
@@ -122,6 +142,26 @@ fn min_limit(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_stage_holds_the_request_headers_alike() {
+        let off = r#""hold_request_headers":false"#;
+        let guard = r#""entities":{"CPF":"mask"}"#;
+        let limits = r#""limits":[{"name":"t","meter":"total_tokens","per":"consumer","window":"minute","limit":9}]"#;
+        // Quota without a token_counter section: counting follows quota's setting.
+        assert!(parse(format!(r#"{{"quota":{{{off},{limits}}}}}"#).as_bytes()).is_ok());
+        assert!(parse(format!(r#"{{"token_counter":{{{off}}},"guardrails":{{{off},{guard}}}}}"#).as_bytes()).is_ok());
+        let err =
+            parse(format!(r#"{{"token_counter":{{}},"guardrails":{{{off},{guard}}}}}"#).as_bytes()).err().unwrap().0;
+        assert!(err.starts_with("guardrails.hold_request_headers: false, but token_counter holds"), "{err}");
+        let err = parse(
+            format!(r#"{{"token_counter":{{{off}}},"provider_rewrite":{{"backends":{{}},"models":[]}}}}"#).as_bytes(),
+        )
+        .err()
+        .unwrap()
+        .0;
+        assert!(err.contains("but provider_rewrite holds the request headers (it must"), "{err}");
+    }
 
     #[test]
     fn sections_enable_stages_and_errors_name_fields() {

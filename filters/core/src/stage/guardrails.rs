@@ -147,6 +147,11 @@ impl Stage for GuardStream {
             // The answer is checked: it must arrive uncompressed.
             out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
         }
+        if !self.policy.hold_request_headers {
+            // Headers go on now; the body is held and may be rewritten, so Envoy re-frames it.
+            out.request_headers.push(HeaderEdit::Remove("content-length"));
+            return HeadersFlow::Continue;
+        }
         HeadersFlow::Pause
     }
 

@@ -613,6 +613,10 @@ impl Stage for QuotaStream {
             .or_else(|| self.config.tier(&self.consumer, None).map(str::to_string))
             // The access policy's tier (provider-rewrite ran first), when quota has one so named.
             .or_else(|| self.config.tier(&self.consumer, ex.tier.as_deref()).map(str::to_string));
+        if !self.config.hold_request_headers {
+            // The body is held instead: a refusal resets an upstream request that saw headers only.
+            return HeadersFlow::Continue;
+        }
         // Nothing goes upstream (or to Envoy's rate-limit filter) before the reservation.
         HeadersFlow::Pause
     }
