@@ -18,9 +18,13 @@ Test knobs (request headers):
   x-mock-fail-route: R           answer requests of route R (anthropic, openai-chat, gemini, …)
                                  with x-mock-fail-status (default 503) in R's error format
   x-mock-chunking: event|split|bytes:N   how stream bytes are written (default: event)
-  x-mock-gzip: 1                 gzip the response (content-encoding: gzip)
+  x-mock-gzip: 1|deflate|br      compress the response: gzip, deflate (zlib) or br (uncompressed
+                                 brotli meta-blocks: valid brotli, no library needed)
   x-mock-trailers: 1             end an HTTP/1.1 chunked response with trailers
-  x-mock-fault: reset-mid-stream close the connection half-way through the body
+  x-mock-fault: F                reset-before-headers | reset-after-headers | reset-mid-stream (close
+                                 the connection there); stall-before-headers | stall-after-headers
+                                 (sleep 60 s there); malformed (a 200 whose JSON is cut short, SSE
+                                 events with broken JSON, an event-stream frame cut in the middle)
   x-mock-status: N               answer N with the provider's error body for it
 
 Admin: GET /mock/requests (recent requests: method, path, headers, body), POST /mock/reset,
@@ -189,9 +193,10 @@ def sigv4_problem(method, raw_path, headers, body, service_name="bedrock"):
 class Reply:
     """A response to write: status, headers, and body pieces with pacing."""
 
-    def __init__(self, status, headers, pieces, delay=0.0, stream=False, trailers=None, reset_at=None):
+    def __init__(self, status, headers, pieces, delay=0.0, stream=False, trailers=None, reset_at=None, fault=None):
         self.status, self.headers, self.pieces = status, headers, pieces
         self.delay, self.stream, self.trailers, self.reset_at = delay, stream, trailers, reset_at
+        self.fault = fault
 
 
 def json_reply(status, obj, extra=None):
@@ -302,15 +307,65 @@ def handle(method, path, headers, body):
 
 
 PREPARED = {}
+STALL_S = 60
+
+
+def brotli_stored(data):
+    """A valid brotli stream of uncompressed meta-blocks (RFC 7932 9.2), bits LSB first."""
+    out, acc, n = bytearray(), 0, 0
+
+    def put(value, bits):
+        nonlocal acc, n
+        acc |= value << n
+        n += bits
+        while n >= 8:
+            out.append(acc & 0xFF)
+            acc >>= 8
+            n -= 8
+
+    def pad():
+        nonlocal acc, n
+        if n:
+            out.append(acc & 0xFF)
+            acc, n = 0, 0
+
+    put(0, 1)  # WBITS = 16
+    for i in range(0, len(data), 65536):
+        block = data[i:i + 65536]
+        put(0, 1)  # ISLAST = 0
+        put(0, 2)  # MNIBBLES = 4
+        put(len(block) - 1, 16)  # MLEN - 1
+        put(1, 1)  # ISUNCOMPRESSED
+        pad()
+        out += block
+    put(1, 1)  # ISLAST
+    put(1, 1)  # ISLASTEMPTY
+    pad()
+    return bytes(out)
+
+
+def malformed(pieces, content_type):
+    """The same answer, broken the way a faulty provider breaks it."""
+    if content_type == "application/vnd.amazon.eventstream":
+        middle = len(pieces) // 2
+        return pieces[:middle] + [pieces[middle][: len(pieces[middle]) // 2]]
+    if content_type.startswith("text/event-stream"):
+        return [pieces[0], b'data: {"id": "broken", "choices": [{"delta": {"content": "x\n\n',
+                b"data: \xff\xfe not json\n\n", b"event: message_delta\ndata: {\n\n"] + pieces[1:]
+    joined = b"".join(pieces)
+    return [joined[: max(1, len(joined) // 3)]]
 
 
 def prepared(name, case, content_type, pieces, is_stream, extra_headers, delay, h):
     """Applies chunking, gzip and faults; cached per variant so the mock's own CPU stays low."""
     chunking = h.get("x-mock-chunking", "event")
-    key = (name, len(pieces), chunking, h.get("x-mock-gzip"), h.get("x-mock-fault"), h.get("x-mock-trailers"))
+    fault = h.get("x-mock-fault")
+    key = (name, len(pieces), chunking, h.get("x-mock-gzip"), fault, h.get("x-mock-trailers"))
     if key in PREPARED:
         status, out_headers, pieces, is_stream, trailers, reset_at = PREPARED[key]
-        return Reply(status, out_headers, pieces, delay, is_stream, trailers, reset_at)
+        return Reply(status, out_headers, pieces, delay, is_stream, trailers, reset_at, fault)
+    if fault == "malformed":
+        pieces = malformed(pieces, content_type)
     if chunking == "split":
         split = []
         for p in pieces:
@@ -323,18 +378,24 @@ def prepared(name, case, content_type, pieces, is_stream, extra_headers, delay, 
         pieces = [joined[i:i + n] for i in range(0, len(joined), n)]
 
     out_headers = [("content-type", content_type)] + extra_headers
-    if h.get("x-mock-gzip") == "1":
+    if h.get("x-mock-gzip") == "deflate":
+        pieces = [zlib.compress(b"".join(pieces))]
+        out_headers.append(("content-encoding", "deflate"))
+    elif h.get("x-mock-gzip") == "br":
+        pieces = [brotli_stored(b"".join(pieces))]
+        out_headers.append(("content-encoding", "br"))
+    elif h.get("x-mock-gzip") == "1":
         if is_stream:
             compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
             pieces = [compressor.compress(p) + compressor.flush(zlib.Z_SYNC_FLUSH) for p in pieces] + [compressor.flush()]
         else:
             pieces = [gzip.compress(b"".join(pieces))]
         out_headers.append(("content-encoding", "gzip"))
-    reset_at = len(pieces) // 2 if h.get("x-mock-fault") == "reset-mid-stream" else None
+    reset_at = {"reset-mid-stream": len(pieces) // 2, "reset-after-headers": 0}.get(fault)
     trailers = [("x-mock-trailer", "done")] if h.get("x-mock-trailers") == "1" else None
     if len(PREPARED) < 1024:
         PREPARED[key] = (case["status"], out_headers, pieces, is_stream, trailers, reset_at)
-    return Reply(case["status"], out_headers, pieces, delay, is_stream, trailers, reset_at)
+    return Reply(case["status"], out_headers, pieces, delay, is_stream, trailers, reset_at, fault)
 
 
 # ---- HTTP/1.1 server ------------------------------------------------------------------------------
@@ -368,6 +429,11 @@ async def serve_http1(reader, writer):
             else:
                 body = await reader.readexactly(int(h.get("content-length", "0")))
             reply = handle(method, path, headers, body)
+            if reply.fault == "reset-before-headers":
+                writer.transport.abort()
+                return
+            if reply.fault == "stall-before-headers":
+                await asyncio.sleep(STALL_S)
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             chunked = reply.stream or reply.trailers
@@ -380,6 +446,9 @@ async def serve_http1(reader, writer):
                 out.append(f"content-length: {sum(len(p) for p in reply.pieces)}\r\n")
             out.append("\r\n")
             writer.write("".join(out).encode("latin-1"))
+            if reply.fault == "stall-after-headers":
+                await writer.drain()
+                await asyncio.sleep(STALL_S)
             for i, piece in enumerate(reply.pieces):
                 if reply.reset_at is not None and i == reply.reset_at:
                     await writer.drain()

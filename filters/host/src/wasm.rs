@@ -35,6 +35,7 @@ mod abi {
     const STREAM_REQUEST: u32 = 0;
     pub const PLUGIN_CONFIGURATION: u32 = 7;
     pub const COUNTER: u32 = 0;
+    pub const GAUGE: u32 = 1;
     pub const HISTOGRAM: u32 = 2;
 
     #[link(wasm_import_module = "env")]
@@ -243,7 +244,13 @@ mod abi {
 pub struct MetricIds {
     counters: FxHashMap<String, u32>,
     histograms: FxHashMap<String, u32>,
+    /// Streams ended in this VM, and the id of its memory gauge once defined.
+    streams: u64,
+    memory_gauge: Option<u32>,
 }
+
+/// Streams between two samples of the VM's memory.
+const MEMORY_SAMPLE_EVERY: u64 = 64;
 
 impl MetricIds {
     fn id(&mut self, kind: u32, name: &str) -> Option<u32> {
@@ -254,6 +261,24 @@ impl MetricIds {
         let id = abi::define_metric(kind, name).ok()?;
         ids.insert(name.to_string(), id);
         Some(id)
+    }
+
+    /// After each stream: every `MEMORY_SAMPLE_EVERY` streams, the VM's linear memory in
+    /// `tollgate.vm.memory_bytes;vm=<id>` (one gauge per VM, the id fixed at its first sample),
+    /// so a soak can tell whether any VM grows.
+    fn stream_ended(&mut self) {
+        self.streams += 1;
+        if self.streams % MEMORY_SAMPLE_EVERY != 1 {
+            return;
+        }
+        if self.memory_gauge.is_none() {
+            let vm = abi::now_ns() / 1_000 % 1_000_000_000;
+            self.memory_gauge = abi::define_metric(abi::GAUGE, &format!("tollgate.vm.memory_bytes;vm={vm}")).ok();
+        }
+        if let Some(id) = self.memory_gauge {
+            let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
+            let _ = abi::record_metric(id, bytes);
+        }
     }
 }
 
@@ -470,6 +495,10 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
+        #[cfg(feature = "test-trap")]
+        if self.host.request_header("x-tollgate-test-trap").is_some() {
+            core::arch::wasm32::unreachable();
+        }
         action(self.driver.on_request_headers(&mut self.host, end_of_stream))
     }
 
@@ -495,6 +524,7 @@ impl HttpContext for Http {
 
     fn on_log(&mut self) {
         self.driver.on_log(&mut self.host);
+        self.host.metrics.borrow_mut().stream_ended();
     }
 }
 

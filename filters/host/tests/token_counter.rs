@@ -412,6 +412,48 @@ fn envoys_own_413_is_reworded_as_json() {
     assert_eq!(ex.host.counter("tollgate.errors", &["reason=payload_too_large"]), 1);
 }
 
+/// Envoy answers for a provider it could not reach (reset before the response, timeout): its
+/// plain-text local reply becomes an error in the client's dialect, counted by reason; a
+/// provider's own 503 (code details `via_upstream`) passes through as the provider wrote it.
+#[test]
+fn envoys_own_upstream_failures_are_reworded_in_the_clients_dialect() {
+    let factory = factory(json!({}));
+    let cases = [
+        ("503", "upstream_reset_before_response_started{connection_termination}", "upstream_unreachable"),
+        ("504", "upstream_response_timeout", "upstream_timeout"),
+    ];
+    for (status, details, reason) in cases {
+        let mut driver = driver_with(&factory, None);
+        let mut ex = Exchange::new(&mut driver);
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+        send_headers(&mut ex, &chat_headers(body.len()), false);
+        ex.request_body(&[body]);
+        ex.host.properties.insert(vec!["response".into(), "code_details".into()], details.as_bytes().to_vec());
+        ex.response_headers(&[(":status", status), ("content-type", "text/plain"), ("content-length", "95")], false);
+        ex.response_body(
+            &[b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"],
+            0,
+            true,
+        );
+        ex.log();
+        assert_eq!(ex.host.response_header_value("content-type"), Some("application/json"));
+        let reply: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+        assert_eq!(reply["error"]["code"], reason);
+        assert!(reply["error"]["message"].as_str().unwrap().contains(details), "{reply}");
+        assert_eq!(ex.host.counter("tollgate.errors", &[&format!("reason={reason}")]), 1);
+    }
+    let mut driver = driver_with(&factory, None);
+    let mut ex = Exchange::new(&mut driver);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+    send_headers(&mut ex, &chat_headers(body.len()), false);
+    ex.request_body(&[body]);
+    ex.host.properties.insert(vec!["response".into(), "code_details".into()], b"via_upstream".to_vec());
+    let provider = br#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+    ex.response_headers(&[(":status", "503"), ("content-type", "application/json")], false);
+    ex.response_body(&[provider], 0, true);
+    assert_eq!(ex.host.client_body, provider.to_vec(), "the provider's own error is delivered unaltered");
+}
+
 #[test]
 fn request_trailers_end_the_body() {
     let factory = factory(json!({}));

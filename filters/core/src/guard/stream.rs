@@ -94,7 +94,7 @@ impl StreamGuard {
             return Ok(());
         }
         if self.decoder.push(bytes).is_err() {
-            return Err(self.state.end(out, "response_unreadable", "SSE"));
+            return Err(self.state.unreadable(out));
         }
         while let Some(event) = self.decoder.next_event() {
             self.state.event(&event, policy, masker, tally, out)?;
@@ -132,6 +132,15 @@ impl StreamGuard {
 }
 
 impl State {
+    /// A stream we cannot read is a stream we cannot check: it ends here, with the provider
+    /// (not a guardrail) named as the cause.
+    fn unreadable(&mut self, out: &mut Vec<u8>) -> Blocked {
+        self.ended = true;
+        let detail = "the provider's stream could not be read, so the rest of the answer was withheld unchecked";
+        out.extend_from_slice(&Error::UpstreamInvalid { detail: detail.into() }.sse_event(self.dialect));
+        Blocked { rule: "response_unreadable".to_string(), entity: "SSE".to_string() }
+    }
+
     fn end(&mut self, out: &mut Vec<u8>, rule: &str, entity: &str) -> Blocked {
         self.ended = true;
         let error = Error::Blocked { rule: rule.to_string(), entity: Some(entity.to_string()) };
@@ -158,7 +167,7 @@ impl State {
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(data) else {
             // Text we cannot read is text we cannot check.
-            return Err(self.end(out, "response_unreadable", "SSE"));
+            return Err(self.unreadable(out));
         };
         let touched = match self.dialect {
             Dialect::OpenAi => self.openai(data, &mut value, policy, masker, tally, out)?,

@@ -390,8 +390,9 @@ pub struct Pipeline {
     /// retry sees the headers a previous attempt rewrote; the downstream stage keeps the
     /// client's path in this header). Opt-in: a client must not choose how it is classified.
     route_header: Option<&'static str>,
-    /// Envoy answered 413 to the body we were buffering: its text reply becomes our JSON.
-    reword_413: bool,
+    /// Envoy answered for the provider (413 to the body we were buffering, 503 for a reset, 504
+    /// for a timeout): its plain-text local reply becomes this error, in the client's dialect.
+    reword: Option<Error>,
     finished: bool,
     /// gRPC calls the request waits for.
     pending: usize,
@@ -404,7 +405,7 @@ impl Pipeline {
             exchange: None,
             request: RequestState::Bypass,
             max_request_bytes,
-            reword_413: false,
+            reword: None,
             route_header: None,
             finished: false,
             pending: 0,
@@ -653,19 +654,23 @@ impl Pipeline {
         let Some(ex) = self.exchange.as_ref() else {
             return;
         };
-        if self.request == RequestState::Buffering && head.status == 413 {
-            // Envoy refused the body we were buffering (its buffer limit) with a plain-text
-            // local reply. Say it in the client's dialect instead.
-            self.reword_413 = true;
+        let reword = if self.request == RequestState::Buffering && head.status == 413 {
+            // Envoy refused the body we were buffering (its buffer limit).
+            Some(Error::PayloadTooLarge { limit_bytes: None })
+        } else if matches!(head.status, 408 | 502..=504) {
+            // Read only on these statuses: Envoy's own reply says why in its code details.
+            let details = host.property(&["response", "code_details"]).unwrap_or_default();
+            let details = String::from_utf8_lossy(&details);
+            (!details.is_empty() && details != "via_upstream")
+                .then(|| Error::UpstreamFailed { status: head.status, detail: details.chars().take(120).collect() })
+        } else {
+            None
+        };
+        if let Some(error) = reword {
             out.response_headers.push(HeaderEdit::Remove("content-length"));
             out.response_headers.push(HeaderEdit::Set("content-type", "application/json".into()));
-            out.counter(
-                crate::metrics::name(
-                    "errors",
-                    &[("reason", Error::PayloadTooLarge { limit_bytes: None }.spec().reason)],
-                ),
-                1,
-            );
+            out.counter(crate::metrics::name("errors", &[("reason", error.spec().reason)]), 1);
+            self.reword = Some(error);
         }
         for stage in &mut self.stages {
             stage.response_headers(ex, head, host, out);
@@ -681,12 +686,8 @@ impl Pipeline {
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         let ex = self.exchange.as_ref()?;
-        if self.reword_413 {
-            return Some(if end_of_stream {
-                Error::PayloadTooLarge { limit_bytes: None }.body(ex.dialect())
-            } else {
-                Vec::new()
-            });
+        if let Some(error) = &self.reword {
+            return Some(if end_of_stream { error.body(ex.dialect()) } else { Vec::new() });
         }
         let mut current: Option<Vec<u8>> = None;
         for last in [false, true] {

@@ -620,6 +620,8 @@ impl Stage for ProviderRewriteStream {
         edits.push(HeaderEdit::Remove("content-length"));
         if head.content_encoding.as_deref().is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
             self.response = Response::Refused("upstream answer is compressed");
+            // Known before the body: the status can still say so.
+            edits.push(HeaderEdit::Set(":status", "502".into()));
             edits.push(HeaderEdit::Remove("content-encoding"));
             edits.push(HeaderEdit::Set("content-type", "application/json".into()));
             return;
