@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-60}
 ROOT=..
-TARGETS=(sse eventstream request_parse stream_translate request_translate guard_scan guard_stream config)
+TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config)
 
 seed() { # target, files...
   local dir=corpus/$1; shift
@@ -19,7 +19,8 @@ seed sse $ROOT/tests/fixtures/responses/*/*.sse
 seed stream_translate $ROOT/tests/fixtures/responses/*/*.sse
 seed guard_stream $ROOT/tests/fixtures/responses/*/*.sse
 seed config $ROOT/examples/*/*.json
-mkdir -p corpus/request_parse corpus/request_translate corpus/guard_scan corpus/eventstream
+mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream
+seed response_translate $ROOT/tests/fixtures/responses/*/*.json
 python3 - <<'PY'
 import json, os
 m = json.load(open("../tests/fixtures/manifest.json"))["cases"]
