@@ -21,6 +21,7 @@ Test knobs (request headers):
   x-mock-gzip: 1|deflate|br      compress the response: gzip, deflate (zlib) or br (uncompressed
                                  brotli meta-blocks: valid brotli, no library needed)
   x-mock-trailers: 1             end an HTTP/1.1 chunked response with trailers
+  x-mock-pad: N                  add N bytes (an extra string field) to a JSON answer
   x-mock-fault: F                reset-before-headers | reset-after-headers | reset-mid-stream (close
                                  the connection there); stall-before-headers | stall-after-headers
                                  (sleep 60 s there); malformed (a 200 whose JSON is cut short, SSE
@@ -360,12 +361,16 @@ def prepared(name, case, content_type, pieces, is_stream, extra_headers, delay, 
     """Applies chunking, gzip and faults; cached per variant so the mock's own CPU stays low."""
     chunking = h.get("x-mock-chunking", "event")
     fault = h.get("x-mock-fault")
-    key = (name, len(pieces), chunking, h.get("x-mock-gzip"), fault, h.get("x-mock-trailers"))
+    key = (name, len(pieces), chunking, h.get("x-mock-gzip"), fault, h.get("x-mock-trailers"), h.get("x-mock-pad"))
     if key in PREPARED:
         status, out_headers, pieces, is_stream, trailers, reset_at = PREPARED[key]
         return Reply(status, out_headers, pieces, delay, is_stream, trailers, reset_at, fault)
     if fault == "malformed":
         pieces = malformed(pieces, content_type)
+    if h.get("x-mock-pad") and not is_stream:
+        answer = json.loads(b"".join(pieces))
+        answer["x_padding"] = "a" * int(h["x-mock-pad"])
+        pieces = [json.dumps(answer).encode()]
     if chunking == "split":
         split = []
         for p in pieces:

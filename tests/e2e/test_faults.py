@@ -158,6 +158,21 @@ def test_compressed_answers_are_delivered_as_sent_and_counted(full, mock, encodi
     serves(full)
 
 
+def test_answers_larger_than_what_the_filters_hold_are_refused_not_truncated(full):
+    """Guardrails hold a JSON answer to check it (up to 4 MiB), provider-rewrite to translate it
+    (`max_response_bytes`, 8 MiB by default): beyond, the client gets an error, never a cut answer."""
+    before = full.metrics()
+    status, _, body, error = call(full, "gpt-4o-mini", False, {"x-mock-pad": str(5 << 20)}, timeout=30)
+    assert (status, error) == (200, None) and error_of(body)["code"] == "content_blocked"
+    assert "response_too_large" in error_of(body)["message"]
+    wait_until(lambda: metric_sum(full.metrics(), "tollgate_guardrails_unchecked", reason="answer_too_large")
+               > metric_sum(before, "tollgate_guardrails_unchecked", reason="answer_too_large"))
+    status, _, body, error = call(full, "claude", False, {"x-mock-pad": str(9 << 20)}, timeout=30)
+    assert error is None and error_of(body)["code"] == "bad_gateway", body[:200]
+    assert "max_response_bytes" in error_of(body)["message"]
+    serves(full)
+
+
 def test_a_client_that_disconnects_mid_stream_leaves_nothing_behind(full):
     before = full.metrics()
     host, port = full.url.removeprefix("http://").split(":")
