@@ -38,9 +38,10 @@ use std::rc::Rc;
 /// of a fallback cluster (every attempt sees the headers the previous one rewrote).
 pub const CLIENT_PATH_HEADER: &str = "x-tollgate-client-path";
 
-/// The stage's configuration section (`provider_rewrite`): the model table and the stage's own
-/// settings side by side. It describes the whole section (the JSON Schema comes from it);
-/// [`parse`] reads the two parts apart, as `deny_unknown_fields` does not work through `flatten`.
+/// The provider-rewrite configuration: the model table and its backends, and the stage's own
+/// settings.
+// It describes the whole section (the JSON Schema comes from it); `parse` reads the two parts
+// apart, as `deny_unknown_fields` does not work through `flatten`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RawConfig {
