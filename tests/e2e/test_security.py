@@ -69,10 +69,10 @@ def test_no_secret_or_prompt_text_in_any_filter_log_line_at_trace_level(traced, 
 
 @pytest.mark.parametrize("model", ["gpt-4o\r\nx-evil: 1", "claude\r\nx-evil: 1", "gemini-x\r\nx-evil: 1"])
 def test_crlf_in_a_model_name_never_becomes_a_header(traced, mock, model):
-    before = len(mock.requests())
-    reply = chat(traced, model, "Hi")
+    tag = f"crlf-{abs(hash(model))}"
+    reply = chat(traced, model, "Hi", **{"x-test-id": tag})
     assert reply.status_code in (200, 400, 404), reply.text
-    for sent in mock.requests()[before:]:
+    for sent in [r for r in mock.requests() if r["headers"].get("x-test-id") == tag]:
         assert "x-evil" not in {k.lower() for k in sent["headers"]}, sent["headers"]
         assert "\r" not in sent["path"] and "\n" not in sent["path"]
     assert "\r" not in requests.get(traced.admin + "/stats/prometheus", timeout=5).text
@@ -81,10 +81,10 @@ def test_crlf_in_a_model_name_never_becomes_a_header(traced, mock, model):
 @pytest.mark.parametrize("model", ["gemini-../../../v1/admin", "gemini-2.5-flash/../../x", "gemini-%2e%2e%2fadmin",
                                    "gemini-a?key=x", "gemini-a#b", "gemini-a\\..\\b"])
 def test_a_model_name_cannot_leave_the_api_path(traced, mock, model):
-    before = len(mock.requests())
-    reply = chat(traced, model, "Hi")
+    tag = f"path-{abs(hash(model))}"
+    reply = chat(traced, model, "Hi", **{"x-test-id": tag})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "model", reply.text
-    assert len(mock.requests()) == before, "nothing was sent"
+    assert not [r for r in mock.requests() if r["headers"].get("x-test-id") == tag], "nothing was sent"
 
 
 @pytest.mark.parametrize("field,mutate", [
@@ -108,10 +108,12 @@ def test_a_client_cannot_pick_its_backend_or_variant_by_header(traced, mock):
     """`x-tollgate-cluster` is removed before routing; `x-tollgate-variant` is only honoured
     when `variant_header` is configured (it is not here): the split still draws both."""
     backends = set()
-    for _ in range(40):
-        before = len(mock.requests())
-        assert chat(traced, "chat", "Hi", **{"x-tollgate-variant": "canary", "x-tollgate-cluster": "openai"}).status_code == 200
-        backends |= {"anthropic" if r["path"].endswith("/messages") else "openai" for r in mock.requests()[before:]}
+    for i in range(40):
+        tag = f"variant-{i}"
+        headers = {"x-tollgate-variant": "canary", "x-tollgate-cluster": "openai", "x-test-id": tag}
+        assert chat(traced, "chat", "Hi", **headers).status_code == 200
+        sent = [r for r in mock.requests() if r["headers"].get("x-test-id") == tag]
+        backends |= {"anthropic" if r["path"].endswith("/messages") else "openai" for r in sent}
     assert backends == {"openai", "anthropic"}
 
 
