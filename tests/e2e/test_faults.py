@@ -189,6 +189,23 @@ def test_a_client_that_disconnects_mid_stream_leaves_nothing_behind(full):
     serves(full)
 
 
+def test_a_tollgate_503_stays_tollgates(work, mock):
+    """The rate-limit service is down and `failure_mode: deny`: the quota's own 503 reaches the
+    client as written (`service_unavailable`), not reworded as an unreachable provider."""
+    from harness import free_port
+
+    config = {"quota": {"consumer": {"header": "authorization", "salt": "s"},
+                        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 10}],
+                        "global": {"backend": "check_report", "cluster": "rls", "failure_mode": "deny", "timeout_ms": 200}}}
+    envoy = Envoy(work, mock, name="rls-down", wasm="tollgate.wasm", filter_config=config, rls_port=free_port())
+    try:
+        status, content_type, body, error = call(envoy, "gpt-4o-mini")
+        assert (status, content_type, error) == (503, "application/json", None)
+        assert error_of(body)["code"] == "service_unavailable", body
+    finally:
+        envoy.stop()
+
+
 def test_concurrent_config_reloads_lose_no_request(work, mock):
     envoy = Envoy(work, mock, name="reloads", wasm="tollgate.wasm", filter_config=FULL, dynamic=True, concurrency=2)
     results, stop = [], threading.Event()

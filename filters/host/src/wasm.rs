@@ -178,7 +178,7 @@ mod abi {
             map.extend_from_slice(v.as_bytes());
             map.push(0);
         }
-        let details = b"tollgate";
+        let details = tollgate_core::stage::LOCAL_REPLY_DETAILS.as_bytes();
         // SAFETY: see module docs.
         status(unsafe {
             proxy_send_local_response(

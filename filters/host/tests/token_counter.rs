@@ -448,6 +448,19 @@ fn envoys_own_upstream_failures_are_reworded_in_the_clients_dialect() {
     send_headers(&mut ex, &chat_headers(body.len()), false);
     ex.request_body(&[body]);
     ex.host.properties.insert(vec!["response".into(), "code_details".into()], b"via_upstream".to_vec());
+    // A Tollgate filter's own local reply (its details) is not Envoy's: left as it was written.
+    let mut driver = driver_with(&factory, None);
+    let mut own = Exchange::new(&mut driver);
+    send_headers(&mut own, &chat_headers(body.len()), false);
+    own.request_body(&[body]);
+    own.host.properties.insert(
+        vec!["response".into(), "code_details".into()],
+        tollgate_core::stage::LOCAL_REPLY_DETAILS.as_bytes().to_vec(),
+    );
+    let ours = br#"{"error":{"code":"service_unavailable","message":"the gateway's rate-limit service is unavailable; retry later"}}"#;
+    own.response_headers(&[(":status", "503"), ("content-type", "application/json")], false);
+    own.response_body(&[ours], 0, true);
+    assert_eq!(own.host.client_body, ours.to_vec());
     let provider = br#"{"error":{"message":"overloaded","type":"server_error"}}"#;
     ex.response_headers(&[(":status", "503"), ("content-type", "application/json")], false);
     ex.response_body(&[provider], 0, true);

@@ -379,6 +379,10 @@ enum RequestState {
     Done,
 }
 
+/// Envoy's response code details of every local reply a Tollgate filter sends, which tells
+/// them apart from the replies Envoy makes for an upstream it could not reach.
+pub const LOCAL_REPLY_DETAILS: &str = "tollgate";
+
 /// The stages of one stream, in order, over one [`Exchange`].
 pub struct Pipeline {
     stages: Vec<Box<dyn Stage>>,
@@ -661,8 +665,8 @@ impl Pipeline {
             // Read only on these statuses: Envoy's own reply says why in its code details.
             let details = host.property(&["response", "code_details"]).unwrap_or_default();
             let details = String::from_utf8_lossy(&details);
-            (!details.is_empty() && details != "via_upstream")
-                .then(|| Error::UpstreamFailed { status: head.status, detail: details.chars().take(120).collect() })
+            let envoys = !details.is_empty() && details != "via_upstream" && details != LOCAL_REPLY_DETAILS;
+            envoys.then(|| Error::UpstreamFailed { status: head.status, detail: details.chars().take(120).collect() })
         } else {
             None
         };
