@@ -260,6 +260,8 @@ mod tests {
             Error::UpstreamInvalid { detail: "truncated body".into() },
             Error::Internal { detail: "state".into() },
             Error::ServiceUnavailable { service: "rate-limit service".into() },
+            Error::UpstreamFailed { status: 503, detail: "upstream_reset_before_response_started".into() },
+            Error::UpstreamFailed { status: 504, detail: "upstream_response_timeout".into() },
         ]
     }
 
@@ -296,6 +298,7 @@ mod tests {
         assert_eq!(status(Error::UpstreamInvalid { detail: String::new() }), 502);
         assert_eq!(status(Error::Internal { detail: String::new() }), 500);
         assert_eq!(status(Error::ServiceUnavailable { service: String::new() }), 503);
+        assert_eq!(status(Error::UpstreamFailed { status: 504, detail: String::new() }), 504);
     }
 
     #[test]
