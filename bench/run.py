@@ -65,7 +65,8 @@ VARIANTS = {
     "token-counter": dict(wasm="tollgate_token_counter.wasm"),
     # 20 host calls of one kind per request (see bench/reference-filter): (x − null) / 20 each.
     **{f"calls-{kind}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"calls:{kind}")
-       for kind in ("set_header", "get_header", "set_property", "metric", "shared", "time")},
+       for kind in ("set_header", "get_header", "get_headers", "get_property", "set_property", "metric",
+                    "shared", "time")},
     "all-in-one": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}}),
     # The local quota on top: reserve (CAS on shared data) at request time, settle at the end,
     # x-ratelimit-* headers; limits high enough never to refuse.
@@ -178,12 +179,14 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "latest.json"))
-    p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE.wasm",
-                   help="another token-counter build to compare (file in target/wasm32-wasip1/release)")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE.wasm[@VARIANT]",
+                   help="another build to compare (a file in target/wasm32-wasip1/release, or a path), with "
+                        "VARIANT's plugin configuration (default: token-counter's)")
     a = p.parse_args()
     for extra in a.extra:
         name, wasm = extra.split("=", 1)
-        VARIANTS[name] = dict(wasm=wasm)
+        wasm, _, like = wasm.partition("@")
+        VARIANTS[name] = {**VARIANTS.get(like, {}), "wasm": wasm}
         a.variants += "," + name
     names = a.variants.split(",")
     if names[0] != "bare":

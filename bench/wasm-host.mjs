@@ -5,6 +5,8 @@
 // `--profile profiling` to keep function names).
 //
 //   node bench/wasm-host.mjs MODULE.wasm [--config JSON] [--scenario chat-1k|sse-20] [--n 2000]
+// Environment: WASM_HOST_LOG=1 prints the module's log lines; WASM_HOST_REAL_CLOCK=1 gives it
+// the real clock (e.g. the reference filter's "timing" mode).
 import { readFile } from 'node:fs/promises';
 import { WASI } from 'node:wasi';
 
@@ -40,9 +42,14 @@ let reqHeaders, respHeaders, reqBody, respChunk, props, now = 1e9;
 const headerMap = (t) => (t === 0 ? reqHeaders : t === 2 ? respHeaders : new Map());
 
 const env = {
-  proxy_log: (lvl, p, l) => { count('log'); return 0; },
+  proxy_log: (lvl, p, l) => { count('log'); if (process.env.WASM_HOST_LOG) console.error(str(p, l)); return 0; },
   proxy_get_log_level: (p) => { dv().setUint32(p, 2, true); return 0; },
-  proxy_get_current_time_nanoseconds: (p) => { count('time'); dv().setBigUint64(p, BigInt(Math.round(now)), true); return 0; },
+  proxy_get_current_time_nanoseconds: (p) => {
+    count('time');
+    // WASM_HOST_REAL_CLOCK=1: the real clock (for modules that time themselves).
+    dv().setBigUint64(p, process.env.WASM_HOST_REAL_CLOCK ? process.hrtime.bigint() : BigInt(Math.round(now)), true);
+    return 0;
+  },
   proxy_set_tick_period_milliseconds: () => 0,
   proxy_get_buffer_bytes: (type, start, max, pp, sp) => {
     count('get_buffer');
@@ -63,7 +70,18 @@ const env = {
   proxy_replace_header_map_value: (t, kp, kl, vp, vl) => { count('set_header'); headerMap(t).set(str(kp, kl), str(vp, vl)); return 0; },
   proxy_remove_header_map_value: (t, kp, kl) => { count('set_header'); headerMap(t).delete(str(kp, kl)); return 0; },
   proxy_add_header_map_value: (t, kp, kl, vp, vl) => { count('set_header'); headerMap(t).set(str(kp, kl), str(vp, vl)); return 0; },
-  proxy_get_header_map_pairs: () => 1,
+  proxy_get_header_map_pairs: (t, pp, sp) => {
+    count('get_headers');
+    const entries = [...headerMap(t)].map(([k, v]) => [enc.encode(k), enc.encode(v)]);
+    const size = 4 + entries.length * 8 + entries.reduce((n, [k, v]) => n + k.length + v.length + 2, 0);
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    view.setUint32(0, entries.length, true);
+    let at = 4;
+    for (const [k, v] of entries) { view.setUint32(at, k.length, true); view.setUint32(at + 4, v.length, true); at += 8; }
+    for (const [k, v] of entries) { out.set(k, at); at += k.length + 1; out.set(v, at); at += v.length + 1; }
+    return give(out, pp, sp);
+  },
   proxy_set_header_map_pairs: () => 0,
   proxy_get_property: (p, l, pp, sp) => { count('get_property'); const v = props.get(str(p, l)); return v === undefined ? 1 : give(enc.encode(v), pp, sp); },
   proxy_set_property: (p, l, vp, vl) => { count('set_property'); props.set(str(p, l), str(vp, vl)); return 0; },

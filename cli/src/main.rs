@@ -9,6 +9,13 @@
 //! Configuration files are YAML or JSON. A guardrails file is the guardrails section itself, or
 //! an all-in-one configuration with a `guardrails` section.
 
+// Built for wasm32 its binary would be `tollgate.wasm`, overwriting the all-in-one module of the
+// same name in target/wasm32-wasip1/release: build the modules with `make build` (or `-p`).
+#[cfg(target_arch = "wasm32")]
+compile_error!(
+    "tollgate-cli is a native tool; build the filter modules with `make build` or `cargo build -p <module>`"
+);
+
 use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;

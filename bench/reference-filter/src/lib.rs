@@ -10,11 +10,19 @@
 //!   `set_header` (response header replace), `get_header`, `set_property` (filter state),
 //!   `metric` (counter increment), `shared` (shared-data get + set, 10 of each), `time` — so
 //!   (this − null) / 20 is what one such call costs in Envoy.
+//! - `"timing"`: at each response's headers, 100 calls of every kind above (and
+//!   `get_headers`, `get_property`), timed with the host clock inside Envoy; every 100 requests
+//!   the mean ns per call of each kind is logged (`warn`, `timing: …`). Free of the run-to-run
+//!   noise of the CPU-per-request variants: `bench/host_calls.py` runs it.
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Null, metric: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { mode: Mode::Null, metric: None, timing: Rc::default() })
+    });
 }}
 
 #[derive(Clone, Copy, PartialEq)]
@@ -24,16 +32,24 @@ enum Mode {
     Read,
     Estimate,
     Calls(Call),
+    Timing,
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Call {
     SetHeader,
     GetHeader,
+    /// All response headers in one call (`proxy_get_header_map_pairs`).
+    GetHeaders,
+    GetProperty,
     SetProperty,
     Metric,
     Shared,
     Time,
+    /// No call: Tollgate's token estimator over 1 KB of English (pure compute, timing mode only).
+    Estimate,
+    /// No call: the loop and the clock alone (timing mode only).
+    Null,
 }
 
 const CALLS: usize = 20;
@@ -41,6 +57,28 @@ const CALLS: usize = 20;
 struct Root {
     mode: Mode,
     metric: Option<u32>,
+    timing: Rc<RefCell<Timing>>,
+}
+
+/// Every kind of call, timed (`"timing"` mode).
+const TIMED: [(Call, &str); 10] = [
+    (Call::Time, "time"),
+    (Call::GetHeader, "get_header"),
+    (Call::GetHeaders, "get_headers"),
+    (Call::GetProperty, "get_property"),
+    (Call::SetProperty, "set_property"),
+    (Call::SetHeader, "set_header"),
+    (Call::Metric, "metric"),
+    (Call::Shared, "shared"),
+    (Call::Estimate, "estimate_1k"),
+    (Call::Null, "none"),
+];
+const TIMED_CALLS: u64 = 100;
+
+#[derive(Default)]
+struct Timing {
+    requests: u64,
+    ns: [u64; TIMED.len()],
 }
 
 impl Context for Root {}
@@ -52,6 +90,8 @@ impl RootContext for Root {
         let call = match config.strip_prefix("calls:").unwrap_or("") {
             "set_header" => Some(Call::SetHeader),
             "get_header" => Some(Call::GetHeader),
+            "get_headers" => Some(Call::GetHeaders),
+            "get_property" => Some(Call::GetProperty),
             "set_property" => Some(Call::SetProperty),
             "metric" => Some(Call::Metric),
             "shared" => Some(Call::Shared),
@@ -64,6 +104,12 @@ impl RootContext for Root {
                     proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "bench_calls").ok();
             }
             self.mode = Mode::Calls(call);
+            return true;
+        }
+        if config.contains("timing") {
+            self.metric =
+                proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "bench_calls").ok();
+            self.mode = Mode::Timing;
             return true;
         }
         self.mode = if config.contains("estimate") {
@@ -79,7 +125,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { mode: self.mode, metric: self.metric }))
+        Some(Box::new(Http { mode: self.mode, metric: self.metric, timing: self.timing.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -90,46 +136,98 @@ impl RootContext for Root {
 struct Http {
     mode: Mode,
     metric: Option<u32>,
+    timing: Rc<RefCell<Timing>>,
+}
+
+impl Http {
+    fn call(&self, call: Call, i: usize) {
+        const NAMES: [&str; CALLS] = [
+            "x-b0", "x-b1", "x-b2", "x-b3", "x-b4", "x-b5", "x-b6", "x-b7", "x-b8", "x-b9", "x-b10", "x-b11", "x-b12",
+            "x-b13", "x-b14", "x-b15", "x-b16", "x-b17", "x-b18", "x-b19",
+        ];
+        let name = NAMES[i % CALLS];
+        match call {
+            Call::SetHeader => self.set_http_response_header(name, Some("1234")),
+            Call::GetHeader => {
+                std::hint::black_box(self.get_http_response_header("content-type"));
+            }
+            Call::GetHeaders => {
+                std::hint::black_box(self.get_http_response_headers_bytes());
+            }
+            Call::GetProperty => {
+                std::hint::black_box(self.get_property(vec!["xds", "route_name"]));
+            }
+            Call::SetProperty => self.set_property(vec![name], Some(b"1234")),
+            Call::Metric => {
+                if let Some(id) = self.metric {
+                    let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+                }
+            }
+            Call::Shared => {
+                if i.is_multiple_of(2) {
+                    std::hint::black_box(self.get_shared_data("bench"));
+                } else {
+                    let _ = self.set_shared_data("bench", Some(b"0123456789abcdef"), None);
+                }
+            }
+            Call::Time => {
+                std::hint::black_box(self.get_current_time());
+            }
+            Call::Estimate => {
+                const TEXT: &str = "The gateway reads each request once and never buffers a stream. ";
+                let text = std::hint::black_box(TEXT.repeat(16));
+                std::hint::black_box(tollgate_core::estimate::estimate_tokens(&text));
+            }
+            Call::Null => {
+                std::hint::black_box(i);
+            }
+        }
+    }
+
+    /// Times `TIMED_CALLS` calls of every kind; logs the means every 100 requests.
+    fn time_calls(&self) {
+        let now = || {
+            proxy_wasm::hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as u64)
+        };
+        let mut timing = self.timing.borrow_mut();
+        for (slot, (call, _)) in TIMED.iter().enumerate() {
+            let start = now();
+            for i in 0..TIMED_CALLS as usize {
+                self.call(*call, i);
+            }
+            timing.ns[slot] += now().saturating_sub(start);
+        }
+        timing.requests += 1;
+        if timing.requests.is_multiple_of(100) {
+            let per = |slot: usize| timing.ns[slot] / (timing.requests * TIMED_CALLS);
+            let line: Vec<String> =
+                TIMED.iter().enumerate().map(|(slot, (_, name))| format!("{name}={}", per(slot))).collect();
+            proxy_wasm::hostcalls::log(
+                proxy_wasm::types::LogLevel::Warn,
+                &format!("timing: requests={} ns/call: {}", timing.requests, line.join(" ")),
+            )
+            .ok();
+        }
+    }
 }
 
 impl Context for Http {}
 
 impl HttpContext for Http {
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        let Mode::Calls(call) = self.mode else { return Action::Continue };
-        const NAMES: [&str; CALLS] = [
-            "x-b0", "x-b1", "x-b2", "x-b3", "x-b4", "x-b5", "x-b6", "x-b7", "x-b8", "x-b9", "x-b10", "x-b11", "x-b12",
-            "x-b13", "x-b14", "x-b15", "x-b16", "x-b17", "x-b18", "x-b19",
-        ];
-        for (i, name) in NAMES.iter().enumerate() {
-            match call {
-                Call::SetHeader => self.set_http_response_header(name, Some("1234")),
-                Call::GetHeader => {
-                    std::hint::black_box(self.get_http_response_header("content-type"));
-                }
-                Call::SetProperty => self.set_property(vec![name], Some(b"1234")),
-                Call::Metric => {
-                    if let Some(id) = self.metric {
-                        let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
-                    }
-                }
-                Call::Shared => {
-                    if i % 2 == 0 {
-                        std::hint::black_box(self.get_shared_data("bench"));
-                    } else {
-                        let _ = self.set_shared_data("bench", Some(b"0123456789abcdef"), None);
-                    }
-                }
-                Call::Time => {
-                    std::hint::black_box(self.get_current_time());
-                }
-            }
+        match self.mode {
+            Mode::Calls(call) => (0..CALLS).for_each(|i| self.call(call, i)),
+            Mode::Timing => self.time_calls(),
+            _ => {}
         }
         Action::Continue
     }
 
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate) && !end_of_stream {
+        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing) && !end_of_stream {
             Action::Pause
         } else {
             Action::Continue
@@ -137,11 +235,14 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate) {
+        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing) {
             return Action::Continue;
         }
         if !end_of_stream {
             return Action::Pause;
+        }
+        if self.mode == Mode::Timing {
+            return Action::Continue;
         }
         if let Some(body) = self.get_http_request_body(0, size) {
             let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);

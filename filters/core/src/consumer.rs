@@ -122,10 +122,13 @@ pub fn hashed_consumer(salt: &str, value: &str) -> String {
     hasher.update([0u8]);
     hasher.update(value.as_bytes());
     let digest = hasher.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(18);
     out.push_str("k:");
     for byte in digest.iter().take(8) {
-        out.push_str(&format!("{byte:02x}"));
+        for nibble in [byte >> 4, byte & 0x0f] {
+            out.push(char::from(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
     }
     out
 }
@@ -138,6 +141,12 @@ pub fn plain_consumer(value: &str) -> String {
 #[cfg(test)]
 mod default_tests {
     use super::*;
+
+    #[test]
+    fn a_hashed_consumer_is_the_salted_sha256_prefix() {
+        // python3 -c 'import hashlib; print(hashlib.sha256(b"salt\0sk-test-0123").hexdigest()[:16])'
+        assert_eq!(hashed_consumer("salt", "sk-test-0123"), "k:80d3502e358d5bda");
+    }
 
     #[test]
     fn an_absent_section_means_the_same_as_an_empty_one() {

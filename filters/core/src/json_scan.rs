@@ -175,6 +175,20 @@ impl JsonScanner {
         result
     }
 
+    /// Scans a chunk that is known to be the last one. When it is also the first (the whole
+    /// document in one chunk, as most non-streamed answers arrive), the fast path of
+    /// [`scan_document`] reads it; otherwise it is [`JsonScanner::push`].
+    pub fn push_last(&mut self, chunk: &[u8]) -> Result<(), ScanError> {
+        let fresh = self.offset == 0 && self.lex == Lex::Value && self.error.is_none();
+        if let Some(captured) = fresh.then(|| fast::scan(self.targets, chunk)).flatten() {
+            self.done.extend(captured);
+            self.offset = chunk.len() as u64;
+            self.lex = Lex::Done;
+            return Ok(());
+        }
+        self.push(chunk)
+    }
+
     /// Declares the end of input: an incomplete root value is an error.
     pub fn finish(&mut self) -> Result<(), ScanError> {
         if let Some(error) = &self.error {
@@ -239,14 +253,25 @@ impl JsonScanner {
                 }
                 Lex::Scalar => {
                     if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-') {
+                        // The whole run at once (numbers, literals).
                         i += 1;
+                        while chunk.get(i).is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'))
+                        {
+                            i += 1;
+                        }
                     } else {
                         // The delimiter is examined again in the next state.
                         self.lex = self.after_value();
                         self.end_value(&mut cursor, i)?;
                     }
                 }
-                _ if matches!(b, b' ' | b'\t' | b'\n' | b'\r') => i += 1,
+                _ if matches!(b, b' ' | b'\t' | b'\n' | b'\r') => {
+                    // The whole run at once (indented JSON is a third whitespace).
+                    i += 1;
+                    while chunk.get(i).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+                        i += 1;
+                    }
+                }
                 Lex::Value | Lex::ValueOrClose => {
                     match b {
                         b']' if self.lex == Lex::ValueOrClose => self.close(&mut cursor, i)?,
@@ -428,10 +453,189 @@ fn append_bounded(dst: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ScanError> {
 
 /// Scans one complete document.
 pub fn scan_document(targets: &'static [&'static [&'static str]], doc: &[u8]) -> Result<Vec<Captured>, ScanError> {
+    if let Some(captured) = fast::scan(targets, doc) {
+        return Ok(captured);
+    }
     let mut scanner = JsonScanner::new(targets);
     scanner.push(doc)?;
     scanner.finish()?;
     Ok(scanner.take_captured())
+}
+
+/// The same captures for a document that is complete in memory, through serde_json: its
+/// parser skips what no target names several times faster than the byte-at-a-time lexer
+/// (numbers, strings and whitespace in bulk), which matters because every response and stream
+/// event is scanned. `None` whenever serde_json refuses the document (malformed, invalid UTF-8
+/// in a string, nested deeper than its recursion limit) or a capture exceeds the bound: the
+/// lexer then decides, so results and errors are the lexer's in every case where the two
+/// could differ. Equal to the lexer's output whenever it returns (property-tested).
+mod fast {
+    use super::{Captured, MAX_CAPTURE_BYTES, MAX_PATH};
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+    use std::cell::RefCell;
+    use std::fmt;
+
+    pub fn scan(targets: &'static [&'static [&'static str]], doc: &[u8]) -> Option<Vec<Captured>> {
+        let found = RefCell::new(Vec::new());
+        let walk = Walk { targets, doc, prefix: [""; MAX_PATH], len: 0, depth: 0, found: &found };
+        let mut de = serde_json::Deserializer::from_slice(doc);
+        walk.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        found.into_inner().into_iter().collect()
+    }
+
+    /// A value reached through `prefix[..len]` (object keys; arrays are transparent), inside
+    /// `depth` containers.
+    #[derive(Clone, Copy)]
+    struct Walk<'t, 'd, 'f> {
+        targets: &'static [&'static [&'static str]],
+        doc: &'d [u8],
+        prefix: [&'t str; MAX_PATH],
+        len: usize,
+        depth: usize,
+        /// Captures in document order; `None` marks one the lexer would refuse (too large).
+        found: &'f RefCell<Vec<Option<Captured>>>,
+    }
+
+    impl<'t, 'd, 'f> Walk<'t, 'd, 'f> {
+        /// The target `prefix + key` names, and whether some longer target goes through it.
+        fn lookup(&self, key: &str) -> (Option<usize>, bool) {
+            let mut exact = None;
+            let mut deeper = false;
+            for (index, target) in self.targets.iter().enumerate() {
+                let matches = target.len() > self.len
+                    && target.iter().zip(self.prefix.iter().take(self.len)).all(|(a, b)| a == b)
+                    && target.get(self.len) == Some(&key);
+                if matches {
+                    if target.len() == self.len + 1 {
+                        exact = exact.or(Some(index));
+                    } else {
+                        deeper = true;
+                    }
+                }
+            }
+            (exact, deeper)
+        }
+
+        fn capture(&self, target: usize, raw: &RawValue) {
+            let bytes = raw.get().as_bytes();
+            let captured = offsets(self.doc, bytes).filter(|_| bytes.len() <= MAX_CAPTURE_BYTES).map(
+                |(member_start, comma_before, value_start)| Captured {
+                    target,
+                    bytes: bytes.to_vec(),
+                    member_start,
+                    comma_before,
+                    value_start,
+                    value_end: value_start + bytes.len() as u64,
+                },
+            );
+            self.found.borrow_mut().push(captured);
+        }
+    }
+
+    /// Where the member holding `value` starts, the comma before it, and where the value starts,
+    /// found by walking back from the value over `"key" :` (a key we matched has no escapes).
+    fn offsets(doc: &[u8], value: &[u8]) -> Option<(u64, Option<u64>, u64)> {
+        let start = (value.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+        let before = doc.get(..start)?;
+        let back = |end: usize| before.get(..end)?.iter().rposition(|b| !b.is_ascii_whitespace());
+        let colon = back(start)?;
+        let closing_quote = back(colon)?;
+        let opening_quote = before.get(..closing_quote)?.iter().rposition(|b| *b == b'"')?;
+        let comma = back(opening_quote).filter(|at| before.get(*at) == Some(&b','));
+        Some((opening_quote as u64, comma.map(|c| c as u64), start as u64))
+    }
+
+    impl<'de, 't, 'd, 'f> DeserializeSeed<'de> for Walk<'t, 'd, 'f> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de, 't, 'd, 'f> Visitor<'de> for Walk<'t, 'd, 'f> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let inner = Walk { depth: self.depth + 1, ..self };
+            while seq.next_element_seed(inner)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let depth = self.depth + 1;
+            while let Some(key) = map.next_key::<KeyName<'de>>()? {
+                // The lexer compares only unescaped keys, and none inside more than MAX_PATH containers.
+                let (exact, deeper) = match key {
+                    KeyName::Plain(key) if depth <= MAX_PATH => self.lookup(key),
+                    _ => (None, false),
+                };
+                if let Some(target) = exact {
+                    let raw: &RawValue = map.next_value()?;
+                    self.capture(target, raw);
+                } else if let (true, KeyName::Plain(key)) = (deeper && self.len < MAX_PATH, key) {
+                    let mut inner = Walk { depth, len: self.len + 1, ..self };
+                    if let Some(slot) = inner.prefix.get_mut(self.len) {
+                        *slot = key;
+                    }
+                    map.next_value_seed(inner)?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// An object key: borrowed from the document when it has no escapes.
+    enum KeyName<'de> {
+        Plain(&'de str),
+        Escaped,
+    }
+
+    impl<'de> serde::Deserialize<'de> for KeyName<'de> {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = KeyName<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_borrowed_str<E>(self, key: &'de str) -> Result<KeyName<'de>, E> {
+                    Ok(KeyName::Plain(key))
+                }
+                fn visit_str<E>(self, _: &str) -> Result<KeyName<'de>, E> {
+                    Ok(KeyName::Escaped)
+                }
+            }
+            deserializer.deserialize_str(KeyVisitor)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +646,63 @@ mod tests {
 
     fn values(captured: &[Captured]) -> Vec<(usize, String)> {
         captured.iter().map(|c| (c.target, String::from_utf8(c.bytes.clone()).unwrap())).collect()
+    }
+
+    /// The byte-at-a-time lexer alone (what `scan_document` falls back to).
+    fn lexer(targets: &'static [&'static [&'static str]], doc: &[u8]) -> Result<Vec<Captured>, ScanError> {
+        let mut scanner = JsonScanner::new(targets);
+        scanner.push(doc)?;
+        scanner.finish()?;
+        Ok(scanner.take_captured())
+    }
+
+    #[test]
+    fn a_whole_document_in_its_last_chunk_reads_as_pushed() {
+        let doc = br#"{"model":"m","usage":{"total_tokens":3}}"#;
+        let mut whole = JsonScanner::new(USAGE);
+        whole.push_last(doc).unwrap();
+        assert!(whole.is_complete());
+        whole.finish().unwrap();
+        assert_eq!(whole.take_captured(), lexer(USAGE, doc).unwrap());
+        // After earlier chunks, the last one is pushed like any other.
+        let mut split = JsonScanner::new(USAGE);
+        split.push(&doc[..10]).unwrap();
+        split.push_last(&doc[10..]).unwrap();
+        split.finish().unwrap();
+        assert_eq!(split.take_captured(), lexer(USAGE, doc).unwrap());
+        let mut bad = JsonScanner::new(USAGE);
+        assert!(bad.push_last(br#"{"usage":1"#).is_ok() && bad.finish() == Err(ScanError::Truncated));
+    }
+
+    #[test]
+    fn fast_path_agrees_on_the_edges_of_the_lexer() {
+        let cases: &[&str] = &[
+            r#"{"model":"m","usage":{"a":1}}"#,
+            "{\n  \"id\": 1 ,\n  \"usage\" :\t{\"a\": [1, 2]}\n}\n",
+            r#"[{"usage":1},{"usage":2}]"#,
+            r#"{"message":[{"usage":{"x":1}}],"usage":null}"#,
+            r#"{"us\u0061ge":1,"usage":2}"#,
+            r#"{"usage":1,"usage":2}"#,
+            r#"[[[{"usage":1}]]]"#,
+            r#"[[[[{"usage":1}]]]]"#,
+            r#"{"a":{"b":{"usage":1}},"message":{"model":"x","usage":3}}"#,
+            "7",
+            r#""usage""#,
+        ];
+        for doc in cases {
+            let fast = fast::scan(USAGE, doc.as_bytes()).unwrap_or_else(|| panic!("fast path refused {doc}"));
+            assert_eq!(Ok(fast), lexer(USAGE, doc.as_bytes()), "{doc}");
+        }
+        // Where serde_json refuses, the lexer decides (and may accept what serde_json does not).
+        let deep = format!("{}{}{}", "[".repeat(200), r#"{"usage":1}"#, "]".repeat(200));
+        for doc in [deep.as_bytes(), br#"{"usage":tru}"#, b"{\"usage\":\"\xff\"}", br#"{"usage":1} x"#] {
+            let shown = String::from_utf8_lossy(doc);
+            assert!(fast::scan(USAGE, doc).is_none(), "{shown}");
+            assert_eq!(scan_document(USAGE, doc), lexer(USAGE, doc), "{shown}");
+        }
+        let big = format!(r#"{{"usage":"{}"}}"#, "x".repeat(MAX_CAPTURE_BYTES));
+        assert!(fast::scan(USAGE, big.as_bytes()).is_none());
+        assert_eq!(scan_document(USAGE, big.as_bytes()), Err(ScanError::CaptureTooLarge));
     }
 
     fn scan_split(doc: &[u8], cuts: &[usize]) -> Result<Vec<Captured>, ScanError> {
@@ -566,6 +827,22 @@ mod tests {
             #[test]
             fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
                 let _ = scan_document(USAGE, &data);
+            }
+
+            #[test]
+            fn the_fast_path_equals_the_lexer_whenever_it_answers(
+                value in json_value(),
+                pretty in any::<bool>(),
+                edits in proptest::collection::vec((0usize..4096, proptest::sample::select(b" \t\\\"{}[],:u0en".to_vec())), 0..3),
+            ) {
+                let mut doc = if pretty { serde_json::to_vec_pretty(&value) } else { serde_json::to_vec(&value) }.unwrap();
+                for (at, byte) in edits {
+                    let len = doc.len();
+                    doc[at % len] = byte;
+                }
+                if let Some(captured) = fast::scan(USAGE, &doc) {
+                    prop_assert_eq!(Ok(captured), lexer(USAGE, &doc));
+                }
             }
         }
     }

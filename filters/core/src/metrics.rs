@@ -9,6 +9,7 @@
 //! combination is an Envoy stat forever.
 
 use crate::fxhash::{FxHashMap, FxHashSet};
+use std::borrow::Cow;
 
 /// Every stat this project defines starts with this (Envoy adds `wasmcustom.` in front).
 pub const PREFIX: &str = "tollgate.";
@@ -91,20 +92,20 @@ impl LabelLimiter {
     }
 
     /// The value to use for `label`: the sanitised value while under the cap, else `other`.
-    pub fn admit(&mut self, label: &'static str, value: &str) -> String {
+    pub fn admit<'a>(&mut self, label: &'static str, value: &'a str) -> Cow<'a, str> {
         let seen = self.seen.entry(label).or_default();
         if value.is_empty() || seen.contains(value) {
-            return value.to_string(); // values in the set were sanitised when first admitted
+            return Cow::Borrowed(value); // values in the set were sanitised when first admitted
         }
         let value = sanitize(value);
         if seen.contains(&value) {
-            return value;
+            return Cow::Owned(value);
         }
         if seen.len() >= self.cap {
-            return "other".to_string();
+            return Cow::Borrowed("other");
         }
         seen.insert(value.clone());
-        value
+        Cow::Owned(value)
     }
 }
 

@@ -266,10 +266,21 @@ impl UsageTracker {
         Ok(())
     }
 
-    /// Whether a complete document (stream event) is worth scanning: it names usage, or it is
-    /// the first one and the response model is still unknown.
-    pub fn worth_scanning(&self, json: &[u8]) -> bool {
+    /// Whether a complete document names this format's usage key at all (`null` included).
+    pub fn names_usage(&self, json: &[u8]) -> bool {
         self.response_model.is_none() || memchr::memmem::find(json, self.format.usage_key()).is_some()
+    }
+
+    /// Whether a complete document (stream event) is worth scanning: it has a usage member
+    /// that is not `null`, or the response model is still unknown. (OpenAI streams asked for
+    /// usage carry `"usage":null` in every chunk but the last; a quoted key followed by `:` can
+    /// only be a member, so the bytes alone tell.)
+    pub fn worth_scanning(&self, json: &[u8]) -> bool {
+        if self.response_model.is_none() {
+            return true;
+        }
+        let key = self.format.usage_key();
+        memchr::memmem::find_iter(json, key).any(|at| !member_is_null(json.get(at + key.len()..).unwrap_or(&[])))
     }
 
     /// Whether any usage was reported.
@@ -291,6 +302,14 @@ impl UsageTracker {
     }
 }
 
+/// Whether `rest` (the bytes after a quoted key) is `: null` followed by the end of the member.
+fn member_is_null(rest: &[u8]) -> bool {
+    let rest = rest.trim_ascii_start();
+    let Some(rest) = rest.strip_prefix(b":") else { return false };
+    let Some(rest) = rest.trim_ascii_start().strip_prefix(b"null") else { return false };
+    matches!(rest.first(), Some(b' ' | b'\t' | b'\r' | b'\n' | b',' | b'}' | b']'))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsageTrackerError {
     /// The document is not JSON.
@@ -302,6 +321,28 @@ pub enum UsageTrackerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_whose_only_usage_is_null_are_not_worth_scanning() {
+        let mut tracker = UsageTracker::new(UsageFormat::OpenAiChat);
+        let chunk = br#"{"id":"c","model":"gpt-4o","choices":[{"delta":{"content":"hi"}}],"usage":null}"#;
+        assert!(tracker.worth_scanning(chunk), "the first event names the model");
+        tracker.observe_document(chunk).unwrap();
+        assert!(!tracker.worth_scanning(chunk));
+        assert!(!tracker.worth_scanning(br#"{"usage" : null ,"x":1}"#));
+        assert!(!tracker.worth_scanning(br#"{"choices":[]}"#));
+        for worth in [
+            &br#"{"choices":[],"usage":{"prompt_tokens":1}}"#[..],
+            br#"{"usage":null,"x":{"usage":{"total_tokens":2}}}"#,
+            br#"{"usage":nullx}"#,
+            br#"{"usage":"null"}"#,
+            br#"{"usage""#,
+        ] {
+            assert!(tracker.worth_scanning(worth), "{}", String::from_utf8_lossy(worth));
+        }
+        // Text that merely mentions usage is inside a string, where quotes are escaped.
+        assert!(!tracker.worth_scanning(br#"{"choices":[{"delta":{"content":"the \"usage\":1 field"}}]}"#));
+    }
 
     fn track(format: UsageFormat, docs: &[&str]) -> (Option<Usage>, Option<String>) {
         let mut tracker = UsageTracker::new(format);

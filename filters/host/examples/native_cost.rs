@@ -1,6 +1,8 @@
 //! Native cost of one full exchange through the driver and the stages (no Envoy, no V8):
 //! separates the filters' own work from host-call overhead, for token counting alone and with a
-//! local quota on top. `cargo run --release -p tollgate-host --example native_cost`
+//! local quota on top. `cargo run --release -p tollgate-host --example native_cost [FILTER]`:
+//! FILTER (e.g. `token-counter, chat`) runs only the cases whose label contains it, longer (for
+//! `perf record`).
 use std::rc::Rc;
 use std::time::Instant;
 use tollgate_core::quota::store::MemoryStore;
@@ -20,11 +22,16 @@ fn main() {
     let response = std::fs::read("tests/fixtures/responses/openai/chat.json").unwrap_or_default();
     let stream = std::fs::read("tests/fixtures/responses/openai/chat-stream-20.sse").unwrap_or_default();
     let events: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
+    let only = std::env::args().nth(1);
     for (label, config) in [("token-counter", r#"{"token_counter":{}}"#), ("token-counter + quota", QUOTA)] {
         let Ok(spec) = compose::parse(config.as_bytes()) else { return };
         let shared = Rc::new(MemoryStore::default());
         for (name, streaming) in [("chat-1k", false), ("sse-20 (strip)", true)] {
-            let n = 20_000;
+            let case = format!("{label}, {name}");
+            if only.as_ref().is_some_and(|only| !case.contains(only.as_str())) {
+                continue;
+            }
+            let n = if only.is_some() { 400_000 } else { 20_000 };
             let start = Instant::now();
             for _ in 0..n {
                 let mut driver = Driver::new(Pipeline::new(spec.stages.iter().map(|f| f.create()).collect(), None));
@@ -44,7 +51,7 @@ fn main() {
                 ex.log();
             }
             println!(
-                "{label}, {name}: {:.2} µs per exchange (native, fake host included)",
+                "{case}: {:.2} µs per exchange (native, fake host included)",
                 start.elapsed().as_secs_f64() * 1e6 / n as f64
             );
         }

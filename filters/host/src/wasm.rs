@@ -6,7 +6,7 @@
 //! that worker. Here every status becomes a `Result`. The SDK's dispatcher (context
 //! bookkeeping) and allocator are still used.
 
-use crate::{Action, ConfigParser, Driver, HostError, HttpHost, Spec};
+use crate::{Action, ConfigParser, Driver, HeaderPairs, HostError, HttpHost, Spec};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::cell::RefCell;
@@ -59,6 +59,7 @@ mod abi {
             value_len: usize,
         ) -> u32;
         fn proxy_remove_header_map_value(map: u32, key: *const u8, key_len: usize) -> u32;
+        fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_get_property(path: *const u8, path_len: usize, data: *mut *mut u8, size: *mut usize) -> u32;
         fn proxy_set_property(path: *const u8, path_len: usize, value: *const u8, value_len: usize) -> u32;
         fn proxy_send_local_response(
@@ -103,8 +104,10 @@ mod abi {
     }
 
     pub fn log(level: u32, message: &str) {
-        // SAFETY: see module docs.
-        let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+        self_timed(Call::Log, || {
+            // SAFETY: see module docs.
+            let _ = unsafe { proxy_log(level, message.as_ptr(), message.len()) };
+        })
     }
 
     pub fn now_ns() -> u64 {
@@ -115,105 +118,171 @@ mod abi {
     }
 
     pub fn get_buffer(kind: u32, start: usize, max: usize) -> Result<Option<Vec<u8>>, u32> {
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: see module docs.
-        match unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) } {
-            OK => Ok(Some(take(data, size))),
-            NOT_FOUND => Ok(None),
-            other => Err(other),
-        }
-    }
-
-    pub fn set_buffer(kind: u32, start: usize, size: usize, value: &[u8]) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_set_buffer_bytes(kind, start, size, value.as_ptr(), value.len()) })
-    }
-
-    pub fn get_header(map: u32, key: &str) -> Result<Option<Vec<u8>>, u32> {
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: see module docs.
-        match unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut size) } {
-            OK => Ok(Some(take(data, size))),
-            NOT_FOUND => Ok(None),
-            other => Err(other),
-        }
-    }
-
-    pub fn set_header(map: u32, key: &str, value: Option<&str>) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe {
-            match value {
-                Some(v) => proxy_replace_header_map_value(map, key.as_ptr(), key.len(), v.as_ptr(), v.len()),
-                None => proxy_remove_header_map_value(map, key.as_ptr(), key.len()),
+        self_timed(Call::GetBuffer, || {
+            let (mut data, mut size) = (null_mut(), 0usize);
+            // SAFETY: see module docs.
+            match unsafe { proxy_get_buffer_bytes(kind, start, max, &mut data, &mut size) } {
+                OK => Ok(Some(take(data, size))),
+                NOT_FOUND => Ok(None),
+                other => Err(other),
             }
         })
     }
 
+    pub fn set_buffer(kind: u32, start: usize, size: usize, value: &[u8]) -> Result<(), u32> {
+        self_timed(Call::SetBuffer, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_set_buffer_bytes(kind, start, size, value.as_ptr(), value.len()) })
+        })
+    }
+
+    pub fn get_header(map: u32, key: &str) -> Result<Option<Vec<u8>>, u32> {
+        self_timed(Call::GetHeader, || {
+            let (mut data, mut size) = (null_mut(), 0usize);
+            // SAFETY: see module docs.
+            match unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut size) } {
+                OK => Ok(Some(take(data, size))),
+                NOT_FOUND => Ok(None),
+                other => Err(other),
+            }
+        })
+    }
+
+    pub fn get_header_pairs(map: u32) -> Result<Option<Vec<u8>>, u32> {
+        self_timed(Call::GetHeaders, || {
+            let (mut data, mut size) = (null_mut(), 0usize);
+            // SAFETY: see module docs.
+            match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
+                OK => Ok(Some(take(data, size))),
+                NOT_FOUND => Ok(None),
+                other => Err(other),
+            }
+        })
+    }
+
+    pub fn set_header(map: u32, key: &str, value: Option<&str>) -> Result<(), u32> {
+        self_timed(Call::SetHeader, || {
+            // SAFETY: see module docs.
+            status(unsafe {
+                match value {
+                    Some(v) => proxy_replace_header_map_value(map, key.as_ptr(), key.len(), v.as_ptr(), v.len()),
+                    None => proxy_remove_header_map_value(map, key.as_ptr(), key.len()),
+                }
+            })
+        })
+    }
+
     pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, u32> {
-        let path = path.join("\0");
-        let (mut data, mut size) = (null_mut(), 0usize);
-        // SAFETY: see module docs.
-        match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
-            OK => Ok(Some(take(data, size))),
-            NOT_FOUND => Ok(None),
-            other => Err(other),
-        }
+        self_timed(Call::GetProperty, || {
+            let path = path.join("\0");
+            let (mut data, mut size) = (null_mut(), 0usize);
+            // SAFETY: see module docs.
+            match unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) } {
+                OK => Ok(Some(take(data, size))),
+                NOT_FOUND => Ok(None),
+                other => Err(other),
+            }
+        })
     }
 
     pub fn set_property(key: &str, value: &str) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
+        self_timed(Call::SetProperty, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
+        })
     }
 
     pub fn send_local_response(code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result<(), u32> {
-        let mut map = Vec::with_capacity(64);
-        map.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-        for (k, v) in headers {
-            map.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            map.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in headers {
-            map.extend_from_slice(k.as_bytes());
-            map.push(0);
-            map.extend_from_slice(v.as_bytes());
-            map.push(0);
-        }
-        let details = tollgate_core::stage::LOCAL_REPLY_DETAILS.as_bytes();
-        // SAFETY: see module docs.
-        status(unsafe {
-            proxy_send_local_response(
-                code,
-                details.as_ptr(),
-                details.len(),
-                body.as_ptr(),
-                body.len(),
-                map.as_ptr(),
-                map.len(),
-                -1,
-            )
+        self_timed(Call::Other, || {
+            let map = crate::encode_header_pairs(headers);
+            let details = tollgate_core::stage::LOCAL_REPLY_DETAILS.as_bytes();
+            // SAFETY: see module docs.
+            status(unsafe {
+                proxy_send_local_response(
+                    code,
+                    details.as_ptr(),
+                    details.len(),
+                    body.as_ptr(),
+                    body.len(),
+                    map.as_ptr(),
+                    map.len(),
+                    -1,
+                )
+            })
         })
     }
 
     pub const CAS_MISMATCH: u32 = 8;
 
+    /// Host call kinds, as `self-timing-calls` reports them.
+    #[derive(Clone, Copy)]
+    pub enum Call {
+        GetBuffer,
+        GetHeader,
+        GetHeaders,
+        GetProperty,
+        Log,
+        Metric,
+        Other,
+        SetBuffer,
+        SetHeader,
+        SetProperty,
+        Shared,
+    }
+
+    /// Names of [`Call`]s, in order.
+    #[cfg(feature = "self-timing")]
+    pub const CALL_KINDS: [&str; 11] = [
+        "get_buffer",
+        "get_header",
+        "get_headers",
+        "get_property",
+        "log",
+        "metric",
+        "other",
+        "set_buffer",
+        "set_header",
+        "set_property",
+        "shared",
+    ];
+
+    /// Runs one host call, timed under `self-timing-calls` (the clock call itself excluded).
+    #[inline(always)]
+    fn self_timed<T>(kind: Call, call: impl FnOnce() -> T) -> T {
+        #[cfg(feature = "self-timing-calls")]
+        let since = now_ns();
+        let result = call();
+        #[cfg(feature = "self-timing-calls")]
+        super::self_timing::add_call(kind as usize, since);
+        #[cfg(not(feature = "self-timing-calls"))]
+        let _ = kind;
+        result
+    }
+
     pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, u32> {
-        let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
-        // SAFETY: see module docs.
-        match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) } {
-            OK => Ok(Some((take(data, size), cas))),
-            NOT_FOUND => Ok(None),
-            other => Err(other),
-        }
+        self_timed(Call::Shared, || {
+            let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+            // SAFETY: see module docs.
+            match unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) } {
+                OK => Ok(Some((take(data, size), cas))),
+                NOT_FOUND => Ok(None),
+                other => Err(other),
+            }
+        })
     }
 
     pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+        self_timed(Call::Shared, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) })
+        })
     }
 
     pub fn continue_request() -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_continue_stream(STREAM_REQUEST) })
+        self_timed(Call::Other, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_continue_stream(STREAM_REQUEST) })
+        })
     }
 
     pub fn set_effective_context(context_id: u32) -> Result<(), u32> {
@@ -228,13 +297,17 @@ mod abi {
     }
 
     pub fn increment_metric(id: u32, offset: i64) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_increment_metric(id, offset) })
+        self_timed(Call::Metric, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_increment_metric(id, offset) })
+        })
     }
 
     pub fn record_metric(id: u32, value: u64) -> Result<(), u32> {
-        // SAFETY: see module docs.
-        status(unsafe { proxy_record_metric(id, value) })
+        self_timed(Call::Metric, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_record_metric(id, value) })
+        })
     }
 }
 
@@ -298,15 +371,59 @@ pub struct ProxyWasmHost {
     /// This stream's context and the plugin's root context (detached calls are the root's).
     context_id: u32,
     root_id: u32,
+    /// The request and response header maps, each read in one call the first time a callback
+    /// asks for one of its headers; forgotten when the callback ends (a later filter may edit
+    /// them) and when this filter edits that map.
+    request_headers: HeaderSnapshot,
+    response_headers: HeaderSnapshot,
+}
+
+/// One header map, read whole on first use; `Failed` falls back to one call per header.
+#[derive(Default)]
+enum Snapshot {
+    #[default]
+    Unread,
+    Read(HeaderPairs),
+    Failed,
+}
+
+struct HeaderSnapshot {
+    map: u32,
+    snapshot: RefCell<Snapshot>,
+}
+
+impl HeaderSnapshot {
+    fn new(map: u32) -> Self {
+        HeaderSnapshot { map, snapshot: RefCell::default() }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let mut snapshot = self.snapshot.borrow_mut();
+        if matches!(*snapshot, Snapshot::Unread) {
+            *snapshot = match abi::get_header_pairs(self.map).ok().flatten().and_then(HeaderPairs::parse) {
+                Some(pairs) => Snapshot::Read(pairs),
+                None => Snapshot::Failed,
+            };
+        }
+        let value = match &*snapshot {
+            Snapshot::Read(pairs) => pairs.get(name).map(<[u8]>::to_vec),
+            Snapshot::Unread | Snapshot::Failed => abi::get_header(self.map, name).ok().flatten(),
+        };
+        value.map(|v| String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+
+    fn forget(&self) {
+        *self.snapshot.borrow_mut() = Snapshot::Unread;
+    }
 }
 
 impl StageHost for ProxyWasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        abi::get_header(abi::REQUEST_HEADERS, name).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
+        self.request_headers.get(name)
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        abi::get_header(abi::RESPONSE_HEADERS, name).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
+        self.response_headers.get(name)
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -340,10 +457,12 @@ impl HttpHost for ProxyWasmHost {
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        self.request_headers.forget();
         abi::set_header(abi::REQUEST_HEADERS, name, value).map_err(HostError)
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) -> Result<(), HostError> {
+        self.response_headers.forget();
         abi::set_header(abi::RESPONSE_HEADERS, name, value).map_err(HostError)
     }
 
@@ -465,6 +584,8 @@ impl RootContext for Root {
                 log_prefix: self.log_prefix.clone(),
                 context_id,
                 root_id: self.context_id,
+                request_headers: HeaderSnapshot::new(abi::REQUEST_HEADERS),
+                response_headers: HeaderSnapshot::new(abi::RESPONSE_HEADERS),
             },
         }))
     }
@@ -479,6 +600,100 @@ struct Http {
     host: ProxyWasmHost,
 }
 
+impl Http {
+    /// Ends a callback: header snapshots do not outlive it.
+    fn end(&self, a: Action) -> proxy_wasm::types::Action {
+        self.host.request_headers.forget();
+        self.host.response_headers.forget();
+        action(a)
+    }
+}
+
+/// Self-timing (feature `self-timing`, benchmark builds only): wasm-side ns per callback kind.
+#[cfg(feature = "self-timing")]
+mod self_timing {
+    use std::cell::RefCell;
+
+    pub const KINDS: [&str; 7] =
+        ["request_headers", "request_body", "response_headers", "response_body", "trailers", "grpc", "log"];
+
+    #[derive(Default)]
+    struct Totals {
+        ns: [u64; KINDS.len()],
+        calls_ns: [u64; super::abi::CALL_KINDS.len()],
+        calls: [u64; super::abi::CALL_KINDS.len()],
+        streams: u64,
+    }
+
+    thread_local! {
+        static TOTALS: RefCell<Totals> = RefCell::default();
+    }
+
+    pub fn add(kind: usize, since: u64) {
+        let elapsed = super::abi::now_ns().saturating_sub(since);
+        TOTALS.with(|t| {
+            if let Some(slot) = t.try_borrow_mut().ok().as_mut().and_then(|t| t.ns.get_mut(kind)) {
+                *slot += elapsed;
+            }
+        });
+    }
+
+    #[cfg(feature = "self-timing-calls")]
+    pub fn add_call(kind: usize, since: u64) {
+        let elapsed = super::abi::now_ns().saturating_sub(since);
+        TOTALS.with(|t| {
+            // Busy while a report is written (its own log call): not counted.
+            let Ok(mut t) = t.try_borrow_mut() else { return };
+            if let Some(slot) = t.calls_ns.get_mut(kind) {
+                *slot += elapsed;
+            }
+            if let Some(slot) = t.calls.get_mut(kind) {
+                *slot += 1;
+            }
+        });
+    }
+
+    pub fn stream_ended() {
+        let report = TOTALS.with(|t| {
+            let Ok(mut t) = t.try_borrow_mut() else { return None };
+            t.streams += 1;
+            if !t.streams.is_multiple_of(1000) {
+                return None;
+            }
+            let per: Vec<String> = KINDS.iter().zip(t.ns).map(|(k, ns)| format!("{k}={}", ns / t.streams)).collect();
+            let total: u64 = t.ns.iter().sum::<u64>() / t.streams;
+            let calls: Vec<String> = super::abi::CALL_KINDS
+                .iter()
+                .zip(t.calls_ns.iter().zip(t.calls))
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(k, (ns, n))| format!("{k}_ns={} {k}_calls_x100={}", ns / t.streams, n * 100 / t.streams))
+                .collect();
+            let message = format!(
+                "self-timing: streams={} ns/stream: {} total={total} host calls: {}",
+                t.streams,
+                per.join(" "),
+                calls.join(" ")
+            );
+            Some(message)
+        });
+        if let Some(message) = report {
+            super::abi::log(3, &message);
+        }
+    }
+}
+
+/// Runs one callback, timed under `self-timing`.
+macro_rules! timed {
+    ($kind:expr, $body:expr) => {{
+        #[cfg(feature = "self-timing")]
+        let since = abi::now_ns();
+        let result = $body;
+        #[cfg(feature = "self-timing")]
+        self_timing::add($kind, since);
+        result
+    }};
+}
+
 fn action(a: Action) -> proxy_wasm::types::Action {
     match a {
         Action::Continue => proxy_wasm::types::Action::Continue,
@@ -489,7 +704,11 @@ fn action(a: Action) -> proxy_wasm::types::Action {
 impl Context for Http {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         // A resumed or refused request needs nothing more from this callback.
-        let _ = self.driver.on_grpc_response(&mut self.host, token_id, status_code, response_size);
+        timed!(5, {
+            let _ = self.driver.on_grpc_response(&mut self.host, token_id, status_code, response_size);
+            self.host.request_headers.forget();
+            self.host.response_headers.forget();
+        })
     }
 }
 
@@ -499,32 +718,56 @@ impl HttpContext for Http {
         if self.host.request_header("x-tollgate-test-trap").is_some() {
             core::arch::wasm32::unreachable();
         }
-        action(self.driver.on_request_headers(&mut self.host, end_of_stream))
+        timed!(0, {
+            let a = self.driver.on_request_headers(&mut self.host, end_of_stream);
+            self.end(a)
+        })
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
-        action(self.driver.on_request_body(&mut self.host, body_size, end_of_stream))
+        timed!(1, {
+            let a = self.driver.on_request_body(&mut self.host, body_size, end_of_stream);
+            self.end(a)
+        })
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> proxy_wasm::types::Action {
-        action(self.driver.on_request_trailers(&mut self.host))
+        timed!(4, {
+            let a = self.driver.on_request_trailers(&mut self.host);
+            self.end(a)
+        })
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
-        action(self.driver.on_response_headers(&mut self.host, end_of_stream))
+        timed!(2, {
+            let a = self.driver.on_response_headers(&mut self.host, end_of_stream);
+            self.end(a)
+        })
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> proxy_wasm::types::Action {
-        action(self.driver.on_response_body(&mut self.host, body_size, end_of_stream))
+        timed!(3, {
+            let a = self.driver.on_response_body(&mut self.host, body_size, end_of_stream);
+            self.end(a)
+        })
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> proxy_wasm::types::Action {
-        action(self.driver.on_response_trailers(&mut self.host))
+        timed!(4, {
+            let a = self.driver.on_response_trailers(&mut self.host);
+            self.end(a)
+        })
     }
 
     fn on_log(&mut self) {
-        self.driver.on_log(&mut self.host);
-        self.host.metrics.borrow_mut().stream_ended();
+        timed!(6, {
+            self.driver.on_log(&mut self.host);
+            self.host.request_headers.forget();
+            self.host.response_headers.forget();
+            self.host.metrics.borrow_mut().stream_ended();
+        });
+        #[cfg(feature = "self-timing")]
+        self_timing::stream_ended();
     }
 }
 

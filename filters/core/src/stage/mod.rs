@@ -66,8 +66,15 @@ pub enum HeaderEdit {
 /// A metric update. Names carry their labels (see [`crate::metrics`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetricOp {
-    Counter { name: String, value: u64 },
-    Histogram { name: String, value: u64 },
+    /// Names are shared: a stage may build a label combination's names once and reuse them.
+    Counter {
+        name: std::rc::Rc<str>,
+        value: u64,
+    },
+    Histogram {
+        name: std::rc::Rc<str>,
+        value: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,28 +119,28 @@ pub struct Outbox {
     pub response_headers: Vec<HeaderEdit>,
     pub metrics: Vec<MetricOp>,
     /// Filter state for access logs: `(key, value)`, key without Envoy's `wasm.` prefix.
-    pub filter_state: Vec<(String, String)>,
+    pub filter_state: Vec<(std::borrow::Cow<'static, str>, String)>,
     /// Log lines. Never prompt text, response text or credentials.
     pub logs: Vec<(LogLevel, String)>,
 }
 
 impl Outbox {
-    pub fn counter(&mut self, name: String, value: u64) {
+    pub fn counter(&mut self, name: impl Into<std::rc::Rc<str>>, value: u64) {
         if value > 0 {
-            self.metrics.push(MetricOp::Counter { name, value });
+            self.metrics.push(MetricOp::Counter { name: name.into(), value });
         }
     }
 
-    pub fn histogram(&mut self, name: String, value: u64) {
-        self.metrics.push(MetricOp::Histogram { name, value });
+    pub fn histogram(&mut self, name: impl Into<std::rc::Rc<str>>, value: u64) {
+        self.metrics.push(MetricOp::Histogram { name: name.into(), value });
     }
 
     /// Sets filter state `key`; an empty value is not written (each write is a host call; an
     /// access log shows an absent key as `-`/null).
-    pub fn state(&mut self, key: &str, value: impl Into<String>) {
+    pub fn state(&mut self, key: impl Into<std::borrow::Cow<'static, str>>, value: impl Into<String>) {
         let value = value.into();
         if !value.is_empty() {
-            self.filter_state.push((key.to_string(), value));
+            self.filter_state.push((key.into(), value));
         }
     }
 

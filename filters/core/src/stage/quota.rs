@@ -373,11 +373,11 @@ impl QuotaStream {
             let name = self.limit_name(*index);
             if actual > counted {
                 out.state(
-                    &format!("tollgate.quota.{name}.settle"),
+                    format!("tollgate.quota.{name}.settle"),
                     (actual - counted).min(quota::ENVOY_MAX_HITS).to_string(),
                 );
             } else if counted > actual && refunds {
-                out.state(&format!("tollgate.quota.{name}.refund"), (counted - actual).to_string());
+                out.state(format!("tollgate.quota.{name}.refund"), (counted - actual).to_string());
             }
         }
     }
@@ -652,7 +652,7 @@ impl Stage for QuotaStream {
                 for (index, amount) in &self.reserved {
                     let name = self.limit_name(*index);
                     out.state(
-                        &format!("tollgate.quota.{name}.reserve"),
+                        format!("tollgate.quota.{name}.reserve"),
                         (*amount).min(quota::ENVOY_MAX_HITS).to_string(),
                     );
                 }

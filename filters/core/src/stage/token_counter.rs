@@ -193,18 +193,104 @@ impl Config {
 pub struct TokenCounter {
     config: Rc<Config>,
     labels: Rc<RefCell<LabelLimiter>>,
+    names: Rc<RefCell<NameCache>>,
 }
 
 impl TokenCounter {
     pub fn new(config: Config) -> Self {
         let cap = config.raw.max_label_values as usize;
-        TokenCounter { config: Rc::new(config), labels: Rc::new(RefCell::new(LabelLimiter::new(cap))) }
+        TokenCounter {
+            config: Rc::new(config),
+            labels: Rc::new(RefCell::new(LabelLimiter::new(cap))),
+            names: Rc::default(),
+        }
     }
 }
 
 impl StageFactory for TokenCounter {
     fn create(&self) -> Box<dyn Stage> {
-        Box::new(TokenCounterStream::new(self.config.clone(), self.labels.clone()))
+        Box::new(TokenCounterStream::new(self.config.clone(), self.labels.clone(), self.names.clone()))
+    }
+}
+
+// ---- metric names ---------------------------------------------------------------------------
+
+/// The label values of one exchange's metrics (already admitted by the label caps).
+struct Labels<'a> {
+    request_model: &'a str,
+    response_model: &'a str,
+    consumer: &'a str,
+    route: &'a str,
+    provider: &'a str,
+    operation: &'a str,
+    error_type: &'a str,
+}
+
+/// Every metric name one label combination needs, built once.
+struct Names {
+    /// `gen_ai.client.token.usage`, one per token type in [`token_types`] order.
+    usage: [Rc<str>; 6],
+    estimated_input: Rc<str>,
+    requests: Rc<str>,
+    duration: Rc<str>,
+    time_to_first_token: Rc<str>,
+    time_per_output_token: Rc<str>,
+}
+
+impl Names {
+    fn build(l: &Labels<'_>) -> Names {
+        let prefix = metrics::PREFIX;
+        let timing = metrics::labels(&[
+            ("gen_ai_request_model", l.request_model),
+            ("gen_ai_provider_name", l.provider),
+            ("gen_ai_operation_name", l.operation),
+            ("route", l.route),
+        ]);
+        let base = format!(
+            "{timing}{}",
+            metrics::labels(&[("gen_ai_response_model", l.response_model), ("consumer", l.consumer)])
+        );
+        let usage = |kind: &str| Rc::from(format!("{prefix}gen_ai.client.token.usage;gen_ai_token_type={kind}{base}"));
+        let kinds = token_types(&Usage::default()).map(|(kind, _)| kind);
+        Names {
+            usage: kinds.map(usage),
+            estimated_input: Rc::from(format!("{prefix}gen_ai.client.token.estimated_input{base}")),
+            requests: Rc::from(format!("{prefix}gen_ai.requests{base};error_type={}", l.error_type)),
+            duration: Rc::from(format!("{prefix}gen_ai.server.request.duration{timing}")),
+            time_to_first_token: Rc::from(format!("{prefix}gen_ai.server.time_to_first_token{timing}")),
+            time_per_output_token: Rc::from(format!("{prefix}gen_ai.server.time_per_output_token{timing}")),
+        }
+    }
+}
+
+/// Metric names by label combination, per VM: most exchanges repeat a combination seen before,
+/// and building eleven names (each ≈ 150 bytes) was most of the end-of-stream work. Bounded:
+/// past [`NameCache::MAX`] combinations it starts over.
+#[derive(Default)]
+struct NameCache {
+    by_labels: crate::fxhash::FxHashMap<Box<str>, Rc<Names>>,
+    /// The lookup key, reused: label values joined by `\u{1}` (no label value contains it).
+    key: String,
+}
+
+impl NameCache {
+    const MAX: usize = 1024;
+
+    fn get(&mut self, l: &Labels<'_>) -> Rc<Names> {
+        self.key.clear();
+        for part in [l.request_model, l.response_model, l.consumer, l.route, l.provider, l.operation, l.error_type] {
+            self.key.push_str(part);
+            self.key.push('\u{1}');
+        }
+        if let Some(names) = self.by_labels.get(self.key.as_str()) {
+            return names.clone();
+        }
+        if self.by_labels.len() >= Self::MAX {
+            self.by_labels.clear();
+        }
+        let names = Rc::new(Names::build(l));
+        self.by_labels.insert(self.key.as_str().into(), names.clone());
+        names
     }
 }
 
@@ -233,6 +319,7 @@ enum Reader {
 pub struct TokenCounterStream {
     config: Rc<Config>,
     labels: Rc<RefCell<LabelLimiter>>,
+    names: Rc<RefCell<NameCache>>,
     consumer: String,
     status: Option<u16>,
     reader: Reader,
@@ -247,11 +334,12 @@ pub struct TokenCounterStream {
 }
 
 impl TokenCounterStream {
-    fn new(config: Rc<Config>, labels: Rc<RefCell<LabelLimiter>>) -> Self {
+    fn new(config: Rc<Config>, labels: Rc<RefCell<LabelLimiter>>, names: Rc<RefCell<NameCache>>) -> Self {
         TokenCounterStream {
             counts: true,
             config,
             labels,
+            names,
             consumer: String::new(),
             status: None,
             reader: Reader::Idle,
@@ -276,14 +364,15 @@ impl TokenCounterStream {
 
     /// Reads one chunk of decoded (decompressed) response bytes; returns the bytes to send to
     /// the client when the stream is being rewritten.
-    fn read(&mut self, bytes: &[u8], out_bytes: &mut Option<Vec<u8>>) {
+    fn read(&mut self, bytes: &[u8], last: bool, out_bytes: &mut Option<Vec<u8>>) {
         let Some(tracker) = self.tracker.as_mut() else {
             return;
         };
         let mut failure = None;
         match &mut self.reader {
             Reader::Json(scanner) => {
-                failure = match scanner.push(bytes) {
+                let pushed = if last { scanner.push_last(bytes) } else { scanner.push(bytes) };
+                failure = match pushed {
                     Err(_) => Some("response_malformed_json"),
                     Ok(()) => observe_captured(tracker, scanner),
                 };
@@ -330,15 +419,15 @@ impl TokenCounterStream {
         }
     }
 
-    /// Feeds a raw (possibly compressed) chunk.
-    fn feed(&mut self, chunk: &[u8], out_bytes: &mut Option<Vec<u8>>) {
+    /// Feeds a raw (possibly compressed) chunk; `last` when the response ends with it.
+    fn feed(&mut self, chunk: &[u8], last: bool, out_bytes: &mut Option<Vec<u8>>) {
         match self.inflater.take() {
-            None => self.read(chunk, out_bytes),
+            None => self.read(chunk, last, out_bytes),
             Some(mut inflater) => {
                 let mut plain = Vec::new();
                 let result = inflater.push(chunk, |b| plain.extend_from_slice(b));
                 self.inflater = Some(inflater);
-                self.read(&plain, out_bytes);
+                self.read(&plain, false, out_bytes);
                 if result.is_err() {
                     self.fail("response_decompress_error", out_bytes);
                 }
@@ -355,7 +444,7 @@ impl TokenCounterStream {
         if let Some(mut inflater) = self.inflater.take() {
             let mut plain = Vec::new();
             let result = inflater.finish(|b| plain.extend_from_slice(b));
-            self.read(&plain, out_bytes);
+            self.read(&plain, false, out_bytes);
             if result.is_err() {
                 self.fail("response_decompress_error", out_bytes);
                 return;
@@ -442,6 +531,8 @@ fn observe_event(tracker: &mut UsageTracker, data: &Option<std::borrow::Cow<'_, 
 /// client did not ask for: the usage-only chunk (`choices: []` with usage) is dropped,
 /// `"usage":null` members are removed, and a usage object on a chunk that has choices is removed
 /// from it. Anything unexpected is written unchanged. Returns a failure reason, if any.
+/// Strips the usage the client did not ask for: the usage-only chunk, and the `"usage":null`
+/// member of every other chunk (so those are scanned even when they carry no usage).
 fn read_and_strip_event(
     tracker: &mut UsageTracker,
     raw: &[u8],
@@ -453,7 +544,7 @@ fn read_and_strip_event(
         return None;
     };
     let trimmed = data.trim_ascii();
-    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.worth_scanning(trimmed) {
+    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.names_usage(trimmed) {
         sink.extend_from_slice(raw);
         return None;
     }
@@ -643,7 +734,7 @@ impl Stage for TokenCounterStream {
         }
         let strip = matches!(self.reader, Reader::Sse { strip_usage: true, .. });
         let mut rewritten = strip.then(Vec::new);
-        self.feed(chunk, &mut rewritten);
+        self.feed(chunk, end_of_stream, &mut rewritten);
         if end_of_stream {
             self.finish_response(&mut rewritten);
         }
@@ -686,56 +777,53 @@ impl Stage for TokenCounterStream {
             self.unread.push(reason);
         }
 
-        let mut labels = self.labels.borrow_mut();
-        let request_model = labels.admit("gen_ai_request_model", ex.request_model().unwrap_or(""));
-        let response_model_raw =
-            self.tracker.as_ref().and_then(|t| t.response_model()).or(ex.request_model()).unwrap_or("");
-        let response_model = labels.admit("gen_ai_response_model", response_model_raw);
-        let consumer = labels.admit("consumer", &self.consumer);
-        let route = labels.admit("route", &route);
-        drop(labels);
         let provider = self.config.raw.provider.as_deref().unwrap_or(ex.provider());
         let operation = ex.route.kind.operation();
+        let status_label;
         let error_type = match (self.status, reset) {
-            (_, true) => "incomplete".to_string(),
-            (Some(status), false) if status >= 400 => status.to_string(),
-            _ => String::new(),
+            (_, true) => "incomplete",
+            (Some(status), false) if status >= 400 => {
+                status_label = status.to_string();
+                &status_label
+            }
+            _ => "",
+        };
+        let response_model_raw =
+            self.tracker.as_ref().and_then(|t| t.response_model()).or(ex.request_model()).unwrap_or("");
+        let names = {
+            let mut labels = self.labels.borrow_mut();
+            let key = Labels {
+                request_model: &labels.admit("gen_ai_request_model", ex.request_model().unwrap_or("")),
+                response_model: &labels.admit("gen_ai_response_model", response_model_raw),
+                consumer: &labels.admit("consumer", &self.consumer),
+                route: &labels.admit("route", &route),
+                provider,
+                operation,
+                error_type,
+            };
+            self.names.borrow_mut().get(&key)
         };
 
-        // Label values were sanitised when admitted (or are static); each suffix is built once and
-        // shared by every metric of this request.
-        let timing = metrics::labels(&[
-            ("gen_ai_request_model", &request_model),
-            ("gen_ai_provider_name", provider),
-            ("gen_ai_operation_name", operation),
-            ("route", &route),
-        ]);
-        let base = format!(
-            "{timing}{}",
-            metrics::labels(&[("gen_ai_response_model", &response_model), ("consumer", &consumer)])
-        );
-        let prefix = metrics::PREFIX;
         if let Some(u) = usage {
-            for (kind, value) in token_types(&u) {
-                out.counter(format!("{prefix}gen_ai.client.token.usage;gen_ai_token_type={kind}{base}"), value);
+            for (name, (_, value)) in names.usage.iter().zip(token_types(&u)) {
+                out.counter(name.clone(), value);
             }
         }
         if let Some(estimate) = estimate {
-            out.counter(format!("{prefix}gen_ai.client.token.estimated_input{base}"), estimate);
+            out.counter(names.estimated_input.clone(), estimate);
         }
-        out.counter(format!("{prefix}gen_ai.requests{base};error_type={error_type}"), 1);
+        out.counter(names.requests.clone(), 1);
 
-        // Histograms: without consumer and response model (their cardinality times the buckets).
         let duration_ms = now_ns.saturating_sub(ex.started_ns) / 1_000_000;
-        out.histogram(format!("{prefix}gen_ai.server.request.duration{timing}"), duration_ms);
+        out.histogram(names.duration.clone(), duration_ms);
         let streaming = ex.streaming();
         let ttft_ms = self.first_byte_ns.map(|t| t.saturating_sub(ex.started_ns) / 1_000_000);
         if let (true, Some(ttft)) = (streaming, ttft_ms) {
-            out.histogram(format!("{prefix}gen_ai.server.time_to_first_token{timing}"), ttft);
+            out.histogram(names.time_to_first_token.clone(), ttft);
             if let (Some(first), Some(u)) = (self.first_byte_ns, usage) {
                 if u.output > 1 && !reset {
                     let per_token_us = now_ns.saturating_sub(first) / 1_000 / (u.output - 1);
-                    out.histogram(format!("{prefix}gen_ai.server.time_per_output_token{timing}"), per_token_us);
+                    out.histogram(names.time_per_output_token.clone(), per_token_us);
                 }
             }
         }
@@ -791,4 +879,54 @@ fn token_types(u: &Usage) -> [(&'static str, u64); 6] {
         ("cache_creation_input", u.cache_creation),
         ("reasoning", u.reasoning),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels<'a>(model: &'a str, error_type: &'a str) -> Labels<'a> {
+        Labels {
+            request_model: model,
+            response_model: "gpt-4.1-2025-04-14",
+            consumer: "team-a",
+            route: "llm",
+            provider: "openai",
+            operation: "chat",
+            error_type,
+        }
+    }
+
+    #[test]
+    fn metric_names_carry_every_label_for_stats_tags() {
+        let names = Names::build(&labels("gpt-4.1", "429"));
+        let base = ";gen_ai_request_model=gpt-4.1;gen_ai_provider_name=openai;gen_ai_operation_name=chat;route=llm\
+                    ;gen_ai_response_model=gpt-4.1-2025-04-14;consumer=team-a";
+        assert_eq!(&*names.usage[0], format!("tollgate.gen_ai.client.token.usage;gen_ai_token_type=input{base}"));
+        assert_eq!(&*names.usage[5], format!("tollgate.gen_ai.client.token.usage;gen_ai_token_type=reasoning{base}"));
+        assert_eq!(&*names.requests, format!("tollgate.gen_ai.requests{base};error_type=429"));
+        assert_eq!(
+            &*names.duration,
+            "tollgate.gen_ai.server.request.duration;gen_ai_request_model=gpt-4.1;gen_ai_provider_name=openai\
+             ;gen_ai_operation_name=chat;route=llm"
+        );
+    }
+
+    #[test]
+    fn name_cache_reuses_a_combination_and_stays_bounded() {
+        let mut cache = NameCache::default();
+        let first = cache.get(&labels("gpt-4.1", ""));
+        assert!(Rc::ptr_eq(&first, &cache.get(&labels("gpt-4.1", ""))));
+        let failed = cache.get(&labels("gpt-4.1", "500"));
+        assert!(!Rc::ptr_eq(&first, &failed));
+        assert!(failed.requests.ends_with(";error_type=500") && first.requests.ends_with(";error_type="));
+        // Parts are delimited: moving text between two labels is another combination.
+        let shifted = Labels { request_model: "gpt-4.1t", consumer: "eam-a", ..labels("", "") };
+        assert!(!cache.get(&shifted).requests.contains("consumer=team-a"));
+        let models: Vec<String> = (0..NameCache::MAX + 10).map(|i| format!("m{i}")).collect();
+        for model in &models {
+            cache.get(&labels(model, ""));
+            assert!(cache.by_labels.len() <= NameCache::MAX);
+        }
+    }
 }
