@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a fixed time (default 60 s each) with cargo-fuzz (nightly), seeded
 # from the golden fixtures, and writes fuzz/results.json: executions, coverage, crashes.
-#   fuzz/run.sh [seconds]          needs: rustup toolchain nightly, cargo +nightly install cargo-fuzz
+#   fuzz/run.sh [seconds] [target…]   needs: rustup toolchain nightly, cargo +nightly install cargo-fuzz
+# With targets named, only those run and their rows in fuzz/results.json are replaced.
 # A crash leaves its input in fuzz/artifacts/<target>/; make it a regression test.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-60}
 ROOT=..
-TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config)
+TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config json_scan)
+ALL=("${TARGETS[@]}")
+[ $# -gt 1 ] && TARGETS=("${@:2}")
 
 seed() { # target, files...
   local dir=corpus/$1; shift
@@ -19,6 +22,7 @@ seed sse $ROOT/tests/fixtures/responses/*/*.sse
 seed stream_translate $ROOT/tests/fixtures/responses/*/*.sse
 seed guard_stream $ROOT/tests/fixtures/responses/*/*.sse
 seed config $ROOT/examples/*/*.json
+seed json_scan $ROOT/tests/fixtures/responses/*/*.json
 mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream
 seed response_translate $ROOT/tests/fixtures/responses/*/*.json
 python3 - <<'PY'
@@ -53,4 +57,12 @@ for t in "${TARGETS[@]}"; do
   rm -f "$log"
 done
 echo "]" >> results.json.tmp
-mv results.json.tmp results.json
+# Rows of targets not run this time are kept from the previous results, in the usual order.
+python3 - "${ALL[@]}" <<'PY'
+import json, os, sys
+new = {r["target"]: r for r in json.load(open("results.json.tmp"))}
+old = {r["target"]: r for r in json.load(open("results.json"))} if os.path.exists("results.json") else {}
+rows = [new.get(t) or old.get(t) for t in sys.argv[1:]]
+json.dump([r for r in rows if r], open("results.json", "w"), indent=1)
+os.remove("results.json.tmp")
+PY
