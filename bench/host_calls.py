@@ -51,7 +51,7 @@ SELF_VARIANTS = {
 }
 
 
-def self_timing(seconds, compare=None, rounds=1, out="self-timing.json", time_calls=False):
+def self_timing(seconds, compare=None, rounds=1, out="self-timing.json", time_calls=False, only=None):
     """Each variant under wrk load (as bench/run.py: Envoy on CPU 1, wrk and the mock on CPU 0),
     so the module runs hot, as it does in the CPU benchmark. With `compare` (a directory of
     modules built with self-timing from another tree), both builds run variant by variant,
@@ -72,6 +72,8 @@ def self_timing(seconds, compare=None, rounds=1, out="self-timing.json", time_ca
     try:
         for round_ in range(rounds):
             for name, (module, config, scenario) in SELF_VARIANTS.items():
+                if only and not any(o in name for o in only.split(",")):
+                    continue
                 body, case, chunks = run.SCENARIOS[scenario]
                 script = run.wrk_script(work, body, case, chunks)
                 for build, modules in builds.items():
@@ -140,12 +142,13 @@ def main():
     p.add_argument("--compare", help="(--self) a directory of modules built with self-timing from another "
                    "tree (e.g. an older commit's), run alternately with this tree's")
     p.add_argument("--rounds", type=int, default=1, help="(--self) rounds; medians are reported")
+    p.add_argument("--only", help="(--self) comma-separated parts of variant names to run")
     p.add_argument("--calls", action="store_true",
                    help="(--self) also time every host call (adds ≈ 0.12 µs per call: do not compare totals)")
     p.add_argument("--out", default="self-timing.json", help="(--self) result file in bench/results/")
     a = p.parse_args()
     if a.self:
-        return self_timing(a.seconds, a.compare, a.rounds, a.out, a.calls)
+        return self_timing(a.seconds, a.compare, a.rounds, a.out, a.calls, a.only)
     work = tempfile.mkdtemp(prefix="tollgate-host-calls-")
     mock = Mock(work)
     envoy = Envoy(work, mock, name="timing", concurrency=1, wasm="tollgate_bench_reference.wasm",

@@ -268,7 +268,7 @@ impl UsageTracker {
 
     /// Whether a complete document names this format's usage key at all (`null` included).
     pub fn names_usage(&self, json: &[u8]) -> bool {
-        self.response_model.is_none() || memchr::memmem::find(json, self.format.usage_key()).is_some()
+        self.response_model.is_none() || key_positions(json, self.format.usage_key()).next().is_some()
     }
 
     /// Whether a complete document (stream event) is worth scanning: it has a usage member
@@ -280,7 +280,7 @@ impl UsageTracker {
             return true;
         }
         let key = self.format.usage_key();
-        memchr::memmem::find_iter(json, key).any(|at| !member_is_null(json.get(at + key.len()..).unwrap_or(&[])))
+        key_positions(json, key).any(|at| !member_is_null(json.get(at + key.len()..).unwrap_or(&[])))
     }
 
     /// Whether any usage was reported.
@@ -302,6 +302,13 @@ impl UsageTracker {
     }
 }
 
+/// Where `quoted` (a key with its quotes) occurs in `json`. Per stream event, so cheap: quotes
+/// are found with `memchr` and compared in place (a `memmem` finder costs more to build for each
+/// event than the search itself, and its fallback prefilter is slow in wasm without SIMD).
+fn key_positions<'a>(json: &'a [u8], quoted: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    memchr::memchr_iter(b'"', json).filter(move |&at| json.get(at..).is_some_and(|rest| rest.starts_with(quoted)))
+}
+
 /// Whether `rest` (the bytes after a quoted key) is `: null` followed by the end of the member.
 fn member_is_null(rest: &[u8]) -> bool {
     let rest = rest.trim_ascii_start();
@@ -321,6 +328,15 @@ pub enum UsageTrackerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_positions_finds_every_quoted_occurrence() {
+        let json = br#"{"usage":1,"a":"usage","usage_x":2,"b":"\"usage\""}"#;
+        let found: Vec<usize> = key_positions(json, b"\"usage\"").collect();
+        assert_eq!(found, vec![1, 15]);
+        assert_eq!(key_positions(b"\"usage\"", b"\"usage\"").collect::<Vec<_>>(), vec![0]);
+        assert_eq!(key_positions(b"\"usag", b"\"usage\"").count(), 0);
+    }
 
     #[test]
     fn events_whose_only_usage_is_null_are_not_worth_scanning() {
