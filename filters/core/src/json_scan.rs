@@ -453,11 +453,8 @@ fn append_bounded(dst: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ScanError> {
 
 /// Scans one complete document.
 pub fn scan_document(targets: &'static [&'static [&'static str]], doc: &[u8]) -> Result<Vec<Captured>, ScanError> {
-    if let Some(captured) = fast::scan(targets, doc) {
-        return Ok(captured);
-    }
     let mut scanner = JsonScanner::new(targets);
-    scanner.push(doc)?;
+    scanner.push_last(doc)?;
     scanner.finish()?;
     Ok(scanner.take_captured())
 }
