@@ -48,6 +48,13 @@ SELF_VARIANTS = {
                    {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}},
         "chat-1k"),
     "all-in-one token-counter chat-1k": ("tollgate", {"token_counter": {}}, "chat-1k"),
+    # Four windows per consumer at once (issue #9: "several windows at once").
+    "all-in-one quota-4 chat-1k": ("tollgate", {"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "bench"},
+        "limits": [{"name": n, "meter": m, "per": "consumer", "window": w, "limit": 1e15}
+                   for n, m, w in (("tpm", "total_tokens", "minute"), ("rpm", "requests", "minute"),
+                                   ("tpd", "total_tokens", "day"), ("rpd", "requests", "day"))]}},
+        "chat-1k"),
 }
 
 

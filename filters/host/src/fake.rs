@@ -185,11 +185,11 @@ impl HttpHost for FakeHost {
         Ok(())
     }
 
-    fn counter_add(&mut self, name: &str, value: u64) {
+    fn counter_add(&mut self, name: &Rc<str>, value: u64) {
         *self.counters.entry(name.to_string()).or_default() += value;
     }
 
-    fn histogram_record(&mut self, name: &str, value: u64) {
+    fn histogram_record(&mut self, name: &Rc<str>, value: u64) {
         self.histograms.entry(name.to_string()).or_default().push(value);
     }
 

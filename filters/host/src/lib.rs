@@ -66,8 +66,9 @@ pub trait HttpHost: StageHost {
     fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Sets filter state `wasm.<key>` (readable as `%FILTER_STATE(wasm.<key>:PLAIN)%`).
     fn set_filter_state(&mut self, key: &str, value: &str) -> Result<(), HostError>;
-    fn counter_add(&mut self, name: &str, value: u64);
-    fn histogram_record(&mut self, name: &str, value: u64);
+    /// Metric names are shared (`Rc`): a host may key its metric ids by the name's address.
+    fn counter_add(&mut self, name: &std::rc::Rc<str>, value: u64);
+    fn histogram_record(&mut self, name: &std::rc::Rc<str>, value: u64);
     fn log(&self, level: LogLevel, message: &str);
 }
 

@@ -317,6 +317,11 @@ mod abi {
 pub struct MetricIds {
     counters: FxHashMap<String, u32>,
     histograms: FxHashMap<String, u32>,
+    /// Ids of shared names (a stage's names for one label combination, built once per VM) by
+    /// the name's address and kind: no hashing and comparing of a ≈ 150-byte name per update.
+    /// Each entry holds a clone of its name, so the address cannot go to another name while
+    /// the entry lives.
+    by_address: FxHashMap<(usize, u32), (Rc<str>, u32)>,
     /// Streams ended in this VM, and the id of its memory gauge once defined.
     streams: u64,
     memory_gauge: Option<u32>,
@@ -325,14 +330,31 @@ pub struct MetricIds {
 /// Streams between two samples of the VM's memory.
 const MEMORY_SAMPLE_EVERY: u64 = 64;
 
+/// Entries of [`MetricIds::by_address`] before it is emptied (names found by value meanwhile).
+const MAX_BY_ADDRESS: usize = 4096;
+
 impl MetricIds {
-    fn id(&mut self, kind: u32, name: &str) -> Option<u32> {
-        let ids = if kind == abi::HISTOGRAM { &mut self.histograms } else { &mut self.counters };
-        if let Some(id) = ids.get(name) {
+    fn id(&mut self, kind: u32, name: &Rc<str>) -> Option<u32> {
+        let address = (Rc::as_ptr(name).cast::<u8>() as usize, kind);
+        if let Some((_, id)) = self.by_address.get(&address) {
             return Some(*id);
         }
-        let id = abi::define_metric(kind, name).ok()?;
-        ids.insert(name.to_string(), id);
+        let ids = if kind == abi::HISTOGRAM { &mut self.histograms } else { &mut self.counters };
+        let id = match ids.get(&**name) {
+            Some(id) => *id,
+            None => {
+                let id = abi::define_metric(kind, name).ok()?;
+                ids.insert(name.to_string(), id);
+                id
+            }
+        };
+        // Only names someone else keeps (a stage's cache); a name built for one update is not.
+        if Rc::strong_count(name) > 1 {
+            if self.by_address.len() >= MAX_BY_ADDRESS {
+                self.by_address.clear();
+            }
+            self.by_address.insert(address, (Rc::clone(name), id));
+        }
         Some(id)
     }
 
@@ -522,14 +544,14 @@ impl HttpHost for ProxyWasmHost {
         abi::set_property(key, value).map_err(HostError)
     }
 
-    fn counter_add(&mut self, name: &str, value: u64) {
+    fn counter_add(&mut self, name: &Rc<str>, value: u64) {
         let id = self.metrics.borrow_mut().id(abi::COUNTER, name);
         if let Some(id) = id {
             let _ = abi::increment_metric(id, i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
-    fn histogram_record(&mut self, name: &str, value: u64) {
+    fn histogram_record(&mut self, name: &Rc<str>, value: u64) {
         let id = self.metrics.borrow_mut().id(abi::HISTOGRAM, name);
         if let Some(id) = id {
             let _ = abi::record_metric(id, value);

@@ -100,7 +100,26 @@ fn sequential_requests_are_held_to_the_limit_exactly() {
     assert!(admitted_tokens > 1000 - 70 - 60, "{admitted_tokens}");
     assert!(refusals > 0);
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), admitted_tokens);
+    assert_eq!(
+        gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60),
+        admitted_tokens
+    );
+}
+
+#[test]
+fn a_request_costs_one_read_and_one_write_of_its_consumers_record_at_each_end() {
+    // Two limits per consumer (tokens and requests) live in one shared-data record.
+    let gw = Gateway::new(tpm(100_000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(50), NOW);
+    assert!(call.admitted);
+    assert_eq!((gw.shared.gets.get(), gw.shared.sets.get()), (1, 1), "reservation");
+    call.finish(30, 40);
+    assert_eq!((gw.shared.gets.get(), gw.shared.sets.get()), (2, 2), "settlement (the request count is unchanged)");
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let record = format!("tollgate.quota;consumer;{key}");
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 70);
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 1);
 }
 
 #[test]
@@ -199,7 +218,10 @@ fn reservations_hold_under_concurrency_and_settle_afterwards() {
         call.finish(10, 20); // actual 30 each: refunds the rest
     }
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 30 * admitted as u64);
+    assert_eq!(
+        gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60),
+        30 * admitted as u64
+    );
     let mut driver = gw.driver();
     assert!(start(&gw, &mut driver, "sk-a", chat(200), NOW).admitted, "refunds free the quota again");
 }
@@ -216,7 +238,11 @@ fn post_accounting_admits_every_concurrent_request_for_comparison() {
         call.finish(100, 200);
     }
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 6000, "6x the limit");
+    assert_eq!(
+        gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60),
+        6000,
+        "6x the limit"
+    );
     let mut driver = gw.driver();
     assert!(!start(&gw, &mut driver, "sk-a", chat(1), NOW).admitted, "refused only once the counter is over");
 }
@@ -231,7 +257,7 @@ fn a_reset_without_usage_releases_the_reservation() {
     call.ex.response_body(&[b"data: {\"choices\":[]}\n\n"], 1, false);
     call.ex.log(); // reset: no end of stream, no usage
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 0);
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60), 0);
     assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=released"]), 1);
 }
 
@@ -244,9 +270,9 @@ fn an_error_response_releases_the_reservation() {
     call.ex.response_body(&[b"{\"error\":{}}"], 1, true);
     call.ex.log();
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), 0);
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60), 0);
     assert_eq!(
-        gw.shared.used(&format!("tollgate.quota;requests_per_minute;{key}"), NOW / 60),
+        gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "requests_per_minute", NOW / 60),
         1,
         "a request is a request"
     );
@@ -301,7 +327,7 @@ fn unknown_consumers_share_one_counter_with_its_own_tier() {
         ex.log();
     }
     assert_eq!(statuses, [200, 200, 429], "the anonymous tier's 2 requests per minute, shared");
-    assert_eq!(gw.shared.used("tollgate.quota;rpm;unknown", NOW / 60), 2);
+    assert_eq!(gw.shared.used("tollgate.quota;consumer;unknown", "rpm", NOW / 60), 2);
 }
 
 #[test]
@@ -340,7 +366,7 @@ fn cas_conflicts_are_retried_and_nothing_is_lost() {
         total += 15;
     }
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    assert_eq!(gw.shared.used(&format!("tollgate.quota;tokens_per_minute;{key}"), NOW / 60), total);
+    assert_eq!(gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60), total);
     let mut driver = gw.driver();
     let call = start(&gw, &mut driver, "sk-a", chat(10), NOW);
     assert!(call.ex.host.counter("tollgate.quota.cas_retries", &[]) == 0 || call.admitted);

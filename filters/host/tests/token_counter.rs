@@ -560,10 +560,10 @@ impl tollgate_host::HttpHost for RefusingHost {
     fn set_filter_state(&mut self, k: &str, v: &str) -> Result<(), tollgate_host::HostError> {
         self.0.set_filter_state(k, v)
     }
-    fn counter_add(&mut self, n: &str, v: u64) {
+    fn counter_add(&mut self, n: &std::rc::Rc<str>, v: u64) {
         self.0.counter_add(n, v)
     }
-    fn histogram_record(&mut self, n: &str, v: u64) {
+    fn histogram_record(&mut self, n: &std::rc::Rc<str>, v: u64) {
         self.0.histogram_record(n, v)
     }
     fn log(&self, l: tollgate_core::stage::LogLevel, m: &str) {

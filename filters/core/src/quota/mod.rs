@@ -175,8 +175,9 @@ pub use crate::consumer::{hashed_consumer, plain_consumer, ConsumerSource};
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
-    /// The limit's name (`[a-z0-9_]`, unique), in errors, metrics, tiers and global descriptors.
-    #[schemars(extend("examples" = ["tokens_per_minute"]))]
+    /// The limit's name (`[a-z0-9_]`, at most 64, unique), in errors, metrics, tiers and global
+    /// descriptors.
+    #[schemars(regex(pattern = r"^[a-z0-9_]{1,64}$"), extend("examples" = ["tokens_per_minute"]))]
     pub name: String,
     #[schemars(extend("examples" = ["total_tokens"]))]
     pub meter: Meter,
@@ -336,9 +337,11 @@ impl Config {
         let mut limits = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.iter().enumerate() {
             let at = |f: &str| format!("limits[{i}].{f}");
-            if l.name.is_empty() || l.name.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            if l.name.is_empty()
+                || l.name.len() > store::MAX_NAME_LEN
+                || l.name.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
             {
-                return err(&at("name"), format!("'{}' must be non-empty [a-z0-9_]", l.name));
+                return err(&at("name"), format!("'{}' must be 1 to {} of [a-z0-9_]", l.name, store::MAX_NAME_LEN));
             }
             if raw.limits.iter().take(i).any(|other| other.name == l.name) {
                 return err(&at("name"), format!("'{}' is used twice", l.name));
@@ -528,15 +531,20 @@ impl Config {
             .or_else(|| self.consumers.get(consumer).map(String::as_str))
     }
 
-    /// The shared-data key of a counter: limit, then scope value.
+    /// The shared-data key of the record holding `limit`'s counter for this request: one record
+    /// per scope value, shared by every limit of that scope (see [`store`]).
     pub fn key(&self, limit: &Limit, consumer: &str, model: &str) -> String {
-        let scope = match limit.per {
-            Scope::Consumer => consumer.to_string(),
-            Scope::ConsumerModel => format!("{consumer}|{model}"),
-            Scope::Model => model.to_string(),
-            Scope::Global => String::new(),
-        };
-        format!("tollgate.quota;{};{scope}", limit.name)
+        match limit.per {
+            Scope::Consumer => format!("tollgate.quota;consumer;{consumer}"),
+            Scope::ConsumerModel => format!("tollgate.quota;consumer_model;{consumer}|{model}"),
+            Scope::Model => format!("tollgate.quota;model;{model}"),
+            Scope::Global => "tollgate.quota;global;".to_string(),
+        }
+    }
+
+    /// Whether a counter named `name` belongs to a configured limit.
+    pub fn has_limit(&self, name: &str) -> bool {
+        self.limits.iter().any(|l| l.name == name)
     }
 
     /// Indices of the limits that apply to a request for `model`.
@@ -610,7 +618,15 @@ mod tests {
             {"name": "d", "meter": "requests", "per": "global", "window": "minute", "limit": 1}]}))
         .unwrap();
         let keys: Vec<String> = c.limits.iter().map(|l| c.key(l, "k:1", "m")).collect();
-        assert_eq!(keys, ["tollgate.quota;a;k:1", "tollgate.quota;b;k:1|m", "tollgate.quota;c;m", "tollgate.quota;d;"]);
+        assert_eq!(
+            keys,
+            [
+                "tollgate.quota;consumer;k:1",
+                "tollgate.quota;consumer_model;k:1|m",
+                "tollgate.quota;model;m",
+                "tollgate.quota;global;"
+            ]
+        );
     }
 
     #[test]
@@ -648,6 +664,10 @@ mod tests {
             (json!({"limits": []}), "quota.limits:"),
             (
                 json!({"limits": [{"name": "A", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1}]}),
+                "quota.limits[0].name:",
+            ),
+            (
+                json!({"limits": [{"name": "a".repeat(65), "meter": "requests", "per": "consumer", "window": "minute", "limit": 1}]}),
                 "quota.limits[0].name:",
             ),
             (

@@ -1,22 +1,32 @@
 //! Quota counters in a shared key-value store with compare-and-swap: reserve, then settle.
 //!
 //! The store is Envoy's shared data in production (one map per `vm_id`, shared by every worker
-//! VM of the process) and [`MemoryStore`] in tests. A counter is one key per (limit, scope
-//! value) holding `(window index, used)`: when the window rolls over the same key is reused, so
-//! keys do not accumulate per window.
+//! VM of the process) and [`MemoryStore`] in tests. One key per scope value (a consumer, a
+//! consumer × model, a model, or the one global scope) holds a [`Record`]: one counter
+//! `(window index, used)` per limit of that scope. When a window rolls over its counter is
+//! reused, so keys do not accumulate per window, and a record never holds more counters than
+//! there are configured limits (counters of limits no longer configured are dropped when the
+//! record is next written). Every limit a request meets in one scope is therefore read and
+//! written in one shared-data round trip: with the usual per-consumer limits (tokens and
+//! requests per minute) a request costs one read and one write at reservation and one of each
+//! at settlement, whatever the number of limits.
 //!
-//! Reserve: for each applicable counter, read it, refuse if `used + amount > limit`, else write
-//! `used + amount` with the CAS token read; on a CAS conflict (another worker wrote in between)
-//! read again and retry. If a later counter refuses, the earlier reservations are given back.
-//! Settle: add `actual − reserved` (refund or extra charge) the same way. A counter whose CAS
-//! keeps failing after [`MAX_CAS_RETRIES`] is skipped (fail open, counted by the caller).
+//! Reserve: for each record the request touches, read it, refuse if any of its counters would
+//! go over its limit (`used + amount > limit`), else write every `used + amount` with the CAS
+//! token read; on a CAS conflict (another worker wrote in between) read again and retry. If a
+//! later record refuses, the earlier reservations are given back. Settle: add `actual −
+//! reserved` (refund or extra charge) the same way. A record whose CAS keeps failing after
+//! [`MAX_CAS_RETRIES`] is skipped (fail open, counted by the caller).
 //!
 //! Known race: a key's very first write cannot be compare-and-swapped (Envoy ignores the CAS of a
-//! missing key), so two workers creating the same counter at the same instant can lose one
-//! increment. It can happen once per counter key, ever.
+//! missing key), so two workers creating the same record at the same instant can lose one
+//! increment. It can happen once per key, ever.
 
-/// Attempts per counter before giving up on it.
+/// Attempts per record before giving up on it.
 pub const MAX_CAS_RETRIES: u32 = 32;
+
+/// The longest limit name a record can hold (the configuration refuses longer ones).
+pub const MAX_NAME_LEN: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -34,7 +44,7 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 }
 
-/// `(window, used)` as stored: 16 bytes, little endian.
+/// One limit's count in a record: `(window, used)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counter {
     pub window: u64,
@@ -42,28 +52,6 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub fn encode(self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.window.to_le_bytes());
-        out[8..].copy_from_slice(&self.used.to_le_bytes());
-        out
-    }
-
-    /// Anything that is not 16 bytes reads as an empty counter.
-    pub fn decode(bytes: &[u8]) -> Counter {
-        let word = |range: std::ops::Range<usize>| {
-            let mut buf = [0u8; 8];
-            if let Some(src) = bytes.get(range) {
-                buf.copy_from_slice(src);
-            }
-            u64::from_le_bytes(buf)
-        };
-        if bytes.len() != 16 {
-            return Counter::default();
-        }
-        Counter { window: word(0..8), used: word(8..16) }
-    }
-
     /// The usage of window `window`: this counter's if it is that window's, else 0.
     pub fn used_in(self, window: u64) -> u64 {
         if self.window == window {
@@ -74,10 +62,84 @@ impl Counter {
     }
 }
 
-/// One counter to charge: where, how much, against what limit.
+/// The counters of one scope value as stored: for each limit, its name's length (one byte), the
+/// name, then the window index and the usage (8 bytes each, little endian). Read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Record<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// A value that does not parse as a whole reads as an empty record (every counter at 0).
+    pub fn decode(bytes: &'a [u8]) -> Record<'a> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            match Self::split(rest) {
+                Some((_, _, tail)) => rest = tail,
+                None => return Record::default(),
+            }
+        }
+        Record { bytes }
+    }
+
+    /// The first counter of `bytes` and what follows it.
+    fn split(bytes: &'a [u8]) -> Option<(&'a str, Counter, &'a [u8])> {
+        let (&len, tail) = bytes.split_first()?;
+        let len = usize::from(len);
+        let name = std::str::from_utf8(tail.get(..len)?).ok()?;
+        let counter = Counter { window: le_u64(tail.get(len..len + 8)?), used: le_u64(tail.get(len + 8..len + 16)?) };
+        Some((name, counter, tail.get(len + 16..)?))
+    }
+
+    pub fn counters(self) -> impl Iterator<Item = (&'a str, Counter)> {
+        let mut rest = self.bytes;
+        std::iter::from_fn(move || {
+            let (name, counter, tail) = Self::split(rest)?;
+            rest = tail;
+            Some((name, counter))
+        })
+    }
+
+    /// The counter of limit `name` (empty if the record has none).
+    pub fn counter(self, name: &str) -> Counter {
+        self.counters().find(|(n, _)| *n == name).map(|(_, c)| c).unwrap_or_default()
+    }
+
+    /// Appends one counter's encoding to `out`; `None` if the name is too long to be stored.
+    fn encode_counter(out: &mut Vec<u8>, name: &str, counter: Counter) -> Option<()> {
+        let len = u8::try_from(name.len()).ok().filter(|&l| usize::from(l) <= MAX_NAME_LEN)?;
+        out.push(len);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&counter.window.to_le_bytes());
+        out.extend_from_slice(&counter.used.to_le_bytes());
+        Some(())
+    }
+
+    /// The encoding of a record holding `counters`.
+    pub fn encode(counters: &[(&str, Counter)]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(counters.iter().map(|(n, _)| 17 + n.len()).sum());
+        for (name, counter) in counters {
+            Self::encode_counter(&mut out, name, *counter)?;
+        }
+        Some(out)
+    }
+}
+
+fn le_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    if let Some(src) = bytes.get(..8) {
+        buf.copy_from_slice(src);
+    }
+    u64::from_le_bytes(buf)
+}
+
+/// One counter to charge: which record, which limit in it, how much, against what limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
+    /// The record's key (the scope value).
     pub key: String,
+    /// The limit's name in the record.
+    pub name: String,
     pub window: u64,
     pub amount: u64,
     pub limit: u64,
@@ -99,7 +161,8 @@ impl Standing {
 /// Outcome of [`reserve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    /// Index (into the charges) of the first counter that would go over its limit, if any.
+    /// Index (into the charges) of the counter that would go over its limit, if any: in
+    /// shadow mode the first in the charges' order, when enforcing the one that refused.
     pub exhausted: Option<usize>,
     /// Per charge: the counter after the decision (`None` if it could not be read/written).
     pub standings: Vec<Option<Standing>>,
@@ -107,7 +170,7 @@ pub struct Reservation {
     pub held: Vec<bool>,
     /// CAS conflicts met (contention indicator).
     pub retries: u32,
-    /// Counters skipped after [`MAX_CAS_RETRIES`] conflicts or a store failure.
+    /// Charges skipped after [`MAX_CAS_RETRIES`] conflicts or a store failure.
     pub skipped: u32,
 }
 
@@ -117,40 +180,87 @@ impl Reservation {
     }
 }
 
-/// Adds `delta` to a counter of window `window`, with a CAS loop. `check` decides, from the
-/// current usage, whether the write may happen (`false`: give up, nothing written). Returns
-/// the counter as written, or `Err(used)` when `check` refused, or `Ok(None)` if skipped.
+/// One change to one counter of a record.
+#[derive(Clone, Copy)]
+struct Item<'a> {
+    name: &'a str,
+    window: u64,
+    delta: i64,
+}
+
+/// Applies every item to the record at `key` in one read and one compare-and-swap write (retried
+/// on conflicts). `check(k, used)` decides, from item `k`'s current usage, whether the write may
+/// happen. Counters of other limits are kept if `keep(name)`, else dropped. Once written,
+/// `written(k, used)` is told each item's new usage. `Err((k, used))` when `check` refused item
+/// `k` (nothing written); `Ok(false)` if the record was skipped.
 fn update(
     store: &dyn SharedStore,
     key: &str,
-    window: u64,
-    delta: i64,
-    check: impl Fn(u64) -> bool,
+    items: &[Item<'_>],
+    check: impl Fn(usize, u64) -> bool,
+    mut written: impl FnMut(usize, u64),
+    keep: &dyn Fn(&str) -> bool,
     retries: &mut u32,
-) -> Result<Option<u64>, u64> {
+) -> Result<bool, (usize, u64)> {
     for _ in 0..MAX_CAS_RETRIES {
-        let (current, cas) = match store.get(key) {
-            Some((bytes, cas)) => (Counter::decode(&bytes), cas),
-            None => (Counter::default(), 0),
+        let stored = store.get(key);
+        let (record, cas) = match &stored {
+            Some((bytes, cas)) => (Record::decode(bytes), *cas),
+            None => (Record::default(), 0),
         };
-        let used = current.used_in(window);
-        if !check(used) {
-            return Err(used);
+        let after = |item: &Item<'_>| record.counter(item.name).used_in(item.window).saturating_add_signed(item.delta);
+        for (k, item) in items.iter().enumerate() {
+            let used = record.counter(item.name).used_in(item.window);
+            if !check(k, used) {
+                return Err((k, used));
+            }
         }
-        let next = Counter { window, used: used.saturating_add_signed(delta) };
-        match store.set(key, &next.encode(), cas) {
-            Ok(()) => return Ok(Some(next.used)),
+        let mut next = Vec::with_capacity(record.bytes.len() + 17 * items.len());
+        for item in items {
+            if Record::encode_counter(&mut next, item.name, Counter { window: item.window, used: after(item) })
+                .is_none()
+            {
+                return Ok(false);
+            }
+        }
+        for (name, counter) in record.counters() {
+            if keep(name) && !items.iter().any(|i| i.name == name) {
+                // A name read from a record fits a record.
+                let _ = Record::encode_counter(&mut next, name, counter);
+            }
+        }
+        match store.set(key, &next, cas) {
+            Ok(()) => {
+                for (k, item) in items.iter().enumerate() {
+                    written(k, after(item));
+                }
+                return Ok(true);
+            }
             Err(StoreError::CasMismatch) => *retries += 1,
-            Err(StoreError::Failed(_)) => return Ok(None),
+            Err(StoreError::Failed(_)) => return Ok(false),
         }
     }
-    Ok(None)
+    Ok(false)
 }
 
-/// Reserves every charge, or none: refuses at the first counter that would go over its
-/// limit (when `enforce`), giving back what was already reserved. In shadow mode (`!enforce`)
-/// everything is reserved and `exhausted` still names the first limit that would have refused.
-pub fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool) -> Reservation {
+/// The records the charges touch, in the order each first appears: for each, its key and the
+/// indices of its charges (`key(i)`: the record of charge `i`).
+fn by_record<'a>(n: usize, key: impl Fn(usize) -> &'a str + Copy) -> impl Iterator<Item = (&'a str, Vec<usize>)> {
+    (0..n).filter(move |&i| !(0..i).any(|j| key(j) == key(i))).map(move |i| {
+        let lead = key(i);
+        (lead, (i..n).filter(|&j| key(j) == lead).collect())
+    })
+}
+
+fn signed(amount: u64) -> i64 {
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
+/// Reserves every charge, or none: refuses at the first record with a counter that would go
+/// over its limit (when `enforce`), giving back what was already reserved. In shadow mode
+/// (`!enforce`) everything is reserved and `exhausted` still names the first limit that would
+/// have refused. `keep(name)`: whether a counter found in a record belongs to a configured limit.
+pub fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool, keep: &dyn Fn(&str) -> bool) -> Reservation {
     let mut reservation = Reservation {
         exhausted: None,
         standings: vec![None; charges.len()],
@@ -158,57 +268,98 @@ pub fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool) -> Re
         retries: 0,
         skipped: 0,
     };
+    let key = |i: usize| charges.get(i).map_or("", |c| c.key.as_str());
     let mut refused_at = None;
-    let slots = reservation.held.iter_mut().zip(reservation.standings.iter_mut());
-    for (i, (charge, (held, standing))) in charges.iter().zip(slots).enumerate() {
-        let fits = |used: u64| !enforce || used.saturating_add(charge.amount) <= charge.limit;
-        let amount = i64::try_from(charge.amount).unwrap_or(i64::MAX);
-        match update(store, &charge.key, charge.window, amount, fits, &mut reservation.retries) {
-            Ok(Some(used)) => {
-                *held = true;
-                *standing = Some(Standing { used, limit: charge.limit });
-                if used > charge.limit && reservation.exhausted.is_none() {
-                    reservation.exhausted = Some(i); // shadow mode: would have refused here
+    for (record, group) in by_record(charges.len(), key) {
+        let members: Vec<&Charge> = group.iter().filter_map(|&i| charges.get(i)).collect();
+        let items: Vec<Item<'_>> =
+            members.iter().map(|c| Item { name: &c.name, window: c.window, delta: signed(c.amount) }).collect();
+        let fits =
+            |k: usize, used: u64| !enforce || members.get(k).is_some_and(|c| used.saturating_add(c.amount) <= c.limit);
+        let (held, standings) = (&mut reservation.held, &mut reservation.standings);
+        let written = |k: usize, used: u64| {
+            if let (Some(&i), Some(charge)) = (group.get(k), members.get(k)) {
+                if let (Some(held), Some(standing)) = (held.get_mut(i), standings.get_mut(i)) {
+                    *held = true;
+                    *standing = Some(Standing { used, limit: charge.limit });
                 }
             }
-            Ok(None) => reservation.skipped += 1,
-            Err(used) => {
-                *standing = Some(Standing { used, limit: charge.limit });
-                refused_at = Some(i);
+        };
+        match update(store, record, &items, fits, written, keep, &mut reservation.retries) {
+            Ok(true) => {}
+            Ok(false) => reservation.skipped += u32::try_from(group.len()).unwrap_or(u32::MAX),
+            Err((k, used)) => {
+                if let (Some(&i), Some(charge)) = (group.get(k), members.get(k)) {
+                    if let Some(standing) = reservation.standings.get_mut(i) {
+                        *standing = Some(Standing { used, limit: charge.limit });
+                    }
+                    refused_at = Some(i);
+                }
                 break;
             }
         }
     }
     if let Some(i) = refused_at {
         reservation.exhausted = Some(i);
-        for (earlier, held) in charges.iter().zip(reservation.held.iter_mut()).take(i) {
-            if *held {
-                let back = -i64::try_from(earlier.amount).unwrap_or(i64::MAX);
-                let _ = update(store, &earlier.key, earlier.window, back, |_| true, &mut reservation.retries);
-                *held = false;
-            }
+        let held = std::mem::take(&mut reservation.held);
+        let held_key = |i: usize| if held.get(i).copied().unwrap_or(false) { key(i) } else { "" };
+        for (record, group) in by_record(charges.len(), held_key).filter(|(record, _)| !record.is_empty()) {
+            let items: Vec<Item<'_>> = group
+                .iter()
+                .filter_map(|&i| charges.get(i))
+                .map(|c| Item { name: &c.name, window: c.window, delta: -signed(c.amount) })
+                .collect();
+            let _ = update(store, record, &items, |_, _| true, |_, _| {}, keep, &mut reservation.retries);
         }
+        reservation.held = vec![false; charges.len()];
+    } else {
+        // Shadow mode: the first counter (in the charges' order) that went over.
+        reservation.exhausted = reservation.standings.iter().position(|s| s.is_some_and(|s| s.used > s.limit));
     }
     reservation
 }
 
-/// Settles a held charge to its actual amount: refunds the unused part or charges the excess.
-/// If the window rolled over since the reservation, the reservation went with the old window:
-/// only an excess is charged, to the current one (`current_window`).
-pub fn settle(store: &dyn SharedStore, charge: &Charge, actual: u64, current_window: u64, retries: &mut u32) -> bool {
-    let delta = i128::from(actual) - i128::from(charge.amount);
-    if delta == 0 {
-        return true;
+/// One held charge to settle to its actual amount; `current_window` is its limit's window now.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub charge: &'a Charge,
+    pub actual: u64,
+    pub current_window: u64,
+}
+
+/// Settles held charges to their actual amounts: refunds the unused part or charges the excess,
+/// one read and one write per record. If a window rolled over since the reservation, the
+/// reservation went with the old window: only an excess is charged, to the current one.
+/// Returns the number of charges that could not be settled.
+pub fn settle(
+    store: &dyn SharedStore,
+    settlements: &[Settlement<'_>],
+    keep: &dyn Fn(&str) -> bool,
+    retries: &mut u32,
+) -> u32 {
+    let changes: Vec<(&Charge, Item<'_>)> = settlements
+        .iter()
+        .filter_map(|s| {
+            let delta = i128::from(s.actual) - i128::from(s.charge.amount);
+            let (window, delta) = match delta {
+                0 => return None,
+                _ if s.current_window == s.charge.window => (s.charge.window, delta),
+                d if d > 0 => (s.current_window, d),
+                _ => return None,
+            };
+            let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
+            Some((s.charge, Item { name: &s.charge.name, window, delta }))
+        })
+        .collect();
+    let key = |i: usize| changes.get(i).map_or("", |(c, _)| c.key.as_str());
+    let mut failed = 0;
+    for (record, group) in by_record(changes.len(), key) {
+        let items: Vec<Item<'_>> = group.iter().filter_map(|&i| changes.get(i)).map(|(_, item)| *item).collect();
+        if !matches!(update(store, record, &items, |_, _| true, |_, _| {}, keep, retries), Ok(true)) {
+            failed += u32::try_from(items.len()).unwrap_or(u32::MAX);
+        }
     }
-    let (window, delta) = if current_window == charge.window {
-        (charge.window, delta)
-    } else if delta > 0 {
-        (current_window, delta)
-    } else {
-        return true;
-    };
-    let delta = i64::try_from(delta).unwrap_or(if delta > 0 { i64::MAX } else { i64::MIN });
-    matches!(update(store, &charge.key, window, delta, |_| true, retries), Ok(Some(_)))
+    failed
 }
 
 /// An in-memory [`SharedStore`] with Envoy's semantics (global CAS counter, CAS ignored for a
@@ -220,20 +371,26 @@ pub struct MemoryStore {
     /// The next this-many `set` calls with a non-zero CAS fail with `CasMismatch` (as if another
     /// worker had written first) and bump the value's CAS.
     pub conflicts: std::cell::Cell<u32>,
+    /// `get` and `set` calls so far (each is a host call in Envoy).
+    pub gets: std::cell::Cell<u32>,
+    pub sets: std::cell::Cell<u32>,
 }
 
 impl MemoryStore {
-    pub fn used(&self, key: &str, window: u64) -> u64 {
-        self.map.borrow().get(key).map(|(v, _)| Counter::decode(v).used_in(window)).unwrap_or(0)
+    /// Limit `name`'s usage in window `window` of the record at `key`.
+    pub fn used(&self, key: &str, name: &str, window: u64) -> u64 {
+        self.map.borrow().get(key).map_or(0, |(v, _)| Record::decode(v).counter(name).used_in(window))
     }
 }
 
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.gets.set(self.gets.get() + 1);
         self.map.borrow().get(key).cloned()
     }
 
     fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        self.sets.set(self.sets.get() + 1);
         let mut map = self.map.borrow_mut();
         let bump = self.next_cas.get().wrapping_add(1).max(1);
         if let Some((_, stored)) = map.get_mut(key) {
@@ -259,16 +416,44 @@ mod tests {
     use super::*;
 
     fn charge(key: &str, amount: u64, limit: u64) -> Charge {
-        Charge { key: key.into(), window: 7, amount, limit }
+        named(key, "n", amount, limit)
+    }
+
+    fn named(key: &str, name: &str, amount: u64, limit: u64) -> Charge {
+        Charge { key: key.into(), name: name.into(), window: 7, amount, limit }
+    }
+
+    fn all(_: &str) -> bool {
+        true
+    }
+
+    fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool) -> Reservation {
+        super::reserve(store, charges, enforce, &all)
+    }
+
+    fn settle_one(store: &dyn SharedStore, c: &Charge, actual: u64, current_window: u64) -> bool {
+        let mut retries = 0;
+        super::settle(store, &[Settlement { charge: c, actual, current_window }], &all, &mut retries) == 0
     }
 
     #[test]
-    fn counters_encode_and_reset_with_the_window() {
-        let c = Counter { window: 9, used: 1234 };
-        assert_eq!(Counter::decode(&c.encode()), c);
-        assert_eq!(c.used_in(9), 1234);
-        assert_eq!(c.used_in(10), 0, "a new window starts from zero");
-        assert_eq!(Counter::decode(b"garbage"), Counter::default());
+    fn records_encode_and_counters_reset_with_the_window() {
+        let counters = [("tpm", Counter { window: 9, used: 1234 }), ("rpd", Counter { window: 2, used: 5 })];
+        let bytes = Record::encode(&counters).unwrap();
+        assert_eq!(bytes.len(), 2 * 17 + 6);
+        let record = Record::decode(&bytes);
+        assert_eq!(record.counters().collect::<Vec<_>>(), counters);
+        assert_eq!(record.counter("tpm").used_in(9), 1234);
+        assert_eq!(record.counter("tpm").used_in(10), 0, "a new window starts from zero");
+        assert_eq!(record.counter("other"), Counter::default());
+        // Anything that does not parse as a whole is an empty record, never a wrong count.
+        assert_eq!(Record::decode(b"garbage"), Record::default());
+        for cut in 0..bytes.len() {
+            let decoded: Vec<_> = Record::decode(&bytes[..cut]).counters().collect();
+            assert!(decoded.is_empty() || (cut == 20 && decoded == counters[..1]), "cut at {cut}");
+        }
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(Record::encode(&[(&long, Counter::default())]), None);
     }
 
     #[test]
@@ -281,7 +466,54 @@ mod tests {
         assert_eq!(full.exhausted, Some(0));
         assert_eq!(full.standings[0], Some(Standing { used: 90, limit: 100 }));
         assert!(reserve(&store, &[charge("a", 10, 100)], true).admitted(), "exactly the limit fits");
-        assert_eq!(store.used("a", 7), 100);
+        assert_eq!(store.used("a", "n", 7), 100);
+    }
+
+    #[test]
+    fn the_limits_of_one_scope_are_one_read_and_one_write() {
+        let store = MemoryStore::default();
+        let charges = [named("c1", "tpm", 100, 1000), named("c1", "rpm", 1, 10), named("m", "model_tpm", 100, 10_000)];
+        let r = reserve(&store, &charges, true);
+        assert!(r.admitted());
+        assert_eq!((store.gets.get(), store.sets.get()), (2, 2), "two records: c1 and m");
+        assert_eq!((store.used("c1", "tpm", 7), store.used("c1", "rpm", 7)), (100, 1));
+        assert_eq!(store.used("m", "model_tpm", 7), 100);
+        let mut retries = 0;
+        let settlements: Vec<Settlement<'_>> = charges
+            .iter()
+            .map(|c| Settlement { charge: c, actual: if c.name == "rpm" { 1 } else { 40 }, current_window: 7 })
+            .collect();
+        assert_eq!(settle(&store, &settlements, &all, &mut retries), 0);
+        assert_eq!((store.gets.get(), store.sets.get()), (4, 4), "an unchanged counter (rpm) costs nothing more");
+        assert_eq!((store.used("c1", "tpm", 7), store.used("c1", "rpm", 7)), (40, 1));
+        assert_eq!(store.used("m", "model_tpm", 7), 40);
+    }
+
+    #[test]
+    fn a_record_refuses_as_a_whole_and_keeps_its_other_counters() {
+        let store = MemoryStore::default();
+        assert!(reserve(&store, &[named("c", "daily", 5, 1000)], true).admitted(), "a limit this model does not meet");
+        assert!(reserve(&store, &[named("c", "rpm", 1, 1)], true).admitted());
+        let refused = reserve(&store, &[named("c", "tpm", 10, 100), named("c", "rpm", 1, 1)], true);
+        assert_eq!(refused.exhausted, Some(1));
+        assert_eq!(refused.standings[1], Some(Standing { used: 1, limit: 1 }));
+        assert_eq!(refused.held, vec![false, false]);
+        assert_eq!(
+            (store.used("c", "tpm", 7), store.used("c", "rpm", 7), store.used("c", "daily", 7)),
+            (0, 1, 5),
+            "nothing of the refused record written, the other limit's counter untouched"
+        );
+    }
+
+    #[test]
+    fn counters_of_limits_no_longer_configured_are_dropped() {
+        let store = MemoryStore::default();
+        assert!(reserve(&store, &[named("c", "old", 5, 100), named("c", "kept", 3, 100)], true).admitted());
+        let configured = |name: &str| name != "old";
+        assert!(super::reserve(&store, &[named("c", "new", 1, 100)], true, &configured).admitted());
+        let stored = store.get("c").unwrap().0;
+        let names: Vec<&str> = Record::decode(&stored).counters().map(|(n, _)| n).collect();
+        assert_eq!(names, ["new", "kept"]);
     }
 
     #[test]
@@ -291,16 +523,17 @@ mod tests {
         let refused = reserve(&store, &[charge("a", 10, 100), charge("b", 1, 50), charge("c", 1, 9)], true);
         assert_eq!(refused.exhausted, Some(1));
         assert_eq!(refused.held, vec![false, false, false]);
-        assert_eq!((store.used("a", 7), store.used("c", 7)), (0, 0));
+        assert_eq!((store.used("a", "n", 7), store.used("c", "n", 7)), (0, 0));
     }
 
     #[test]
     fn shadow_mode_reserves_and_reports_what_would_have_refused() {
         let store = MemoryStore::default();
-        let shadow = reserve(&store, &[charge("a", 150, 100)], false);
-        assert_eq!(shadow.exhausted, Some(0));
-        assert_eq!(shadow.held, vec![true]);
-        assert_eq!(store.used("a", 7), 150);
+        let shadow =
+            reserve(&store, &[charge("z", 1, 100), named("a", "x", 10, 100), named("a", "y", 150, 100)], false);
+        assert_eq!(shadow.exhausted, Some(2));
+        assert_eq!(shadow.held, vec![true, true, true]);
+        assert_eq!(store.used("a", "y", 7), 150);
     }
 
     #[test]
@@ -308,13 +541,12 @@ mod tests {
         let store = MemoryStore::default();
         let c = charge("a", 100, 1000);
         assert!(reserve(&store, std::slice::from_ref(&c), true).admitted());
-        let mut retries = 0;
-        assert!(settle(&store, &c, 40, 7, &mut retries));
-        assert_eq!(store.used("a", 7), 40, "unused reservation refunded");
+        assert!(settle_one(&store, &c, 40, 7));
+        assert_eq!(store.used("a", "n", 7), 40, "unused reservation refunded");
         let c2 = charge("a", 10, 1000);
         assert!(reserve(&store, std::slice::from_ref(&c2), true).admitted());
-        assert!(settle(&store, &c2, 35, 7, &mut retries));
-        assert_eq!(store.used("a", 7), 75, "excess charged");
+        assert!(settle_one(&store, &c2, 35, 7));
+        assert_eq!(store.used("a", "n", 7), 75, "excess charged");
     }
 
     #[test]
@@ -322,11 +554,10 @@ mod tests {
         let store = MemoryStore::default();
         let c = charge("a", 100, 1000);
         assert!(reserve(&store, std::slice::from_ref(&c), true).admitted());
-        let mut retries = 0;
-        assert!(settle(&store, &c, 30, 8, &mut retries));
-        assert_eq!(store.used("a", 8), 0, "refund of an old window's reservation is moot");
-        assert!(settle(&store, &c, 130, 8, &mut retries));
-        assert_eq!(store.used("a", 8), 30, "excess goes to the current window");
+        assert!(settle_one(&store, &c, 30, 8));
+        assert_eq!(store.used("a", "n", 8), 0, "refund of an old window's reservation is moot");
+        assert!(settle_one(&store, &c, 130, 8));
+        assert_eq!(store.used("a", "n", 8), 30, "excess goes to the current window");
     }
 
     #[test]
@@ -334,25 +565,25 @@ mod tests {
         let store = MemoryStore::default();
         assert!(reserve(&store, &[charge("a", 1, 100)], true).admitted());
         store.conflicts.set(5);
-        let r = reserve(&store, &[charge("a", 1, 100)], true);
+        let r = reserve(&store, &[charge("a", 1, 100), named("a", "m", 2, 100)], true);
         assert!(r.admitted());
         assert_eq!(r.retries, 5);
-        assert_eq!(store.used("a", 7), 2, "exactly one increment despite the conflicts");
+        assert_eq!((store.used("a", "n", 7), store.used("a", "m", 7)), (2, 2), "exactly one increment each");
     }
 
     #[test]
-    fn endless_conflicts_skip_the_counter_instead_of_looping() {
+    fn endless_conflicts_skip_the_record_instead_of_looping() {
         let store = MemoryStore::default();
         assert!(reserve(&store, &[charge("a", 1, 100)], true).admitted());
         store.conflicts.set(MAX_CAS_RETRIES + 10);
-        let r = reserve(&store, &[charge("a", 1, 100)], true);
+        let r = reserve(&store, &[charge("a", 1, 100), named("a", "m", 1, 100)], true);
         assert!(r.admitted());
-        assert_eq!((r.skipped, r.held[0]), (1, false));
+        assert_eq!((r.skipped, r.held[0], r.held[1]), (2, false, false));
     }
 
     #[test]
     fn interleaved_reservations_never_exceed_the_limit() {
-        // Two "workers" alternately read and write the same counter; CAS makes one of them
+        // Two "workers" alternately read and write the same record; CAS makes one of them
         // retry, and the total admitted never passes the limit.
         let store = MemoryStore::default();
         let mut admitted = 0;
@@ -360,11 +591,12 @@ mod tests {
             if i % 3 == 0 {
                 store.conflicts.set(1);
             }
-            if reserve(&store, &[charge("a", 7, 500)], true).admitted() {
+            if reserve(&store, &[charge("a", 7, 500), named("a", "rpm", 1, 1000)], true).admitted() {
                 admitted += 7;
             }
         }
-        assert_eq!(admitted, store.used("a", 7));
+        assert_eq!(admitted, store.used("a", "n", 7));
+        assert_eq!(admitted / 7, store.used("a", "rpm", 7));
         assert!(admitted <= 500 && admitted > 500 - 7);
     }
 }

@@ -242,6 +242,7 @@ impl QuotaStream {
                 let limit = config.limits.get(*index)?;
                 let mut charge = Charge {
                     key: config.key(limit, &self.consumer, &self.model),
+                    name: limit.name.clone(),
                     window: limit.window.index(now_s),
                     amount: *amount,
                     limit: config.limit_value(*index, tier),
@@ -255,7 +256,7 @@ impl QuotaStream {
             })
             .collect();
         let enforce = config.mode == Mode::Enforce;
-        let reservation = store::reserve(host.shared_data(), &self.charges, enforce);
+        let reservation = store::reserve(host.shared_data(), &self.charges, enforce, &|name| config.has_limit(name));
         self.held = reservation.held.clone();
         let reported: Vec<Reported> = self
             .reserved
@@ -297,20 +298,22 @@ impl QuotaStream {
     }
 
     fn settle_local(&self, tokens: Option<Tokens>, now_s: u64, host: &dyn StageHost, out: &mut Outbox) {
+        let settlements: Vec<store::Settlement<'_>> = self
+            .reserved
+            .iter()
+            .zip(&self.charges)
+            .zip(&self.held)
+            .filter(|(_, held)| **held)
+            .filter_map(|(((index, reserved), charge), _)| {
+                let limit = self.config.limits.get(*index)?;
+                let actual = self.actual(*index, *reserved, tokens);
+                Some(store::Settlement { charge, actual, current_window: limit.window.index(now_s) })
+            })
+            .collect();
         let mut retries = 0;
-        let mut failed = 0u64;
-        for (((index, reserved), charge), held) in self.reserved.iter().zip(&self.charges).zip(&self.held) {
-            let Some(limit) = self.config.limits.get(*index) else { continue };
-            if !*held {
-                continue;
-            }
-            let actual = self.actual(*index, *reserved, tokens);
-            if !store::settle(host.shared_data(), charge, actual, limit.window.index(now_s), &mut retries) {
-                failed += 1;
-            }
-        }
+        let failed = store::settle(host.shared_data(), &settlements, &|name| self.config.has_limit(name), &mut retries);
         count_nonzero(out, "quota.cas_retries", u64::from(retries));
-        count_nonzero(out, "quota.settle_failed", failed);
+        count_nonzero(out, "quota.settle_failed", u64::from(failed));
     }
 
     // --- envoy_ratelimit ---------------------------------------------------------------------
