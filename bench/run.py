@@ -16,6 +16,7 @@ Variants:
   all-in-one       tollgate.wasm with the token_counter stage
   quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
                    [quota − all-in-one ≤ 10 µs CPU per request]
+  quota-4          the same with four windows per consumer (minute and day, tokens and requests)
   rewrite          tollgate.wasm with provider_rewrite alone, every model to an Anthropic backend:
                    OpenAI → Anthropic translation of the request and of the answer or stream
                    (run it on the *-anthropic scenarios) [≤ 1.5 × token-counter's added CPU on
@@ -91,6 +92,13 @@ VARIANTS = {
         "consumer": {"header": "authorization", "salt": "bench"},
         "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},
                    {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}}),
+    # Four windows per consumer (tokens and requests per minute and per day): one shared-data
+    # record holds all four counters.
+    "quota-4": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "bench"},
+        "limits": [{"name": n, "meter": m, "per": "consumer", "window": w, "limit": 1e15}
+                   for n, m, w in (("tpm", "total_tokens", "minute"), ("rpm", "requests", "minute"),
+                                   ("tpd", "total_tokens", "day"), ("rpd", "requests", "day"))]}}),
 }
 
 

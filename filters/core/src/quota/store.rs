@@ -456,6 +456,39 @@ mod tests {
         assert_eq!(Record::encode(&[(&long, Counter::default())]), None);
     }
 
+    proptest::proptest! {
+        /// Whatever a key holds (another version's format, a torn write), reading it never
+        /// panics and yields either nothing or exactly what re-encodes to the same bytes.
+        #[test]
+        fn any_bytes_read_as_a_record_or_as_nothing(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let record = Record::decode(&bytes);
+            let counters: Vec<(&str, Counter)> = record.counters().collect();
+            proptest::prop_assert!(counters.is_empty() || Record::encode(&counters).as_deref() == Some(&bytes[..]));
+        }
+
+        /// Reservations and settlements of random amounts against two limits sharing a record
+        /// leave each counter at the sum of what was settled, whatever the order.
+        #[test]
+        fn counters_sharing_a_record_add_up(ops in proptest::collection::vec((0u64..500, 0u64..500, proptest::bool::ANY), 1..40)) {
+            let store = MemoryStore::default();
+            let (mut tokens, mut requests) = (0, 0);
+            for (reserved, actual, conflict) in ops {
+                if conflict {
+                    store.conflicts.set(1);
+                }
+                let charges = [named("c", "tpm", reserved, u64::MAX), named("c", "rpm", 1, u64::MAX)];
+                let r = reserve(&store, &charges, true);
+                proptest::prop_assert!(r.admitted());
+                let mut retries = 0;
+                let settlements = [Settlement { charge: &charges[0], actual, current_window: 7 }];
+                proptest::prop_assert_eq!(settle(&store, &settlements, &all, &mut retries), 0);
+                tokens += actual;
+                requests += 1;
+            }
+            proptest::prop_assert_eq!((store.used("c", "tpm", 7), store.used("c", "rpm", 7)), (tokens, requests));
+        }
+    }
+
     #[test]
     fn reserves_until_the_limit_then_refuses_exactly_at_it() {
         let store = MemoryStore::default();
