@@ -4,7 +4,7 @@
 // times them. With `node --cpu-prof` it shows where the module spends its time (build with
 // `--profile profiling` to keep function names).
 //
-//   node bench/wasm-host.mjs MODULE.wasm [--config JSON] [--scenario chat-1k|sse-20] [--n 2000]
+//   node bench/wasm-host.mjs MODULE.wasm [--config JSON] [--scenario chat-1k|sse-20|sse-20-strip] [--n 2000]
 // Environment: WASM_HOST_LOG=1 prints the module's log lines; WASM_HOST_REAL_CLOCK=1 gives it
 // the real clock (e.g. the reference filter's "timing" mode).
 import { readFile } from 'node:fs/promises';
@@ -124,7 +124,8 @@ const chatBody = enc.encode(JSON.stringify({ model: 'gpt-4.1', messages: [{ role
 const jsonResponse = await readFile(new URL('../tests/fixtures/responses/openai/chat.json', import.meta.url));
 const sse = await readFile(new URL('../tests/fixtures/responses/openai/chat-stream-20.sse', import.meta.url));
 const sseEvents = dec.decode(sse).split('\n\n').filter((e) => e.trim()).map((e) => enc.encode(e + '\n\n'));
-const streamBody = enc.encode(JSON.stringify({ model: 'gpt-4o-mini', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Explain streaming.' }] }));
+// sse-20: the client asked for usage (observed); sse-20-strip: it did not (injected, stripped).
+const streamBody = enc.encode(JSON.stringify({ model: 'gpt-4o-mini', stream: true, ...(scenario === 'sse-20-strip' ? {} : { stream_options: { include_usage: true } }), messages: [{ role: 'user', content: 'Explain streaming.' }] }));
 
 let ctx = 2;
 function exchange() {

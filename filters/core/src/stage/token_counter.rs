@@ -531,8 +531,12 @@ fn observe_event(tracker: &mut UsageTracker, data: &Option<std::borrow::Cow<'_, 
 /// client did not ask for: the usage-only chunk (`choices: []` with usage) is dropped,
 /// `"usage":null` members are removed, and a usage object on a chunk that has choices is removed
 /// from it. Anything unexpected is written unchanged. Returns a failure reason, if any.
-/// Strips the usage the client did not ask for: the usage-only chunk, and the `"usage":null`
-/// member of every other chunk (so those are scanned even when they carry no usage).
+///
+/// Every chunk but the last ends with `,"usage":null}` in OpenAI's compact JSON: once the
+/// response model is known, such a chunk is not parsed. That closing `}` ends the root object
+/// (a document that begins with `{` ends with the brace that closes it), so the member before
+/// it is the root's, the same one the scan would find; only a malformed chunk is told apart
+/// differently (stripped, not counted — as the observing path, which skips such chunks too).
 fn read_and_strip_event(
     tracker: &mut UsageTracker,
     raw: &[u8],
@@ -547,6 +551,15 @@ fn read_and_strip_event(
     if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.names_usage(trimmed) {
         sink.extend_from_slice(raw);
         return None;
+    }
+    if tracker.response_model().is_some() && trimmed.first() == Some(&b'{') {
+        if let Some(head) = trimmed.strip_suffix(NULL_USAGE_LAST) {
+            if let Some(start) = offset_of(data, head).map(|at| at + head.len()) {
+                // `,"usage":null` out, the closing brace kept.
+                emit_without(sink, raw, data, start, start + NULL_USAGE_LAST.len() - 1);
+                return None;
+            }
+        }
     }
     let captured = match json_scan::scan_document(STRIP_TARGETS, data) {
         Ok(captured) => captured,
@@ -585,23 +598,31 @@ fn read_and_strip_event(
             }
         }
     }
-    let mut new_data = Vec::with_capacity(data.len());
-    new_data.extend_from_slice(data.get(..start).unwrap_or(&[]));
-    new_data.extend_from_slice(data.get(end..).unwrap_or(&[]));
-    // Re-emit the event: keep the raw framing when the data was one borrowed line.
+    emit_without(sink, raw, data, start, end);
+    failure
+}
+
+/// The last member of an OpenAI stream chunk when the chunk carries no usage.
+const NULL_USAGE_LAST: &[u8] = b",\"usage\":null}";
+
+/// Writes the event `raw` to `sink` with `data[start..end]` left out: in place when the data
+/// is one borrowed line of `raw` (the framing kept), else as a new `data:` event.
+fn emit_without(sink: &mut Vec<u8>, raw: &[u8], data: &[u8], start: usize, end: usize) {
+    let (before, after) = (data.get(..start).unwrap_or(&[]), data.get(end..).unwrap_or(&[]));
     match offset_of(raw, data) {
         Some(at) => {
             sink.extend_from_slice(raw.get(..at).unwrap_or(&[]));
-            sink.extend_from_slice(&new_data);
+            sink.extend_from_slice(before);
+            sink.extend_from_slice(after);
             sink.extend_from_slice(raw.get(at + data.len()..).unwrap_or(&[]));
         }
         None => {
             sink.extend_from_slice(b"data: ");
-            sink.extend_from_slice(&new_data);
+            sink.extend_from_slice(before);
+            sink.extend_from_slice(after);
             sink.extend_from_slice(b"\n\n");
         }
     }
-    failure
 }
 
 fn offset_of(outer: &[u8], inner: &[u8]) -> Option<usize> {
@@ -895,6 +916,41 @@ mod tests {
             operation: "chat",
             error_type,
         }
+    }
+
+    /// Each chunk of the OpenAI stream fixtures stripped with the response model known (the
+    /// unparsed path for `,"usage":null}` chunks) equals the same chunk stripped by the scan
+    /// (model unknown), in the framing the chunk came in, and is still valid JSON.
+    #[test]
+    fn chunks_ending_in_null_usage_strip_as_the_scan_does() {
+        let fixtures = ["chat-stream-20.sse", "chat-stream.sse", "chat-tools-stream.sse", "chat-pii-stream.sse"];
+        let mut fast_path = 0;
+        for name in fixtures {
+            let path = format!("{}/../../tests/fixtures/responses/openai/{name}", env!("CARGO_MANIFEST_DIR"));
+            let stream = std::fs::read(&path).unwrap();
+            let format = crate::usage::UsageFormat::OpenAiChat;
+            let mut known = UsageTracker::new(format);
+            known.observe_document(br#"{"model":"m"}"#).unwrap();
+            let mut decoder = SseDecoder::new(1 << 20);
+            decoder.push(&stream).unwrap();
+            while let Some(event) = decoder.next_event() {
+                let data = event.data.as_deref();
+                let (mut scanned, mut unparsed) = (Vec::new(), Vec::new());
+                let mut unknown = UsageTracker::new(format);
+                assert_eq!(read_and_strip_event(&mut unknown, event.raw, data, &mut scanned), None);
+                assert_eq!(read_and_strip_event(&mut known, event.raw, data, &mut unparsed), None);
+                assert_eq!(String::from_utf8_lossy(&unparsed), String::from_utf8_lossy(&scanned), "{name}");
+                let trimmed = data.unwrap_or_default().trim_ascii();
+                if trimmed.ends_with(NULL_USAGE_LAST) {
+                    fast_path += 1;
+                    let json = String::from_utf8_lossy(&unparsed);
+                    let json = json.trim().strip_prefix("data:").unwrap();
+                    let value: serde_json::Value = serde_json::from_str(json).unwrap();
+                    assert!(value.get("usage").is_none() && value.get("choices").is_some(), "{json}");
+                }
+            }
+        }
+        assert!(fast_path >= 20, "the fixtures exercise the unparsed path: {fast_path}");
     }
 
     #[test]
