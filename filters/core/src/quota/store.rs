@@ -3,10 +3,12 @@
 //! The store is Envoy's shared data in production (one map per `vm_id`, shared by every worker
 //! VM of the process) and [`MemoryStore`] in tests. One key per scope value (a consumer, a
 //! consumer × model, a model, or the one global scope) holds a [`Record`]: one counter
-//! `(window index, used)` per limit of that scope. When a window rolls over its counter is
-//! reused, so keys do not accumulate per window, and a record never holds more counters than
-//! there are configured limits (counters of limits no longer configured are dropped when the
-//! record is next written). Every limit a request meets in one scope is therefore read and
+//! `(window index, used)` per limit name of that scope. When a window rolls over its counter is
+//! reused, so keys do not accumulate per window. Counters of limits this configuration does not
+//! have are kept (another plugin configuration sharing the VM, hence the shared data, may count
+//! them, as it did when each limit had its own key), up to [`MAX_RECORD_COUNTERS`]: past that,
+//! a write keeps only this configuration's (names removed by reloads cannot pile up). Every
+//! limit a request meets in one scope is therefore read and
 //! written in one shared-data round trip: with the usual per-consumer limits (tokens and
 //! requests per minute) a request costs one read and one write at reservation and one of each
 //! at settlement, whatever the number of limits.
@@ -27,6 +29,9 @@ pub const MAX_CAS_RETRIES: u32 = 32;
 
 /// The longest limit name a record can hold (the configuration refuses longer ones).
 pub const MAX_NAME_LEN: usize = 64;
+
+/// Counters a record keeps before those of limits unknown to the writer are dropped.
+pub const MAX_RECORD_COUNTERS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
@@ -190,7 +195,8 @@ struct Item<'a> {
 
 /// Applies every item to the record at `key` in one read and one compare-and-swap write (retried
 /// on conflicts). `check(k, used)` decides, from item `k`'s current usage, whether the write may
-/// happen. Counters of other limits are kept if `keep(name)`, else dropped. Once written,
+/// happen. Counters of other limits are kept, or, when the record would hold more than
+/// [`MAX_RECORD_COUNTERS`], only those with `keep(name)`. Once written,
 /// `written(k, used)` is told each item's new usage. `Err((k, used))` when `check` refused item
 /// `k` (nothing written); `Ok(false)` if the record was skipped.
 fn update(
@@ -223,8 +229,10 @@ fn update(
                 return Ok(false);
             }
         }
+        let others = |name: &str| !items.iter().any(|i| i.name == name);
+        let crowded = items.len() + record.counters().filter(|(name, _)| others(name)).count() > MAX_RECORD_COUNTERS;
         for (name, counter) in record.counters() {
-            if keep(name) && !items.iter().any(|i| i.name == name) {
+            if others(name) && (!crowded || keep(name)) {
                 // A name read from a record fits a record.
                 let _ = Record::encode_counter(&mut next, name, counter);
             }
@@ -259,7 +267,8 @@ fn signed(amount: u64) -> i64 {
 /// Reserves every charge, or none: refuses at the first record with a counter that would go
 /// over its limit (when `enforce`), giving back what was already reserved. In shadow mode
 /// (`!enforce`) everything is reserved and `exhausted` still names the first limit that would
-/// have refused. `keep(name)`: whether a counter found in a record belongs to a configured limit.
+/// have refused. `keep(name)`: whether a counter found in a record belongs to a configured limit
+/// (see [`MAX_RECORD_COUNTERS`]).
 pub fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool, keep: &dyn Fn(&str) -> bool) -> Reservation {
     let mut reservation = Reservation {
         exhausted: None,
@@ -539,14 +548,25 @@ mod tests {
     }
 
     #[test]
-    fn counters_of_limits_no_longer_configured_are_dropped() {
+    fn counters_of_other_configurations_stay_until_the_record_is_crowded() {
         let store = MemoryStore::default();
-        assert!(reserve(&store, &[named("c", "old", 5, 100), named("c", "kept", 3, 100)], true).admitted());
-        let configured = |name: &str| name != "old";
-        assert!(super::reserve(&store, &[named("c", "new", 1, 100)], true, &configured).admitted());
-        let stored = store.get("c").unwrap().0;
-        let names: Vec<&str> = Record::decode(&stored).counters().map(|(n, _)| n).collect();
-        assert_eq!(names, ["new", "kept"]);
+        let mine = |name: &str| name.starts_with("mine");
+        // Another plugin configuration (same VM, same shared data) counts "theirs" for this consumer.
+        assert!(reserve(&store, &[named("c", "theirs", 5, 100)], true).admitted());
+        assert!(super::reserve(&store, &[named("c", "mine", 1, 100)], true, &mine).admitted());
+        assert_eq!((store.used("c", "theirs", 7), store.used("c", "mine", 7)), (5, 1), "both counted");
+        // Each reload renames the limit: the names left behind pile up to the cap, then a write
+        // keeps only its own configuration's.
+        let names = |store: &MemoryStore| -> Vec<String> {
+            let stored = store.get("c").unwrap().0;
+            Record::decode(&stored).counters().map(|(n, _)| n.to_string()).collect()
+        };
+        for i in 0..MAX_RECORD_COUNTERS {
+            let name = format!("renamed{i}");
+            assert!(super::reserve(&store, &[named("c", &name, 1, 100)], true, &|n| n == name).admitted());
+            assert!(names(&store).len() <= MAX_RECORD_COUNTERS);
+        }
+        assert_eq!(names(&store), ["renamed31", "renamed30"], "crowded at the 33rd name: the others dropped");
     }
 
     #[test]
