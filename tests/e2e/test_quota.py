@@ -186,3 +186,92 @@ def test_shadow_mode_never_refuses_and_reports(work, mock):
         assert r.headers["x-tollgate-quota-shadow"] == "exhausted=tokens_per_hour"
     finally:
         shadow.stop()
+
+
+# --- stream cut-off -------------------------------------------------------------------------
+
+CUT_PROMPT = "Tell me how a gateway streams an answer."
+
+
+def cut_off_config(limit):
+    return {
+        "token_counter": {},
+        "quota": {
+            "consumer": {"header": "authorization", "salt": "e2e"},
+            "stream_cut_off": True,
+            "default_max_output_tokens": 1,
+            "limits": [{"name": "tokens_per_hour", "meter": "total_tokens", "per": "consumer", "window": "hour",
+                        "limit": limit}],
+        },
+    }
+
+
+def openai_stream(client, case="openai-chat-stream-20"):
+    """Streams with the OpenAI SDK; returns (text received, the error raised or None)."""
+    text = []
+    try:
+        stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                                messages=[{"role": "user", "content": CUT_PROMPT}],
+                                                extra_headers={"x-mock-case": case, "x-mock-delay-ms": "5"})
+        for chunk in stream:
+            text.extend(c.delta.content or "" for c in chunk.choices)
+    except openai.APIError as error:
+        return "".join(text), error
+    return "".join(text), None
+
+
+def test_a_stream_that_outgrows_its_consumers_quota_is_cut_off(work, mock):
+    """stream_cut_off: the OpenAI SDK gets the first part of the answer, then one error event naming
+    the limit (raised as APIError); the stream is reset, the consumer is charged what was streamed
+    and refused next. Without the option the same stream runs to its end."""
+    import anthropic
+
+    away_from_hour_boundary()
+    # What one request reserves (estimated prompt + 1 output token), from the headers of a
+    # gateway with room to spare.
+    probe = Envoy(work, mock, name="cut-probe", wasm="tollgate.wasm", filter_config=cut_off_config(100000))
+    try:
+        client = openai.OpenAI(base_url=probe.url + "/v1", api_key=key(), max_retries=0)
+        full, error = openai_stream(client)
+        assert error is None and full.startswith("Streaming responses arrive token by token")
+        fresh = openai.OpenAI(base_url=probe.url + "/v1", api_key=key(), max_retries=0)
+        raw = fresh.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", max_tokens=1, messages=[{"role": "user", "content": CUT_PROMPT}])
+        reserved = 100000 - int(raw.headers["x-ratelimit-remaining-tokens"])
+    finally:
+        probe.stop()
+
+    # Room for about eight output tokens: the 18-token answer is cut.
+    gateway = Envoy(work, mock, name="cut-off", wasm="tollgate.wasm", filter_config=cut_off_config(reserved + 8))
+    try:
+        api_key = key()
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
+        text, error = openai_stream(client)
+        assert error is not None, "the stream was cut"
+        assert "tokens_per_hour" in str(error) and getattr(error, "code", None) == "rate_limit_exceeded", error
+        assert 0 < len(text) < len(full) and full.startswith(text), (text, full)
+        _, refused = openai_stream(client)
+        assert isinstance(refused, openai.RateLimitError), refused
+        time.sleep(0.5)
+        metrics = gateway.metrics()
+        cut = [v for (name, labels), v in metrics.items()
+               if name == "tollgate_quota_streams_cut" and ("limit", "tokens_per_hour") in labels]
+        assert cut == [1.0], cut
+        settled = [v for (name, labels), v in metrics.items()
+                   if name == "tollgate_quota_settlements" and ("outcome", "estimated") in labels]
+        assert settled == [1.0], "settled to what was streamed (the provider's usage never came)"
+
+        # Anthropic's SDK: the same cut as an `event: error` in Anthropic's format.
+        client = anthropic.Anthropic(base_url=gateway.url, api_key=key(), max_retries=0)
+        received = []
+        with pytest.raises(anthropic.APIStatusError) as raised:
+            stream = client.messages.create(model="claude-sonnet-4", max_tokens=1, stream=True,
+                                            messages=[{"role": "user", "content": CUT_PROMPT}],
+                                            extra_headers={"x-mock-case": "anthropic-pii-stream", "x-mock-delay-ms": "5"})
+            for event in stream:
+                if event.type == "content_block_delta":
+                    received.append(event.delta.text)
+        assert "tokens_per_hour" in str(raised.value), raised.value
+        assert received, "part of the answer arrived before the cut"
+    finally:
+        gateway.stop()

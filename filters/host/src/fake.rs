@@ -51,6 +51,8 @@ pub struct FakeHost {
     pub grpc_answer: Vec<u8>,
     /// Whether the filter resumed a held request.
     pub resumed: bool,
+    /// Whether the filter reset the stream.
+    pub reset: bool,
 }
 
 fn get<'a>(map: &'a [(String, String)], name: &str) -> Option<&'a String> {
@@ -158,6 +160,11 @@ impl HttpHost for FakeHost {
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             body: body.to_vec(),
         });
+        Ok(())
+    }
+
+    fn reset_stream(&mut self) -> Result<(), HostError> {
+        self.reset = true;
         Ok(())
     }
 

@@ -59,6 +59,8 @@ pub trait HttpHost: StageHost {
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError>;
     /// Lets a request held by `Pause` go on.
     fn resume_request(&mut self) -> Result<(), HostError>;
+    /// Resets the stream, downstream and upstream (once the callback returns).
+    fn reset_stream(&mut self) -> Result<(), HostError>;
     /// Starts a unary gRPC call; the token identifies its answer. A detached call is made on
     /// behalf of the plugin, so the stream's end does not cancel it, and is never answered.
     fn grpc_call(&mut self, call: &GrpcCall) -> Result<u32, HostError>;
@@ -385,7 +387,7 @@ impl Driver {
         let chunk = if body_size > 0 { host.response_body(body_size).unwrap_or_default() } else { Vec::new() };
         let mut out = Outbox::default();
         let clock = || host.now_ns();
-        let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, &Now::new(&clock), &mut out);
+        let replacement = self.pipeline.response_chunk(&chunk, end_of_stream, &Now::new(&clock), &*host, &mut out);
         let _ = self.apply(host, &mut out);
         // Replacing a chunk costs a host call and a buffer copy: only when it really changed.
         if let Some(bytes) = replacement.filter(|bytes| *bytes != chunk) {
@@ -408,7 +410,7 @@ impl Driver {
         let mut out = Outbox::default();
         let clock = || host.now_ns();
         // Trailers end the body; bytes a rewriting stage still held cannot be sent after them.
-        let _ = self.pipeline.response_chunk(&[], true, &Now::new(&clock), &mut out);
+        let _ = self.pipeline.response_chunk(&[], true, &Now::new(&clock), &*host, &mut out);
         let _ = self.apply(host, &mut out);
         self.response_complete = true;
         self.done(host, true);
@@ -464,6 +466,11 @@ fn take_reply_headers(replying: bool, out: &mut Outbox) -> Vec<(&'static str, St
 
 /// Applies a pipeline's decisions to the host. Failures are logged, never fatal.
 fn apply(host: &mut dyn HttpHost, out: &mut Outbox) {
+    if std::mem::take(&mut out.reset_stream) {
+        if let Err(HostError(status)) = host.reset_stream() {
+            host.log(LogLevel::Warn, &format!("stream not reset (host status {status})"));
+        }
+    }
     for edit in out.request_headers.drain(..) {
         let result = match &edit {
             HeaderEdit::Set(name, value) => host.set_request_header(name, Some(value)),

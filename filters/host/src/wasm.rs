@@ -33,6 +33,7 @@ mod abi {
     pub const RESPONSE_BODY: u32 = 1;
     pub const GRPC_RECEIVE_BUFFER: u32 = 5;
     const STREAM_REQUEST: u32 = 0;
+    const STREAM_RESPONSE: u32 = 1;
     pub const PLUGIN_CONFIGURATION: u32 = 7;
     pub const COUNTER: u32 = 0;
     pub const GAUGE: u32 = 1;
@@ -83,6 +84,7 @@ mod abi {
         fn proxy_set_shared_data(key: *const u8, key_len: usize, value: *const u8, value_len: usize, cas: u32) -> u32;
         fn proxy_increment_metric(id: u32, offset: i64) -> u32;
         fn proxy_continue_stream(stream: u32) -> u32;
+        fn proxy_close_stream(stream: u32) -> u32;
         fn proxy_set_effective_context(context_id: u32) -> u32;
         fn proxy_record_metric(id: u32, value: u64) -> u32;
     }
@@ -282,6 +284,14 @@ mod abi {
         self_timed(Call::Other, || {
             // SAFETY: see module docs.
             status(unsafe { proxy_continue_stream(STREAM_REQUEST) })
+        })
+    }
+
+    /// Envoy resets the stream (downstream and upstream) once the current callback returns.
+    pub fn close_response() -> Result<(), u32> {
+        self_timed(Call::Other, || {
+            // SAFETY: see module docs.
+            status(unsafe { proxy_close_stream(STREAM_RESPONSE) })
         })
     }
 
@@ -506,6 +516,10 @@ impl HttpHost for ProxyWasmHost {
 
     fn send_local_reply(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) -> Result<(), HostError> {
         abi::send_local_response(u32::from(status), headers, body).map_err(HostError)
+    }
+
+    fn reset_stream(&mut self) -> Result<(), HostError> {
+        abi::close_response().map_err(HostError)
     }
 
     fn resume_request(&mut self) -> Result<(), HostError> {

@@ -431,3 +431,122 @@ fn envoys_rate_limit_filter_needs_held_headers() {
     let err = compose::parse(config.to_string().as_bytes()).err().unwrap().0;
     assert!(err.starts_with("quota.hold_request_headers: must be true"), "{err}");
 }
+
+/// An OpenAI stream of `n` chunks of `words` words each, then the usage chunk and `[DONE]`.
+fn long_stream(n: usize, words: usize) -> Vec<Vec<u8>> {
+    let text = "stream ".repeat(words);
+    let mut chunks: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o",
+                               "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+            format!("data: {chunk}\n\n").into_bytes()
+        })
+        .collect();
+    let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o", "choices": [],
+                       "usage": {"prompt_tokens": 9, "completion_tokens": n * words, "total_tokens": 9 + n * words}});
+    chunks.push(format!("data: {usage}\n\ndata: [DONE]\n\n").into_bytes());
+    chunks
+}
+
+fn cut_off_config(limit: u64) -> Value {
+    json!({"consumer": {"header": "x-api-key", "salt": "s"}, "stream_cut_off": true, "default_max_output_tokens": 10,
+           "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": limit}]})
+}
+
+fn stream_request() -> Value {
+    json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true},
+           "messages": [{"role": "user", "content": "Tell me a long story"}]})
+}
+
+#[test]
+fn a_stream_that_outgrows_its_consumers_quota_is_cut_off_with_one_error_event() {
+    let gw = Gateway::new(cut_off_config(300));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    assert!(call.admitted);
+    let reserved = gw.shared.used(
+        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
+        "tpm",
+        NOW / 60,
+    );
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let chunks = long_stream(40, 10);
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    call.ex.response_body(&refs, 1, true);
+    call.ex.log();
+
+    let client = String::from_utf8(call.ex.host.client_body.clone()).unwrap();
+    let events: Vec<&str> = client.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let error = events.last().unwrap();
+    assert!(error.contains("\"rate_limit_exceeded\"") && error.contains("tpm"), "{error}");
+    assert_eq!(events.iter().filter(|e| e.contains("error")).count(), 1, "one error event");
+    let delivered = events.len() - 1;
+    assert!(delivered > 3 && delivered < 40, "cut mid-way after {delivered} chunks");
+    assert!(events[..delivered].iter().all(|e| e.starts_with("data: {") && e.contains("\"content\"")));
+    assert!(call.ex.host.reset, "the stream is reset so the provider stops");
+    assert_eq!(call.ex.host.counter("tollgate.quota.streams_cut", &["limit=tpm"]), 1);
+
+    // Settled to the provider's usage when it arrives, which here it did (the fake keeps
+    // delivering after the reset): the whole answer the provider generated, 409 tokens.
+    let used = gw.shared.used(
+        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
+        "tpm",
+        NOW / 60,
+    );
+    assert!(reserved < 300 && used == 409, "reserved {reserved}, settled {used}");
+    let mut driver = gw.driver();
+    assert!(!start(&gw, &mut driver, "sk-a", stream_request(), NOW).admitted, "the consumer is out");
+}
+
+#[test]
+fn a_cut_stream_without_reported_usage_is_settled_to_what_was_estimated() {
+    let gw = Gateway::new(cut_off_config(300));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let chunks = long_stream(40, 10);
+    let refs: Vec<&[u8]> = chunks.iter().take(30).map(Vec::as_slice).collect();
+    call.ex.response_body(&refs, 1, false);
+    call.ex.log(); // reset: no usage from the provider
+    let used = gw.shared.used(
+        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
+        "tpm",
+        NOW / 60,
+    );
+    // The event that crossed the limit reached the client and is charged: over by less than
+    // one event (10 words).
+    assert!(used > 280 && used <= 300 + 20, "estimated input and output up to the cut: {used}");
+    assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=estimated"]), 1);
+}
+
+#[test]
+fn streams_within_their_reservation_or_limit_are_not_touched() {
+    // Within the limit: the whole stream passes byte for byte, charges grow as it flows.
+    let gw = Gateway::new(cut_off_config(100_000));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let chunks = long_stream(40, 10);
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    call.ex.response_body(&refs, 1, true);
+    call.ex.log();
+    assert_eq!(call.ex.host.client_body, chunks.concat());
+    assert!(!call.ex.host.reset);
+    let used = gw.shared.used(
+        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
+        "tpm",
+        NOW / 60,
+    );
+    assert_eq!(used, 409, "settled to the provider's usage");
+
+    // Off (the default): never cut, whatever the limit.
+    let mut config = cut_off_config(300);
+    config.as_object_mut().unwrap().remove("stream_cut_off");
+    let gw = Gateway::new(config);
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    call.ex.response_body(&refs, 1, true);
+    call.ex.log();
+    assert_eq!(call.ex.host.client_body, chunks.concat());
+}

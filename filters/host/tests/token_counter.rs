@@ -551,6 +551,9 @@ impl tollgate_host::HttpHost for RefusingHost {
     fn resume_request(&mut self) -> Result<(), tollgate_host::HostError> {
         self.0.resume_request()
     }
+    fn reset_stream(&mut self) -> Result<(), tollgate_host::HostError> {
+        self.0.reset_stream()
+    }
     fn grpc_call(&mut self, call: &tollgate_core::stage::GrpcCall) -> Result<u32, tollgate_host::HostError> {
         self.0.grpc_call(call)
     }

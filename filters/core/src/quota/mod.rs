@@ -9,6 +9,7 @@
 
 pub mod rls;
 pub mod store;
+pub mod stream;
 pub mod window;
 
 use serde::Deserialize;
@@ -238,6 +239,15 @@ pub struct RawConfig {
     /// reservation when the headers reach it).
     #[serde(default = "yes")]
     pub hold_request_headers: bool,
+    /// End a streamed answer whose consumer runs out mid-way: output beyond the reservation is
+    /// estimated from the streamed text and charged as it flows, 64 tokens at a time; when a
+    /// charge no longer fits a limit, the stream ends with one error event in the client's
+    /// dialect (`rate_limit_exceeded`, naming the limit) and the rest of the answer is dropped.
+    /// A stream that ends early is settled to what was estimated up to the cut unless the
+    /// provider reported its usage. Local counters, `enforce` mode and `reserve` admission only;
+    /// OpenAI chat, completions and Responses, Anthropic Messages and Gemini streams.
+    #[serde(default)]
+    pub stream_cut_off: bool,
 }
 
 fn yes() -> bool {
@@ -314,6 +324,7 @@ pub struct Config {
     pub default_max_output_tokens: u64,
     pub global: Option<Global>,
     pub hold_request_headers: bool,
+    pub stream_cut_off: bool,
 }
 
 impl Config {
@@ -332,6 +343,12 @@ impl Config {
             return err(
                 "hold_request_headers",
                 "must be true with global.backend envoy_ratelimit: Envoy's rate-limit filter reads the reservation with the headers".into(),
+            );
+        }
+        if raw.stream_cut_off && (raw.global.is_some() || raw.admission == Admission::PostAccounting) {
+            return err(
+                "stream_cut_off",
+                "works with local counters (no global) and reserve admission: the stream's charges are compare-and-swapped in this Envoy's shared data as it flows".into(),
             );
         }
         let mut limits = Vec::with_capacity(raw.limits.len());
@@ -487,6 +504,7 @@ impl Config {
             default_max_output_tokens: raw.default_max_output_tokens,
             global: raw.global,
             hold_request_headers: raw.hold_request_headers,
+            stream_cut_off: raw.stream_cut_off,
         })
     }
 
@@ -669,6 +687,16 @@ mod tests {
             (
                 json!({"limits": [{"name": "a".repeat(65), "meter": "requests", "per": "consumer", "window": "minute", "limit": 1}]}),
                 "quota.limits[0].name:",
+            ),
+            (
+                json!({"stream_cut_off": true, "admission": "post_accounting",
+                       "limits": [{"name": "a", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1}]}),
+                "quota.stream_cut_off:",
+            ),
+            (
+                json!({"stream_cut_off": true, "global": {"backend": "check_report", "cluster": "rls"},
+                       "limits": [{"name": "a", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1}]}),
+                "quota.stream_cut_off:",
             ),
             (
                 json!({"limits": [{"name": "a", "meter": "requests", "per": "consumer", "window": "week", "limit": 1}]}),

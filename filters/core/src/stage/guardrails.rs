@@ -328,6 +328,7 @@ impl Stage for GuardStream {
         chunk: &[u8],
         end_of_stream: bool,
         _now: &Now<'_>,
+        _host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         let base = self.policy.clone();

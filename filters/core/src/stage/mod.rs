@@ -122,6 +122,9 @@ pub struct Outbox {
     pub filter_state: Vec<(std::borrow::Cow<'static, str>, String)>,
     /// Log lines. Never prompt text, response text or credentials.
     pub logs: Vec<(LogLevel, String)>,
+    /// Reset the stream (after a stage ended the answer early: the upstream stops generating).
+    /// Asked from the chunk after the one that carried the end, so that one reaches the client.
+    pub reset_stream: bool,
 }
 
 impl Outbox {
@@ -344,6 +347,7 @@ pub trait Stage {
         _chunk: &[u8],
         _end_of_stream: bool,
         _now: &Now<'_>,
+        _host: &dyn StageHost,
         _out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         None
@@ -694,6 +698,7 @@ impl Pipeline {
         chunk: &[u8],
         end_of_stream: bool,
         now: &Now<'_>,
+        host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         let ex = self.exchange.as_ref()?;
@@ -704,7 +709,7 @@ impl Pipeline {
         for last in [false, true] {
             for stage in self.stages.iter_mut().filter(|s| s.reads_client_answer() == last) {
                 let input = current.as_deref().unwrap_or(chunk);
-                if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now, out) {
+                if let Some(replaced) = stage.response_chunk(ex, input, end_of_stream, now, host, out) {
                     current = Some(replaced);
                 }
             }

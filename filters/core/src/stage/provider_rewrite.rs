@@ -668,6 +668,7 @@ impl Stage for ProviderRewriteStream {
         chunk: &[u8],
         end_of_stream: bool,
         now: &Now<'_>,
+        _host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         if self.measured.is_some() && self.first_byte_ns.is_none() && !chunk.is_empty() {

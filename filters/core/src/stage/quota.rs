@@ -35,13 +35,14 @@
 //! the service cannot give back (see the quota README).
 
 use super::{
-    Exchange, GrpcCall, GrpcFailure, HeaderEdit, HeadersFlow, Now, Outbox, RequestHead, ResponseHead, Stage,
+    Exchange, GrpcCall, GrpcFailure, HeaderEdit, HeadersFlow, LogLevel, Now, Outbox, RequestHead, ResponseHead, Stage,
     StageFactory, StageHost,
 };
 use crate::error::{Dialect, Error};
 use crate::metrics;
 use crate::quota::rls::{self, Code, Draft03};
 use crate::quota::store::{self, Charge, Standing};
+use crate::quota::stream::OutputMeter;
 use crate::quota::{self, Admission, Config, FailureMode, Global, Mode, Reservation, Scope, Tokens, UnknownConsumer};
 use crate::request::Splice;
 use std::rc::Rc;
@@ -72,8 +73,26 @@ impl StageFactory for Quota {
             outcome: Outcome::Idle,
             confirmed: false,
             calls_pending: 0,
+            reserve: Tokens::default(),
+            cut_off: None,
         })
     }
+}
+
+/// Output tokens charged beyond the reservation at a time (`stream_cut_off`): one
+/// compare-and-swap per this many tokens of a stream that outgrows its reservation (near the
+/// limit, what the stream carried so far exactly, so a stream is cut only when that no longer fits).
+pub const CUT_OFF_STEP_TOKENS: u64 = 64;
+
+/// A streamed answer metered for `stream_cut_off`.
+struct CutOff {
+    meter: OutputMeter,
+    /// Output tokens the held charges cover.
+    covered: u64,
+    /// The error event went out; the rest of the answer is dropped.
+    ended: bool,
+    /// The stream was reset (asked once, from the chunk after the error event).
+    reset: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +124,9 @@ struct QuotaStream {
     confirmed: bool,
     /// `check_report`: reservation calls not answered yet.
     calls_pending: usize,
+    /// What the reservation assumed: estimated input, output cap.
+    reserve: Tokens,
+    cut_off: Option<CutOff>,
 }
 
 /// A counter without labels, named only when there is something to count.
@@ -173,9 +195,17 @@ impl QuotaStream {
         Tokens { input, output, cached_input: 0 }
     }
 
-    /// The provider-reported usage, if the response was a success that reported one.
+    /// The provider-reported usage, if the response was a success that reported one; for a
+    /// metered stream that ended without complete usage, what was estimated up to its end.
     fn usage(&self, ex: &Exchange) -> (Option<Tokens>, &'static str) {
         let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
+        let metered = self.cut_off.as_ref().map(|c| c.meter.output_tokens()).filter(|&output| output > 0);
+        if let (None | Some(super::ReportedUsage { complete: false, .. }), Some(output)) = (reported, metered) {
+            let reported_output = reported.map_or(0, |r| r.usage.output);
+            let input = reported.map_or(self.reserve.input, |r| r.usage.input.max(self.reserve.input));
+            let tokens = Tokens { input, output: output.max(reported_output), cached_input: 0 };
+            return (Some(tokens), "estimated");
+        }
         let tokens = reported.map(|r| Tokens {
             input: r.usage.input,
             output: r.usage.output,
@@ -314,6 +344,98 @@ impl QuotaStream {
         let failed = store::settle(host.shared_data(), &settlements, &|name| self.config.has_limit(name), &mut retries);
         count_nonzero(out, "quota.cas_retries", u64::from(retries));
         count_nonzero(out, "quota.settle_failed", u64::from(failed));
+    }
+
+    // --- stream cut-off ----------------------------------------------------------------------
+
+    /// Meters one chunk of the answer: charges output beyond what the held charges cover, and
+    /// ends the stream after the event where a charge no longer fits.
+    fn meter_chunk(
+        &mut self,
+        cut: &mut CutOff,
+        ex: &Exchange,
+        chunk: &[u8],
+        now: &Now<'_>,
+        host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        if cut.ended {
+            if !cut.reset {
+                cut.reset = true;
+                out.reset_stream = true;
+            }
+            return Some(Vec::new());
+        }
+        if cut.meter.push(chunk).is_err() {
+            // Not readable as SSE: no longer metered (what was metered still settles).
+            out.counter(metrics::name("quota.stream_unmetered", &[]), 1);
+            cut.covered = u64::MAX;
+            return None;
+        }
+        while let Some(metered) = cut.meter.next_event() {
+            if metered.output_tokens <= cut.covered {
+                continue;
+            }
+            // A step ahead, or, near the limit, exactly what the stream carried so far.
+            let now_s = now.ns() / 1_000_000_000;
+            let step = metered.output_tokens.saturating_add(CUT_OFF_STEP_TOKENS);
+            let extended = self
+                .extend(step, now_s, host, out)
+                .map(|()| step)
+                .or_else(|_| self.extend(metered.output_tokens, now_s, host, out).map(|()| metered.output_tokens));
+            match extended {
+                Ok(covered) => cut.covered = covered,
+                Err(index) => {
+                    cut.ended = true;
+                    out.counter(metrics::name("quota.streams_cut", &[("limit", self.limit_name(index))]), 1);
+                    out.log(LogLevel::Info, format!("stream cut off: limit {} exhausted", self.limit_name(index)));
+                    let error = self.rate_limited(index, now.ns() / 1_000_000_000, None);
+                    let mut bytes = chunk.get(..metered.end_in_chunk).unwrap_or(chunk).to_vec();
+                    bytes.extend_from_slice(&error.sse_event(ex.dialect()));
+                    return Some(bytes);
+                }
+            }
+        }
+        None
+    }
+
+    /// Grows the held charges of token limits to cover `output` tokens; `Err(limit index)` when
+    /// one no longer fits (nothing charged then). Limits whose window rolled over since the
+    /// reservation are left to settlement.
+    fn extend(&mut self, output: u64, now_s: u64, host: &dyn StageHost, out: &mut Outbox) -> Result<(), usize> {
+        let tokens = Tokens { input: self.reserve.input, output, cached_input: 0 };
+        let mut positions = Vec::new();
+        let mut deltas = Vec::new();
+        for (position, ((index, _), charge)) in self.reserved.iter().zip(&self.charges).enumerate() {
+            let Some(limit) = self.config.limits.get(*index) else { continue };
+            if !self.held.get(position).copied().unwrap_or(false)
+                || !limit.counts_tokens()
+                || limit.window.index(now_s) != charge.window
+            {
+                continue;
+            }
+            let amount = self.config.amount(limit, &self.model, tokens, true);
+            if amount > charge.amount {
+                positions.push(position);
+                deltas.push(Charge { amount: amount - charge.amount, ..charge.clone() });
+            }
+        }
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let config = self.config.clone();
+        let extension = store::reserve(host.shared_data(), &deltas, true, &|name| config.has_limit(name));
+        count_nonzero(out, "quota.cas_retries", u64::from(extension.retries));
+        if let Some(exhausted) = extension.exhausted {
+            let index = positions.get(exhausted).and_then(|&p| self.reserved.get(p)).map_or(0, |(index, _)| *index);
+            return Err(index);
+        }
+        for ((position, delta), held) in positions.iter().zip(&deltas).zip(&extension.held) {
+            if let (Some(charge), true) = (self.charges.get_mut(*position), *held) {
+                charge.amount += delta.amount;
+            }
+        }
+        Ok(())
     }
 
     // --- envoy_ratelimit ---------------------------------------------------------------------
@@ -639,6 +761,7 @@ impl Stage for QuotaStream {
         let config = self.config.clone();
         self.model = metrics::sanitize(ex.request_model().unwrap_or("unknown"));
         let reserve = self.reserve_tokens(ex, body);
+        self.reserve = reserve;
         self.reserved = config
             .applicable(&self.model)
             .filter_map(|index| Some((index, config.amount(config.limits.get(index)?, &self.model, reserve, true))))
@@ -704,6 +827,16 @@ impl Stage for QuotaStream {
             return;
         }
         if matches!(self.outcome, Outcome::Admitted(_)) {
+            let sse =
+                head.content_type.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+            if self.config.stream_cut_off && self.config.mode == Mode::Enforce && head.status == 200 && sse {
+                self.cut_off = OutputMeter::for_api(ex.route.kind).map(|meter| CutOff {
+                    meter,
+                    covered: self.reserve.output,
+                    ended: false,
+                    reset: false,
+                });
+            }
             for (name, value) in &self.headers {
                 out.response_headers.push(HeaderEdit::Set(name, value.clone()));
             }
@@ -712,6 +845,21 @@ impl Stage for QuotaStream {
                 out.response_headers.push(HeaderEdit::Set("x-tollgate-quota-shadow", value));
             }
         }
+    }
+
+    fn response_chunk(
+        &mut self,
+        ex: &Exchange,
+        chunk: &[u8],
+        _end_of_stream: bool,
+        now: &Now<'_>,
+        host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> Option<Vec<u8>> {
+        let mut cut = self.cut_off.take()?;
+        let replaced = self.meter_chunk(&mut cut, ex, chunk, now, host, out);
+        self.cut_off = Some(cut);
+        replaced
     }
 
     fn done(&mut self, ex: &Exchange, _completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {

@@ -747,6 +747,7 @@ impl Stage for TokenCounterStream {
         chunk: &[u8],
         end_of_stream: bool,
         now: &Now<'_>,
+        _host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Option<Vec<u8>> {
         // Time to first token is a streaming measure; only streams pay for the clock read.
