@@ -261,6 +261,20 @@ def test_a_stream_that_outgrows_its_consumers_quota_is_cut_off(work, mock):
                    if name == "tollgate_quota_settlements" and ("outcome", "estimated") in labels]
         assert settled == [1.0], "settled to what was streamed (the provider's usage never came)"
 
+        # A client that reads on after the error event: the stream was reset (no clean end of
+        # the chunked body), and the error event was the last thing sent.
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": CUT_PROMPT}]}
+        response = requests.post(gateway.url + "/v1/chat/completions", data=json.dumps(body), stream=True, timeout=30,
+                                 headers={"content-type": "application/json", "authorization": f"Bearer {key()}",
+                                          "x-mock-case": "openai-chat-stream-20", "x-mock-delay-ms": "20"})
+        received = b""
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            for part in response.iter_content(None):
+                received += part
+        events = [e for e in received.decode().split("\n\n") if e.strip()]
+        assert json.loads(events[-1].removeprefix("data: "))["error"]["code"] == "rate_limit_exceeded"
+        assert all('"error"' not in e for e in events[:-1]) and len(events) > 2
+
         # Anthropic's SDK: the same cut as an `event: error` in Anthropic's format.
         client = anthropic.Anthropic(base_url=gateway.url, api_key=key(), max_retries=0)
         received = []
