@@ -448,6 +448,12 @@ fn long_stream(n: usize, words: usize) -> Vec<Vec<u8>> {
     chunks
 }
 
+/// What consumer `sk-a` used of `tpm` this minute.
+fn tpm_used(gw: &Gateway) -> u64 {
+    let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
+    gw.shared.used(&record, "tpm", NOW / 60)
+}
+
 fn cut_off_config(limit: u64) -> Value {
     json!({"consumer": {"header": "x-api-key", "salt": "s"}, "stream_cut_off": true, "default_max_output_tokens": 10,
            "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": limit}]})
@@ -464,11 +470,7 @@ fn a_stream_that_outgrows_its_consumers_quota_is_cut_off_with_one_error_event() 
     let mut driver = gw.driver();
     let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
     assert!(call.admitted);
-    let reserved = gw.shared.used(
-        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
-        "tpm",
-        NOW / 60,
-    );
+    let reserved = tpm_used(&gw);
     call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
     let chunks = long_stream(40, 10);
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
@@ -488,11 +490,7 @@ fn a_stream_that_outgrows_its_consumers_quota_is_cut_off_with_one_error_event() 
 
     // Settled to the provider's usage when it arrives, which here it did (the fake keeps
     // delivering after the reset): the whole answer the provider generated, 409 tokens.
-    let used = gw.shared.used(
-        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
-        "tpm",
-        NOW / 60,
-    );
+    let used = tpm_used(&gw);
     assert!(reserved < 300 && used == 409, "reserved {reserved}, settled {used}");
     let mut driver = gw.driver();
     assert!(!start(&gw, &mut driver, "sk-a", stream_request(), NOW).admitted, "the consumer is out");
@@ -508,11 +506,7 @@ fn a_cut_stream_without_reported_usage_is_settled_to_what_was_estimated() {
     let refs: Vec<&[u8]> = chunks.iter().take(30).map(Vec::as_slice).collect();
     call.ex.response_body(&refs, 1, false);
     call.ex.log(); // reset: no usage from the provider
-    let used = gw.shared.used(
-        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
-        "tpm",
-        NOW / 60,
-    );
+    let used = tpm_used(&gw);
     // The event that crossed the limit reached the client and is charged: over by less than
     // one event (10 words).
     assert!(used > 280 && used <= 300 + 20, "estimated input and output up to the cut: {used}");
@@ -532,11 +526,7 @@ fn streams_within_their_reservation_or_limit_are_not_touched() {
     call.ex.log();
     assert_eq!(call.ex.host.client_body, chunks.concat());
     assert!(!call.ex.host.reset);
-    let used = gw.shared.used(
-        &format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a")),
-        "tpm",
-        NOW / 60,
-    );
+    let used = tpm_used(&gw);
     assert_eq!(used, 409, "settled to the provider's usage");
 
     // Off (the default): never cut, whatever the limit.
