@@ -50,11 +50,42 @@ use std::rc::Rc;
 /// Per-VM state of the stage.
 pub struct Quota {
     config: Rc<Config>,
+    names: Rc<Names>,
+}
+
+/// The names of the metrics counted on every request, built once per configuration (a metric
+/// update then passes a shared name, not a new string).
+struct Names {
+    /// Per limit: `quota.decisions` with outcome `admitted`, `refused`, `shadow_refused`.
+    decisions: Vec<[Rc<str>; 3]>,
+    /// `quota.settlements` per outcome, in [`SETTLED`]'s order.
+    settlements: [Rc<str>; 4],
+}
+
+const SETTLED: [&str; 4] = ["usage", "partial_usage", "released", "estimated"];
+
+impl Names {
+    fn build(config: &Config) -> Names {
+        let decision = |limit: &str, outcome: &str| -> Rc<str> {
+            metrics::name("quota.decisions", &[("limit", limit), ("outcome", outcome)]).into()
+        };
+        Names {
+            decisions: config
+                .limits
+                .iter()
+                .map(|l| {
+                    [decision(&l.name, "admitted"), decision(&l.name, "refused"), decision(&l.name, "shadow_refused")]
+                })
+                .collect(),
+            settlements: SETTLED.map(|outcome| metrics::name("quota.settlements", &[("outcome", outcome)]).into()),
+        }
+    }
 }
 
 impl Quota {
     pub fn new(config: Config) -> Self {
-        Quota { config: Rc::new(config) }
+        let names = Rc::new(Names::build(&config));
+        Quota { config: Rc::new(config), names }
     }
 }
 
@@ -62,6 +93,7 @@ impl StageFactory for Quota {
     fn create(&self) -> Box<dyn Stage> {
         Box::new(QuotaStream {
             config: self.config.clone(),
+            names: self.names.clone(),
             consumer: String::new(),
             tier: None,
             model: String::new(),
@@ -106,6 +138,7 @@ enum Outcome {
 
 struct QuotaStream {
     config: Rc<Config>,
+    names: Rc<Names>,
     consumer: String,
     tier: Option<String>,
     model: String,
@@ -232,14 +265,13 @@ impl QuotaStream {
     fn count_decisions(&self, out: &mut Outbox, refused: Option<usize>, shadow: bool) {
         for (index, _) in &self.reserved {
             let outcome = match refused {
-                Some(r) if r == *index && !shadow => "refused",
-                Some(r) if r == *index => "shadow_refused",
-                _ => "admitted",
+                Some(r) if r == *index && !shadow => 1,
+                Some(r) if r == *index => 2,
+                _ => 0,
             };
-            out.counter(
-                metrics::name("quota.decisions", &[("limit", self.limit_name(*index)), ("outcome", outcome)]),
-                1,
-            );
+            if let Some(name) = self.names.decisions.get(*index).and_then(|n| n.get(outcome)) {
+                out.counter(name.clone(), 1);
+            }
         }
     }
 
@@ -878,7 +910,10 @@ impl Stage for QuotaStream {
             Some(global @ Global::CheckReport { .. }) => out.calls.extend(self.report_calls(global, tokens)),
         }
         if matches!(self.outcome, Outcome::Admitted(_)) {
-            out.counter(metrics::name("quota.settlements", &[("outcome", settled)]), 1);
+            let settled = SETTLED.iter().position(|s| *s == settled).and_then(|i| self.names.settlements.get(i));
+            if let Some(name) = settled {
+                out.counter(name.clone(), 1);
+            }
         }
         // For access logs: who, and what was left (each key is a host call: only these).
         out.state("tollgate.quota.consumer", self.consumer.clone());
