@@ -529,6 +529,16 @@ fn streams_within_their_reservation_or_limit_are_not_touched() {
     let used = tpm_used(&gw);
     assert_eq!(used, 409, "settled to the provider's usage");
 
+    // A compressed stream is not metered: passed on as it is.
+    let gw = Gateway::new(cut_off_config(300));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    let headers = [(":status", "200"), ("content-type", "text/event-stream"), ("content-encoding", "gzip")];
+    call.ex.response_headers(&headers, false);
+    call.ex.response_body(&refs, 1, true);
+    call.ex.log();
+    assert_eq!(call.ex.host.client_body, chunks.concat());
+
     // Off (the default): never cut, whatever the limit.
     let mut config = cut_off_config(300);
     config.as_object_mut().unwrap().remove("stream_cut_off");

@@ -859,8 +859,10 @@ impl Stage for QuotaStream {
             return;
         }
         if matches!(self.outcome, Outcome::Admitted(_)) {
+            // A compressed stream is not metered (its text cannot be read without inflating).
             let sse =
-                head.content_type.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+                head.content_type.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"))
+                    && head.content_encoding.as_deref().is_none_or(|e| e.trim().eq_ignore_ascii_case("identity"));
             if self.config.stream_cut_off && self.config.mode == Mode::Enforce && head.status == 200 && sse {
                 self.cut_off = OutputMeter::for_api(ex.route.kind).map(|meter| CutOff {
                     meter,
