@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-60}
 ROOT=..
-TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config json_scan)
+TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config json_scan quota_stream)
 ALL=("${TARGETS[@]}")
 [ $# -gt 1 ] && TARGETS=("${@:2}")
 
@@ -21,6 +21,7 @@ seed() { # target, files...
 seed sse $ROOT/tests/fixtures/responses/*/*.sse
 seed stream_translate $ROOT/tests/fixtures/responses/*/*.sse
 seed guard_stream $ROOT/tests/fixtures/responses/*/*.sse
+seed quota_stream $ROOT/tests/fixtures/responses/*/*.sse
 seed config $ROOT/examples/*/*.json
 seed json_scan $ROOT/tests/fixtures/responses/*/*.json
 mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream

@@ -16,6 +16,16 @@ from conftest import MANIFEST
 from harness import Envoy, delta, metric_sum, wait_until
 
 USAGE_METRIC = "tollgate_gen_ai_client_token_usage"
+
+
+def metrics_after(gateway, before, consumer, requests):
+    """The metrics once `requests` more requests of `consumer` are counted. A stream's end reaches
+    the filter a moment after the client has read its last event ([DONE], message_stop), so on a
+    busy machine the counters can lag what the SDK has already returned."""
+    def counted():
+        after = gateway.metrics()
+        return after if delta(before, after, "tollgate_gen_ai_requests", consumer=consumer) >= requests else None
+    return wait_until(counted, timeout=10, what=f"requests of {consumer} counted")
 TOKEN_TYPES = [("input", "input"), ("output", "output"), ("total", "total"), ("cached_input", "cached_input"),
                ("cache_creation_input", "cache_creation"), ("reasoning", "reasoning")]
 ACCESS_FIELDS = [("input_tokens", "input"), ("output_tokens", "output"), ("total_tokens", "total"),
@@ -109,7 +119,7 @@ def test_openai_sdk_streaming_sees_exactly_the_stream_it_asked_for(gateway, mock
     assert all(c.usage is None for c in chunks), "the SDK must not see usage it did not ask for"
     assert all(c.choices for c in chunks), "no usage-only chunk reaches the client"
     assert json.loads(mock.last_request("/v1/chat/completions")["body"])["stream_options"] == {"include_usage": True}
-    after = gateway.metrics()
+    after = metrics_after(gateway, before, "sdk-openai-stream", 1)
     assert delta(before, after, USAGE_METRIC, consumer="sdk-openai-stream", gen_ai_token_type="input") == 19
     assert delta(before, after, USAGE_METRIC, consumer="sdk-openai-stream", gen_ai_token_type="output") == 9
 
@@ -129,7 +139,7 @@ def test_openai_sdk_tool_call_stream(gateway):
                                             extra_headers={"x-mock-case": "openai-chat-tools-stream"})
     arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or "" for c in stream if c.choices and c.choices[0].delta.tool_calls)
     assert json.loads(arguments) == {"city": "Recife", "unit": "celsius"}
-    after = gateway.metrics()
+    after = metrics_after(gateway, before, "sdk-tools", 1)
     assert delta(before, after, USAGE_METRIC, consumer="sdk-tools", gen_ai_token_type="total") == 99
 
 
@@ -175,7 +185,7 @@ def test_anthropic_sdk_non_streaming_and_streaming(gateway):
         final = stream.get_final_message()
     assert text == "Hello! How can I help?"
     assert (final.usage.input_tokens, final.usage.output_tokens) == (25, 15)
-    after = gateway.metrics()
+    after = metrics_after(gateway, before, "sdk-anthropic", 2)
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic", gen_ai_token_type="input") == 21 + 25
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic", gen_ai_token_type="output") == 12 + 15
 
@@ -187,7 +197,7 @@ def test_anthropic_sdk_cache_and_tool_use_stream(gateway):
                                 extra_headers={"x-mock-case": "anthropic-tool-stream"}) as stream:
         final = stream.get_final_message()
     assert final.content[1].input == {"city": "Recife", "unit": "celsius"}
-    after = gateway.metrics()
+    after = metrics_after(gateway, before, "sdk-anthropic-tools", 1)
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="cached_input") == 1024
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="input") == 1496
 
