@@ -33,7 +33,8 @@ pub struct OutputMeter {
 }
 
 /// After one complete event: the output so far, and the offset in the current chunk just after
-/// the event.
+/// the event — 0 when the event ended in an earlier chunk (one that ends in CR is only known to
+/// be complete with the next byte), so a cut there falls at the start of this chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metered {
     pub output_tokens: u64,
@@ -84,6 +85,7 @@ impl OutputMeter {
                 }
             }
         }
+        // An event completed by this chunk can end before it (see `Metered`): 0 then.
         let end = self.consumed.saturating_sub(self.before_chunk);
         Some(Metered { output_tokens: self.output_tokens(), end_in_chunk: usize::try_from(end).unwrap_or(usize::MAX) })
     }
@@ -193,6 +195,20 @@ mod tests {
             assert_eq!((m.output_tokens, m.end_in_chunk), (expected, 2), "{kind:?}");
         }
         assert!(OutputMeter::for_api(ApiKind::OpenAiEmbeddings).is_none());
+    }
+
+    /// An event that ends in CR is only known to be complete with the next byte: its end lies
+    /// before the chunk that completed it (found by the fuzzer).
+    #[test]
+    fn an_event_ending_in_cr_ends_before_the_next_chunk() {
+        let mut meter = OutputMeter::for_api(ApiKind::OpenAiChat).unwrap();
+        meter.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi there\"}}]}\r\r").unwrap();
+        assert_eq!(meter.next_event(), None, "a CR may be the first half of CRLF");
+        meter.push(b"data: [DONE]\r\n\r\n").unwrap();
+        let first = meter.next_event().unwrap();
+        assert_eq!(first.end_in_chunk, 0);
+        assert!(first.output_tokens > 0);
+        assert_eq!(meter.next_event().map(|m| m.end_in_chunk), Some(16));
     }
 
     #[test]
