@@ -550,3 +550,19 @@ fn streams_within_their_reservation_or_limit_are_not_touched() {
     call.ex.log();
     assert_eq!(call.ex.host.client_body, chunks.concat());
 }
+
+#[test]
+fn a_stream_that_cannot_be_read_as_sse_is_passed_on_unmetered_and_counted_once() {
+    let gw = Gateway::new(cut_off_config(300));
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", stream_request(), NOW);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    // One "event" larger than the decoder holds (1 MiB), then more bytes.
+    let huge = vec![b'x'; (1 << 20) + 10];
+    let chunks: [&[u8]; 3] = [b"data: ", &huge, b"more\n\n"];
+    call.ex.response_body(&chunks, 1, true);
+    call.ex.log();
+    assert_eq!(call.ex.host.client_body, chunks.concat(), "passed on unchanged");
+    assert_eq!(call.ex.host.counter("tollgate.quota.stream_unmetered", &[]), 1);
+    assert!(!call.ex.host.reset);
+}

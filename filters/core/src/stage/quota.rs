@@ -125,6 +125,8 @@ struct CutOff {
     ended: bool,
     /// The stream was reset (asked once, from the chunk after the error event).
     reset: bool,
+    /// The stream could not be read as SSE: no longer metered.
+    unmetered: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,10 +400,13 @@ impl QuotaStream {
             }
             return Some(Vec::new());
         }
+        if cut.unmetered {
+            return None;
+        }
         if cut.meter.push(chunk).is_err() {
             // Not readable as SSE: no longer metered (what was metered still settles).
             out.counter(metrics::name("quota.stream_unmetered", &[]), 1);
-            cut.covered = u64::MAX;
+            cut.unmetered = true;
             return None;
         }
         while let Some(metered) = cut.meter.next_event() {
@@ -869,6 +874,7 @@ impl Stage for QuotaStream {
                     covered: self.reserve.output,
                     ended: false,
                     reset: false,
+                    unmetered: false,
                 });
             }
             for (name, value) in &self.headers {
