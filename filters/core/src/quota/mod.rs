@@ -240,12 +240,13 @@ pub struct RawConfig {
     #[serde(default = "yes")]
     pub hold_request_headers: bool,
     /// End a streamed answer whose consumer runs out mid-way: output beyond the reservation is
-    /// estimated from the streamed text and charged as it flows, 64 tokens at a time; when a
-    /// charge no longer fits a limit, the stream ends with one error event in the client's
-    /// dialect (`rate_limit_exceeded`, naming the limit) and the rest of the answer is dropped.
-    /// A stream that ends early is settled to what was estimated up to the cut unless the
-    /// provider reported its usage. Local counters, `enforce` mode and `reserve` admission only;
-    /// OpenAI chat, completions and Responses, Anthropic Messages and Gemini streams.
+    /// estimated from the streamed text and charged as it flows (64 tokens ahead; near the limit
+    /// exactly what was streamed); when that no longer fits a limit, the stream ends after the
+    /// event that crossed it with one error event in the client's dialect (`rate_limit_exceeded`,
+    /// naming the limit), the rest of the answer is dropped and the stream reset. A stream that
+    /// ends early is settled to what was estimated up to the cut unless the provider reported
+    /// its usage. Local counters, `enforce` mode and `reserve` admission only; OpenAI chat,
+    /// completions and Responses, Anthropic Messages and Gemini SSE streams, uncompressed.
     #[serde(default)]
     pub stream_cut_off: bool,
 }
