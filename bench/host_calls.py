@@ -48,6 +48,11 @@ SELF_VARIANTS = {
                    {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}},
         "chat-1k"),
     "all-in-one token-counter chat-1k": ("tollgate", {"token_counter": {}}, "chat-1k"),
+    # A stream with and without stream_cut_off's metering (limits never reached: nothing cut).
+    **{f"all-in-one {name} sse-20-observe": ("tollgate", {"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "bench"}, "stream_cut_off": cut,
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15}]}},
+        "sse-20-observe") for name, cut in (("quota", False), ("quota-cut", True))},
     # Four windows per consumer at once (issue #9: "several windows at once").
     "all-in-one quota-4 chat-1k": ("tollgate", {"token_counter": {}, "quota": {
         "consumer": {"header": "authorization", "salt": "bench"},

@@ -17,6 +17,7 @@ Variants:
   quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
                    [quota − all-in-one ≤ 10 µs CPU per request]
   quota-4          the same with four windows per consumer (minute and day, tokens and requests)
+  quota-cut        quota with stream_cut_off: the cost of metering a stream's text (nothing cut)
   rewrite          tollgate.wasm with provider_rewrite alone, every model to an Anthropic backend:
                    OpenAI → Anthropic translation of the request and of the answer or stream
                    (run it on the *-anthropic scenarios) [≤ 1.5 × token-counter's added CPU on
@@ -90,6 +91,12 @@ VARIANTS = {
         "entities": {"default": "mask"}, "injection": {"action": "block"}}}),
     "quota": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
         "consumer": {"header": "authorization", "salt": "bench"},
+        "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},
+                   {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}}),
+    # The same with stream_cut_off: every event of a streamed answer is read for its text (the
+    # limits are never reached, so nothing is cut; this is the metering cost).
+    "quota-cut": dict(wasm="tollgate.wasm", filter_config={"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "bench"}, "stream_cut_off": True,
         "limits": [{"name": "tpm", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 1e15},
                    {"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 1e15}]}}),
     # Four windows per consumer (tokens and requests per minute and per day): one shared-data
