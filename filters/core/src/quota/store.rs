@@ -120,7 +120,9 @@ impl<'a> Record<'a> {
         Some(())
     }
 
-    /// The encoding of a record holding `counters`.
+    /// The encoding of a record holding `counters` (writes go through `update`, which encodes
+    /// counter by counter).
+    #[cfg(test)]
     pub fn encode(counters: &[(&str, Counter)]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(counters.iter().map(|(n, _)| 17 + n.len()).sum());
         for (name, counter) in counters {
