@@ -513,6 +513,78 @@ fn a_cut_stream_without_reported_usage_is_settled_to_what_was_estimated() {
     assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=estimated"]), 1);
 }
 
+/// An Anthropic Messages stream cut off by the provider's reset after `deltas` text events of
+/// 10 words each: `message_start` reports `input` tokens (`cached` of them read from the cache),
+/// and the closing `message_delta` with the output never comes.
+fn cut_anthropic_stream(gw: &Gateway, input: u64, cached: u64, deltas: usize) -> (u64, u64) {
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": true,
+                      "messages": [{"role": "user", "content": "Tell me a long story"}]})
+    .to_string();
+    let length = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/v1/messages"),
+        (":authority", "gw"),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+        ("x-api-key", "sk-a"),
+    ];
+    ex.request_headers(&headers, false);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4-5", "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": input - cached, "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0, "output_tokens": 1}}});
+    let mut chunks = vec![format!("event: message_start\ndata: {start}\n\n").into_bytes()];
+    let block = json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}});
+    chunks.push(format!("event: content_block_start\ndata: {block}\n\n").into_bytes());
+    for _ in 0..deltas {
+        let delta = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "stream ".repeat(10)}});
+        chunks.push(format!("event: content_block_delta\ndata: {delta}\n\n").into_bytes());
+    }
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    ex.response_body(&refs, 1, false);
+    ex.log(); // reset by the provider: no `message_delta`
+    let estimate = ex.host.filter_state["tollgate.estimated_input_tokens"].parse().unwrap();
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=estimated"]), 1);
+    (tpm_used(gw), estimate)
+}
+
+#[test]
+fn a_cut_stream_is_settled_to_the_input_the_provider_reported_and_the_output_streamed() {
+    // Anthropic reports the input at the start of a stream (exact, with its cached part): a stream
+    // that ends before its final usage settles that input, plus the output estimated from the
+    // text that was streamed — not the request's input estimate, whether larger or smaller.
+    let config = || {
+        let mut config = cut_off_config(1_000_000);
+        config["limits"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "uncached", "per": "consumer", "window": "minute",
+            "limit": 1_000_000, "meter": {"weighted": {"input": 1, "output": 1, "cached_input": 0}}}));
+        config
+    };
+    let uncached = |gw: &Gateway| {
+        let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
+        gw.shared.used(&record, "uncached", NOW / 60)
+    };
+    let gw = Gateway::new(config());
+    let (without_reported_input, estimate) = cut_anthropic_stream(&gw, 0, 0, 20);
+    let output = without_reported_input - estimate;
+    assert!(output > 150 && output < 250, "20 events of 10 words: {output}");
+    assert!(estimate > 2, "{estimate}");
+    for (input, cached) in [(2, 0), (1200, 0), (1200, 1000)] {
+        let gw = Gateway::new(config());
+        let (used, _) = cut_anthropic_stream(&gw, input, cached, 20);
+        assert_eq!(used, input + output, "input {input} ({cached} cached), output {output}");
+        assert_eq!(uncached(&gw), input - cached + output, "cached input priced as configured");
+    }
+}
+
 #[test]
 fn streams_within_their_reservation_or_limit_are_not_touched() {
     // Within the limit: the whole stream passes byte for byte, charges grow as it flows.

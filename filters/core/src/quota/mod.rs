@@ -244,8 +244,8 @@ pub struct RawConfig {
     /// exactly what was streamed); when that no longer fits a limit, the stream ends after the
     /// event that crossed it with one error event in the client's dialect (`rate_limit_exceeded`,
     /// naming the limit), the rest of the answer is dropped and the stream reset. A stream that
-    /// ends early is settled to what was estimated up to the cut unless the provider reported
-    /// its usage. Local counters, `enforce` mode and `reserve` admission only; OpenAI chat,
+    /// ends early is settled to its usage if the provider reported it, else to the input it
+    /// reported (or the estimate) and the output estimated up to the end. Local counters, `enforce` mode and `reserve` admission only; OpenAI chat,
     /// completions and Responses, Anthropic Messages and Gemini SSE streams, uncompressed.
     #[serde(default)]
     pub stream_cut_off: bool,

@@ -236,9 +236,14 @@ impl QuotaStream {
         let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
         let metered = self.cut_off.as_ref().map(|c| c.meter.output_tokens()).filter(|&output| output > 0);
         if let (None | Some(super::ReportedUsage { complete: false, .. }), Some(output)) = (reported, metered) {
-            let reported_output = reported.map_or(0, |r| r.usage.output);
-            let input = reported.map_or(self.reserve.input, |r| r.usage.input.max(self.reserve.input));
-            let tokens = Tokens { input, output: output.max(reported_output), cached_input: 0 };
+            // What the provider reported so far is exact where it is not zero (Anthropic's
+            // `message_start` gives the input and its cached part); the rest is estimated.
+            let (input, cached_input, reported_output) = match reported {
+                Some(r) if r.usage.input > 0 => (r.usage.input, r.usage.cached_input, r.usage.output),
+                Some(r) => (self.reserve.input, 0, r.usage.output),
+                None => (self.reserve.input, 0, 0),
+            };
+            let tokens = Tokens { input, output: output.max(reported_output), cached_input };
             return (Some(tokens), "estimated");
         }
         let tokens = reported.map(|r| Tokens {
