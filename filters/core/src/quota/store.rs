@@ -90,7 +90,8 @@ impl<'a> Record<'a> {
     /// The first counter of `bytes` and what follows it.
     fn split(bytes: &'a [u8]) -> Option<(&'a str, Counter, &'a [u8])> {
         let (&len, tail) = bytes.split_first()?;
-        let len = usize::from(len);
+        // Longer names are never written (`encode_counter`): such bytes are not a record.
+        let len = Some(usize::from(len)).filter(|&l| l <= MAX_NAME_LEN)?;
         let name = std::str::from_utf8(tail.get(..len)?).ok()?;
         let counter = Counter { window: le_u64(tail.get(len..len + 8)?), used: le_u64(tail.get(len + 8..len + 16)?) };
         Some((name, counter, tail.get(len + 16..)?))
@@ -235,7 +236,7 @@ fn update(
         let crowded = items.len() + record.counters().filter(|(name, _)| others(name)).count() > MAX_RECORD_COUNTERS;
         for (name, counter) in record.counters() {
             if others(name) && (!crowded || keep(name)) {
-                // A name read from a record fits a record.
+                // A name read from a record fits a record (`split` refuses longer ones).
                 let _ = Record::encode_counter(&mut next, name, counter);
             }
         }
@@ -465,6 +466,12 @@ mod tests {
         }
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert_eq!(Record::encode(&[(&long, Counter::default())]), None);
+        // Nor is it read: a record that holds one is not ours (its counters would be dropped
+        // silently on the next write).
+        let mut bytes = vec![65u8];
+        bytes.extend_from_slice(long.as_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        assert_eq!(Record::decode(&bytes), Record::default());
     }
 
     proptest::proptest! {
@@ -475,6 +482,31 @@ mod tests {
             let record = Record::decode(&bytes);
             let counters: Vec<(&str, Counter)> = record.counters().collect();
             proptest::prop_assert!(counters.is_empty() || Record::encode(&counters).as_deref() == Some(&bytes[..]));
+        }
+
+        /// A valid record reads as its counters; with one byte changed, inserted or removed, or
+        /// cut anywhere, it reads as nothing or as what re-encodes to the changed bytes.
+        #[test]
+        fn changed_records_read_as_a_record_or_as_nothing(
+            counters in proptest::collection::vec(("[a-z_]{1,64}", proptest::num::u64::ANY, proptest::num::u64::ANY), 1..6),
+            at in proptest::num::usize::ANY,
+            byte in proptest::num::u8::ANY,
+            change in 0u8..4,
+        ) {
+            let counters: Vec<(&str, Counter)> =
+                counters.iter().map(|(n, window, used)| (n.as_str(), Counter { window: *window, used: *used })).collect();
+            let valid = Record::encode(&counters).unwrap();
+            proptest::prop_assert_eq!(Record::decode(&valid).counters().collect::<Vec<_>>(), counters.clone());
+            let mut bytes = valid.clone();
+            let at = at % bytes.len();
+            match change {
+                0 => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                2 => { bytes.remove(at); }
+                _ => bytes.truncate(at),
+            }
+            let read: Vec<(&str, Counter)> = Record::decode(&bytes).counters().collect();
+            proptest::prop_assert!(read.is_empty() || Record::encode(&read).as_deref() == Some(&bytes[..]), "{:?}", read);
         }
 
         /// Reservations and settlements of random amounts against two limits sharing a record
