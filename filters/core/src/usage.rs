@@ -280,7 +280,19 @@ impl UsageTracker {
             return true;
         }
         let key = self.format.usage_key();
+        if ends_with_null_usage(json, key) {
+            return false;
+        }
         key_positions(json, key).any(|at| !member_is_null(json.get(at + key.len()..).unwrap_or(&[])))
+    }
+
+    /// Whether a complete document's last root member is its usage key set to `null`, compactly
+    /// (`,"usage":null}`: every OpenAI chunk but the last), told from its last bytes. The closing
+    /// brace of a document that begins with `{` closes the root object, so that member is the
+    /// root's — the one the scan reads. (A duplicate usage key earlier in the same object is not
+    /// looked for; which of two equal keys counts is undefined in JSON.)
+    pub fn ends_with_null_usage(&self, json: &[u8]) -> bool {
+        ends_with_null_usage(json, self.format.usage_key())
     }
 
     /// Whether any usage was reported.
@@ -307,6 +319,15 @@ impl UsageTracker {
 /// event than the search itself, and its fallback prefilter is slow in wasm without SIMD).
 fn key_positions<'a>(json: &'a [u8], quoted: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
     memchr::memchr_iter(b'"', json).filter(move |&at| json.get(at..).is_some_and(|rest| rest.starts_with(quoted)))
+}
+
+fn ends_with_null_usage(json: &[u8], quoted: &[u8]) -> bool {
+    let json = json.trim_ascii();
+    json.first() == Some(&b'{')
+        && json
+            .strip_suffix(b":null}")
+            .and_then(|head| head.strip_suffix(quoted))
+            .is_some_and(|head| head.ends_with(b",") || head == b"{")
 }
 
 /// Whether `rest` (the bytes after a quoted key) is `: null` followed by the end of the member.
@@ -356,6 +377,22 @@ mod tests {
         ] {
             assert!(tracker.worth_scanning(worth), "{}", String::from_utf8_lossy(worth));
         }
+        // A last root member `"usage":null` is told from the last bytes: a usage object nested
+        // deeper is not the root's (the scan would not read it either).
+        let nested = br#"{"x":{"usage":{"total_tokens":2}},"usage":null}"#;
+        assert!(tracker.ends_with_null_usage(nested) && !tracker.worth_scanning(nested));
+        let mut scanned = tracker.clone();
+        scanned.observe_document(nested).unwrap();
+        assert!(!scanned.has_usage(), "the scan agrees");
+        for not_last in [
+            &br#"{"usage":null,"x":1}"#[..],
+            br#"["usage":null}"#,
+            br#"{"x":"a,\"usage\":null}"#,
+            br#"{"xusage":null}"#,
+        ] {
+            assert!(!tracker.ends_with_null_usage(not_last), "{}", String::from_utf8_lossy(not_last));
+        }
+        assert!(tracker.ends_with_null_usage(b" {\"usage\":null}\n"));
         // Text that merely mentions usage is inside a string, where quotes are escaped.
         assert!(!tracker.worth_scanning(br#"{"choices":[{"delta":{"content":"the \"usage\":1 field"}}]}"#));
     }

@@ -548,10 +548,6 @@ fn read_and_strip_event(
         return None;
     };
     let trimmed = data.trim_ascii();
-    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.names_usage(trimmed) {
-        sink.extend_from_slice(raw);
-        return None;
-    }
     if tracker.response_model().is_some() && trimmed.first() == Some(&b'{') {
         if let Some(head) = trimmed.strip_suffix(NULL_USAGE_LAST) {
             if let Some(start) = offset_of(data, head).map(|at| at + head.len()) {
@@ -560,6 +556,10 @@ fn read_and_strip_event(
                 return None;
             }
         }
+    }
+    if trimmed.is_empty() || trimmed == b"[DONE]" || !tracker.names_usage(trimmed) {
+        sink.extend_from_slice(raw);
+        return None;
     }
     let captured = match json_scan::scan_document(STRIP_TARGETS, data) {
         Ok(captured) => captured,
