@@ -41,7 +41,7 @@ Scenarios (issue targets for token-counter in brackets):
   chat-1k-anthropic, sse-13-anthropic (and its 1-chunk pair): the same, answered by the mock in
                    Anthropic's format (for the rewrite variants)
 
-  bench/run.py [--variants bare,reference-null,...] [--only chat-1k,...] [--seconds 6] [--rounds 3]
+  bench/run.py [--variants bare,reference-null,...] [--only chat-1k,...] [--seconds 6] [--rounds 3] [--perf]
 """
 import argparse
 import http.client
@@ -172,6 +172,34 @@ def run_wrk(url, script, seconds, connections):
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
+def perf_split(pid, url, script, seconds, connections, work):
+    """One more wrk run under `perf record` (sampling the Envoy process): CPU µs per request by
+    where it was spent — the module's compiled code (V8's JIT), the Envoy binary (Envoy itself
+    and V8's runtime, host-call implementations included), the kernel, the rest. perf's sampling
+    inflates the totals by some 10–20 %: compare the rows of one run, not with the table."""
+    data = os.path.join(work, "perf.data")
+    perf = subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-o", data, "-p", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    cpu0 = cpu_seconds(pid)
+    n = run_wrk(url, script, seconds, connections)
+    us = (cpu_seconds(pid) - cpu0) / n * 1e6
+    perf.send_signal(2)
+    perf.wait()
+    report = subprocess.run(["perf", "report", "-i", data, "--sort", "dso", "--stdio", "-q"],
+                            capture_output=True, text=True, check=True).stdout
+    split = {"module (JIT)": 0.0, "envoy binary": 0.0, "kernel": 0.0, "other": 0.0}
+    for line in report.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(.+?)\s*$", line)
+        if not m:
+            continue
+        dso = m.group(2)
+        group = ("module (JIT)" if dso.startswith("[JIT]") else "envoy binary" if dso == "envoy"
+                 else "kernel" if dso.startswith("[kernel") else "other")
+        split[group] += float(m.group(1)) / 100 * us
+    return {"us_per_request": round(us, 1), **{k: round(v, 1) for k, v in split.items()}}
+
+
 def ttfb_ms(url, body, case, n):
     host, port = url.split("//")[1].split(":")
     samples = []
@@ -198,6 +226,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "latest.json"))
+    p.add_argument("--perf", action="store_true", help="also split each variant's CPU per request by where it is "
+                   "spent (module code, Envoy binary, kernel), from one more run under `perf record`")
     p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE.wasm[@VARIANT]",
                    help="another build to compare (a file in target/wasm32-wasip1/release, or a path), with "
                         "VARIANT's plugin configuration (default: token-counter's)")
@@ -235,6 +265,9 @@ def main():
                 row["cpu_us_per_request"][name] = round(us, 1)
                 row["added_us"][name] = round(us - bare, 1)
                 row["added_us_per_chunk"][name] = round((us - bare) / chunks, 2)
+            if a.perf:
+                row["perf_us"] = {name: perf_split(envoy.proc.pid, envoy.url, script, a.seconds, a.connections, work)
+                                  for name, envoy in envoys.items()}
             results["scenarios"][scenario] = row
             print(scenario, row, file=sys.stderr, flush=True)
         for many, one in PAIRS.items():
@@ -266,6 +299,14 @@ def main():
                 cell += f"; {row['marginal_us_per_chunk'][name]:+} µs per extra chunk"
             cells.append(cell)
         print(f"| {scenario} | {row['cpu_us_per_request']['bare']} | " + " | ".join(cells) + " |")
+    for scenario, row in results["scenarios"].items():
+        if "perf_us" in row:
+            groups = list(next(iter(row["perf_us"].values())))
+            print(f"\nWhere the CPU goes, {scenario} (µs per request under perf record, one run each):\n")
+            print("| variant | " + " | ".join(groups) + " |")
+            print("|---|" + "---:|" * len(groups))
+            for name, split in row["perf_us"].items():
+                print(f"| {name} | " + " | ".join(str(split[g]) for g in groups) + " |")
     t = results.get("ttfb_ms")
     if t:
         print("\nTTFB of sse-20 (sequential, median of 300): " + ", ".join(
