@@ -450,8 +450,13 @@ fn long_stream(n: usize, words: usize) -> Vec<Vec<u8>> {
 
 /// What consumer `sk-a` used of `tpm` this minute.
 fn tpm_used(gw: &Gateway) -> u64 {
+    used(gw, "tpm")
+}
+
+/// What consumer `sk-a` used of `limit` this minute.
+fn used(gw: &Gateway, limit: &str) -> u64 {
     let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
-    gw.shared.used(&record, "tpm", NOW / 60)
+    gw.shared.used(&record, limit, NOW / 60)
 }
 
 fn cut_off_config(limit: u64) -> Value {
@@ -568,10 +573,6 @@ fn a_cut_stream_is_settled_to_the_input_the_provider_reported_and_the_output_str
             "limit": 1_000_000, "meter": {"weighted": {"input": 1, "output": 1, "cached_input": 0}}}));
         config
     };
-    let uncached = |gw: &Gateway| {
-        let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
-        gw.shared.used(&record, "uncached", NOW / 60)
-    };
     let gw = Gateway::new(config());
     let (without_reported_input, estimate) = cut_anthropic_stream(&gw, 0, 0, 20);
     let output = without_reported_input - estimate;
@@ -579,9 +580,9 @@ fn a_cut_stream_is_settled_to_the_input_the_provider_reported_and_the_output_str
     assert!(estimate > 2, "{estimate}");
     for (input, cached) in [(2, 0), (1200, 0), (1200, 1000)] {
         let gw = Gateway::new(config());
-        let (used, _) = cut_anthropic_stream(&gw, input, cached, 20);
-        assert_eq!(used, input + output, "input {input} ({cached} cached), output {output}");
-        assert_eq!(uncached(&gw), input - cached + output, "cached input priced as configured");
+        let (total, _) = cut_anthropic_stream(&gw, input, cached, 20);
+        assert_eq!(total, input + output, "input {input} ({cached} cached), output {output}");
+        assert_eq!(used(&gw, "uncached"), input - cached + output, "cached input priced as configured");
     }
 }
 
