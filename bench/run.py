@@ -12,6 +12,9 @@ Variants:
   bare             no wasm filter
   reference-null   a wasm filter whose callbacks do nothing: what any wasm filter costs
   reference-parse  holds headers, buffers and parses the body: the minimal buffer-and-parse filter
+  reference-mimic  reference-parse plus every host call token-counter makes on a chat exchange
+                   (headers, bodies, clock, route, six metrics, 14 filter-state keys), no work:
+                   token-counter − mimic is its own code; mimic − parse what its outputs cost Envoy
   token-counter    tollgate_token_counter.wasm, default configuration
   token-counter-no-fs-log   the same, the access log without its %FILTER_STATE% fields
   all-in-one       tollgate.wasm with the token_counter stage
@@ -65,6 +68,13 @@ VARIANTS = {
     "reference-parse": dict(wasm="tollgate_bench_reference.wasm", filter_config="parse"),
     "reference-read": dict(wasm="tollgate_bench_reference.wasm", filter_config="read"),
     "reference-estimate": dict(wasm="tollgate_bench_reference.wasm", filter_config="estimate"),
+    # Every host call token-counter makes on a chat exchange, none of its work (see bench/reference-filter).
+    "reference-mimic": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic"),
+    # The same, each without one kind of call: what that kind costs in place.
+    **{f"reference-mimic-{part}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"mimic-{part}")
+       for part in ("state", "metrics", "headers", "route")},
+    # mimic plus the local quota's calls (shared data, x-ratelimit-* headers, its filter state).
+    "reference-mimic-quota": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic+quota"),
     "token-counter": dict(wasm="tollgate_token_counter.wasm"),
     # The same with an access log that leaves out the filter-state fields: what Envoy spends
     # formatting them into each log line (≈ 0.7 µs per field), apart from the filter's own cost.

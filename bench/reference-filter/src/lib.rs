@@ -10,6 +10,12 @@
 //!   `set_header` (response header replace), `get_header`, `set_property` (filter state),
 //!   `metric` (counter increment), `shared` (shared-data get + set, 10 of each), `time` — so
 //!   (this − null) / 20 is what one such call costs in Envoy.
+//! - `"mimic"`: `"parse"` plus every host call token-counter makes on a 1 KB chat exchange,
+//!   with none of its work: both header maps read whole, each response chunk read, and at the
+//!   response's end the clock, the route name, six metric updates (five counters, one
+//!   histogram, token-counter's names) and the 14 `tollgate.*` filter-state keys the access
+//!   log prints. token-counter − mimic is what its own code costs; mimic − parse what the
+//!   outputs cost Envoy.
 //! - `"timing"`: at each response's headers, 100 calls of every kind above (and
 //!   `get_headers`, `get_property`), timed with the host clock inside Envoy; every 100 requests
 //!   the mean ns per call of each kind is logged (`warn`, `timing: …`). Free of the run-to-run
@@ -21,7 +27,7 @@ use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { mode: Mode::Null, metric: None, timing: Rc::default() })
+        Box::new(Root { mode: Mode::Null, metric: None, timing: Rc::default(), mimic: Rc::default() })
     });
 }}
 
@@ -33,6 +39,17 @@ enum Mode {
     Estimate,
     Calls(Call),
     Timing,
+    /// Which of the mimicked calls to leave out (`"mimic"` + `-state`, `-metrics`, `-headers`, `-route`).
+    /// `"mimic+quota"` adds the local quota's calls (issue #9): a shared-data record read and
+    /// compare-and-swapped at the request's end and again at the response's, six
+    /// `x-ratelimit-*` response headers, three filter-state keys, three counters.
+    Mimic {
+        state: bool,
+        metrics: bool,
+        headers: bool,
+        route: bool,
+        quota: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -58,7 +75,43 @@ struct Root {
     mode: Mode,
     metric: Option<u32>,
     timing: Rc<RefCell<Timing>>,
+    /// Metric ids for `"mimic"`: five counters, then the duration histogram.
+    mimic: Rc<Vec<u32>>,
 }
+
+const MIMIC_RATELIMIT_HEADERS: [(&str, &str); 6] = [
+    ("x-ratelimit-limit-tokens", "100000000"),
+    ("x-ratelimit-remaining-tokens", "99999700"),
+    ("x-ratelimit-reset-tokens", "42s"),
+    ("x-ratelimit-limit-requests", "1000000"),
+    ("x-ratelimit-remaining-requests", "999999"),
+    ("x-ratelimit-reset-requests", "42s"),
+];
+const MIMIC_QUOTA_STATE: [(&str, &str); 3] = [
+    ("tollgate.quota.consumer", "k:3f2a9c"),
+    ("tollgate.quota.remaining_tokens", "99999700"),
+    ("tollgate.quota.remaining_requests", "999999"),
+];
+
+/// token-counter's metric names for one label combination (`"mimic"`).
+const MIMIC_LABELS: &str =
+    ";gen_ai_request_model=gpt-4o-mini;gen_ai_provider_name=openai;gen_ai_operation_name=chat;route=llm";
+const MIMIC_STATE: [(&str, &str); 14] = [
+    ("tollgate.request_model", "gpt-4o-mini"),
+    ("tollgate.response_model", "gpt-4o-mini-2024-07-18"),
+    ("tollgate.provider", "openai"),
+    ("tollgate.operation", "chat"),
+    ("tollgate.stream", "false"),
+    ("tollgate.duration_ms", "3"),
+    ("tollgate.usage", "reported"),
+    ("tollgate.input_tokens", "250"),
+    ("tollgate.output_tokens", "42"),
+    ("tollgate.cached_input_tokens", "0"),
+    ("tollgate.cache_creation_input_tokens", "0"),
+    ("tollgate.reasoning_tokens", "0"),
+    ("tollgate.total_tokens", "292"),
+    ("tollgate.estimated_input_tokens", "248"),
+];
 
 /// Every kind of call, timed (`"timing"` mode).
 const TIMED: [(Call, &str); 10] = [
@@ -106,6 +159,31 @@ impl RootContext for Root {
             self.mode = Mode::Calls(call);
             return true;
         }
+        if config.contains("mimic") {
+            use proxy_wasm::hostcalls::define_metric;
+            use proxy_wasm::types::MetricType;
+            let base = format!("{MIMIC_LABELS};gen_ai_response_model=gpt-4o-mini-2024-07-18;consumer=");
+            let mut ids = Vec::new();
+            for kind in ["input", "output", "total"] {
+                let name = format!("tollgate.gen_ai.client.token.usage;gen_ai_token_type={kind}{base}");
+                ids.extend(define_metric(MetricType::Counter, &name).ok());
+            }
+            ids.extend(
+                define_metric(MetricType::Counter, &format!("tollgate.gen_ai.client.token.estimated_input{base}")).ok(),
+            );
+            ids.extend(define_metric(MetricType::Counter, &format!("tollgate.gen_ai.requests{base};error_type=")).ok());
+            let name = format!("tollgate.gen_ai.server.request.duration{MIMIC_LABELS}");
+            ids.extend(define_metric(MetricType::Histogram, &name).ok());
+            self.mimic = Rc::new(ids);
+            self.mode = Mode::Mimic {
+                state: !config.contains("-state"),
+                metrics: !config.contains("-metrics"),
+                headers: !config.contains("-headers"),
+                route: !config.contains("-route"),
+                quota: config.contains("+quota"),
+            };
+            return true;
+        }
         if config.contains("timing") {
             self.metric =
                 proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, "bench_calls").ok();
@@ -125,7 +203,12 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http { mode: self.mode, metric: self.metric, timing: self.timing.clone() }))
+        Some(Box::new(Http {
+            mode: self.mode,
+            metric: self.metric,
+            timing: self.timing.clone(),
+            mimic: self.mimic.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -137,6 +220,7 @@ struct Http {
     mode: Mode,
     metric: Option<u32>,
     timing: Rc<RefCell<Timing>>,
+    mimic: Rc<Vec<u32>>,
 }
 
 impl Http {
@@ -214,6 +298,18 @@ impl Http {
     }
 }
 
+impl Http {
+    /// The quota's counter record: one read and one compare-and-swap.
+    fn mimic_quota_counters(&self) {
+        let (record, cas) = self.get_shared_data("tollgate.quota.bench");
+        let mut record = record.unwrap_or_else(|| vec![0; 48]);
+        if let Some(byte) = record.first_mut() {
+            *byte = byte.wrapping_add(1);
+        }
+        let _ = self.set_shared_data("tollgate.quota.bench", Some(&record), cas);
+    }
+}
+
 impl Context for Http {}
 
 impl HttpContext for Http {
@@ -221,13 +317,31 @@ impl HttpContext for Http {
         match self.mode {
             Mode::Calls(call) => (0..CALLS).for_each(|i| self.call(call, i)),
             Mode::Timing => self.time_calls(),
+            Mode::Mimic { headers, quota, .. } => {
+                if headers {
+                    std::hint::black_box(self.get_http_response_headers_bytes());
+                }
+                if quota {
+                    for (name, value) in MIMIC_RATELIMIT_HEADERS {
+                        self.set_http_response_header(name, Some(value));
+                    }
+                }
+            }
             _ => {}
         }
         Action::Continue
     }
 
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing) && !end_of_stream {
+        if let Mode::Mimic { headers, .. } = self.mode {
+            if headers {
+                std::hint::black_box(self.get_http_request_headers_bytes());
+            }
+            std::hint::black_box(self.get_current_time());
+        }
+        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing | Mode::Mimic { .. })
+            && !end_of_stream
+        {
             Action::Pause
         } else {
             Action::Continue
@@ -235,7 +349,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing) {
+        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing | Mode::Mimic { .. }) {
             return Action::Continue;
         }
         if !end_of_stream {
@@ -243,6 +357,9 @@ impl HttpContext for Http {
         }
         if self.mode == Mode::Timing {
             return Action::Continue;
+        }
+        if let Mode::Mimic { quota: true, .. } = self.mode {
+            self.mimic_quota_counters();
         }
         if let Some(body) = self.get_http_request_body(0, size) {
             let parsed: Result<serde_json::Value, _> = serde_json::from_slice(&body);
@@ -257,9 +374,37 @@ impl HttpContext for Http {
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
-        if self.mode == Mode::Read {
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.mode, Mode::Read | Mode::Mimic { .. }) {
             std::hint::black_box(self.get_http_response_body(0, size));
+        }
+        let Mode::Mimic { state, metrics, route, quota, .. } = self.mode else { return Action::Continue };
+        if end_of_stream {
+            std::hint::black_box(self.get_current_time());
+            if route {
+                std::hint::black_box(self.get_property(vec!["xds", "route_name"]));
+            }
+            if metrics {
+                let (histogram, counters) = self.mimic.split_last().unwrap_or((&0, &[]));
+                for id in counters {
+                    let _ = proxy_wasm::hostcalls::increment_metric(*id, 3);
+                }
+                let _ = proxy_wasm::hostcalls::record_metric(*histogram, 12);
+            }
+            if state {
+                for (key, value) in MIMIC_STATE {
+                    self.set_property(vec![key], Some(value.as_bytes()));
+                }
+            }
+            if quota {
+                self.mimic_quota_counters();
+                for (key, value) in MIMIC_QUOTA_STATE {
+                    self.set_property(vec![key], Some(value.as_bytes()));
+                }
+                for id in self.mimic.iter().take(3) {
+                    let _ = proxy_wasm::hostcalls::increment_metric(*id, 1);
+                }
+            }
         }
         Action::Continue
     }
