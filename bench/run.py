@@ -17,6 +17,7 @@ Variants:
                    token-counter − mimic is its own code; mimic − parse what its outputs cost Envoy
   token-counter    tollgate_token_counter.wasm, default configuration
   token-counter-no-fs-log   the same, the access log without its %FILTER_STATE% fields
+  token-counter-no-state    filter_state false: metrics only (no filter state for access logs)
   all-in-one       tollgate.wasm with the token_counter stage
   quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
                    [quota − all-in-one ≤ 10 µs CPU per request]
@@ -73,12 +74,18 @@ VARIANTS = {
     # The same, each without one kind of call: what that kind costs in place.
     **{f"reference-mimic-{part}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"mimic-{part}")
        for part in ("state", "metrics", "headers", "route")},
+    # mimic writing one filter-state key (short; all 14 fields as JSON) instead of 14.
+    "reference-mimic-one-key": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic=one"),
+    "reference-mimic-json-key": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic=json"),
     # mimic plus the local quota's calls (shared data, x-ratelimit-* headers, its filter state).
     "reference-mimic-quota": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic+quota"),
     "token-counter": dict(wasm="tollgate_token_counter.wasm"),
     # The same with an access log that leaves out the filter-state fields: what Envoy spends
     # formatting them into each log line (≈ 0.7 µs per field), apart from the filter's own cost.
     "token-counter-no-fs-log": dict(wasm="tollgate_token_counter.wasm", access_log_state=False),
+    # filter_state false: metrics only, no filter state for the access log.
+    "token-counter-no-state": dict(wasm="tollgate_token_counter.wasm",
+                                   filter_config={"consumer_header": "x-tollgate-consumer", "filter_state": False}),
     # 20 host calls of one kind per request (see bench/reference-filter): (x − null) / 20 each.
     **{f"calls-{kind}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"calls:{kind}")
        for kind in ("set_header", "get_header", "get_headers", "get_property", "set_property", "metric",

@@ -352,6 +352,24 @@ def test_all_in_one_module_counts_the_same(work, mock):
         gateway.stop()
 
 
+def test_without_filter_state_the_access_log_fields_are_empty_and_metrics_the_same(work, mock):
+    gateway = Envoy(work, mock, name="no-state", filter_config={"consumer_header": "x-tollgate-consumer", "filter_state": False})
+    try:
+        before = gateway.metrics()
+        request_id = str(uuid.uuid4())
+        chunks = list(openai_client(gateway, "no-state").chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}], stream=True,
+            extra_headers={"x-request-id": request_id}))
+        assert all(c.usage is None for c in chunks), "the injected usage is still stripped"
+        after = metrics_after(gateway, before, "no-state", 1)
+        assert delta(before, after, USAGE_METRIC, consumer="no-state", gen_ai_token_type="total") == 28
+        entry = gateway.access_entry(request_id)
+        assert entry["status"] == 200
+        assert all(entry[f] is None for f in ("gen_ai_request_model", "usage", "input_tokens", "total_tokens", "ttft_ms")), entry
+    finally:
+        gateway.stop()
+
+
 def test_no_panics_and_no_prompt_text_in_logs(gateway):
     log = gateway.log_text()
     assert "panicked" not in log and "wasm_fail_stream" not in log

@@ -43,12 +43,15 @@ enum Mode {
     /// `"mimic+quota"` adds the local quota's calls (issue #9): a shared-data record read and
     /// compare-and-swapped at the request's end and again at the response's, six
     /// `x-ratelimit-*` response headers, three filter-state keys, three counters.
+    /// `"mimic=one"` writes one short filter-state key instead of 14, `"mimic=json"` one key
+    /// holding all 14 as a JSON object (token-counter's `filter_state: "json"`).
     Mimic {
         state: bool,
         metrics: bool,
         headers: bool,
         route: bool,
         quota: bool,
+        one_key: Option<bool>,
     },
 }
 
@@ -181,6 +184,13 @@ impl RootContext for Root {
                 headers: !config.contains("-headers"),
                 route: !config.contains("-route"),
                 quota: config.contains("+quota"),
+                one_key: if config.contains("=json") {
+                    Some(true)
+                } else if config.contains("=one") {
+                    Some(false)
+                } else {
+                    None
+                },
             };
             return true;
         }
@@ -378,7 +388,7 @@ impl HttpContext for Http {
         if matches!(self.mode, Mode::Read | Mode::Mimic { .. }) {
             std::hint::black_box(self.get_http_response_body(0, size));
         }
-        let Mode::Mimic { state, metrics, route, quota, .. } = self.mode else { return Action::Continue };
+        let Mode::Mimic { state, metrics, route, quota, one_key, .. } = self.mode else { return Action::Continue };
         if end_of_stream {
             std::hint::black_box(self.get_current_time());
             if route {
@@ -391,7 +401,15 @@ impl HttpContext for Http {
                 }
                 let _ = proxy_wasm::hostcalls::record_metric(*histogram, 12);
             }
-            if state {
+            if let (true, Some(json)) = (state, one_key) {
+                let value = if json {
+                    let fields: Vec<String> = MIMIC_STATE.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
+                    format!("{{{}}}", fields.join(","))
+                } else {
+                    "292".to_string()
+                };
+                self.set_property(vec!["tollgate.json"], Some(value.as_bytes()));
+            } else if state {
                 for (key, value) in MIMIC_STATE {
                     self.set_property(vec![key], Some(value.as_bytes()));
                 }

@@ -249,6 +249,26 @@ fn random_three_way_chunkings_give_identical_usage() {
     }
 }
 
+/// `filter_state: false` writes no filter state and changes nothing else (metrics, bytes), for
+/// every provider fixture (errors, streams, cached and reasoning tokens included).
+#[test]
+fn without_filter_state_the_metrics_and_bytes_are_the_same() {
+    let (with, without) = (factory(json!({})), factory(json!({"filter_state": false})));
+    let mut cases = 0;
+    for case in manifest() {
+        let name = case["name"].as_str().unwrap();
+        let full = run_case(&case, &with, whole).ex_host;
+        let silent = run_case(&case, &without, whole).ex_host;
+        assert!(full.filter_state.len() >= 10, "{name}: {:?}", full.filter_state);
+        assert!(silent.filter_state.is_empty(), "{name}: {:?}", silent.filter_state);
+        assert_eq!(silent.counters, full.counters, "{name}");
+        assert_eq!(silent.histograms, full.histograms, "{name}");
+        assert_eq!(silent.client_body, full.client_body, "{name}");
+        cases += 1;
+    }
+    assert!(cases >= 20, "{cases}");
+}
+
 /// Filter state minus the fields that depend on how many chunks (fake milliseconds) there were.
 fn state_without_timing(host: &tollgate_host::fake::FakeHost) -> std::collections::BTreeMap<String, String> {
     let mut state = host.filter_state.clone();

@@ -79,6 +79,10 @@ pub struct RawConfig {
     /// Decompress gzip/deflate responses on the side to read usage (the client still gets them
     /// compressed). Brotli is not supported (counted as `response_unsupported_encoding`).
     pub decompress_responses: bool,
+    /// Write the exchange's fields to Envoy filter state for access logs
+    /// (`%FILTER_STATE(wasm.tollgate.input_tokens:PLAIN)%`, …). `false`: metrics only, for
+    /// deployments whose access logs do not print them (14 host calls fewer per request).
+    pub filter_state: bool,
 }
 
 impl Default for RawConfig {
@@ -93,6 +97,7 @@ impl Default for RawConfig {
             provider: None,
             max_label_values: 200,
             decompress_responses: true,
+            filter_state: true,
         }
     }
 }
@@ -855,30 +860,32 @@ impl Stage for TokenCounterStream {
             out.counter(metrics::name("token_counter.unread", &[("reason", reason)]), 1);
         }
 
-        // Filter state for access logs (`%FILTER_STATE(wasm.tollgate.<key>:PLAIN)%`).
-        out.state("tollgate.request_model", ex.request_model().map(metrics::sanitize).unwrap_or_default());
-        out.state("tollgate.response_model", metrics::sanitize(response_model_raw));
-        out.state("tollgate.provider", provider);
-        out.state("tollgate.operation", operation);
-        out.state("tollgate.stream", if streaming { "true" } else { "false" });
-        out.state("tollgate.consumer", self.consumer.clone());
-        out.state("tollgate.usage", usage_state);
-        let u = usage.unwrap_or_default();
-        for (key, value) in [
-            ("tollgate.input_tokens", u.input),
-            ("tollgate.output_tokens", u.output),
-            ("tollgate.cached_input_tokens", u.cached_input),
-            ("tollgate.cache_creation_input_tokens", u.cache_creation),
-            ("tollgate.reasoning_tokens", u.reasoning),
-            ("tollgate.total_tokens", u.total),
-        ] {
-            out.state(key, value.to_string());
-        }
-        out.state("tollgate.estimated_input_tokens", estimate.map(|e| e.to_string()).unwrap_or_default());
-        out.state("tollgate.ttft_ms", ttft_ms.map(|t| t.to_string()).unwrap_or_default());
-        out.state("tollgate.duration_ms", duration_ms.to_string());
-        if ex.injected_include_usage {
-            out.state("tollgate.include_usage_injected", "true");
+        if self.config.raw.filter_state {
+            // Filter state for access logs (`%FILTER_STATE(wasm.tollgate.<key>:PLAIN)%`).
+            out.state("tollgate.request_model", ex.request_model().map(metrics::sanitize).unwrap_or_default());
+            out.state("tollgate.response_model", metrics::sanitize(response_model_raw));
+            out.state("tollgate.provider", provider);
+            out.state("tollgate.operation", operation);
+            out.state("tollgate.stream", if streaming { "true" } else { "false" });
+            out.state("tollgate.consumer", self.consumer.clone());
+            out.state("tollgate.usage", usage_state);
+            let u = usage.unwrap_or_default();
+            for (key, value) in [
+                ("tollgate.input_tokens", u.input),
+                ("tollgate.output_tokens", u.output),
+                ("tollgate.cached_input_tokens", u.cached_input),
+                ("tollgate.cache_creation_input_tokens", u.cache_creation),
+                ("tollgate.reasoning_tokens", u.reasoning),
+                ("tollgate.total_tokens", u.total),
+            ] {
+                out.state(key, value.to_string());
+            }
+            out.state("tollgate.estimated_input_tokens", estimate.map(|e| e.to_string()).unwrap_or_default());
+            out.state("tollgate.ttft_ms", ttft_ms.map(|t| t.to_string()).unwrap_or_default());
+            out.state("tollgate.duration_ms", duration_ms.to_string());
+            if ex.injected_include_usage {
+                out.state("tollgate.include_usage_injected", "true");
+            }
         }
         if !self.unread.is_empty() {
             out.logs.push((LogLevel::Debug, format!("token-counter: unread: {}", self.unread.join(","))));
