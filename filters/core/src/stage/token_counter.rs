@@ -869,16 +869,8 @@ impl Stage for TokenCounterStream {
             out.state("tollgate.stream", if streaming { "true" } else { "false" });
             out.state("tollgate.consumer", self.consumer.clone());
             out.state("tollgate.usage", usage_state);
-            let u = usage.unwrap_or_default();
-            for (key, value) in [
-                ("tollgate.input_tokens", u.input),
-                ("tollgate.output_tokens", u.output),
-                ("tollgate.cached_input_tokens", u.cached_input),
-                ("tollgate.cache_creation_input_tokens", u.cache_creation),
-                ("tollgate.reasoning_tokens", u.reasoning),
-                ("tollgate.total_tokens", u.total),
-            ] {
-                out.state(key, value.to_string());
+            for (key, (_, value)) in TOKEN_STATE_KEYS.iter().zip(token_types(&usage.unwrap_or_default())) {
+                out.state(*key, value.to_string());
             }
             out.state("tollgate.estimated_input_tokens", estimate.map(|e| e.to_string()).unwrap_or_default());
             out.state("tollgate.ttft_ms", ttft_ms.map(|t| t.to_string()).unwrap_or_default());
@@ -896,6 +888,16 @@ impl Stage for TokenCounterStream {
         }
     }
 }
+
+/// The filter-state key of each of [`token_types`], in its order: `tollgate.<type>_tokens`.
+const TOKEN_STATE_KEYS: [&str; 6] = [
+    "tollgate.input_tokens",
+    "tollgate.output_tokens",
+    "tollgate.total_tokens",
+    "tollgate.cached_input_tokens",
+    "tollgate.cache_creation_input_tokens",
+    "tollgate.reasoning_tokens",
+];
 
 /// Token types reported to the `gen_ai.client.token.usage` counter, OTel `gen_ai.token.type`
 /// values first, then the cache/reasoning breakdowns (as Envoy AI Gateway names them).
@@ -959,6 +961,13 @@ mod tests {
             }
         }
         assert!(fast_path >= 20, "the fixtures exercise the unparsed path: {fast_path}");
+    }
+
+    #[test]
+    fn each_token_type_has_its_filter_state_key_in_order() {
+        for (key, (kind, _)) in TOKEN_STATE_KEYS.iter().zip(token_types(&Usage::default())) {
+            assert_eq!(*key, format!("tollgate.{kind}_tokens"));
+        }
     }
 
     #[test]
