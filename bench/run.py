@@ -15,6 +15,9 @@ Variants:
   reference-mimic  reference-parse plus every host call token-counter makes on a chat exchange
                    (headers, bodies, clock, route, six metrics, 14 filter-state keys), no work:
                    token-counter − mimic is its own code; mimic − parse what its outputs cost Envoy
+  reference-mimic-<state|metrics|headers|route>   the same without one kind of call
+  reference-mimic-one-key, -json-key   one filter-state key (short; the 14 fields as JSON) instead of 14
+  reference-mimic-quota   mimic plus the local quota's calls  [quota's calls alone vs ≤ 10 µs]
   token-counter    tollgate_token_counter.wasm, default configuration
   token-counter-no-fs-log   the same, the access log without its %FILTER_STATE% fields
   token-counter-no-state    filter_state false: metrics only (no filter state for access logs)

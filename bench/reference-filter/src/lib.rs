@@ -15,7 +15,9 @@
 //!   response's end the clock, the route name, six metric updates (five counters, one
 //!   histogram, token-counter's names) and the 14 `tollgate.*` filter-state keys the access
 //!   log prints. token-counter − mimic is what its own code costs; mimic − parse what the
-//!   outputs cost Envoy.
+//!   outputs cost Envoy. `"mimic-state"` (`-metrics`, `-headers`, `-route`) leaves one kind of
+//!   call out; `"mimic=one"` writes one short filter-state key instead of the 14, `"mimic=json"`
+//!   one key holding all 14 as a JSON object; `"mimic+quota"` adds the local quota's calls.
 //! - `"timing"`: at each response's headers, 100 calls of every kind above (and
 //!   `get_headers`, `get_property`), timed with the host clock inside Envoy; every 100 requests
 //!   the mean ns per call of each kind is logged (`warn`, `timing: …`). Free of the run-to-run
