@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-60}
 ROOT=..
-TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config json_scan quota_stream)
+TARGETS=(sse eventstream request_parse stream_translate request_translate response_translate guard_scan guard_stream config json_scan quota_stream pipeline)
 ALL=("${TARGETS[@]}")
 [ $# -gt 1 ] && TARGETS=("${@:2}")
 
@@ -24,7 +24,7 @@ seed guard_stream $ROOT/tests/fixtures/responses/*/*.sse
 seed quota_stream $ROOT/tests/fixtures/responses/*/*.sse
 seed config $ROOT/examples/*/*.json
 seed json_scan $ROOT/tests/fixtures/responses/*/*.json
-mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream
+mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream corpus/pipeline
 seed response_translate $ROOT/tests/fixtures/responses/*/*.json
 python3 - <<'PY'
 import json, os
@@ -33,6 +33,21 @@ for c in m:
     for target in ("request_parse", "request_translate"):
         with open(f"corpus/{target}/{c['name']}.json", "w") as f:
             json.dump(c["request"], f)
+# pipeline: [selector, configuration, cut, request length (u16 LE)] + request + answer, per
+# fixture case and configuration (see fuzz_targets/pipeline.rs for the selector's layout).
+PATHS = ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions", "/v1/embeddings",
+         "/v1beta/models/", "/model/", "/openai/deployments/"]
+TYPES = {"application/json": 0, "text/event-stream": 1, "application/vnd.amazon.eventstream": 2}
+for c in m:
+    path = next((i for i, p in reversed(list(enumerate(PATHS))) if c["path"].startswith(p)), 0)
+    content_type = TYPES.get(c["content_type"].split(";")[0], 3)
+    status = {200: 0, 400: 1, 429: 2}.get(c["status"], 3)
+    request = json.dumps(c["request"]).encode()
+    answer = open("../tests/fixtures/responses/" + c["response"], "rb").read()
+    for config in range(3):
+        head = bytes([path | content_type << 3 | status << 5, config, 128, len(request) & 255, len(request) >> 8 & 255])
+        with open(f"corpus/pipeline/{c['name']}-{config}", "wb") as f:
+            f.write(head + request + answer)
 for i, line in enumerate(open("../tests/fixtures/guardrails/pii-eval.jsonl")):
     if i >= 300:
         break

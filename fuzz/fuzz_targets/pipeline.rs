@@ -1,0 +1,106 @@
+//! The all-in-one pipeline over the fake host, end to end: a fuzzer-chosen request body and
+//! answer (cut in two), API path, answer status and content type, through three
+//! configurations — counting + guardrails + a small quota that refuses and cuts streams off;
+//! counting + provider rewrite to Anthropic; counting alone, observing only. No panic in any
+//! stage; and the observing configuration forwards the request and hands the client the
+//! answer byte for byte, never pausing it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use tollgate_host::fake::FakeHost;
+use tollgate_host::{Action, Driver, Spec};
+
+const CONFIGS: [&str; 3] = [
+    r#"{"token_counter":{},"guardrails":{"entities":{"default":"mask"},"injection":{"action":"block"}},
+        "quota":{"consumer":{"header":"authorization","salt":"fuzz"},"stream_cut_off":true,"default_max_output_tokens":8,
+                 "limits":[{"name":"tpm","meter":"total_tokens","per":"consumer","window":"minute","limit":60},
+                           {"name":"rpm","meter":"requests","per":"consumer","window":"minute","limit":1000000}]}}"#,
+    r#"{"token_counter":{},"provider_rewrite":{"backends":{"claude":{"kind":"anthropic","cluster":"anthropic",
+        "api_key":{"value":"fuzz"}}},"models":[{"name":"*","backend":"claude"}]}}"#,
+    r#"{"token_counter":{"inject_include_usage":false}}"#,
+];
+const OBSERVING: usize = 2;
+const PATHS: [&str; 8] = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    "/model/anthropic.claude-3-haiku/converse-stream",
+    "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+];
+const CONTENT_TYPES: [&str; 4] =
+    ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];
+const STATUSES: [&str; 4] = ["200", "400", "429", "500"];
+
+thread_local! {
+    static SPECS: Vec<Spec> = CONFIGS
+        .iter()
+        .map(|config| {
+            let composed = tollgate_core::stage::compose::parse(config.as_bytes()).unwrap();
+            Spec {
+                stages: composed.stages,
+                max_request_bytes: composed.max_request_bytes,
+                route_header: composed.route_header,
+            }
+        })
+        .collect();
+}
+
+// Input: selector (path, content type, status), configuration, cut, request length (u16 LE),
+// then the request body and the answer.
+fuzz_target!(|data: &[u8]| {
+    let [select, config, cut, lo, hi, rest @ ..] = data else { return };
+    let config = *config as usize % CONFIGS.len();
+    let length = (u16::from_le_bytes([*lo, *hi]) as usize).min(rest.len());
+    let (request, answer) = rest.split_at(length);
+    let cut = *cut as usize * answer.len() / 255;
+    let path = PATHS[*select as usize % 8];
+    let content_type = CONTENT_TYPES[(*select as usize >> 3) % 4];
+    let status = STATUSES[(*select as usize >> 5) % 4];
+    SPECS.with(|specs| {
+        let mut driver = Driver::new(specs[config].pipeline());
+        let mut host = FakeHost::new();
+        let length_header = request.len().to_string();
+        host.request_headers = [
+            (":method", "POST"),
+            (":path", path),
+            (":authority", "api.openai.com"),
+            ("content-type", "application/json"),
+            ("content-length", length_header.as_str()),
+            ("authorization", "Bearer sk-fuzz"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        host.request_headers_editable = true;
+        let action = driver.on_request_headers(&mut host, request.is_empty());
+        host.request_headers_editable = action == Action::Pause;
+        if !request.is_empty() {
+            host.request_body = request.to_vec();
+            driver.on_request_body(&mut host, request.len(), true);
+        }
+        if config == OBSERVING {
+            assert_eq!(host.request_body, request, "an observer forwards the request unchanged");
+        }
+        if host.local_reply.is_none() {
+            host.response_headers = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
+            host.response_started = true;
+            driver.on_response_headers(&mut host, answer.is_empty());
+            let (first, second) = answer.split_at(cut);
+            for (part, end) in [(first, false), (second, true)] {
+                host.response_chunk = part.to_vec();
+                let action = driver.on_response_body(&mut host, part.len(), end);
+                if config == OBSERVING {
+                    assert_eq!(action, Action::Continue, "an observer never pauses the answer");
+                }
+                let sent = std::mem::take(&mut host.response_chunk);
+                host.client_body.extend_from_slice(&sent);
+            }
+            if config == OBSERVING {
+                assert!(host.client_body == answer, "an observer hands the client the answer unchanged");
+            }
+        }
+        driver.on_log(&mut host);
+    });
+});
