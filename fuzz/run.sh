@@ -44,7 +44,7 @@ for c in m:
     status = {200: 0, 400: 1, 429: 2}.get(c["status"], 3)
     request = json.dumps(c["request"]).encode()
     answer = open("../tests/fixtures/responses/" + c["response"], "rb").read()
-    for config in range(3):
+    for config in range(4):
         head = bytes([path | content_type << 3 | status << 5, config, 128, len(request) & 255, len(request) >> 8 & 255])
         with open(f"corpus/pipeline/{c['name']}-{config}", "wb") as f:
             f.write(head + request + answer)

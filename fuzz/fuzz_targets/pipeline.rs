@@ -1,15 +1,16 @@
 //! The all-in-one pipeline over the fake host, end to end: a fuzzer-chosen request body and
-//! answer (cut in two), API path, answer status and content type, through three
+//! answer (cut in two), API path, answer status and content type, through four
 //! configurations — counting + guardrails + a small quota that refuses and cuts streams off;
-//! counting + provider rewrite to Anthropic; counting alone, observing only. No panic in any
-//! stage; and the observing configuration forwards the request and hands the client the
-//! answer byte for byte, never pausing it.
+//! counting + provider rewrite to Anthropic; counting alone, observing only; a global quota
+//! (`check_report`) whose rate-limit service answers with fuzzer bytes (the answer's first
+//! part) or a gRPC error. No panic in any stage; and the observing configuration forwards the
+//! request and hands the client the answer byte for byte, never pausing it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tollgate_host::fake::FakeHost;
 use tollgate_host::{Action, Driver, Spec};
 
-const CONFIGS: [&str; 3] = [
+const CONFIGS: [&str; 4] = [
     r#"{"token_counter":{},"guardrails":{"entities":{"default":"mask"},"injection":{"action":"block"}},
         "quota":{"consumer":{"header":"authorization","salt":"fuzz"},"stream_cut_off":true,"default_max_output_tokens":8,
                  "limits":[{"name":"tpm","meter":"total_tokens","per":"consumer","window":"minute","limit":60},
@@ -17,8 +18,13 @@ const CONFIGS: [&str; 3] = [
     r#"{"token_counter":{},"provider_rewrite":{"backends":{"claude":{"kind":"anthropic","cluster":"anthropic",
         "api_key":{"value":"fuzz"}}},"models":[{"name":"*","backend":"claude"}]}}"#,
     r#"{"token_counter":{"inject_include_usage":false}}"#,
+    r#"{"token_counter":{},"quota":{"consumer":{"header":"authorization","salt":"fuzz"},
+        "global":{"backend":"check_report","cluster":"rls","domain":"tollgate"},
+        "limits":[{"name":"tpm","meter":"total_tokens","per":"consumer","window":"minute","limit":1000},
+                  {"name":"rpm","meter":"requests","per":"consumer","window":"minute","limit":100}]}}"#,
 ];
 const OBSERVING: usize = 2;
+const GLOBAL: usize = 3;
 const PATHS: [&str; 8] = [
     "/v1/chat/completions",
     "/v1/messages",
@@ -47,8 +53,8 @@ thread_local! {
         .collect();
 }
 
-// Input: selector (path, content type, status), configuration, cut, request length (u16 LE),
-// then the request body and the answer.
+// Input: selector (bits 0–2 path, 3–4 content type, 5–6 status, 7 the rate-limit service's
+// gRPC status), configuration, cut, request length (u16 LE), then the request body and the answer.
 fuzz_target!(|data: &[u8]| {
     let [select, config, cut, lo, hi, rest @ ..] = data else { return };
     let config = *config as usize % CONFIGS.len();
@@ -82,6 +88,14 @@ fuzz_target!(|data: &[u8]| {
         }
         if config == OBSERVING {
             assert_eq!(host.request_body, request, "an observer forwards the request unchanged");
+        }
+        if config == GLOBAL {
+            let pending: Vec<u32> = host.grpc_calls.iter().filter(|(_, c)| !c.detached).map(|(t, _)| *t).collect();
+            let (message, grpc_status) = (&answer[..cut], if *select & 0x80 == 0 { 0 } else { 14 });
+            for token in pending {
+                host.grpc_answer = message.to_vec();
+                driver.on_grpc_response(&mut host, token, grpc_status, message.len());
+            }
         }
         if host.local_reply.is_none() {
             host.response_headers = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
