@@ -21,9 +21,31 @@ const ANTHROPIC: &[&[&str]] = &[&["delta", "text"], &["delta", "partial_json"], 
 // The parts array itself: the scanner follows four objects deep, and `text` is a fifth.
 const GEMINI: &[&[&str]] = &[&["candidates", "content", "parts"]];
 
+/// Which events can carry text, by their `event:` type; the others are not scanned. An event
+/// without a type always is.
+#[derive(Debug, Clone, Copy)]
+enum TextEvents {
+    Any,
+    /// Anthropic: only `content_block_delta` (text, tool input, thinking).
+    Named(&'static [u8]),
+    /// OpenAI Responses: `response.output_text.delta`, `response.function_call_arguments.delta`, …
+    Suffix(&'static [u8]),
+}
+
+impl TextEvents {
+    fn may_carry_text(self, event: Option<&[u8]>) -> bool {
+        match (self, event) {
+            (TextEvents::Any, _) | (_, None) => true,
+            (TextEvents::Named(name), Some(event)) => event == name,
+            (TextEvents::Suffix(suffix), Some(event)) => event.ends_with(suffix),
+        }
+    }
+}
+
 pub struct OutputMeter {
     decoder: SseDecoder,
     targets: &'static [&'static [&'static str]],
+    text_events: TextEvents,
     text: Features,
     /// Bytes pushed before the current chunk, bytes pushed in all, and bytes of the complete
     /// events read so far.
@@ -44,17 +66,18 @@ pub struct Metered {
 impl OutputMeter {
     /// A meter for an SSE stream of this API, if its text can be read.
     pub fn for_api(kind: ApiKind) -> Option<OutputMeter> {
-        let targets = match kind {
-            ApiKind::OpenAiChat => OPENAI_CHAT,
-            ApiKind::OpenAiCompletions => OPENAI_COMPLETIONS,
-            ApiKind::OpenAiResponses => OPENAI_RESPONSES,
-            ApiKind::AnthropicMessages => ANTHROPIC,
-            ApiKind::GeminiGenerate { .. } => GEMINI,
+        let (targets, text_events) = match kind {
+            ApiKind::OpenAiChat => (OPENAI_CHAT, TextEvents::Any),
+            ApiKind::OpenAiCompletions => (OPENAI_COMPLETIONS, TextEvents::Any),
+            ApiKind::OpenAiResponses => (OPENAI_RESPONSES, TextEvents::Suffix(b".delta")),
+            ApiKind::AnthropicMessages => (ANTHROPIC, TextEvents::Named(b"content_block_delta")),
+            ApiKind::GeminiGenerate { .. } => (GEMINI, TextEvents::Any),
             ApiKind::OpenAiEmbeddings | ApiKind::BedrockConverse { .. } | ApiKind::OpenAiModels => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),
             targets,
+            text_events,
             text: Features::default(),
             before_chunk: 0,
             pushed: 0,
@@ -74,7 +97,8 @@ impl OutputMeter {
     pub fn next_event(&mut self) -> Option<Metered> {
         let event = self.decoder.next_event()?;
         self.consumed += event.raw.len() as u64;
-        if let Some(data) = event.data.as_deref() {
+        let data = event.data.as_deref().filter(|_| self.text_events.may_carry_text(event.event));
+        if let Some(data) = data {
             let data = data.trim_ascii();
             if data.first() == Some(&b'{') {
                 // A malformed event carries no text we can count; it passes on as it is.
@@ -209,6 +233,37 @@ mod tests {
         assert_eq!(first.end_in_chunk, 0);
         assert!(first.output_tokens > 0);
         assert_eq!(meter.next_event().map(|m| m.end_in_chunk), Some(16));
+    }
+
+    /// Events whose type cannot carry text are not scanned, and the output of every Anthropic
+    /// and Responses stream fixture is what scanning every event gives.
+    #[test]
+    fn only_events_that_can_carry_text_are_scanned() {
+        let mut meter = OutputMeter::for_api(ApiKind::AnthropicMessages).unwrap();
+        meter.push(b"event: message_delta\ndata: {\"delta\":{\"text\":\"not text\"}}\n\n").unwrap();
+        meter.push(b"data: {\"delta\":{\"text\":\"untyped\"}}\n\n").unwrap();
+        assert_eq!(meter.next_event().map(|m| m.output_tokens), Some(0));
+        assert!(meter.next_event().is_some_and(|m| m.output_tokens > 0), "an event without a type is read");
+        for (path, kind) in [
+            ("anthropic/messages-stream.sse", ApiKind::AnthropicMessages),
+            ("anthropic/messages-tool-stream.sse", ApiKind::AnthropicMessages),
+            ("anthropic/messages-cache-stream.sse", ApiKind::AnthropicMessages),
+            ("anthropic/messages-pii-stream.sse", ApiKind::AnthropicMessages),
+            ("openai/responses-stream.sse", ApiKind::OpenAiResponses),
+        ] {
+            let stream = fixture(path);
+            let outputs = |text_events: Option<TextEvents>| {
+                let mut meter = OutputMeter::for_api(kind).unwrap();
+                if let Some(every) = text_events {
+                    meter.text_events = every;
+                }
+                meter.push(&stream).unwrap();
+                std::iter::from_fn(|| meter.next_event()).map(|m| m.output_tokens).collect::<Vec<_>>()
+            };
+            let filtered = outputs(None);
+            assert!(filtered.last().is_some_and(|t| *t > 0), "{path}");
+            assert_eq!(filtered, outputs(Some(TextEvents::Any)), "{path}");
+        }
     }
 
     #[test]
