@@ -40,17 +40,8 @@ const CONTENT_TYPES: [&str; 4] =
 const STATUSES: [&str; 4] = ["200", "400", "429", "500"];
 
 thread_local! {
-    static SPECS: Vec<Spec> = CONFIGS
-        .iter()
-        .map(|config| {
-            let composed = tollgate_core::stage::compose::parse(config.as_bytes()).unwrap();
-            Spec {
-                stages: composed.stages,
-                max_request_bytes: composed.max_request_bytes,
-                route_header: composed.route_header,
-            }
-        })
-        .collect();
+    // Each configuration exactly as the all-in-one module parses it.
+    static SPECS: Vec<Spec> = CONFIGS.iter().map(|config| tollgate::spec(config.as_bytes()).unwrap()).collect();
 }
 
 // Input: selector (bits 0–2 path, 3–4 content type, 5–6 status, 7 the rate-limit service's
