@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def self_timing(seconds, compare=None, rounds=1, out="self-timing.json", time_ca
                     samples.setdefault(f"{name} [{build}]" if compare else name, []).append(steady(lines, "streams"))
     finally:
         mock.stop()
+        shutil.rmtree(work, ignore_errors=True)
     results = {name: {k: round(statistics.median(r[k] for r in runs)) for k in runs[0]} for name, runs in samples.items()}
     with open(os.path.join(ROOT, "bench", "results", out), "w") as f:
         json.dump(results, f, indent=2)
@@ -174,6 +176,7 @@ def main():
     finally:
         envoy.stop()
         mock.stop()
+        shutil.rmtree(work, ignore_errors=True)
     gross = steady(lines, "requests")
     base = gross.get("none", 0)
     net = {k: v - base for k, v in gross.items() if k != "none"}

@@ -55,6 +55,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -251,6 +252,8 @@ def main():
     p.add_argument("--extra", action="append", default=[], metavar="NAME=FILE.wasm[@VARIANT]",
                    help="another build to compare (a file in target/wasm32-wasip1/release, or a path), with "
                         "VARIANT's plugin configuration (default: token-counter's)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the work directory (Envoy logs, access logs: about 1 GB per variant and minute)")
     a = p.parse_args()
     for extra in a.extra:
         name, wasm = extra.split("=", 1)
@@ -303,6 +306,10 @@ def main():
         for envoy in envoys.values():
             envoy.stop()
         mock.stop()
+        if a.keep_work:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nTollgate benchmark: Envoy 1.40, 1 worker per variant, wrk -c{a.connections}, "
           f"{a.rounds} rounds × {a.seconds} s, medians. CPU µs added per request over bare Envoy "
