@@ -306,7 +306,8 @@ def main():
         for envoy in envoys.values():
             envoy.stop()
         mock.stop()
-        if a.keep_work:
+        # A failed run keeps its Envoy logs: they say why.
+        if a.keep_work or sys.exc_info()[0] is not None:
             print(f"work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
