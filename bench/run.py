@@ -5,8 +5,9 @@ Every variant is its own Envoy (1 worker, identical config but for the wasm filt
 the same mock provider. With 2+ CPUs the Envoys are pinned to CPU 1 and the mock and wrk to
 CPU 0, so the Envoy under load has a core to itself. For each scenario, wrk drives each variant
 in turn, round after round; the Envoy process's CPU time (/proc/<pid>/stat utime+stime) divided
-by the requests it served gives CPU µs per request. Medians over rounds are reported, as CPU
-added over bare Envoy, per request and per SSE chunk, and as ratios.
+by the requests it served gives CPU µs per request. CPU added over bare Envoy is taken round by
+round (each variant against bare Envoy in the same round) and reported as the median with the
+lowest and highest round, per request and per SSE chunk, and as ratios of the medians.
 
 Variants:
   bare             no wasm filter
@@ -281,13 +282,17 @@ def main():
                     cpu0 = cpu_seconds(envoy.proc.pid)
                     n = run_wrk(envoy.url, script, a.seconds, a.connections)
                     per[name].append((cpu_seconds(envoy.proc.pid) - cpu0) / n * 1e6)
-            bare = statistics.median(per["bare"])
-            row = {"bytes": len(body), "chunks": chunks, "cpu_us_per_request": {}, "added_us": {}, "added_us_per_chunk": {}}
+            row = {"bytes": len(body), "chunks": chunks, "cpu_us_per_request": {}, "added_us": {}, "added_us_per_chunk": {},
+                   "added_us_range": {}, "samples_us": {n: [round(x, 2) for x in per[n]] for n in names}}
             for name in names:
-                us = statistics.median(per[name])
-                row["cpu_us_per_request"][name] = round(us, 1)
-                row["added_us"][name] = round(us - bare, 1)
-                row["added_us_per_chunk"][name] = round((us - bare) / chunks, 2)
+                # Added CPU is taken round by round, against bare Envoy's figure of the same
+                # round (the VM's speed drifts between rounds); its median is reported, and the
+                # lowest and highest round show how far one run can be trusted.
+                added = [us - bare for us, bare in zip(per[name], per["bare"])]
+                row["cpu_us_per_request"][name] = round(statistics.median(per[name]), 1)
+                row["added_us"][name] = round(statistics.median(added), 1)
+                row["added_us_range"][name] = [round(min(added), 1), round(max(added), 1)]
+                row["added_us_per_chunk"][name] = round(statistics.median(added) / chunks, 2)
             if a.perf:
                 row["perf_us"] = {name: perf_split(envoy.proc.pid, envoy.url, script, a.seconds, a.connections, work)
                                   for name, envoy in envoys.items()}
@@ -299,6 +304,11 @@ def main():
                 extra_chunks = rows[many]["chunks"] - rows[one]["chunks"]
                 rows[many]["marginal_us_per_chunk"] = {
                     n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / extra_chunks, 2) for n in names}
+                # The spread of that figure: the extremes of both scenarios' rounds combined.
+                rows[many]["marginal_us_per_chunk_range"] = {n: [
+                    round((rows[many]["added_us_range"][n][0] - rows[one]["added_us_range"][n][1]) / extra_chunks, 2),
+                    round((rows[many]["added_us_range"][n][1] - rows[one]["added_us_range"][n][0]) / extra_chunks, 2)]
+                    for n in names}
         body, case, _ = SCENARIOS["sse-20"]
         if a.ttfb:
             results["ttfb_ms"] = {name: round(ttfb_ms(envoy.url, body, case, a.ttfb), 3) for name, envoy in envoys.items()}
@@ -313,16 +323,17 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nTollgate benchmark: Envoy 1.40, 1 worker per variant, wrk -c{a.connections}, "
-          f"{a.rounds} rounds × {a.seconds} s, medians. CPU µs added per request over bare Envoy "
-          f"(per chunk for streams); bare Envoy's own CPU µs per request in the first column.\n")
+          f"{a.rounds} rounds × {a.seconds} s. CPU µs added per request over bare Envoy in the same round: "
+          f"median [lowest, highest round] (per extra chunk for streams); bare Envoy's own CPU µs per "
+          f"request (median) in the first column.\n")
     print("| scenario | bare µs/req | " + " | ".join(n for n in names[1:]) + " |")
     print("|---|---:|" + "---:|" * (len(names) - 1))
     for scenario, row in results["scenarios"].items():
         cells = []
         for name in names[1:]:
-            added = row["added_us"][name]
+            added, (low, high) = row["added_us"][name], row["added_us_range"][name]
             ratio = row["cpu_us_per_request"][name] / row["cpu_us_per_request"]["bare"]
-            cell = f"+{added} µs (×{ratio:.2f})"
+            cell = f"{added:+} µs [{low:+}, {high:+}] (×{ratio:.2f})"
             if "marginal_us_per_chunk" in row:
                 cell += f"; {row['marginal_us_per_chunk'][name]:+} µs per extra chunk"
             cells.append(cell)
