@@ -304,11 +304,6 @@ def main():
                 extra_chunks = rows[many]["chunks"] - rows[one]["chunks"]
                 rows[many]["marginal_us_per_chunk"] = {
                     n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / extra_chunks, 2) for n in names}
-                # The spread of that figure: the extremes of both scenarios' rounds combined.
-                rows[many]["marginal_us_per_chunk_range"] = {n: [
-                    round((rows[many]["added_us_range"][n][0] - rows[one]["added_us_range"][n][1]) / extra_chunks, 2),
-                    round((rows[many]["added_us_range"][n][1] - rows[one]["added_us_range"][n][0]) / extra_chunks, 2)]
-                    for n in names}
         body, case, _ = SCENARIOS["sse-20"]
         if a.ttfb:
             results["ttfb_ms"] = {name: round(ttfb_ms(envoy.url, body, case, a.ttfb), 3) for name, envoy in envoys.items()}
@@ -324,7 +319,7 @@ def main():
 
     print(f"\nTollgate benchmark: Envoy 1.40, 1 worker per variant, wrk -c{a.connections}, "
           f"{a.rounds} rounds × {a.seconds} s. CPU µs added per request over bare Envoy in the same round: "
-          f"median [lowest, highest round] (per extra chunk for streams); bare Envoy's own CPU µs per "
+          f"median [lowest, highest round], and for streams the median per extra chunk; bare Envoy's own CPU µs per "
           f"request (median) in the first column.\n")
     print("| scenario | bare µs/req | " + " | ".join(n for n in names[1:]) + " |")
     print("|---|---:|" + "---:|" * (len(names) - 1))
