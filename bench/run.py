@@ -13,6 +13,8 @@ Variants:
   bare             no wasm filter
   reference-null   a wasm filter whose callbacks do nothing: what any wasm filter costs
   reference-parse  holds headers, buffers and parses the body: the minimal buffer-and-parse filter
+  reference-read, reference-rewrite   parse plus reading each response chunk (and writing it back
+                   unchanged): the floor of observing, and of rewriting, a stream chunk by chunk
   reference-mimic  reference-parse plus every host call token-counter makes on a chat exchange
                    (headers, bodies, clock, route, six metrics, 14 filter-state keys), no work:
                    token-counter − mimic is its own code; mimic − parse what its outputs cost Envoy
@@ -22,6 +24,7 @@ Variants:
   token-counter    tollgate_token_counter.wasm, default configuration
   token-counter-no-fs-log   the same, the access log without its %FILTER_STATE% fields
   token-counter-no-state    filter_state false: metrics only (no filter state for access logs)
+  token-counter-no-hold     hold_request_headers false (Istio): headers go on at once, body held
   all-in-one       tollgate.wasm with the token_counter stage
   quota            tollgate.wasm with token_counter + a local quota (two limits, never refusing)
                    [quota − all-in-one ≤ 10 µs CPU per request]
@@ -73,6 +76,7 @@ VARIANTS = {
     "reference-null": dict(wasm="tollgate_bench_reference.wasm", filter_config="null"),
     "reference-parse": dict(wasm="tollgate_bench_reference.wasm", filter_config="parse"),
     "reference-read": dict(wasm="tollgate_bench_reference.wasm", filter_config="read"),
+    "reference-rewrite": dict(wasm="tollgate_bench_reference.wasm", filter_config="rewrite"),
     "reference-estimate": dict(wasm="tollgate_bench_reference.wasm", filter_config="estimate"),
     # Every host call token-counter makes on a chat exchange, none of its work (see bench/reference-filter).
     "reference-mimic": dict(wasm="tollgate_bench_reference.wasm", filter_config="mimic"),
@@ -91,6 +95,10 @@ VARIANTS = {
     # filter_state false: metrics only, no filter state for the access log.
     "token-counter-no-state": dict(wasm="tollgate_token_counter.wasm",
                                    filter_config={"consumer_header": "x-tollgate-consumer", "filter_state": False}),
+    # hold_request_headers false (Istio's WasmPlugin cannot allow a headers stop): the headers go
+    # on at once, content-length removed from chat requests, the body held instead.
+    "token-counter-no-hold": dict(wasm="tollgate_token_counter.wasm",
+                                  filter_config={"consumer_header": "x-tollgate-consumer", "hold_request_headers": False}),
     # 20 host calls of one kind per request (see bench/reference-filter): (x − null) / 20 each.
     **{f"calls-{kind}": dict(wasm="tollgate_bench_reference.wasm", filter_config=f"calls:{kind}")
        for kind in ("set_header", "get_header", "get_headers", "get_property", "set_property", "metric",
@@ -222,6 +230,33 @@ def perf_split(pid, url, script, seconds, connections, work):
     return {"us_per_request": round(us, 1), **{k: round(v, 1) for k, v in split.items()}}
 
 
+def scenario_groups(order):
+    """The scenarios in the order asked, a stream grouped with its one-chunk twin when both are."""
+    groups = []
+    for scenario in order:
+        if any(scenario in g for g in groups):
+            continue
+        twin = PAIRS.get(scenario) or next((m for m, o in PAIRS.items() if o == scenario), None)
+        groups.append([scenario, twin] if twin in order else [scenario])
+    return groups
+
+
+def measured_row(per, names, size, chunks):
+    """One scenario's figures from each variant's CPU µs per request, round by round."""
+    row = {"bytes": size, "chunks": chunks, "cpu_us_per_request": {}, "added_us": {}, "added_us_per_chunk": {},
+           "added_us_range": {}, "samples_us": {n: [round(x, 2) for x in per[n]] for n in names}}
+    for name in names:
+        # Added CPU is taken round by round, against bare Envoy's figure of the same round (the
+        # VM's speed drifts between rounds); its median is reported, and the lowest and highest
+        # round show how far one run can be trusted.
+        added = [us - bare for us, bare in zip(per[name], per["bare"])]
+        row["cpu_us_per_request"][name] = round(statistics.median(per[name]), 1)
+        row["added_us"][name] = round(statistics.median(added), 1)
+        row["added_us_range"][name] = [round(min(added), 1), round(max(added), 1)]
+        row["added_us_per_chunk"][name] = round(statistics.median(added) / chunks, 2)
+    return row
+
+
 def ttfb_ms(url, body, case, n):
     host, port = url.split("//")[1].split(":")
     samples = []
@@ -271,39 +306,40 @@ def main():
     envoys = {name: Envoy(work, mock, name=name, concurrency=1, cpus=envoy_cpu, **VARIANTS[name]) for name in names}
     results = {"variants": names, "scenarios": {}}
     try:
-        for scenario in a.only.split(","):
-            body, case, chunks = SCENARIOS[scenario]
-            script = wrk_script(work, body, case, chunks)
-            for envoy in envoys.values():
-                run_wrk(envoy.url, script, 1, a.connections)  # warm-up
-            per = {n: [] for n in names}
+        for group in scenario_groups(a.only.split(",")):
+            # A stream and its one-chunk twin are measured in the same rounds, so the cost of
+            # one more chunk can be taken round by round too.
+            scripts = {s: wrk_script(work, SCENARIOS[s][0], SCENARIOS[s][1], SCENARIOS[s][2]) for s in group}
+            for script in scripts.values():
+                for envoy in envoys.values():
+                    run_wrk(envoy.url, script, 1, a.connections)  # warm-up
+            per = {s: {n: [] for n in names} for s in group}
             for _ in range(a.rounds):
-                for name, envoy in envoys.items():
-                    cpu0 = cpu_seconds(envoy.proc.pid)
-                    n = run_wrk(envoy.url, script, a.seconds, a.connections)
-                    per[name].append((cpu_seconds(envoy.proc.pid) - cpu0) / n * 1e6)
-            row = {"bytes": len(body), "chunks": chunks, "cpu_us_per_request": {}, "added_us": {}, "added_us_per_chunk": {},
-                   "added_us_range": {}, "samples_us": {n: [round(x, 2) for x in per[n]] for n in names}}
-            for name in names:
-                # Added CPU is taken round by round, against bare Envoy's figure of the same
-                # round (the VM's speed drifts between rounds); its median is reported, and the
-                # lowest and highest round show how far one run can be trusted.
-                added = [us - bare for us, bare in zip(per[name], per["bare"])]
-                row["cpu_us_per_request"][name] = round(statistics.median(per[name]), 1)
-                row["added_us"][name] = round(statistics.median(added), 1)
-                row["added_us_range"][name] = [round(min(added), 1), round(max(added), 1)]
-                row["added_us_per_chunk"][name] = round(statistics.median(added) / chunks, 2)
-            if a.perf:
-                row["perf_us"] = {name: perf_split(envoy.proc.pid, envoy.url, script, a.seconds, a.connections, work)
-                                  for name, envoy in envoys.items()}
-            results["scenarios"][scenario] = row
-            print(scenario, row, file=sys.stderr, flush=True)
-        for many, one in PAIRS.items():
-            rows = results["scenarios"]
-            if many in rows and one in rows:
-                extra_chunks = rows[many]["chunks"] - rows[one]["chunks"]
-                rows[many]["marginal_us_per_chunk"] = {
-                    n: round((rows[many]["added_us"][n] - rows[one]["added_us"][n]) / extra_chunks, 2) for n in names}
+                for scenario, script in scripts.items():
+                    for name, envoy in envoys.items():
+                        cpu0 = cpu_seconds(envoy.proc.pid)
+                        n = run_wrk(envoy.url, script, a.seconds, a.connections)
+                        per[scenario][name].append((cpu_seconds(envoy.proc.pid) - cpu0) / n * 1e6)
+            for scenario, script in scripts.items():
+                body, _, chunks = SCENARIOS[scenario]
+                row = measured_row(per[scenario], names, len(body), chunks)
+                if a.perf:
+                    row["perf_us"] = {name: perf_split(envoy.proc.pid, envoy.url, script, a.seconds, a.connections, work)
+                                      for name, envoy in envoys.items()}
+                results["scenarios"][scenario] = row
+                print(scenario, row, file=sys.stderr, flush=True)
+            many = next((s for s in group if s in PAIRS), None)
+            if many is not None and len(group) == 2:
+                one = PAIRS[many]
+                extra_chunks = SCENARIOS[many][2] - SCENARIOS[one][2]
+                rows = results["scenarios"]
+                # Round by round: (added with many chunks − added with one) / extra chunks.
+                marginal = {n: [((m - mb) - (o - ob)) / extra_chunks
+                                for m, mb, o, ob in zip(per[many][n], per[many]["bare"], per[one][n], per[one]["bare"])]
+                            for n in names}
+                rows[many]["marginal_us_per_chunk"] = {n: round(statistics.median(v), 2) for n, v in marginal.items()}
+                rows[many]["marginal_us_per_chunk_range"] = {n: [round(min(v), 2), round(max(v), 2)]
+                                                             for n, v in marginal.items()}
         body, case, _ = SCENARIOS["sse-20"]
         if a.ttfb:
             results["ttfb_ms"] = {name: round(ttfb_ms(envoy.url, body, case, a.ttfb), 3) for name, envoy in envoys.items()}
@@ -330,7 +366,8 @@ def main():
             ratio = row["cpu_us_per_request"][name] / row["cpu_us_per_request"]["bare"]
             cell = f"{added:+} µs [{low:+}, {high:+}] (×{ratio:.2f})"
             if "marginal_us_per_chunk" in row:
-                cell += f"; {row['marginal_us_per_chunk'][name]:+} µs per extra chunk"
+                m_low, m_high = row["marginal_us_per_chunk_range"][name]
+                cell += f"; {row['marginal_us_per_chunk'][name]:+} µs per extra chunk [{m_low:+}, {m_high:+}]"
             cells.append(cell)
         print(f"| {scenario} | {row['cpu_us_per_request']['bare']} | " + " | ".join(cells) + " |")
     for scenario, row in results["scenarios"].items():

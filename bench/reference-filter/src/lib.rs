@@ -4,6 +4,8 @@
 //! - `"parse"`: holds the request headers, buffers the body, parses it as JSON: the minimal
 //!   "buffer and parse" filter the targets are stated against;
 //! - `"read"`: `"parse"` plus reading every response chunk once (`get_buffer`);
+//! - `"rewrite"`: `"read"` plus writing each chunk back unchanged (`set_buffer`): the floor of a
+//!   filter that rewrites a stream chunk by chunk (token-counter stripping injected usage);
 //! - `"estimate"`: `"parse"` plus Tollgate's token estimator over the body, ten times: the
 //!   speed of pure compute in Envoy's V8, to compare with native and Node.
 //! - `"calls:<kind>"`: `"null"` plus 20 host calls of one kind at response headers —
@@ -38,6 +40,7 @@ enum Mode {
     Null,
     Parse,
     Read,
+    Rewrite,
     Estimate,
     Calls(Call),
     Timing,
@@ -55,6 +58,13 @@ enum Mode {
         quota: bool,
         one_key: Option<bool>,
     },
+}
+
+impl Mode {
+    /// Holds the request headers and buffers the body (every mode but `null` and `calls:*`).
+    fn buffers_request(self) -> bool {
+        matches!(self, Mode::Parse | Mode::Read | Mode::Rewrite | Mode::Estimate | Mode::Timing | Mode::Mimic { .. })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -208,6 +218,8 @@ impl RootContext for Root {
             Mode::Parse
         } else if config.contains("read") {
             Mode::Read
+        } else if config.contains("rewrite") {
+            Mode::Rewrite
         } else {
             Mode::Null
         };
@@ -351,9 +363,7 @@ impl HttpContext for Http {
             }
             std::hint::black_box(self.get_current_time());
         }
-        if matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing | Mode::Mimic { .. })
-            && !end_of_stream
-        {
+        if self.mode.buffers_request() && !end_of_stream {
             Action::Pause
         } else {
             Action::Continue
@@ -361,7 +371,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if !matches!(self.mode, Mode::Parse | Mode::Read | Mode::Estimate | Mode::Timing | Mode::Mimic { .. }) {
+        if !self.mode.buffers_request() {
             return Action::Continue;
         }
         if !end_of_stream {
@@ -389,6 +399,11 @@ impl HttpContext for Http {
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         if matches!(self.mode, Mode::Read | Mode::Mimic { .. }) {
             std::hint::black_box(self.get_http_response_body(0, size));
+        }
+        if self.mode == Mode::Rewrite {
+            if let Some(chunk) = self.get_http_response_body(0, size) {
+                self.set_http_response_body(0, size, &chunk);
+            }
         }
         let Mode::Mimic { state, metrics, route, quota, one_key, .. } = self.mode else { return Action::Continue };
         if end_of_stream {
