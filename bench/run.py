@@ -309,7 +309,7 @@ def main():
         for group in scenario_groups(a.only.split(",")):
             # A stream and its one-chunk twin are measured in the same rounds, so the cost of
             # one more chunk can be taken round by round too.
-            scripts = {s: wrk_script(work, SCENARIOS[s][0], SCENARIOS[s][1], SCENARIOS[s][2]) for s in group}
+            scripts = {s: wrk_script(work, *SCENARIOS[s]) for s in group}
             for script in scripts.values():
                 for envoy in envoys.values():
                     run_wrk(envoy.url, script, 1, a.connections)  # warm-up
