@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::GeminiGenerate { stream: true },
         ApiKind::BedrockConverse { stream: false },
     ] {
-        if let Ok(parsed) = tollgate_core::request::parse(kind, data) {
+        let parsed = tollgate_core::request::parse(kind, data);
+        if parsed.is_err() && serde_json::from_slice::<serde_json::Value>(data).is_ok() {
+            // JSON that is not the API's request is always explained (a 400 naming the field).
+            assert!(tollgate_core::request::explain(kind, data).is_some(), "valid JSON refused is explained");
+        }
+        if let Ok(parsed) = parsed {
             let _ = parsed.info.estimated_prompt_tokens();
             // A body that is valid JSON stays valid JSON once spliced. (The parse skips ignored
             // strings without validating their UTF-8, so invalid bodies can parse; they are

@@ -109,6 +109,14 @@ def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway)
     with pytest.raises(openai.BadRequestError) as e:
         client(run_gateway).chat.completions.create(model="claude", n=2, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.body["param"] == "n"
+    # A field of the wrong type is named, with the type it must have, not called invalid JSON.
+    before = run_gateway.metrics()
+    with pytest.raises(openai.BadRequestError) as e:
+        client(run_gateway).chat.completions.create(model="gpt-4o-mini", max_tokens=-5,
+                                                    messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["param"] == "max_tokens"
+    assert e.value.body["message"] == "invalid 'max_tokens': expected a non-negative integer"
+    wait_until(lambda: delta(before, run_gateway.metrics(), "tollgate_errors", reason="invalid_request") == 1)
 
 
 def test_provider_errors_arrive_in_the_openai_dialect(run_gateway):

@@ -235,6 +235,16 @@ def test_malformed_json_request_is_forwarded_unchanged_and_counted(gateway, mock
     after = gateway.metrics()
     assert delta(before, after, "tollgate_token_counter_unread", reason="request_malformed_json") == 1
 
+    # JSON with a field of the wrong type: forwarded as sent too (no include_usage added to this
+    # streaming request), counted under its own reason.
+    body = b'{"model": "gpt-4o", "stream": true, "max_tokens": "many", "messages": [{"role": "user", "content": "hi"}]}'
+    requests.post(gateway.url + "/v1/chat/completions", data=body, timeout=5,
+                  headers={"content-type": "application/json", "authorization": "Bearer sk-test"})
+    assert mock.last_request("/v1/chat/completions")["body"].encode() == body
+    later = wait_until(lambda: (m := gateway.metrics()) and delta(
+        after, m, "tollgate_token_counter_unread", reason="request_invalid_field") == 1 and m)
+    assert delta(after, later, "tollgate_token_counter_unread", reason="request_malformed_json") == 0
+
 
 def test_gzip_response_is_read_and_delivered_valid(gateway):
     before = gateway.metrics()

@@ -6,6 +6,7 @@
 //! tool definitions; not image/audio payloads, ids or roles). Stages that change the body express
 //! it as [`Splice`]s on the original bytes, applied once, so the body is never re-serialised.
 
+use crate::error::Error;
 use crate::estimate::Features;
 use crate::route::ApiKind;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -170,6 +171,126 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
     };
     Ok(Parsed { info, include_usage_splice: splice, model_span: span })
+}
+
+/// Why a body [`parse`] refused is not a request, when it is JSON: the field at fault and the
+/// type it must have (`invalid 'max_tokens': expected a non-negative integer`), as the client's
+/// 400. `None` when the body is not JSON at all (the caller says so instead).
+///
+/// Runs only after a failed parse, so a good body pays nothing for it. It finds the field by
+/// parsing probes: the path so far with one member (or array element) alone, descending into
+/// the one that fails by itself — every field of the request views is optional, so only a
+/// wrong one fails alone. The same [`parse`] decides, so the explanation cannot disagree with
+/// it. The message names fields and JSON types only, never a value from the body.
+pub fn explain(kind: ApiKind, body: &[u8]) -> Option<Error> {
+    let root: &RawValue = serde_json::from_slice(body).ok()?;
+    if !root.get().starts_with('{') {
+        let message = "the request body must be a JSON object".to_string();
+        return Some(Error::InvalidRequest { param: None, message });
+    }
+    let (mut prefix, mut suffix, mut path) = (String::new(), String::new(), String::new());
+    let mut at = root;
+    // Every field the views type is within four levels (`messages[0].name`).
+    for _ in 0..4 {
+        let Some((step, open, value, close)) = failing_child(kind, &prefix, at, &suffix) else { break };
+        path.push_str(&step);
+        prefix.push_str(&open);
+        suffix.insert_str(0, close);
+        at = value;
+    }
+    let probe = format!("{prefix}{}{suffix}", at.get());
+    let text = parse(kind, probe.as_bytes()).err()?.to_string();
+    let (param, message) = if text.starts_with("prompt nested too deeply") {
+        // Inside a prompt the keys are the client's text: no path.
+        (None, format!("a prompt value is nested more than {MAX_WALK_DEPTH} levels deep"))
+    } else if text.starts_with("duplicate field") {
+        (None, "an object has the same member twice".to_string())
+    } else {
+        let what = expected(&text).map_or("wrong type or value".to_string(), |what| format!("expected {what}"));
+        ((!path.is_empty()).then_some(path), what)
+    };
+    let message = match &param {
+        Some(param) => format!("invalid '{param}': {message}"),
+        None => format!("invalid request: {message}"),
+    };
+    Some(Error::InvalidRequest { param, message })
+}
+
+/// The member (with a plain name) or element of `value` that fails [`parse`] alone, at the
+/// place `prefix`/`suffix` put it: its path step, the probe's new opening and closing, and it.
+fn failing_child<'a>(
+    kind: ApiKind,
+    prefix: &str,
+    value: &'a RawValue,
+    suffix: &str,
+) -> Option<(String, String, &'a RawValue, &'static str)> {
+    let fails = |open: &str, child: &str, close: &str| {
+        parse(kind, format!("{prefix}{open}{child}{close}{suffix}").as_bytes()).is_err()
+    };
+    // A container that fails even empty is itself what is wrong (`"name": ["x"]`).
+    let empty = if value.get().starts_with('{') { "{}" } else { "[]" };
+    if fails("", empty, "") {
+        return None;
+    }
+    if value.get().starts_with('{') {
+        let members: Members<'a> = serde_json::from_str(value.get()).ok()?;
+        members.0.into_iter().find_map(|(key, child)| {
+            // A name that needs escaping is no field of ours.
+            let plain =
+                !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let open = format!("{{\"{key}\":");
+            if !plain || !fails(&open, child.get(), "}") {
+                return None;
+            }
+            let step = if prefix.is_empty() { key.into_owned() } else { format!(".{key}") };
+            Some((step, open, child, "}"))
+        })
+    } else if value.get().starts_with('[') {
+        let elements: Vec<&'a RawValue> = serde_json::from_str(value.get()).ok()?;
+        elements.into_iter().enumerate().find_map(|(index, child)| {
+            fails("[", child.get(), "]").then(|| (format!("[{index}]"), "[".to_string(), child, "]"))
+        })
+    } else {
+        None
+    }
+}
+
+/// An object's members in order, values unparsed.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// The JSON type serde expected, in the words of an API reference (serde's own words for our
+/// views are Rust's: `u64`, `struct MessageView`).
+fn expected(serde_message: &str) -> Option<&'static str> {
+    let (_, rest) = serde_message.split_once(", expected ")?;
+    let what = rest.split(" at line ").next().unwrap_or(rest);
+    Some(match what {
+        "u64" => "a non-negative integer",
+        "a boolean" => "a boolean",
+        "a string" | "a borrowed string" => "a string",
+        "a sequence" => "an array",
+        _ if what.starts_with("struct ") => "an object",
+        _ => return None,
+    })
 }
 
 /// A request without a body (`GET /v1/models`): nothing to parse.
@@ -689,6 +810,95 @@ mod tests {
         assert!(parse(ApiKind::OpenAiChat, b"[]").is_err());
         let deep = format!("{{\"messages\":[{{\"content\":{}{}}}]}}", "[".repeat(200), "]".repeat(200));
         assert!(parse(ApiKind::OpenAiChat, deep.as_bytes()).is_err());
+    }
+
+    fn explained(kind: ApiKind, body: &str) -> Option<(Option<String>, String)> {
+        assert!(parse(kind, body.as_bytes()).is_err(), "parse refuses {}", &body[..body.len().min(80)]);
+        match explain(kind, body.as_bytes())? {
+            Error::InvalidRequest { param, message } => Some((param, message)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_with_the_type_it_should_have() {
+        let chat = ApiKind::OpenAiChat;
+        let cases = [
+            (chat, r#"{"model":"m","max_tokens":-5,"messages":[]}"#, "max_tokens", "a non-negative integer"),
+            (chat, r#"{"model":"m","max_tokens":"100","messages":[]}"#, "max_tokens", "a non-negative integer"),
+            (chat, r#"{"model":5,"messages":[]}"#, "model", "a string"),
+            (chat, r#"{"stream":"yes","messages":[]}"#, "stream", "a boolean"),
+            (chat, r#"{"messages":"hello"}"#, "messages", "an array"),
+            (chat, r#"{"messages":[{"role":"user","content":"a"},"hi"]}"#, "messages[1]", "an object"),
+            (chat, r#"{"messages":[{"name":7,"content":"a"}]}"#, "messages[0].name", "a string"),
+            (
+                ApiKind::AnthropicMessages,
+                r#"{"model":"c","max_tokens":1.5,"messages":[]}"#,
+                "max_tokens",
+                "a non-negative integer",
+            ),
+            (
+                ApiKind::OpenAiResponses,
+                r#"{"model":"m","max_output_tokens":true}"#,
+                "max_output_tokens",
+                "a non-negative integer",
+            ),
+            (
+                ApiKind::GeminiGenerate { stream: false },
+                r#"{"contents":[],"generationConfig":{"maxOutputTokens":"9"}}"#,
+                "generationConfig.maxOutputTokens",
+                "a non-negative integer",
+            ),
+            (
+                ApiKind::BedrockConverse { stream: false },
+                r#"{"messages":[],"inferenceConfig":"x"}"#,
+                "inferenceConfig",
+                "an object",
+            ),
+        ];
+        // The one wrong element among many is found (each probe holds one element).
+        let mut messages = vec![r#"{"role":"user","content":"a"}"#; 5000];
+        messages[4321] = r#"{"role":"user","content":"a","name":["x"]}"#;
+        let many = format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","));
+        let cases = cases.into_iter().chain([(chat, many.as_str(), "messages[4321].name", "a string")]);
+        for (kind, body, param, what) in cases {
+            let (got_param, message) = explained(kind, body).unwrap_or_else(|| panic!("{param}"));
+            assert_eq!(got_param.as_deref(), Some(param));
+            assert_eq!(message, format!("invalid '{param}': expected {what}"));
+        }
+    }
+
+    #[test]
+    fn an_explanation_never_repeats_the_body() {
+        // The value at fault, a key inside a prompt, the prompt's text: none is echoed.
+        let body = r#"{"model":"secret-model","max_tokens":"secret-number","messages":[{"content":"secret prompt"}]}"#;
+        let (param, message) = explained(ApiKind::OpenAiChat, body).unwrap();
+        assert_eq!(param.as_deref(), Some("max_tokens"));
+        assert!(!message.contains("secret"), "{message}");
+        let deep =
+            format!("{{\"messages\":[{{\"content\":{{\"secretkey\":{}{}}}}}]}}", "[".repeat(100), "]".repeat(100));
+        let (param, message) = explained(ApiKind::OpenAiChat, &deep).unwrap();
+        assert_eq!(param, None, "inside a prompt keys are the client's: {message}");
+        assert!(!message.contains("secret"), "{message}");
+        assert!(message.contains("nested more than 64 levels"), "{message}");
+    }
+
+    #[test]
+    fn only_json_that_is_not_a_request_is_explained() {
+        // Not JSON at all: the caller reports invalid JSON.
+        for body in ["{", r#"{"model":"m""#, r#"{"model":"m"} trailing"#, "nonsense"] {
+            assert_eq!(explain(ApiKind::OpenAiChat, body.as_bytes()), None, "{body}");
+        }
+        // JSON, but not an object.
+        for body in ["[]", r#""hello""#, " 42 "] {
+            assert_eq!(
+                explained(ApiKind::OpenAiChat, body),
+                Some((None, "the request body must be a JSON object".to_string())),
+                "{body}"
+            );
+        }
+        let (param, message) = explained(ApiKind::OpenAiChat, r#"{"model":"a","model":"b"}"#).unwrap();
+        assert_eq!((param, message.as_str()), (None, "invalid request: an object has the same member twice"));
     }
 
     #[test]

@@ -141,6 +141,13 @@ fn compressed_non_json_and_unreadable_bodies_are_refused_not_waved_through() {
     let (ex, action) = send(&mut driver, "/v1/chat/completions", b"{\"messages\": [", &[]);
     assert!(ex.host.local_reply.is_none() && action == Action::Continue, "failure: open forwards, counted");
     assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=request_malformed_json"]), 1);
+    // JSON whose prompt cannot be read as one: refused naming the field.
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", br#"{"messages": [{"content": "a", "name": 5}]}"#, &[]);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, body["error"]["param"].as_str()), (400, Some("messages[0].name")), "{body}");
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=request_invalid_field"]), 1);
 }
 
 #[test]

@@ -154,6 +154,52 @@ fn unknown_models_are_404_in_the_clients_dialect() {
 }
 
 #[test]
+fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
+    // JSON, but not the API's request: the model cannot be trusted to route, so the gateway
+    // answers, naming the field and the type it must have, never echoing the value.
+    let mut driver = driver(&config());
+    let mut request = chat("gpt-4o", false);
+    request["max_tokens"] = json!(-5);
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &request);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["error"]["param"], "max_tokens", "{body}");
+    assert_eq!(body["error"]["message"], "invalid 'max_tokens': expected a non-negative integer", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(ex.host.counter("tollgate.errors", &["reason=invalid_request"]), 1);
+
+    let mut driver = self::driver(&config());
+    let request =
+        json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}, "oops"]});
+    let (ex, _) = send(&mut driver, "/v1/messages", &request);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["message"], "invalid 'messages[1]': expected an object", "{body}");
+
+    // Not JSON at all is still said so.
+    let mut driver = self::driver(&config());
+    let mut ex = Exchange::new(&mut driver);
+    let body = br#"{"model":"gpt-4o","messages":["#;
+    let length = body.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gw"),
+        ("content-type", "application/json"),
+        ("content-length", length.as_str()),
+    ];
+    ex.request_headers(&headers, false);
+    ex.request_body(&[body]);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, answer["error"]["code"].as_str()), (400, Some("invalid_json")), "{answer}");
+}
+
+#[test]
 fn anthropic_clients_reach_anthropic_backends_by_alias() {
     let mut driver = driver(&config());
     let request = json!({"model": "claude-sonnet", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});

@@ -332,6 +332,24 @@ fn malformed_request_json_passes_unchanged_and_is_counted() {
 }
 
 #[test]
+fn a_request_with_a_field_of_the_wrong_type_passes_unchanged_and_is_counted() {
+    // JSON, but not a chat request: the provider answers it, the filter only counts it.
+    let factory = factory(json!({}));
+    let mut driver = driver_with(&factory, None);
+    let mut ex = Exchange::new(&mut driver);
+    let body = br#"{"model":"gpt-4o","stream":true,"max_tokens":-5,"messages":[{"role":"user","content":"hi"}]}"#;
+    send_headers(&mut ex, &chat_headers(body.len()), false);
+    assert_eq!(ex.request_body(&[body]), Action::Continue);
+    assert_eq!(ex.host.request_body, body, "forwarded byte for byte, no include_usage added");
+    assert!(ex.host.local_reply.is_none());
+    ex.response_headers(&[(":status", "400"), ("content-type", "application/json")], false);
+    ex.response_body(&[br#"{"error":{"message":"bad max_tokens"}}"#], 1, true);
+    ex.log();
+    assert_eq!(ex.host.counter("tollgate.token_counter.unread", &["reason=request_invalid_field"]), 1);
+    assert_eq!(ex.host.counter("tollgate.token_counter.unread", &["reason=request_malformed_json"]), 0);
+}
+
+#[test]
 fn compressed_or_non_json_requests_pass_unchanged_and_are_counted() {
     let factory = factory(json!({}));
     for (header, value, reason) in

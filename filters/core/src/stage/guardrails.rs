@@ -175,14 +175,10 @@ impl Stage for GuardStream {
             return Ok(());
         }
         let dialect = ex.dialect();
-        let unreadable = |reason: Option<&'static str>| match reason {
-            Some("request_compressed") => Error::UnsupportedEncoding { encoding: "compressed".into() },
-            Some("request_not_json") => Error::UnsupportedMediaType { content_type: "not JSON".into() },
-            _ => Error::InvalidJson { detail: "the guarded request body is not a readable request".into() },
-        };
+        const UNREADABLE: &str = "the guarded request body is not a readable request";
         let Some(parsed) = ex.parsed.as_ref() else {
             let reason = ex.unparsed_reason.unwrap_or("request_malformed_json");
-            return self.unreadable(reason, unreadable(Some(reason)), dialect, out);
+            return self.unreadable(reason, ex.unreadable_error(UNREADABLE), dialect, out);
         };
         let limits = &self.policy.limits;
         if let Some(max) = limits.max_messages {
@@ -211,7 +207,12 @@ impl Stage for GuardStream {
             }
         }
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
-            return self.unreadable("request_malformed_json", unreadable(None), dialect, out);
+            return self.unreadable(
+                "request_malformed_json",
+                Error::InvalidJson { detail: UNREADABLE.into() },
+                dialect,
+                out,
+            );
         };
         // The tier an auth-driven access policy resolved (at request headers) picks the profile.
         let base = self.policy.clone();

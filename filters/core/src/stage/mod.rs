@@ -207,6 +207,9 @@ pub struct Exchange {
     pub parsed: Option<Parsed>,
     /// Why the body was not parsed, as a metric reason.
     pub unparsed_reason: Option<&'static str>,
+    /// For a body that is JSON but not this API's request (reason `request_invalid_field`): the
+    /// client's 400, naming the field.
+    pub invalid_field: Option<Error>,
     /// Whether the request body was forwarded with `stream_options.include_usage` added.
     pub injected_include_usage: bool,
     /// The usage the response reported, handed by the token-counter stage to the stages after
@@ -259,6 +262,17 @@ impl Exchange {
     /// The request's model: from the body, or from the path (Gemini, Bedrock, Azure deployment).
     pub fn request_model(&self) -> Option<&str> {
         self.parsed.as_ref().and_then(|p| p.info.model.as_deref()).or(self.route.path_model.as_deref())
+    }
+
+    /// The refusal of a stage that must read the body and could not (`parsed` is `None`): the
+    /// encoding or type that kept it unread, the field at fault, or else `detail`'s invalid JSON.
+    pub fn unreadable_error(&self, detail: &str) -> Error {
+        match (self.unparsed_reason, &self.invalid_field) {
+            (Some("request_compressed"), _) => Error::UnsupportedEncoding { encoding: "compressed".into() },
+            (Some("request_not_json"), _) => Error::UnsupportedMediaType { content_type: "not JSON".into() },
+            (_, Some(error)) => error.clone(),
+            _ => Error::InvalidJson { detail: detail.into() },
+        }
     }
 
     pub fn streaming(&self) -> bool {
@@ -491,6 +505,7 @@ impl Pipeline {
             started_ns: now_ns,
             parsed: None,
             unparsed_reason: None,
+            invalid_field: None,
             injected_include_usage: false,
             usage: std::cell::Cell::new(None),
             upstream: None,
@@ -566,7 +581,13 @@ impl Pipeline {
         match crate::request::parse(ex.route.kind, &body) {
             Ok(parsed) => ex.parsed = Some(parsed),
             // Only now, on failure, are the headers that explain it read (host calls).
-            Err(_) => ex.unparsed_reason = Some(body_unreadable(host)),
+            Err(_) => {
+                let reason = body_unreadable(host);
+                ex.invalid_field = (reason == "request_malformed_json")
+                    .then(|| crate::request::explain(ex.route.kind, &body))
+                    .flatten();
+                ex.unparsed_reason = Some(if ex.invalid_field.is_some() { "request_invalid_field" } else { reason });
+            }
         }
         for stage in &mut self.stages {
             if let Err((error, dialect)) = stage.plan(ex, host, out) {

@@ -387,12 +387,7 @@ impl Stage for ProviderRewriteStream {
         let dialect = ex.dialect();
         if ex.parsed.is_none() {
             // No model, no route: the request cannot go anywhere.
-            let error = match ex.unparsed_reason {
-                Some("request_compressed") => Error::UnsupportedEncoding { encoding: "compressed".into() },
-                Some("request_not_json") => Error::UnsupportedMediaType { content_type: "not JSON".into() },
-                _ => Error::InvalidJson { detail: "the body could not be read as this API's request".into() },
-            };
-            return Err((error, dialect));
+            return Err((ex.unreadable_error("the body could not be read as this API's request"), dialect));
         }
         let Some(requested) = ex.request_model() else {
             let error = Error::InvalidRequest { param: Some("model".into()), message: "'model' is required".into() };
