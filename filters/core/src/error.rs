@@ -65,6 +65,16 @@ pub struct ErrorSpec {
 }
 
 impl Error {
+    /// A refused `content-encoding` header value, kept short.
+    pub fn unsupported_encoding(header: &str) -> Error {
+        Error::UnsupportedEncoding { encoding: header.trim().chars().take(32).collect() }
+    }
+
+    /// A refused `content-type` header value, kept short.
+    pub fn unsupported_media_type(header: &str) -> Error {
+        Error::UnsupportedMediaType { content_type: header.trim().chars().take(64).collect() }
+    }
+
     /// The single mapping from variant to status and dialect vocabulary.
     pub fn spec(&self) -> ErrorSpec {
         let (status, reason, openai_type, openai_code, anthropic_type) = match self {

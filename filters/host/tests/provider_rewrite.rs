@@ -180,6 +180,31 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["message"], "invalid 'messages[1]': expected an object", "{body}");
 
+    // A compressed or non-JSON body cannot be routed: 415, naming what was sent.
+    for (header, value, code, says) in [
+        ("content-encoding", "gzip", "unsupported_content_encoding", "content-encoding 'gzip'"),
+        ("content-type", "text/plain", "unsupported_media_type", "content-type 'text/plain'"),
+    ] {
+        let mut driver = self::driver(&config());
+        let mut ex = Exchange::new(&mut driver);
+        let body = b"\x1f\x8b\x08\x00";
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+            ("content-length", "4"),
+        ];
+        headers.retain(|(k, _)| *k != header);
+        headers.push((header, value));
+        ex.request_headers(&headers, false);
+        ex.request_body(&[body]);
+        let reply = ex.host.local_reply.clone().expect("refused");
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!((reply.status, answer["error"]["code"].as_str()), (415, Some(code)), "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().starts_with(says), "{answer}");
+    }
+
     // Not JSON at all is still said so.
     let mut driver = self::driver(&config());
     let mut ex = Exchange::new(&mut driver);

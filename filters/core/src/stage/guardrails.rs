@@ -130,7 +130,7 @@ impl Stage for GuardStream {
         if let Some(encoding) =
             host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
         {
-            let error = Error::UnsupportedEncoding { encoding: encoding.trim().chars().take(32).collect() };
+            let error = Error::unsupported_encoding(&encoding);
             if let Err(refusal) = self.unreadable("request_compressed", error, dialect, out) {
                 return refusal.into();
             }
@@ -138,7 +138,7 @@ impl Stage for GuardStream {
         if let Some(content_type) =
             host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))
         {
-            let error = Error::UnsupportedMediaType { content_type: content_type.chars().take(64).collect() };
+            let error = Error::unsupported_media_type(&content_type);
             if let Err(refusal) = self.unreadable("request_not_json", error, dialect, out) {
                 return refusal.into();
             }

@@ -207,9 +207,10 @@ pub struct Exchange {
     pub parsed: Option<Parsed>,
     /// Why the body was not parsed, as a metric reason.
     pub unparsed_reason: Option<&'static str>,
-    /// For a body that is JSON but not this API's request (reason `request_invalid_field`): the
-    /// client's 400, naming the field.
-    pub invalid_field: Option<Error>,
+    /// Why the body could not be read, as the client's error (with `unparsed_reason`): the
+    /// encoding or content type that kept it unread, or the field at fault in JSON that is not
+    /// this API's request. `None` for a body that is not JSON.
+    pub unreadable: Option<Error>,
     /// Whether the request body was forwarded with `stream_options.include_usage` added.
     pub injected_include_usage: bool,
     /// The usage the response reported, handed by the token-counter stage to the stages after
@@ -267,12 +268,7 @@ impl Exchange {
     /// The refusal of a stage that must read the body and could not (`parsed` is `None`): the
     /// encoding or type that kept it unread, the field at fault, or else `detail`'s invalid JSON.
     pub fn unreadable_error(&self, detail: &str) -> Error {
-        match (self.unparsed_reason, &self.invalid_field) {
-            (Some("request_compressed"), _) => Error::UnsupportedEncoding { encoding: "compressed".into() },
-            (Some("request_not_json"), _) => Error::UnsupportedMediaType { content_type: "not JSON".into() },
-            (_, Some(error)) => error.clone(),
-            _ => Error::InvalidJson { detail: detail.into() },
-        }
+        self.unreadable.clone().unwrap_or_else(|| Error::InvalidJson { detail: detail.into() })
     }
 
     pub fn streaming(&self) -> bool {
@@ -505,7 +501,7 @@ impl Pipeline {
             started_ns: now_ns,
             parsed: None,
             unparsed_reason: None,
-            invalid_field: None,
+            unreadable: None,
             injected_include_usage: false,
             usage: std::cell::Cell::new(None),
             upstream: None,
@@ -582,11 +578,9 @@ impl Pipeline {
             Ok(parsed) => ex.parsed = Some(parsed),
             // Only now, on failure, are the headers that explain it read (host calls).
             Err(_) => {
-                let reason = body_unreadable(host);
-                ex.invalid_field = (reason == "request_malformed_json")
-                    .then(|| crate::request::explain(ex.route.kind, &body))
-                    .flatten();
-                ex.unparsed_reason = Some(if ex.invalid_field.is_some() { "request_invalid_field" } else { reason });
+                let (reason, error) = body_unreadable(host, ex.route.kind, &body);
+                ex.unparsed_reason = Some(reason);
+                ex.unreadable = error;
             }
         }
         for stage in &mut self.stages {
@@ -772,13 +766,20 @@ impl From<(Error, Dialect)> for HeadersFlow {
     }
 }
 
-/// Why a request body that did not parse could not be read.
-fn body_unreadable(host: &dyn StageHost) -> &'static str {
-    if host.request_header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
-        return "request_compressed";
+/// Why a request body that did not parse could not be read: the metric reason, and the
+/// client's error when there is more to say than "not valid JSON".
+fn body_unreadable(host: &dyn StageHost, kind: crate::route::ApiKind, body: &[u8]) -> (&'static str, Option<Error>) {
+    if let Some(encoding) =
+        host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
+    {
+        return ("request_compressed", Some(Error::unsupported_encoding(&encoding)));
     }
-    match host.request_header("content-type") {
-        Some(ct) if !ct.to_ascii_lowercase().contains("json") => "request_not_json",
-        _ => "request_malformed_json",
+    if let Some(content_type) = host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))
+    {
+        return ("request_not_json", Some(Error::unsupported_media_type(&content_type)));
+    }
+    match crate::request::explain(kind, body) {
+        Some(error) => ("request_invalid_field", Some(error)),
+        None => ("request_malformed_json", None),
     }
 }
