@@ -226,7 +226,7 @@ impl<'a> Exchange<'a> {
     }
 
     /// Sends the headers of a JSON `POST /v1/chat/completions` with a body of `length` bytes,
-    /// plus `extra` headers.
+    /// plus `extra` headers (replacing any of the same name).
     pub fn chat_request_headers(&mut self, length: usize, extra: &[(&str, &str)]) -> Action {
         let length = length.to_string();
         let mut headers = vec![
@@ -236,6 +236,7 @@ impl<'a> Exchange<'a> {
             ("content-type", "application/json"),
             ("content-length", length.as_str()),
         ];
+        headers.retain(|(k, _)| extra.iter().all(|(e, _)| e != k));
         headers.extend_from_slice(extra);
         self.request_headers(&headers, false)
     }

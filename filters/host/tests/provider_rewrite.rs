@@ -90,6 +90,14 @@ fn send_with<'a>(
     (ex, action)
 }
 
+/// Sends `body` as it is to the chat completions path, with `extra` headers.
+fn send_bytes<'a>(driver: &'a mut Driver, body: &[u8], extra: &[(&str, &str)]) -> Exchange<'a> {
+    let mut ex = Exchange::new(driver);
+    ex.chat_request_headers(body.len(), extra);
+    ex.request_body(&[body]);
+    ex
+}
+
 fn chat(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "Hello"}]})
 }
@@ -186,19 +194,7 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
         ("content-type", "text/plain", "unsupported_media_type", "content-type 'text/plain'"),
     ] {
         let mut driver = self::driver(&config());
-        let mut ex = Exchange::new(&mut driver);
-        let body = b"\x1f\x8b\x08\x00";
-        let mut headers = vec![
-            (":method", "POST"),
-            (":path", "/v1/chat/completions"),
-            (":authority", "gw"),
-            ("content-type", "application/json"),
-            ("content-length", "4"),
-        ];
-        headers.retain(|(k, _)| *k != header);
-        headers.push((header, value));
-        ex.request_headers(&headers, false);
-        ex.request_body(&[body]);
+        let ex = send_bytes(&mut driver, b"\x1f\x8b\x08\x00", &[(header, value)]);
         let reply = ex.host.local_reply.clone().expect("refused");
         let answer: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!((reply.status, answer["error"]["code"].as_str()), (415, Some(code)), "{answer}");
@@ -207,18 +203,7 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
 
     // Not JSON at all is still said so.
     let mut driver = self::driver(&config());
-    let mut ex = Exchange::new(&mut driver);
-    let body = br#"{"model":"gpt-4o","messages":["#;
-    let length = body.len().to_string();
-    let headers = [
-        (":method", "POST"),
-        (":path", "/v1/chat/completions"),
-        (":authority", "gw"),
-        ("content-type", "application/json"),
-        ("content-length", length.as_str()),
-    ];
-    ex.request_headers(&headers, false);
-    ex.request_body(&[body]);
+    let ex = send_bytes(&mut driver, br#"{"model":"gpt-4o","messages":["#, &[]);
     let reply = ex.host.local_reply.clone().expect("refused");
     let answer: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, answer["error"]["code"].as_str()), (400, Some("invalid_json")), "{answer}");
