@@ -218,41 +218,65 @@ pub fn explain(kind: ApiKind, body: &[u8]) -> Option<Error> {
 
 /// The member (with a plain name) or element of `value` that fails [`parse`] alone, at the
 /// place `prefix`/`suffix` put it: its path step, the probe's new opening and closing, and it.
+/// The probe with all of them fails; halving the set finds the one in O(log n) parses (an
+/// object with a hundred thousand members costs a few whole parses, not a hundred thousand).
 fn failing_child<'a>(
     kind: ApiKind,
     prefix: &str,
     value: &'a RawValue,
     suffix: &str,
 ) -> Option<(String, String, &'a RawValue, &'static str)> {
-    let fails = |open: &str, child: &str, close: &str| {
-        parse(kind, format!("{prefix}{open}{child}{close}{suffix}").as_bytes()).is_err()
+    let object = value.get().starts_with('{');
+    let (open, close) = if object { ("{", "}") } else { ("[", "]") };
+    let fails = |children: &[Child<'a>]| {
+        let inner: Vec<&str> = children.iter().map(|c| c.text.as_ref()).collect();
+        parse(kind, format!("{prefix}{open}{}{close}{suffix}", inner.join(",")).as_bytes()).is_err()
     };
     // A container that fails even empty is itself what is wrong (`"name": ["x"]`).
-    let empty = if value.get().starts_with('{') { "{}" } else { "[]" };
-    if fails("", empty, "") {
+    if fails(&[]) {
         return None;
     }
-    if value.get().starts_with('{') {
+    let children: Vec<Child<'a>> = if object {
         let members: Members<'a> = serde_json::from_str(value.get()).ok()?;
-        members.0.into_iter().find_map(|(key, child)| {
-            // A name that needs escaping is no field of ours.
-            let plain =
-                !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            let open = format!("{{\"{key}\":");
-            if !plain || !fails(&open, child.get(), "}") {
-                return None;
-            }
-            let step = if prefix.is_empty() { key.into_owned() } else { format!(".{key}") };
-            Some((step, open, child, "}"))
-        })
-    } else if value.get().starts_with('[') {
-        let elements: Vec<&'a RawValue> = serde_json::from_str(value.get()).ok()?;
-        elements.into_iter().enumerate().find_map(|(index, child)| {
-            fails("[", child.get(), "]").then(|| (format!("[{index}]"), "[".to_string(), child, "]"))
-        })
+        let member = |(key, child): (Cow<'a, str>, &'a RawValue)| {
+            let text = format!("{}:{}", serde_json::to_string(key.as_ref()).ok()?, child.get());
+            Some(Child { key: Some(key), text: Cow::Owned(text), value: child })
+        };
+        members.0.into_iter().map(member).collect::<Option<_>>()?
     } else {
-        None
+        let elements: Vec<&'a RawValue> = serde_json::from_str(value.get()).ok()?;
+        elements.into_iter().map(|child| Child { key: None, text: Cow::Borrowed(child.get()), value: child }).collect()
+    };
+    let (mut low, mut high) = (0, children.len());
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if fails(children.get(low..middle)?) {
+            high = middle;
+        } else if fails(children.get(middle..high)?) {
+            low = middle;
+        } else {
+            return None; // only together (a member given twice): reported here
+        }
     }
+    let Child { key, value: child, .. } = children.get(low)?;
+    match key {
+        None => Some((format!("[{low}]"), "[".to_string(), child, "]")),
+        // A name that needs escaping is no field of ours.
+        Some(key)
+            if !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            let step = if prefix.is_empty() { key.to_string() } else { format!(".{key}") };
+            Some((step, format!("{{\"{key}\":"), child, "}"))
+        }
+        Some(_) => None,
+    }
+}
+
+/// A member or element as a probe holds it: its name (members), its JSON text, its value.
+struct Child<'a> {
+    key: Option<Cow<'a, str>>,
+    text: Cow<'a, str>,
+    value: &'a RawValue,
 }
 
 /// An object's members in order, values unparsed.
@@ -860,7 +884,13 @@ mod tests {
         let mut messages = vec![r#"{"role":"user","content":"a"}"#; 5000];
         messages[4321] = r#"{"role":"user","content":"a","name":["x"]}"#;
         let many = format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","));
-        let cases = cases.into_iter().chain([(chat, many.as_str(), "messages[4321].name", "a string")]);
+        // The same among many members.
+        let members: Vec<String> = (0..20_000).map(|i| format!(r#""extra_{i}":{i}"#)).collect();
+        let wide = format!(r#"{{{},"stream":"yes",{}}}"#, members[..12_345].join(","), members[12_345..].join(","));
+        let cases = cases.into_iter().chain([
+            (chat, many.as_str(), "messages[4321].name", "a string"),
+            (chat, wide.as_str(), "stream", "a boolean"),
+        ]);
         for (kind, body, param, what) in cases {
             let (got_param, message) = explained(kind, body).unwrap_or_else(|| panic!("{param}"));
             assert_eq!(got_param.as_deref(), Some(param));
