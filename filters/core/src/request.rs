@@ -178,10 +178,11 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
 /// 400. `None` when the body is not JSON at all (the caller says so instead).
 ///
 /// Runs only after a failed parse, so a good body pays nothing for it. It finds the field by
-/// parsing probes: the path so far with one member (or array element) alone, descending into
-/// the one that fails by itself — every field of the request views is optional, so only a
-/// wrong one fails alone. The same [`parse`] decides, so the explanation cannot disagree with
-/// it. The message names fields and JSON types only, never a value from the body.
+/// parsing probes — the path so far holding some of an object's members (or an array's
+/// elements), halved until one alone fails — and descends into that one: every field of the
+/// request views is optional, so only a wrong one fails alone. The same [`parse`] decides, so
+/// the explanation cannot disagree with it. The message names fields and JSON types only,
+/// never a value from the body.
 pub fn explain(kind: ApiKind, body: &[u8]) -> Option<Error> {
     let root: &RawValue = serde_json::from_slice(body).ok()?;
     if !root.get().starts_with('{') {
