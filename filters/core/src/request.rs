@@ -179,7 +179,8 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
 ///
 /// Runs only after a failed parse, so a good body pays nothing for it. It finds the field by
 /// parsing probes — the path so far holding some of an object's members (or an array's
-/// elements), halved until one alone fails — and descends into that one: every field of the
+/// elements), halved until one alone fails (a few parses' worth: 5× the parse natively for a
+/// 690 KB body whose 10,000th message is wrong) — and descends into that one: every field of the
 /// request views is optional, so only a wrong one fails alone. The same [`parse`] decides, so
 /// the explanation cannot disagree with it. The message names fields and JSON types only,
 /// never a value from the body.
