@@ -249,10 +249,69 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// serde_json's description of a body it could not read as a type, without the value it may
+/// quote (`invalid type: string "…", expected u32` → `invalid type: string, expected u32`), so
+/// a message built from it keeps the promise above: no request text. Field and variant names
+/// it expects are the schema's and stay; a message of unknown shape becomes a generic one.
+pub fn redacted(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let (what, position) = text.rfind(" at line ").map_or((text.as_str(), ""), |at| text.split_at(at));
+    let expected = what.rfind(", expected ").map(|at| &what[at..]);
+    let described = match (error.classify(), expected) {
+        // Fixed messages of the JSON parser ("EOF while parsing a string", …).
+        (serde_json::error::Category::Syntax | serde_json::error::Category::Eof, _) => what.to_string(),
+        _ if what.starts_with("missing field `") || what.starts_with("duplicate field `") => what.to_string(),
+        _ if what.starts_with("invalid length ") => what.to_string(),
+        (_, Some(expected)) => {
+            let head = what.get(..what.len() - expected.len()).unwrap_or_default();
+            // `invalid type: string "…"`: the kind, up to the quoted value.
+            let kind = head.split(['"', '`']).next().unwrap_or_default().trim_end();
+            format!("{kind}{expected}")
+        }
+        _ => "wrong type or value".to_string(),
+    };
+    format!("{described}{position}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn redacted_serde_messages_keep_the_schema_and_drop_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        #[serde(deny_unknown_fields)]
+        struct Request {
+            model: String,
+            max_tokens: u32,
+            #[serde(default)]
+            role: Option<Role>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Role {
+            User,
+        }
+        let cases = [
+            (r#"{"model":"m","max_tokens":"secret text"}"#, "invalid type: string, expected u32"),
+            (r#"{"model":"m","max_tokens":-7}"#, "invalid value: integer, expected u32"),
+            (r#"{"model":"m","max_tokens":1,"role":"secret"}"#, "unknown variant, expected `user`"),
+            (
+                r#"{"model":"m","max_tokens":1,"secret":1}"#,
+                "unknown field, expected one of `model`, `max_tokens`, `role`",
+            ),
+            (r#"{"max_tokens":1}"#, "missing field `model`"),
+            (r#"{"model":"secret"#, "EOF while parsing a string"),
+        ];
+        for (body, want) in cases {
+            let error = serde_json::from_str::<Request>(body).unwrap_err();
+            let redacted = redacted(&error);
+            assert!(redacted.starts_with(&format!("{want} at line 1 column ")), "{redacted}");
+            assert!(!redacted.contains("secret"), "{redacted}");
+        }
+    }
 
     fn all() -> Vec<Error> {
         vec![

@@ -188,6 +188,19 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["message"], "invalid 'messages[1]': expected an object", "{body}");
 
+    // Stricter than the shared parse, a translation's own reading refuses too, and its message
+    // never repeats the request's text.
+    let mut driver = self::driver(&config());
+    let request =
+        json!({"model": "claude-sonnet", "tools": "secret text", "messages": [{"role": "user", "content": "Hi"}]});
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &request);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(reply.status, 400, "{body}");
+    assert!(message.starts_with("not a chat request: invalid type: string, expected a sequence"), "{message}");
+    assert!(!message.contains("secret"), "{message}");
+
     // A compressed or non-JSON body cannot be routed: 415, naming what was sent.
     for (header, value, code, says) in [
         ("content-encoding", "gzip", "unsupported_content_encoding", "content-encoding 'gzip'"),

@@ -519,7 +519,7 @@ impl Stage for ProviderRewriteStream {
             return Ok(());
         }
         let invalid = |e: serde_json::Error| {
-            let message = format!("not a {} request: {e}", ex.route.kind.operation());
+            let message = format!("not a {} request: {}", ex.route.kind.operation(), crate::error::redacted(&e));
             (Error::InvalidRequest { param: None, message }, dialect)
         };
         let anthropic_to_openai = |field| -> Result<Value, (Error, Dialect)> {
