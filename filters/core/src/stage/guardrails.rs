@@ -127,19 +127,8 @@ impl Stage for GuardStream {
             return HeadersFlow::Continue;
         }
         let dialect = ex.dialect();
-        if let Some(encoding) =
-            host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
-        {
-            let error = Error::unsupported_encoding(&encoding);
-            if let Err(refusal) = self.unreadable("request_compressed", error, dialect, out) {
-                return refusal.into();
-            }
-        }
-        if let Some(content_type) =
-            host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))
-        {
-            let error = Error::unsupported_media_type(&content_type);
-            if let Err(refusal) = self.unreadable("request_not_json", error, dialect, out) {
+        if let Some((reason, error)) = super::unreadable_by_headers(host) {
+            if let Err(refusal) = self.unreadable(reason, error, dialect, out) {
                 return refusal.into();
             }
         }

@@ -766,17 +766,23 @@ impl From<(Error, Dialect)> for HeadersFlow {
     }
 }
 
-/// Why a request body that did not parse could not be read: the metric reason, and the
-/// client's error when there is more to say than "not valid JSON".
-fn body_unreadable(host: &dyn StageHost, kind: crate::route::ApiKind, body: &[u8]) -> (&'static str, Option<Error>) {
+/// A request body its headers say cannot be read as JSON (compressed, or another content
+/// type): the metric reason and the client's error.
+pub(crate) fn unreadable_by_headers(host: &dyn StageHost) -> Option<(&'static str, Error)> {
     if let Some(encoding) =
         host.request_header("content-encoding").filter(|e| !e.trim().eq_ignore_ascii_case("identity"))
     {
-        return ("request_compressed", Some(Error::unsupported_encoding(&encoding)));
+        return Some(("request_compressed", Error::unsupported_encoding(&encoding)));
     }
-    if let Some(content_type) = host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))
-    {
-        return ("request_not_json", Some(Error::unsupported_media_type(&content_type)));
+    let content_type = host.request_header("content-type").filter(|c| !c.to_ascii_lowercase().contains("json"))?;
+    Some(("request_not_json", Error::unsupported_media_type(&content_type)))
+}
+
+/// Why a request body that did not parse could not be read: the metric reason, and the
+/// client's error when there is more to say than "not valid JSON".
+fn body_unreadable(host: &dyn StageHost, kind: crate::route::ApiKind, body: &[u8]) -> (&'static str, Option<Error>) {
+    if let Some((reason, error)) = unreadable_by_headers(host) {
+        return (reason, Some(error));
     }
     match crate::request::explain(kind, body) {
         Some(error) => ("request_invalid_field", Some(error)),
