@@ -200,7 +200,10 @@ fn a_field_of_the_wrong_type_is_a_400_naming_it_in_the_clients_dialect() {
     assert_eq!(reply.status, 400, "{body}");
     assert!(message.starts_with("not a chat request: invalid type: string, expected a sequence"), "{message}");
     assert!(!message.contains("secret"), "{message}");
+}
 
+#[test]
+fn unreadable_bodies_are_refused_naming_what_was_sent() {
     // A compressed or non-JSON body cannot be routed: 415, naming what was sent.
     for (header, value, code, says) in [
         ("content-encoding", "gzip", "unsupported_content_encoding", "content-encoding 'gzip'"),
