@@ -65,6 +65,12 @@ pub struct ErrorSpec {
 }
 
 impl Error {
+    /// A request refused for a field (`param`, a path such as `messages[2].role`). The path is
+    /// passed through [`shown`]: a client chooses parameter names too.
+    pub fn invalid(param: impl AsRef<str>, message: impl Into<String>) -> Error {
+        Error::InvalidRequest { param: Some(shown(param.as_ref())), message: message.into() }
+    }
+
     /// A refused `content-encoding` header value, kept short.
     pub fn unsupported_encoding(header: &str) -> Error {
         Error::UnsupportedEncoding { encoding: header.trim().chars().take(32).collect() }
@@ -249,6 +255,22 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The longest name from a request that an error message repeats.
+pub const MAX_SHOWN: usize = 80;
+
+/// A name the client chose (a model, a role, a parameter, a part's type) as an error message
+/// may repeat it: at most [`MAX_SHOWN`] characters (a longer one is cut and ends in `…`), control
+/// characters as `?`. Such names are not prompt text, but a client can put anything in them,
+/// and a message is logged as well as returned.
+pub fn shown(name: &str) -> String {
+    let mut shown: String = name.chars().take(MAX_SHOWN).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if name.chars().nth(MAX_SHOWN).is_some() {
+        shown.pop();
+        shown.push('…');
+    }
+    shown
+}
+
 /// serde_json's description of a body it could not read as a type, without the value it may
 /// quote (`invalid type: string "…", expected u32` → `invalid type: string, expected u32`), so
 /// a message built from it keeps the promise above: no request text. Field and variant names
@@ -277,6 +299,19 @@ pub fn redacted(error: &serde_json::Error) -> String {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn names_from_a_request_are_shown_bounded_and_on_one_line() {
+        assert_eq!(shown("system"), "system");
+        assert_eq!(shown("a\nb\u{7}c"), "a?b?c");
+        let exact = "é".repeat(MAX_SHOWN);
+        assert_eq!(shown(&exact), exact, "a name of the maximum length is kept whole");
+        let cut = shown(&format!("{exact}!"));
+        assert_eq!(cut.chars().count(), MAX_SHOWN);
+        assert!(cut.ends_with("é…"), "{cut}");
+        let error = Error::invalid("x".repeat(10_000), "is wrong");
+        assert_eq!(error.param().map(|p| p.chars().count()), Some(MAX_SHOWN));
+    }
 
     #[test]
     fn redacted_serde_messages_keep_the_schema_and_drop_the_value() {

@@ -506,6 +506,41 @@ fn parameters_anthropic_cannot_honour_are_refused_naming_them() {
 }
 
 #[test]
+fn names_a_client_chose_are_repeated_short_in_errors() {
+    // A role, a parameter name or a model is the client's text: an error (also logged) repeats
+    // at most `error::MAX_SHOWN` characters of it, control characters replaced.
+    // (Within request::MAX_MODEL_LEN, so the model is read; a longer one is refused as such.)
+    let long = format!("x{}\n{}", "a".repeat(100), "z".repeat(20));
+    let mut role = chat("claude-sonnet", false);
+    role["messages"][0]["role"] = json!(long);
+    let mut param = chat("claude-sonnet", false);
+    param[long.as_str()] = json!(true);
+    let model = chat(&long, false);
+    for (request, status, field) in [(role, 400, "messages[0].role"), (param, 400, ""), (model, 404, "model")] {
+        let mut driver = driver(&config());
+        let (ex, _) = send(&mut driver, "/v1/chat/completions", &request);
+        let reply = ex.host.local_reply.clone().unwrap_or_else(|| panic!("{field}: forwarded"));
+        assert_eq!(reply.status, status, "{field}: {}", String::from_utf8_lossy(&reply.body));
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("xaaaa") && message.contains('…'), "{message}");
+        assert!(!message.contains('\n') && !message.contains("zzz"), "{message}");
+        assert!(message.chars().count() < 200, "{message}");
+        let param = body["error"]["param"].as_str().unwrap();
+        assert!(param.chars().count() <= tollgate_core::error::MAX_SHOWN, "{param}");
+        if !field.is_empty() {
+            assert_eq!(param, field);
+        }
+    }
+    let mut driver = driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/chat/completions", &chat(&"m".repeat(129), false));
+    let reply = ex.host.local_reply.clone().expect("refused");
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, &body["error"]["param"]), (400, &json!("model")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("a string of 1 to 128 bytes"), "{body}");
+}
+
+#[test]
 fn anthropic_answers_become_chat_completions_and_usage_is_counted_once() {
     let mut driver = driver(&config());
     let (mut ex, _) = send(&mut driver, "/v1/chat/completions", &chat("claude-sonnet", false));

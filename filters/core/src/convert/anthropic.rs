@@ -26,13 +26,9 @@ use crate::api::anthropic::{
     Block, ErrorBody, Message, MessageContent, MessagesRequest, MessagesResponse, StreamEvent, Tool, Usage,
 };
 use crate::api::openai::{ChatCompletionRequest, ChatMessage, Content, ContentPart};
-use crate::error::Error;
+use crate::error::{shown, Error};
 use crate::sse::SseDecoder;
 use serde_json::{json, Map, Value};
-
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::InvalidRequest { param: Some(param.into()), message: message.into() }
-}
 
 /// Whether an OpenAI parameter value is its default (so dropping it changes nothing).
 fn is_default(name: &str, value: &Value) -> bool {
@@ -73,7 +69,7 @@ pub fn request_from_openai(
                             .map(|(j, part)| user_block(part, &at(&format!("content[{j}]"))))
                             .collect::<Result<_, _>>()?,
                     ),
-                    _ => return Err(invalid(at("content"), "a user message needs content")),
+                    _ => return Err(Error::invalid(at("content"), "a user message needs content")),
                 };
                 messages.push(Message { role: "user".into(), content });
             }
@@ -85,10 +81,10 @@ pub fn request_from_openai(
                     .collect();
                 for (j, call) in message.tool_calls.iter().flatten().enumerate() {
                     let field = at(&format!("tool_calls[{j}]"));
-                    let function = call.function.as_ref().ok_or_else(|| invalid(&field, "needs a function"))?;
+                    let function = call.function.as_ref().ok_or_else(|| Error::invalid(&field, "needs a function"))?;
                     let arguments = function.arguments.as_deref().unwrap_or("{}");
                     let input: Value = serde_json::from_str(if arguments.trim().is_empty() { "{}" } else { arguments })
-                        .map_err(|_| invalid(format!("{field}.function.arguments"), "is not JSON"))?;
+                        .map_err(|_| Error::invalid(format!("{field}.function.arguments"), "is not JSON"))?;
                     blocks.push(Block {
                         kind: "tool_use".into(),
                         id: call.id.clone(),
@@ -107,14 +103,22 @@ pub fn request_from_openai(
                 let block = Block {
                     kind: "tool_result".into(),
                     tool_use_id: Some(
-                        message.tool_call_id.clone().ok_or_else(|| invalid(at("tool_call_id"), "is required"))?,
+                        message
+                            .tool_call_id
+                            .clone()
+                            .ok_or_else(|| Error::invalid(at("tool_call_id"), "is required"))?,
                     ),
                     content: Some(Value::String(content)),
                     ..Block::default()
                 };
                 messages.push(Message { role: "user".into(), content: MessageContent::Blocks(vec![block]) });
             }
-            other => return Err(invalid(at("role"), format!("role '{other}' is not supported by this backend"))),
+            other => {
+                return Err(Error::invalid(
+                    at("role"),
+                    format!("role '{}' is not supported by this backend", shown(other)),
+                ))
+            }
         }
     }
 
@@ -130,10 +134,10 @@ pub fn request_from_openai(
             "temperature" => match value.as_f64() {
                 Some(t) if (0.0..=1.0).contains(&t) => temperature = Some(t),
                 Some(t) => {
-                    return Err(invalid("temperature", format!("{t} is outside 0–1, the range of this backend")))
+                    return Err(Error::invalid("temperature", format!("{t} is outside 0–1, the range of this backend")))
                 }
                 None if value.is_null() => {}
-                None => return Err(invalid("temperature", "must be a number")),
+                None => return Err(Error::invalid("temperature", "must be a number")),
             },
             "top_p" => top_p = value.as_f64(),
             "stop" => {
@@ -152,17 +156,20 @@ pub fn request_from_openai(
                     Value::String(s) if s == "required" => Some(json!({"type": "any"})),
                     Value::Object(o) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
                         Some(name) => Some(json!({"type": "tool", "name": name})),
-                        None => return Err(invalid("tool_choice", "names no function")),
+                        None => return Err(Error::invalid("tool_choice", "names no function")),
                     },
                     Value::Null => None,
-                    _ => return Err(invalid("tool_choice", "must be auto, none, required or a function")),
+                    _ => return Err(Error::invalid("tool_choice", "must be auto, none, required or a function")),
                 }
             }
             "parallel_tool_calls" => parallel = value.as_bool() != Some(false),
             "user" => user = value.as_str().map(str::to_string),
             _ if is_default(name, value) => {}
             _ => {
-                return Err(invalid(name.clone(), format!("'{name}' is not supported by this backend (anthropic)")));
+                return Err(Error::invalid(
+                    name.clone(),
+                    format!("'{}' is not supported by this backend (anthropic)", shown(name)),
+                ));
             }
         }
     }
@@ -213,7 +220,10 @@ fn texts(message: &ChatMessage, field: &str) -> Result<Vec<String>, Error> {
             .map(|(j, part)| match (part.kind.as_str(), &part.text) {
                 ("text", Some(text)) => Ok(text.clone()),
                 ("refusal", _) => Ok(part.rest.get("refusal").and_then(Value::as_str).unwrap_or("").to_string()),
-                (kind, _) => Err(invalid(format!("{field}[{j}]"), format!("'{kind}' parts are not supported here"))),
+                (kind, _) => Err(Error::invalid(
+                    format!("{field}[{j}]"),
+                    format!("'{}' parts are not supported here", shown(kind)),
+                )),
             })
             .collect(),
     }
@@ -228,15 +238,20 @@ fn user_block(part: &ContentPart, field: &str) -> Result<Block, Error> {
                 .get("image_url")
                 .and_then(|i| i.get("url"))
                 .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("{field}.image_url.url"), "is required"))?;
+                .ok_or_else(|| Error::invalid(format!("{field}.image_url.url"), "is required"))?;
             let source = match url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) {
                 Some((media_type, data)) => json!({"type": "base64", "media_type": media_type, "data": data}),
                 None if url.starts_with("https://") || url.starts_with("http://") => json!({"type": "url", "url": url}),
-                None => return Err(invalid(format!("{field}.image_url.url"), "must be an http(s) or base64 data URL")),
+                None => {
+                    return Err(Error::invalid(
+                        format!("{field}.image_url.url"),
+                        "must be an http(s) or base64 data URL",
+                    ))
+                }
             };
             Ok(Block { kind: "image".into(), source: Some(source), ..Block::default() })
         }
-        other => Err(invalid(field, format!("'{other}' parts are not supported by this backend"))),
+        other => Err(Error::invalid(field, format!("'{}' parts are not supported by this backend", shown(other)))),
     }
 }
 

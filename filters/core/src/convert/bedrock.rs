@@ -19,13 +19,9 @@
 
 use super::{function_tools, push_turn, stream_error, text_and_images, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
-use crate::error::{Dialect, Error};
+use crate::error::{shown, Dialect, Error};
 use crate::eventstream::EventStreamDecoder;
 use serde_json::{json, Map, Value};
-
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::InvalidRequest { param: Some(param.into()), message: message.into() }
-}
 
 /// The Converse request for an OpenAI chat request.
 pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Error> {
@@ -41,24 +37,30 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                 let mut out = blocks(content, &at("content"))?;
                 for (j, call) in message.tool_calls.iter().flatten().enumerate() {
                     let field = at(&format!("tool_calls[{j}]"));
-                    let function = call.function.as_ref().ok_or_else(|| invalid(&field, "needs a function"))?;
+                    let function = call.function.as_ref().ok_or_else(|| Error::invalid(&field, "needs a function"))?;
                     let arguments = function.arguments.as_deref().unwrap_or("").trim();
                     let input: Value = if arguments.is_empty() {
                         json!({})
                     } else {
                         serde_json::from_str(arguments)
-                            .map_err(|_| invalid(format!("{field}.function.arguments"), "is not JSON"))?
+                            .map_err(|_| Error::invalid(format!("{field}.function.arguments"), "is not JSON"))?
                     };
                     out.push(json!({"toolUse": {"toolUseId": call.id, "name": function.name, "input": input}}));
                 }
                 push(&mut messages, "assistant", out);
             }
             "tool" => {
-                let id = message.tool_call_id.clone().ok_or_else(|| invalid(at("tool_call_id"), "is required"))?;
+                let id =
+                    message.tool_call_id.clone().ok_or_else(|| Error::invalid(at("tool_call_id"), "is required"))?;
                 let text: Vec<Value> = blocks(content, &at("content"))?;
                 push(&mut messages, "user", vec![json!({"toolResult": {"toolUseId": id, "content": text}})]);
             }
-            other => return Err(invalid(at("role"), format!("role '{other}' is not supported by this backend"))),
+            other => {
+                return Err(Error::invalid(
+                    at("role"),
+                    format!("role '{}' is not supported by this backend", shown(other)),
+                ))
+            }
         }
     }
     let mut inference = Map::new();
@@ -85,12 +87,17 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
             ("tool_choice", Value::String(s)) if s == "required" => tool_choice = Some(json!({"any": {}})),
             ("tool_choice", Value::Object(o)) => match o.get("function").and_then(|f| f.get("name")) {
                 Some(name) => tool_choice = Some(json!({"tool": {"name": name}})),
-                None => return Err(invalid("tool_choice", "names no function")),
+                None => return Err(Error::invalid("tool_choice", "names no function")),
             },
             ("n", v) if v.as_u64() == Some(1) => {}
             ("presence_penalty" | "frequency_penalty", v) if v.as_f64() == Some(0.0) => {}
             ("store" | "metadata" | "stream_options" | "user" | "parallel_tool_calls", _) => {}
-            _ => return Err(invalid(name.clone(), format!("'{name}' is not supported by this backend (bedrock)"))),
+            _ => {
+                return Err(Error::invalid(
+                    name.clone(),
+                    format!("'{}' is not supported by this backend (bedrock)", shown(name)),
+                ))
+            }
         }
     }
     let mut out = Map::new();
@@ -129,7 +136,7 @@ fn push(messages: &mut Vec<Value>, role: &str, content: Vec<Value>) {
 fn blocks(content: Option<&Content>, field: &str) -> Result<Vec<Value>, Error> {
     text_and_images(content, field, &|url, at| {
         let Some((media, data)) = url.strip_prefix("data:").and_then(|rest| rest.split_once(";base64,")) else {
-            return Err(invalid(at, "Bedrock takes images as data URLs only"));
+            return Err(Error::invalid(at, "Bedrock takes images as data URLs only"));
         };
         let format = media.strip_prefix("image/").unwrap_or(media);
         Ok(json!({"image": {"format": format, "source": {"bytes": data}}}))

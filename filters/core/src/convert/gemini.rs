@@ -28,15 +28,11 @@
 
 use super::{function_tools, stream_error, text_and_images, ChunkWriter};
 use crate::api::openai::{ChatCompletionRequest, Content};
-use crate::error::{Dialect, Error};
+use crate::error::{shown, Dialect, Error};
 use crate::sse::SseDecoder;
 use serde_json::{json, Map, Value};
 
 const SIGNATURE: &str = "~ts~";
-
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::InvalidRequest { param: Some(param.into()), message: message.into() }
-}
 
 fn is_default(name: &str, value: &Value) -> bool {
     match (name, value) {
@@ -70,17 +66,17 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                 let mut parts = parts(message.content.as_ref().and_then(Option::as_ref), &at("content"))?;
                 for (j, call) in message.tool_calls.iter().flatten().enumerate() {
                     let field = at(&format!("tool_calls[{j}]"));
-                    let function = call.function.as_ref().ok_or_else(|| invalid(&field, "needs a function"))?;
+                    let function = call.function.as_ref().ok_or_else(|| Error::invalid(&field, "needs a function"))?;
                     let name = function
                         .name
                         .clone()
-                        .ok_or_else(|| invalid(format!("{field}.function.name"), "is required"))?;
+                        .ok_or_else(|| Error::invalid(format!("{field}.function.name"), "is required"))?;
                     let arguments = function.arguments.as_deref().unwrap_or("").trim();
                     let args: Value = if arguments.is_empty() {
                         json!({})
                     } else {
                         serde_json::from_str(arguments)
-                            .map_err(|_| invalid(format!("{field}.function.arguments"), "is not JSON"))?
+                            .map_err(|_| Error::invalid(format!("{field}.function.arguments"), "is not JSON"))?
                     };
                     let id = call.id.clone().unwrap_or_default();
                     let mut part = Map::new();
@@ -94,10 +90,11 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                 push_turn(&mut contents, "model", parts);
             }
             "tool" => {
-                let id = message.tool_call_id.clone().ok_or_else(|| invalid(at("tool_call_id"), "is required"))?;
+                let id =
+                    message.tool_call_id.clone().ok_or_else(|| Error::invalid(at("tool_call_id"), "is required"))?;
                 let name =
                     call_names.iter().find(|(call, _)| *call == id).map(|(_, name)| name.clone()).ok_or_else(|| {
-                        invalid(at("tool_call_id"), "answers no tool call of an earlier assistant turn")
+                        Error::invalid(at("tool_call_id"), "answers no tool call of an earlier assistant turn")
                     })?;
                 let text: Vec<String> = parts(message.content.as_ref().and_then(Option::as_ref), &at("content"))?
                     .iter()
@@ -115,7 +112,12 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                     vec![json!({"functionResponse": {"name": name, "response": response}})],
                 );
             }
-            other => return Err(invalid(at("role"), format!("role '{other}' is not supported by this backend"))),
+            other => {
+                return Err(Error::invalid(
+                    at("role"),
+                    format!("role '{}' is not supported by this backend", shown(other)),
+                ))
+            }
         }
     }
 
@@ -141,7 +143,7 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                     Value::String(s) => vec![s.clone()],
                     Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
                     Value::Null => continue,
-                    _ => return Err(invalid("stop", "must be a string or an array of strings")),
+                    _ => return Err(Error::invalid("stop", "must be a string or an array of strings")),
                 };
                 generation.insert("stopSequences".into(), json!(stops));
             }
@@ -155,7 +157,9 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                     generation.insert("responseMimeType".into(), json!("application/json"));
                     generation.insert("responseJsonSchema".into(), schema);
                 }
-                Some(other) => return Err(invalid("response_format", format!("'{other}' is not supported"))),
+                Some(other) => {
+                    return Err(Error::invalid("response_format", format!("'{}' is not supported", shown(other))))
+                }
             },
             "tool_choice" => {
                 tool_config = match value {
@@ -164,14 +168,19 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
                     Value::String(s) if s == "required" => Some(json!({"mode": "ANY"})),
                     Value::Object(o) => match o.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
                         Some(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
-                        None => return Err(invalid("tool_choice", "names no function")),
+                        None => return Err(Error::invalid("tool_choice", "names no function")),
                     },
                     Value::Null => None,
-                    _ => return Err(invalid("tool_choice", "must be auto, none, required or a function")),
+                    _ => return Err(Error::invalid("tool_choice", "must be auto, none, required or a function")),
                 }
             }
             _ if is_default(name, value) => {}
-            _ => return Err(invalid(name.clone(), format!("'{name}' is not supported by this backend (gemini)"))),
+            _ => {
+                return Err(Error::invalid(
+                    name.clone(),
+                    format!("'{}' is not supported by this backend (gemini)", shown(name)),
+                ))
+            }
         }
     }
 
@@ -213,7 +222,7 @@ fn insert_number(generation: &mut Map<String, Value>, key: &str, name: &str, val
             Ok(())
         }
         Value::Null => Ok(()),
-        _ => Err(invalid(name, "must be a number")),
+        _ => Err(Error::invalid(name, "must be a number")),
     }
 }
 

@@ -7,7 +7,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 
-use crate::error::{Dialect, Error};
+use crate::error::{shown, Dialect, Error};
 use serde_json::{json, Value};
 
 /// A function tool of an OpenAI request, as every backend's tool list needs it.
@@ -24,8 +24,7 @@ pub fn function_tools(tools: &[Value]) -> Result<Vec<FunctionTool<'_>>, Error> {
         .iter()
         .enumerate()
         .map(|(i, tool)| {
-            let refuse =
-                |param: String, message: &str| Error::InvalidRequest { param: Some(param), message: message.into() };
+            let refuse = |param: String, message: &str| Error::invalid(param, message);
             let function = tool
                 .get("function")
                 .filter(|_| tool.get("type").and_then(Value::as_str) == Some("function"))
@@ -109,7 +108,7 @@ pub fn text_and_images(
     image: &dyn Fn(&str, &str) -> Result<Value, Error>,
 ) -> Result<Vec<Value>, Error> {
     use crate::api::openai::Content;
-    let refuse = |param: String, message: String| Error::InvalidRequest { param: Some(param), message };
+    let refuse = |param: String, message: String| Error::invalid(param, message);
     match content {
         None => Ok(Vec::new()),
         Some(Content::Text(text)) if text.is_empty() => Ok(Vec::new()),
@@ -124,9 +123,10 @@ pub fn text_and_images(
                     let url = part.rest.get("image_url").and_then(|i| i.get("url")).and_then(Value::as_str);
                     image(url.ok_or_else(|| refuse(at.clone(), "is required".into()))?, &at)
                 }
-                other => {
-                    Err(refuse(format!("{field}[{j}]"), format!("'{other}' parts are not supported by this backend")))
-                }
+                other => Err(refuse(
+                    format!("{field}[{j}]"),
+                    format!("'{}' parts are not supported by this backend", shown(other)),
+                )),
             })
             .collect(),
     }

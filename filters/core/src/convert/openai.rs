@@ -21,13 +21,9 @@
 
 use crate::api::anthropic::{Block, MessageContent, MessagesRequest};
 use crate::api::openai::{ChatCompletionChunk, ChatCompletionResponse, Usage};
-use crate::error::{Dialect, Error};
+use crate::error::{shown, Dialect, Error};
 use crate::sse::SseDecoder;
 use serde_json::{json, Map, Value};
-
-fn invalid(param: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::InvalidRequest { param: Some(param.into()), message: message.into() }
-}
 
 /// Which token-limit field the backend understands: OpenAI's own API wants
 /// `max_completion_tokens` (reasoning models refuse `max_tokens`); other servers `max_tokens`.
@@ -46,11 +42,11 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
         Some(Value::Array(blocks)) => {
             let text: Vec<&str> = blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
             if text.len() != blocks.len() {
-                return Err(invalid("system", "only text blocks are supported here"));
+                return Err(Error::invalid("system", "only text blocks are supported here"));
             }
             messages.push(json!({"role": "system", "content": text.join("\n\n")}));
         }
-        Some(_) => return Err(invalid("system", "must be a string or text blocks")),
+        Some(_) => return Err(Error::invalid("system", "must be a string or text blocks")),
     }
     for (i, message) in request.messages.iter().enumerate() {
         let at = |field: &str| format!("messages[{i}].{field}");
@@ -68,7 +64,8 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
                     let field = at(&format!("content[{j}]"));
                     match block.kind.as_str() {
                         "tool_result" => {
-                            let id = block.tool_use_id.clone().ok_or_else(|| invalid(&field, "needs tool_use_id"))?;
+                            let id =
+                                block.tool_use_id.clone().ok_or_else(|| Error::invalid(&field, "needs tool_use_id"))?;
                             let content = tool_result_text(block.content.as_ref(), &field)?;
                             // Tool answers come first: they must follow the assistant's calls.
                             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
@@ -76,7 +73,10 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
                         "text" => parts.push(json!({"type": "text", "text": block.text.as_deref().unwrap_or("")})),
                         "image" => parts.push(image_part(block.source.as_ref(), &field)?),
                         other => {
-                            return Err(invalid(field, format!("'{other}' blocks are not supported by this backend")))
+                            return Err(Error::invalid(
+                                field,
+                                format!("'{}' blocks are not supported by this backend", shown(other)),
+                            ))
                         }
                     }
                 }
@@ -98,7 +98,7 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
                         "thinking" | "redacted_thinking" => {}
                         other => {
                             let field = at(&format!("content[{j}]"));
-                            return Err(invalid(field, format!("'{other}' blocks are not supported by this backend")));
+                            return Err(Error::invalid(field, format!("'{}' blocks are not supported by this backend", shown(other))));
                         }
                     }
                 }
@@ -110,7 +110,7 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
                 }
                 messages.push(Value::Object(turn));
             }
-            other => return Err(invalid(at("role"), format!("role '{other}' is not a Messages role"))),
+            other => return Err(Error::invalid(at("role"), format!("role '{}' is not a Messages role", shown(other)))),
         }
     }
 
@@ -159,9 +159,9 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
             "none" => json!("none"),
             "tool" => match choice.get("name").and_then(Value::as_str) {
                 Some(name) => json!({"type": "function", "function": {"name": name}}),
-                None => return Err(invalid("tool_choice.name", "is required")),
+                None => return Err(Error::invalid("tool_choice.name", "is required")),
             },
-            _ => return Err(invalid("tool_choice", "must be auto, any, none or tool")),
+            _ => return Err(Error::invalid("tool_choice", "must be auto, any, none or tool")),
         };
         out.insert("tool_choice".into(), mapped);
         if choice.get("disable_parallel_tool_use").and_then(Value::as_bool) == Some(true) {
@@ -173,7 +173,12 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
             "thinking" if value.get("type").and_then(Value::as_str) == Some("disabled") => {}
             "service_tier" if value.as_str() == Some("auto") => {}
             _ if value.is_null() => {}
-            _ => return Err(invalid(name.clone(), format!("'{name}' is not supported by this backend (openai)"))),
+            _ => {
+                return Err(Error::invalid(
+                    name.clone(),
+                    format!("'{}' is not supported by this backend (openai)", shown(name)),
+                ))
+            }
         }
     }
     Ok(Value::Object(out))
@@ -187,16 +192,16 @@ fn tool_result_text(content: Option<&Value>, field: &str) -> Result<String, Erro
             .iter()
             .map(|b| match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
                 (Some("text"), Some(text)) => Ok(text),
-                _ => Err(invalid(format!("{field}.content"), "only text tool results are supported here")),
+                _ => Err(Error::invalid(format!("{field}.content"), "only text tool results are supported here")),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|texts| texts.join("\n")),
-        Some(_) => Err(invalid(format!("{field}.content"), "must be a string or text blocks")),
+        Some(_) => Err(Error::invalid(format!("{field}.content"), "must be a string or text blocks")),
     }
 }
 
 fn image_part(source: Option<&Value>, field: &str) -> Result<Value, Error> {
-    let source = source.ok_or_else(|| invalid(format!("{field}.source"), "is required"))?;
+    let source = source.ok_or_else(|| Error::invalid(format!("{field}.source"), "is required"))?;
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
             let media = source.get("media_type").and_then(Value::as_str).unwrap_or("image/png");
@@ -204,7 +209,7 @@ fn image_part(source: Option<&Value>, field: &str) -> Result<Value, Error> {
             format!("data:{media};base64,{data}")
         }
         Some("url") => source.get("url").and_then(Value::as_str).unwrap_or("").to_string(),
-        _ => return Err(invalid(format!("{field}.source"), "must be a base64 or url image")),
+        _ => return Err(Error::invalid(format!("{field}.source"), "must be a base64 or url image")),
     };
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }

@@ -390,8 +390,8 @@ impl Stage for ProviderRewriteStream {
             return Err((ex.unreadable_error("the body could not be read as this API's request"), dialect));
         }
         let Some(requested) = ex.request_model() else {
-            let error = Error::InvalidRequest { param: Some("model".into()), message: "'model' is required".into() };
-            return Err((error, dialect));
+            let message = format!("'model' is required: a string of 1 to {} bytes", crate::request::MAX_MODEL_LEN);
+            return Err((Error::invalid("model", message), dialect));
         };
         let table = &self.settings.table;
         // Headers are read (host calls) only for a split model.
@@ -430,7 +430,7 @@ impl Stage for ProviderRewriteStream {
         }
         choice.attempt = self.attempt.as_deref();
         let Some(resolved) = table.resolve_with(requested, choice) else {
-            return Err((Error::ModelNotFound { model: requested.to_string() }, dialect));
+            return Err((Error::ModelNotFound { model: crate::error::shown(requested) }, dialect));
         };
         // (An upstream instance of a fallback does not decide again: the downstream one did.)
         if let (Some(access), false) = (&self.settings.access, self.settings.upstream_role) {
@@ -443,7 +443,7 @@ impl Stage for ProviderRewriteStream {
             let tier = self.tier.as_deref().unwrap_or("");
             out.counter(metrics::name("access.decisions", &[("tier", tier), ("outcome", outcome)]), 1);
             if outcome == "denied" {
-                return Err((Error::Forbidden { model: requested.to_string() }, dialect));
+                return Err((Error::Forbidden { model: crate::error::shown(requested) }, dialect));
             }
         }
         if let Some(cluster) = resolved.fallback {
