@@ -7,6 +7,7 @@ Anthropic Messages where needed, and translates the answer back (JSON, streams, 
 import json
 import uuid
 
+import anthropic
 import openai
 import pytest
 import requests
@@ -36,6 +37,28 @@ def test_models_are_listed_by_the_gateway(run_gateway, mock):
                                 "vertex/gemini-2.0-flash", "bedrock/claude-3-5-haiku")} == {
         "anthropic", "azure", "openai", "openai-compatible", "gemini", "vertex", "bedrock"}
     assert len(mock.requests()) == before, "the model list never reaches a provider"
+
+
+def test_one_model_and_anthropic_sdk_listings_are_answered_by_the_gateway(run_gateway, mock):
+    before = len(mock.requests())
+    openai_client = client(run_gateway)
+    card = openai_client.models.retrieve("bedrock/claude-3-5-haiku")  # sent percent-encoded
+    assert (card.id, card.object, card.owned_by) == ("bedrock/claude-3-5-haiku", "model", "bedrock")
+    with pytest.raises(openai.NotFoundError) as e:
+        openai_client.models.retrieve("no-such-model")
+    assert e.value.body["code"] == "model_not_found" and "no-such-model" in e.value.body["message"]
+
+    claude = anthropic.Anthropic(base_url=run_gateway.url, api_key="sk-client-secret", max_retries=0)
+    card = claude.models.retrieve("claude")
+    assert (card.id, card.type, card.display_name) == ("claude", "model", "claude")
+    with pytest.raises(anthropic.NotFoundError) as e:
+        claude.models.retrieve("no-such-model")
+    assert e.value.body["error"]["type"] == "not_found_error"
+    everything = [m.id for m in openai_client.models.list()]
+    page = claude.models.list(limit=5)
+    assert ([m.id for m in page.data], page.has_more, page.last_id) == (everything[:5], True, everything[4])
+    assert [m.id for m in claude.models.list(limit=5)] == everything, "the SDK pages through with after_id"
+    assert len(mock.requests()) == before, "no model question reaches a provider"
 
 
 def test_openai_client_on_an_anthropic_backend(run_gateway, mock):

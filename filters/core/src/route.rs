@@ -23,7 +23,8 @@ pub enum ApiKind {
     GeminiGenerate { stream: bool },
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
     BedrockConverse { stream: bool },
-    /// `GET …/v1/models`: the model list (answered by the gateway when it routes models).
+    /// `GET …/v1/models` and `GET …/v1/models/{id}`: the model list and one model (answered by
+    /// the gateway when it routes models).
     OpenAiModels,
 }
 
@@ -98,11 +99,13 @@ pub fn may_be_ai(path: &str) -> bool {
 pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     if method.eq_ignore_ascii_case("GET") {
-        return (path == "/v1/models" || path == "/models" || path == "/openai/v1/models").then_some(Route {
-            kind: ApiKind::OpenAiModels,
-            provider: "openai",
-            path_model: None,
-        });
+        let listing = ["/v1/models", "/models", "/openai/v1/models"]
+            .iter()
+            .find_map(|prefix| path.strip_prefix(prefix))
+            .filter(|rest| rest.is_empty() || rest.len() > 1 && rest.starts_with('/'))?;
+        // `GET /v1/models/{id}`: one model (SDKs percent-encode the id, '/' included).
+        let path_model = listing.get(1..).map(percent_decode);
+        return Some(Route { kind: ApiKind::OpenAiModels, provider: "openai", path_model });
     }
     if !method.eq_ignore_ascii_case("POST") {
         return None;
@@ -157,7 +160,7 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     Some(Route { kind, provider: if azure { "azure" } else { "openai" }, path_model: deployment })
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -206,9 +209,21 @@ mod tests {
     }
 
     #[test]
-    fn the_model_list_is_a_get() {
+    fn the_model_list_and_one_model_are_gets() {
         assert_eq!(kind("GET", "/v1/models"), Some(ApiKind::OpenAiModels));
-        assert_eq!(kind("GET", "/v1/models/gpt-4o"), None, "one model's card passes through");
+        assert_eq!(classify("GET", "/v1/models", "x").unwrap().path_model, None);
+        for (path, id) in [
+            ("/v1/models/gpt-4o", "gpt-4o"),
+            ("/models/gpt-4o?x=1", "gpt-4o"),
+            ("/openai/v1/models/bedrock%2Fclaude%203", "bedrock/claude 3"),
+            ("/v1/models/a/b", "a/b"),
+        ] {
+            let route = classify("GET", path, "x").unwrap();
+            assert_eq!((route.kind, route.path_model.as_deref()), (ApiKind::OpenAiModels, Some(id)), "{path}");
+        }
+        for path in ["/v1/models/", "/v1/modelsx", "/v2/models", "/v1beta/models/gemini-2.5-flash"] {
+            assert_eq!(kind("GET", path), None, "{path}");
+        }
         assert_eq!(kind("POST", "/v1/models"), None);
         assert_eq!(kind("GET", "/v1/chat/completions"), None);
         assert!(may_be_ai("/v1/models"));

@@ -124,6 +124,53 @@ fn the_gateway_answers_the_model_list_from_its_table() {
     assert_eq!(ex.host.counter(TOKENS, &[]), 0, "no usage for a model list");
 }
 
+/// A `GET` answered by the gateway: status and JSON body.
+fn get(driver: &mut Driver, path: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let mut ex = Exchange::new(driver);
+    let mut headers = vec![(":method", "GET"), (":path", path), (":authority", "gw")];
+    headers.extend_from_slice(extra);
+    assert_eq!(ex.request_headers(&headers, true), Action::Pause, "{path}");
+    let reply = ex.host.local_reply.clone().expect("answered by the gateway");
+    (reply.status, serde_json::from_slice(&reply.body).unwrap())
+}
+
+#[test]
+fn one_model_and_anthropic_pages_are_answered_in_the_clients_format() {
+    let mut driver = driver(&config());
+    let anthropic = [("anthropic-version", "2023-06-01")];
+    assert_eq!(
+        get(&mut driver, "/v1/models/haiku", &[]),
+        (200, json!({"id": "haiku", "object": "model", "created": 0, "owned_by": "bedrock"}))
+    );
+    // SDKs percent-encode the id; a name a pattern serves is a model too.
+    let (status, card) = get(&mut driver, "/v1/models/claude-3-opus%2Dx", &anthropic);
+    assert_eq!(status, 200, "{card}");
+    assert_eq!(
+        card,
+        json!({"type": "model", "id": "claude-3-opus-x", "display_name": "claude-3-opus-x",
+               "created_at": "1970-01-01T00:00:00Z"})
+    );
+    let (status, error) = get(&mut driver, "/v1/models/nope", &[]);
+    assert_eq!(
+        (status, &error["error"]["code"], &error["error"]["param"]),
+        (404, &json!("model_not_found"), &json!("model"))
+    );
+    let (status, error) = get(&mut driver, "/v1/models/nope", &anthropic);
+    assert_eq!((status, &error["type"], &error["error"]["type"]), (404, &json!("error"), &json!("not_found_error")));
+
+    let (status, page) = get(&mut driver, "/v1/models?limit=2&after_id=fast", &anthropic);
+    assert_eq!(status, 200);
+    assert_eq!(
+        page,
+        json!({"data": [
+            {"type": "model", "id": "gpt-4o", "display_name": "gpt-4o", "created_at": "1970-01-01T00:00:00Z"},
+            {"type": "model", "id": "gpt-4o-mini", "display_name": "gpt-4o-mini", "created_at": "1970-01-01T00:00:00Z"}],
+            "has_more": true, "first_id": "gpt-4o", "last_id": "gpt-4o-mini"})
+    );
+    let (status, error) = get(&mut driver, "/v1/models?limit=0", &anthropic);
+    assert_eq!((status, &error["error"]["type"]), (400, &json!("invalid_request_error")));
+}
+
 #[test]
 fn same_api_backends_get_the_model_id_spliced_and_their_own_credentials() {
     let mut driver = driver(&config());
@@ -1206,6 +1253,10 @@ fn access_policy_refuses_in_the_clients_dialect_and_shadow_only_counts() {
     let body: Value = serde_json::from_slice(&ex.host.local_reply.clone().unwrap().body).unwrap();
     let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fast", "gpt-4o-mini"]);
+    // And so is one model: one it may not use is not there.
+    assert_eq!(get(&mut driver, "/v1/models/fast", &[("x-client", "team-a")]).0, 200);
+    let (status, error) = get(&mut driver, "/v1/models/claude-sonnet", &[("x-client", "team-a")]);
+    assert_eq!((status, &error["error"]["code"]), (404, &json!("model_not_found")));
 }
 
 #[test]

@@ -309,10 +309,21 @@ fn non_ai_traffic_passes_untouched_without_metrics() {
     ex.log();
     assert!(ex.host.counters.is_empty() && ex.host.histograms.is_empty() && ex.host.filter_state.is_empty());
     assert_eq!(ex.host.client_body, b"ok");
-    assert_eq!(
-        ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true),
-        Action::Continue
-    );
+    for path in ["/v1/models", "/v1/models/gpt-4o"] {
+        let mut ex = Exchange::new(&mut driver);
+        assert_eq!(
+            ex.request_headers(&[(":method", "GET"), (":path", path), (":authority", "gw")], true),
+            Action::Continue
+        );
+        ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+        let card = br#"{"id":"gpt-4o","object":"model","created":0,"owned_by":"openai"}"#;
+        ex.response_body(&[card], 1, true);
+        ex.log();
+        assert_eq!(ex.host.client_body, card, "{path}");
+        // A model question reports no usage: no token metrics, no access-log fields.
+        assert!(ex.host.counters.is_empty() && ex.host.histograms.is_empty(), "{path}");
+        assert!(ex.host.filter_state.is_empty(), "{path}");
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod azure;
 pub mod bedrock;
 pub mod choose;
 pub mod gemini;
+pub mod models;
 pub mod openai;
 
 use crate::route::ApiKind;

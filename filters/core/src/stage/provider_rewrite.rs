@@ -1,10 +1,11 @@
 //! provider-rewrite: one API in front of many providers.
 //!
-//! Request headers: `GET /v1/models` is answered by the gateway from its model table; other AI
-//! requests are held (`Pause`) until the body is read. Plan (after the one parse): the model is
-//! resolved in the table (exact name, alias, longest prefix) to a backend and the backend's
-//! model id, or refused with 404 in the client's dialect; `ex.upstream` tells the other stages
-//! which API the answer will come in. Request body: for a backend that speaks the client's API
+//! Request headers: `GET /v1/models` and `GET /v1/models/{id}` are answered by the gateway from
+//! its model table (`provider::models`, in the client's format); other AI requests are held
+//! (`Pause`) until the body is read. Plan (after the one parse): the model is resolved in the
+//! table (exact name, alias, longest prefix) to a backend and the backend's model id, or refused
+//! with 404 in the client's dialect; `ex.upstream` tells the other stages which API the answer
+//! will come in. Request body: for a backend that speaks the client's API
 //! the model id is spliced in place (nothing else changes); for another API the request is
 //! translated (OpenAI chat → Anthropic Messages). Then the routing header (the route's
 //! `cluster_header`), `:path`, `:authority` and the backend's credentials are set; the client's
@@ -98,18 +99,6 @@ pub struct Settings {
     pub upstream_role: bool,
     /// Who may call which model (see `provider::access`).
     pub access: Option<provider::access::Access>,
-    /// The `GET /v1/models` answer without an access policy, built once.
-    models: Vec<u8>,
-}
-
-/// The `GET /v1/models` body: the table's listable names that `visible` keeps.
-fn model_list(table: &Config, visible: impl Fn(&str) -> bool) -> Vec<u8> {
-    let data: Vec<_> = table
-        .listed()
-        .filter(|(name, _)| visible(name))
-        .map(|(name, kind)| serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": kind.label()}))
-        .collect();
-    serde_json::json!({"object": "list", "data": data}).to_string().into_bytes()
 }
 
 /// The access check's view of a resolution.
@@ -152,14 +141,12 @@ pub fn parse(json: &[u8], prefix: &str, env: &dyn Fn(&str) -> Option<String>) ->
         }
         None => None,
     };
-    let models = model_list(&table, |_| true);
     Ok(Settings {
         table,
         access,
         max_response_bytes: own.max_response_bytes,
         max_event_bytes: own.max_event_bytes,
         upstream_role: own.role == Role::Upstream,
-        models,
     })
 }
 
@@ -258,6 +245,36 @@ fn routed(kind: ApiKind) -> bool {
 }
 
 impl ProviderRewriteStream {
+    /// `GET /v1/models` and `GET /v1/models/{id}`, answered from the model table: the models
+    /// this caller may use (all, without an access policy), in Anthropic's format when the
+    /// request carries `anthropic-version` (Anthropic's SDKs always send it).
+    fn models(&self, ex: &Exchange, head: &RequestHead, host: &dyn StageHost, out: &mut Outbox) -> HeadersFlow {
+        out.counter(metrics::name("provider.models_listed", &[]), 1);
+        let dialect =
+            if host.request_header("anthropic-version").is_some() { Dialect::Anthropic } else { Dialect::OpenAi };
+        let table = &self.settings.table;
+        let visible = |name: &str, resolved: &provider::Resolved<'_>| {
+            self.settings.access.as_ref().is_none_or(|a| a.allows(self.tier.as_deref(), &target(name, resolved)))
+        };
+        let body = match ex.route.path_model.as_deref() {
+            // A name any request could use (a pattern's too), not only the listed ones.
+            Some(id) => match table.resolve(id).filter(|r| visible(id, r)) {
+                Some(resolved) => provider::models::model(dialect, id, resolved.backend.kind),
+                None => return HeadersFlow::Reply(Error::ModelNotFound { model: crate::error::shown(id) }, dialect),
+            },
+            None => {
+                let listed: Vec<_> =
+                    table.listed().filter(|(name, _)| table.resolve(name).is_some_and(|r| visible(name, &r))).collect();
+                let query = head.path.split_once('?').map_or("", |(_, q)| q);
+                match provider::models::list(dialect, &listed, query) {
+                    Ok(body) => body,
+                    Err(error) => return HeadersFlow::Reply(error, dialect),
+                }
+            }
+        };
+        HeadersFlow::Answer(Answer { status: 200, content_type: "application/json", body })
+    }
+
     /// The headers that send the request for `model` to `backend`, in `api`.
     fn route_headers(&self, backend: &Backend, api: ApiKind, model: &str, out: &mut Outbox) -> Result<String, Error> {
         // A tier's own key for this backend replaces the backend's (a team's own Azure key).
@@ -334,7 +351,7 @@ impl Stage for ProviderRewriteStream {
     fn request_headers(
         &mut self,
         ex: &mut Exchange,
-        _head: &RequestHead,
+        head: &RequestHead,
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
@@ -357,16 +374,7 @@ impl Stage for ProviderRewriteStream {
             ex.tier = self.tier.clone();
         }
         if ex.route.kind == ApiKind::OpenAiModels {
-            out.counter(metrics::name("provider.models_listed", &[]), 1);
-            let body = match &self.settings.access {
-                None => self.settings.models.clone(),
-                // Only the models this caller may use.
-                Some(access) => model_list(&self.settings.table, |name| {
-                    let table = &self.settings.table;
-                    table.resolve(name).is_some_and(|r| access.allows(self.tier.as_deref(), &target(name, &r)))
-                }),
-            };
-            return HeadersFlow::Answer(Answer { status: 200, content_type: "application/json", body });
+            return self.models(ex, head, host, out);
         }
         if routed(ex.route.kind) {
             HeadersFlow::Pause // the backend is known only once the body is read
