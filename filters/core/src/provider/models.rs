@@ -54,7 +54,7 @@ pub fn list(dialect: Dialect, models: &[(&str, Kind)], query: &str) -> Result<Ve
         Some(_) if after.is_none() => (end.saturating_sub(limit).max(start), end),
         _ => (start, end.min(start + limit)),
     };
-    let page = &models[from..to];
+    let page = models.get(from..to).unwrap_or_default();
     let has_more = if before.is_some() && after.is_none() { from > start } else { to < end };
     let data: Vec<_> = page.iter().map(|&(id, kind)| object(dialect, id, kind)).collect();
     Ok(json!({
