@@ -5,7 +5,8 @@ Serves the golden cases of tests/fixtures/manifest.json exactly as each provider
 JSON bodies, SSE streams (CRLF for Gemini), Gemini's JSON-array stream, and Bedrock's binary
 application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently of the Rust
 encoder). It validates what the real APIs validate (credentials present, Anthropic's required
-max_tokens, JSON bodies) and answers with their error bodies.
+max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
+`POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` (COUNT_TOKENS_INPUT).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -60,6 +61,7 @@ def load(case):
 BODIES = {name: load(case) for name, case in CASES.items()}
 RECORDED = []
 WITHOUT_USAGE = {}
+COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 
 # ---- wire helpers -------------------------------------------------------------------------------
 
@@ -117,6 +119,8 @@ def route_of(path):
         return "openai-responses"
     if p.endswith("/messages"):
         return "anthropic"
+    if p.endswith("/messages/count_tokens"):
+        return "anthropic-count-tokens"
     return None
 
 
@@ -135,7 +139,7 @@ def default_case(route, stream, path):
 
 
 def error_body(route, status, message):
-    if route == "anthropic":
+    if route and route.startswith("anthropic"):
         kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
                 429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
@@ -234,7 +238,7 @@ def handle(method, path, headers, body):
         return json_reply(401, error_body(route, 401, "You didn't provide an API key."))
     if route == "azure-chat" and not (h.get("api-key") or h.get("authorization")):
         return json_reply(401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}})
-    if route == "anthropic" and not (h.get("x-api-key") or h.get("authorization")):
+    if route.startswith("anthropic") and not (h.get("x-api-key") or h.get("authorization")):
         return json_reply(401, error_body(route, 401, "x-api-key header is required"))
     if route.startswith("gemini") and not (h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
@@ -253,6 +257,13 @@ def handle(method, path, headers, body):
         return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
     if route == "anthropic" and "max_tokens" not in request:
         return json_reply(400, error_body(route, 400, "max_tokens: Field required"))
+    if route == "anthropic-count-tokens":
+        # Anthropic's reference: the body of a Messages request without max_tokens (model and
+        # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.
+        for field in ("model", "messages"):
+            if field not in request:
+                return json_reply(400, error_body(route, 400, f"{field}: Field required"))
+        return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})
     if route.startswith("gemini"):
         contents = request.get("contents")
         if not isinstance(contents, list) or not contents:

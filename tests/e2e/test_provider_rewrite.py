@@ -91,6 +91,25 @@ def test_openai_client_on_an_anthropic_backend(run_gateway, mock):
                  gen_ai_provider_name="anthropic") == 21
 
 
+def test_anthropic_sdk_token_counts_reach_anthropic_backends_only(run_gateway, mock):
+    claude = anthropic.Anthropic(base_url=run_gateway.url, api_key="sk-client-secret", max_retries=0)
+    before = run_gateway.metrics()
+    counted = claude.messages.count_tokens(model="claude", system="Be brief.",
+                                           messages=[{"role": "user", "content": "Hello"}])
+    assert counted.input_tokens == 14, "the provider's own count, passed through"
+    sent = mock.last_request("/v1/messages/count_tokens")
+    assert json.loads(sent["body"])["model"] == "claude-sonnet-4-20250514", "the alias resolved"
+    assert sent["headers"]["x-api-key"] == ANTHROPIC_KEY
+    assert "sk-client-secret" not in json.dumps(sent)
+    wait_until(lambda: delta(before, run_gateway.metrics(), "tollgate_provider_requests", api="count_tokens") == 1,
+               what="the routed count")
+    assert delta(before, run_gateway.metrics(), "tollgate_gen_ai_client_token_usage") == 0, "nothing generated"
+
+    with pytest.raises(anthropic.BadRequestError) as e:  # an OpenAI backend cannot count Claude's tokens
+        claude.messages.count_tokens(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}])
+    assert "count_tokens" in e.value.body["error"]["message"]
+
+
 def test_streamed_tool_calls_through_an_anthropic_backend(run_gateway, mock):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]

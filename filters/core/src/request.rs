@@ -141,7 +141,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info.framing_tokens += REPLY_PRIMING_TOKENS;
             info
         }
-        ApiKind::AnthropicMessages => {
+        ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => {
             let v: AnthropicView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
             let mut info = info_from_messages(v.model, v.stream, &v.messages);
@@ -800,6 +800,19 @@ mod tests {
         );
         let text = estimate_tokens("Be brief.") + estimate_tokens("22 degrees");
         assert!(info.estimated_prompt_tokens().abs_diff(text + 3 + 3) <= 1);
+    }
+
+    #[test]
+    fn a_token_count_reads_as_the_message_it_counts() {
+        let body = r#"{"model":"claude-sonnet-4","system":"Be brief.","messages":[{"role":"user","content":"Hi"}]}"#;
+        let counted = parse_ok(ApiKind::AnthropicCountTokens, body).info;
+        assert_eq!(
+            (counted.model.as_deref(), counted.stream, counted.max_output_tokens),
+            (Some("claude-sonnet-4"), false, None)
+        );
+        let with_max = body.replacen('{', r#"{"max_tokens":5,"#, 1);
+        let message = parse_ok(ApiKind::AnthropicMessages, &with_max).info;
+        assert_eq!(counted.estimated_prompt_tokens(), message.estimated_prompt_tokens());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum ApiKind {
     OpenAiResponses,
     /// `POST …/v1/messages` (Anthropic Messages).
     AnthropicMessages,
+    /// `POST …/v1/messages/count_tokens`: a Messages body, answered `{"input_tokens": n}`.
+    AnthropicCountTokens,
     /// `POST …/models/{model}:generateContent` / `:streamGenerateContent` (Gemini, Vertex AI).
     GeminiGenerate { stream: bool },
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
@@ -38,12 +40,14 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
+            ApiKind::AnthropicCountTokens => "count_tokens",
         }
     }
 
-    /// Whether responses of this API report token usage (a model list does not).
+    /// Whether responses of this API report token usage (a model list and a token count do not:
+    /// nothing is generated, nothing billed).
     pub fn has_usage(self) -> bool {
-        self != ApiKind::OpenAiModels
+        !matches!(self, ApiKind::OpenAiModels | ApiKind::AnthropicCountTokens)
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -51,7 +55,7 @@ impl ApiKind {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
             ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
-            ApiKind::AnthropicMessages => UsageFormat::Anthropic,
+            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => UsageFormat::Anthropic,
             ApiKind::GeminiGenerate { .. } => UsageFormat::Gemini,
             ApiKind::BedrockConverse { .. } => UsageFormat::Bedrock,
         }
@@ -60,7 +64,7 @@ impl ApiKind {
     /// The dialect errors are rendered in for this client.
     pub fn dialect(self) -> Dialect {
         match self {
-            ApiKind::AnthropicMessages => Dialect::Anthropic,
+            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => Dialect::Anthropic,
             ApiKind::OpenAiChat
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiEmbeddings
@@ -92,6 +96,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/embeddings")
         || path.ends_with("/responses")
         || path.ends_with("messages")
+        || path.ends_with("/count_tokens")
         || path.ends_with("/models")
 }
 
@@ -151,6 +156,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiResponses
     } else if path.ends_with("/v1/messages") || path == "/messages" {
         return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
+    } else if path.ends_with("/v1/messages/count_tokens") {
+        return Some(Route { kind: ApiKind::AnthropicCountTokens, provider: "anthropic", path_model: None });
     } else {
         return None;
     };
@@ -233,7 +240,10 @@ mod tests {
     fn anthropic_messages() {
         let route = classify("POST", "/v1/messages", "api.anthropic.com").unwrap();
         assert_eq!((route.kind, route.provider), (ApiKind::AnthropicMessages, "anthropic"));
-        assert_eq!(kind("POST", "/v1/messages/count_tokens"), None);
+        let route = classify("POST", "/v1/messages/count_tokens?beta=true", "api.anthropic.com").unwrap();
+        assert_eq!((route.kind, route.provider), (ApiKind::AnthropicCountTokens, "anthropic"));
+        assert!(may_be_ai("/v1/messages/count_tokens"));
+        assert_eq!(kind("GET", "/v1/messages/count_tokens"), None);
     }
 
     #[test]

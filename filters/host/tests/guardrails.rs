@@ -120,6 +120,31 @@ fn blocks_are_400_in_the_clients_dialect_naming_rule_and_entity_never_the_text()
 }
 
 #[test]
+fn a_token_count_is_guarded_like_the_message_it_counts() {
+    // `count_tokens` sends the whole prompt to the provider too: no way around the guardrails.
+    let counted = |content: &str| {
+        serde_json::to_vec(&json!({"model": "claude", "system": "Seja breve.",
+                                   "messages": [{"role": "user", "content": content}]}))
+        .unwrap()
+    };
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (mut ex, action) = send(&mut driver, "/v1/messages/count_tokens", &counted(&format!("Meu CPF é {CPF}")), &[]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]");
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[br#"{"input_tokens":14}"#], 1, true);
+    assert_eq!(ex.host.client_body, br#"{"input_tokens":14}"#, "a count has no text to restore");
+
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, _) = send(&mut driver, "/v1/messages/count_tokens", &counted("cartão 4111 1111 1111 1111"), &[]);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!((reply.status, &body["type"]), (400, &json!("error")), "Anthropic's dialect");
+    assert!(body["error"]["message"].as_str().unwrap().contains("CREDIT_CARD"));
+}
+
+#[test]
 fn compressed_non_json_and_unreadable_bodies_are_refused_not_waved_through() {
     let mut driver = pipeline(&json!({"guardrails": guard_config()}));
     let (ex, _) = send(&mut driver, "/v1/chat/completions", b"\x1f\x8b\x08\x00", &[("content-encoding", "gzip")]);

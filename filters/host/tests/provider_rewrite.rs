@@ -443,6 +443,42 @@ fn openai_streams_become_anthropic_events_at_every_byte_boundary() {
 }
 
 #[test]
+fn anthropic_token_counts_go_to_anthropic_backends_only() {
+    let request = json!({"model": "claude-sonnet", "system": "Be brief.",
+                         "messages": [{"role": "user", "content": "Hello"}]});
+    let mut driver = driver(&config());
+    let (mut ex, action) =
+        send_with(&mut driver, "/v1/messages/count_tokens", &request, &[("x-api-key", "client-anthropic-key")]);
+    assert_eq!(action, Action::Continue, "{:?}", ex.host.local_reply);
+    let h = |name: &str| ex.host.request_header_value(name).map(str::to_string);
+    assert_eq!(h(":path").as_deref(), Some("/v1/messages/count_tokens"));
+    assert_eq!(h("x-tollgate-cluster").as_deref(), Some("anthropic"));
+    assert_eq!(h("x-api-key").as_deref(), Some("sk-ant-test"), "the backend's key, never the client's");
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(forwarded["model"], "claude-sonnet-4-20250514", "the model id spliced, nothing else");
+    assert_eq!(forwarded["system"], "Be brief.");
+    assert!(forwarded.get("max_tokens").is_none());
+    let answer = br#"{"input_tokens":14}"#;
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[answer], 1, true);
+    ex.log();
+    assert_eq!(ex.host.client_body, answer);
+    assert_eq!(ex.host.counter(TOKENS, &[]), 0, "a count generates nothing: no token usage");
+    assert_eq!(ex.host.counter("tollgate.provider.requests", &["backend=claude", "api=count_tokens", "variant="]), 1);
+
+    // Only Anthropic counts Claude's tokens: another backend is refused, never estimated.
+    for model in ["gpt-4o-mini", "haiku", "gemini-2.5-flash"] {
+        let mut driver = self::driver(&config());
+        let request = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]});
+        let (ex, _) = send(&mut driver, "/v1/messages/count_tokens", &request);
+        let reply = ex.host.local_reply.clone().unwrap_or_else(|| panic!("{model}: forwarded"));
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!((reply.status, &body["error"]["type"]), (400, &json!("invalid_request_error")), "{model}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("count_tokens API"), "{body}");
+    }
+}
+
+#[test]
 fn openai_errors_reach_anthropic_clients_in_their_dialect() {
     let mut driver = driver(&config());
     let request = json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]});

@@ -36,7 +36,10 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
     let latest = scope.history == History::Latest;
     let Some(object) = body.as_object_mut() else { return };
     match kind {
-        ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => {
+        ApiKind::OpenAiChat
+        | ApiKind::AnthropicMessages
+        | ApiKind::AnthropicCountTokens
+        | ApiKind::BedrockConverse { .. } => {
             if wants(Role::System) {
                 if let Some(system) = object.get_mut("system") {
                     strings_in(system, Role::System, 0, f);

@@ -864,7 +864,7 @@ pub fn target(backend: &Backend, api: ApiKind, model: &str) -> Option<(String, V
     match backend.kind {
         Kind::Openai | Kind::OpenaiCompatible => Some((openai::path(backend, api)?, openai::auth_headers(backend))),
         Kind::Azure => Some((azure::path(backend, api, model)?, azure::headers(backend))),
-        Kind::Anthropic => Some((anthropic::path(backend), anthropic::headers(backend))),
+        Kind::Anthropic => Some((anthropic::path(backend, api), anthropic::headers(backend))),
         Kind::Gemini | Kind::Vertex => Some((gemini::path(backend, api, model)?, gemini::headers(backend))),
         // Signed over the final body: the stage adds the signature once the body is known.
         Kind::Bedrock => Some((bedrock::path(backend, api, model)?, Vec::new())),
@@ -897,6 +897,8 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
         (Kind::Azure, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
         (Kind::Openai | Kind::OpenaiCompatible | Kind::Azure, ApiKind::AnthropicMessages) => Some(ApiKind::OpenAiChat),
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
+        // Only Anthropic counts Claude's tokens; an estimate would pass for a count.
+        (Kind::Anthropic, ApiKind::AnthropicCountTokens) => Some(ApiKind::AnthropicCountTokens),
         _ => None,
     }
 }

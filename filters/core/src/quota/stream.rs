@@ -72,7 +72,10 @@ impl OutputMeter {
             ApiKind::OpenAiResponses => (OPENAI_RESPONSES, TextEvents::Suffix(b".delta")),
             ApiKind::AnthropicMessages => (ANTHROPIC, TextEvents::Named(b"content_block_delta")),
             ApiKind::GeminiGenerate { .. } => (GEMINI, TextEvents::Any),
-            ApiKind::OpenAiEmbeddings | ApiKind::BedrockConverse { .. } | ApiKind::OpenAiModels => return None,
+            ApiKind::OpenAiEmbeddings
+            | ApiKind::BedrockConverse { .. }
+            | ApiKind::OpenAiModels
+            | ApiKind::AnthropicCountTokens => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),

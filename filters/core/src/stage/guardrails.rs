@@ -276,6 +276,7 @@ impl Stage for GuardStream {
         }
         if !self.policy.response.enabled
             || !guarded(ex.route.kind)
+            || !ex.route.kind.has_usage() // a token count generates no text
             || !head.has_body
             || !(200..300).contains(&head.status)
         {

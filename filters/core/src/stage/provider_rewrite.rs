@@ -241,6 +241,7 @@ fn routed(kind: ApiKind) -> bool {
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
             | ApiKind::AnthropicMessages
+            | ApiKind::AnthropicCountTokens
     )
 }
 
@@ -473,7 +474,8 @@ impl Stage for ProviderRewriteStream {
             let error = Error::InvalidRequest {
                 param: Some("model".into()),
                 message: format!(
-                    "model '{requested}' is served by a backend ({}) that does not offer the {} API",
+                    "model '{}' is served by a backend ({}) that does not offer the {} API",
+                    crate::error::shown(requested),
                     backend.kind.label(),
                     client.operation()
                 ),
