@@ -144,7 +144,7 @@ def test_same_api_backends_only_get_the_model_and_credentials_changed(run_gatewa
     assert json.loads(sent["body"])["model"] == "gpt-4o-mini"
 
 
-def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway):
+def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway, mock):
     with pytest.raises(openai.NotFoundError) as e:
         client(run_gateway).chat.completions.create(model="llama-99", messages=[{"role": "user", "content": "Hi"}])
     assert e.value.body["code"] == "model_not_found" and "llama-99" in e.value.body["message"]
@@ -159,6 +159,12 @@ def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway)
     assert e.value.body["param"] == "max_tokens"
     assert e.value.body["message"] == "invalid 'max_tokens': expected a non-negative integer"
     wait_until(lambda: delta(before, run_gateway.metrics(), "tollgate_errors", reason="invalid_request") == 1)
+    # No body, no model: refused, not sent to the route's default cluster without credentials.
+    before = len(mock.requests())
+    r = requests.post(run_gateway.url + "/v1/chat/completions", data=b"", timeout=10,
+                      headers={"content-type": "application/json", "authorization": "Bearer sk-client-secret"})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json"), r.text
+    assert len(mock.requests()) == before
 
 
 def test_provider_errors_arrive_in_the_openai_dialect(run_gateway):

@@ -589,6 +589,26 @@ fn parameters_anthropic_cannot_honour_are_refused_naming_them() {
 }
 
 #[test]
+fn a_routed_request_without_a_body_is_refused_not_sent_to_the_default_route() {
+    for (path, dialect) in [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")] {
+        let mut driver = driver(&config());
+        let mut ex = Exchange::new(&mut driver);
+        let headers =
+            [(":method", "POST"), (":path", path), (":authority", "gw"), ("content-type", "application/json")];
+        assert_eq!(ex.request_headers(&headers, true), Action::Pause, "{path}");
+        let reply = ex.host.local_reply.clone().unwrap_or_else(|| panic!("{path}: forwarded"));
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(reply.status, 400, "{path}");
+        match dialect {
+            "openai" => assert_eq!(body["error"]["code"], "invalid_json", "{body}"),
+            _ => assert_eq!(body["type"], "error", "{body}"),
+        }
+        assert!(body["error"]["message"].as_str().unwrap().contains("the body is empty"), "{body}");
+        assert_eq!(ex.host.request_header_value("x-tollgate-cluster"), None);
+    }
+}
+
+#[test]
 fn names_a_client_chose_are_repeated_short_in_errors() {
     // A role, a parameter name or a model is the client's text: an error (also logged) repeats
     // at most `error::MAX_SHOWN` characters of it, control characters replaced.

@@ -377,7 +377,10 @@ impl Stage for ProviderRewriteStream {
         if ex.route.kind == ApiKind::OpenAiModels {
             return self.models(ex, head, host, out);
         }
-        if routed(ex.route.kind) {
+        if routed(ex.route.kind) && !head.has_body {
+            // No model, no route; forwarded, it would reach the route's default cluster.
+            HeadersFlow::Reply(Error::InvalidJson { detail: "the body is empty".into() }, ex.dialect())
+        } else if routed(ex.route.kind) {
             HeadersFlow::Pause // the backend is known only once the body is read
         } else {
             HeadersFlow::Continue
