@@ -4,8 +4,8 @@
 Serves the golden cases of tests/fixtures/manifest.json exactly as each provider would:
 JSON bodies, SSE streams (CRLF for Gemini), Gemini's JSON-array stream, and Bedrock's binary
 application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently of the Rust
-encoder). It validates what the real APIs validate (credentials present, Anthropic's required
-max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
+encoder). It validates what the real APIs validate (credentials present, required fields such as
+Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` (COUNT_TOKENS_INPUT).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
@@ -62,6 +62,9 @@ BODIES = {name: load(case) for name, case in CASES.items()}
 RECORDED = []
 WITHOUT_USAGE = {}
 COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
+# Required body fields, as each API reference lists them (Azure names the model in the path).
+REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
+            "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages")}
 
 # ---- wire helpers -------------------------------------------------------------------------------
 
@@ -255,14 +258,15 @@ def handle(method, path, headers, body):
             raise ValueError("not an object")
     except ValueError:
         return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
-    if route == "anthropic" and "max_tokens" not in request:
-        return json_reply(400, error_body(route, 400, "max_tokens: Field required"))
+    missing = next((f for f in REQUIRED.get(route, ()) if f not in request), None)
+    if missing and route.startswith("openai"):
+        return json_reply(400, {"error": {"message": f"Missing required parameter: '{missing}'.", "type": "invalid_request_error",
+                                          "param": missing, "code": "missing_required_parameter"}})
+    if missing:
+        return json_reply(400, error_body(route, 400, f"{missing}: Field required"))
     if route == "anthropic-count-tokens":
         # Anthropic's reference: the body of a Messages request without max_tokens (model and
         # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.
-        for field in ("model", "messages"):
-            if field not in request:
-                return json_reply(400, error_body(route, 400, f"{field}: Field required"))
         return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})
     if route.startswith("gemini"):
         contents = request.get("contents")

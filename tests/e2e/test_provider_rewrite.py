@@ -165,6 +165,11 @@ def test_unknown_models_and_unsupported_parameters_are_clear_errors(run_gateway,
                       headers={"content-type": "application/json", "authorization": "Bearer sk-client-secret"})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json"), r.text
     assert len(mock.requests()) == before
+    # What only the provider checks (a required field missing) is its own answer, unchanged.
+    r = requests.post(run_gateway.url + "/v1/chat/completions", json={"model": "gpt-4o-mini"}, timeout=10,
+                      headers={"authorization": "Bearer sk-client-secret"})
+    assert (r.status_code, r.json()["error"]["code"], r.json()["error"]["param"]) == (
+        400, "missing_required_parameter", "messages"), r.text
 
 
 def test_provider_errors_arrive_in_the_openai_dialect(run_gateway):
