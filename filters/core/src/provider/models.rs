@@ -36,14 +36,15 @@ pub fn list(dialect: Dialect, models: &[(&str, Kind)], query: &str) -> Result<Ve
     }
     let (mut limit, mut after, mut before) = (DEFAULT_LIMIT, None, None);
     for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+        let value = crate::route::percent_decode(value);
         match name {
             "limit" => {
                 limit = value.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
                     Error::invalid("limit", format!("'limit' must be an integer from 1 to {MAX_LIMIT}"))
                 })?
             }
-            "after_id" => after = Some(crate::route::percent_decode(value)),
-            "before_id" => before = Some(crate::route::percent_decode(value)),
+            "after_id" => after = Some(value),
+            "before_id" => before = Some(value),
             _ => {}
         }
     }
@@ -70,6 +71,37 @@ pub fn list(dialect: Dialect, models: &[(&str, Kind)], query: &str) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn paging_forward_or_back_yields_every_model_once(n in 0usize..60, limit in 1usize..30, query in "[a-z_=&0-9%]{0,40}") {
+            let names: Vec<String> = (0..n).map(|i| format!("m{i:03}")).collect();
+            let models: Vec<(&str, Kind)> = names.iter().map(|m| (m.as_str(), Kind::Openai)).collect();
+            // Any query: an answer or a 400, never a panic.
+            if let Err(error) = list(Dialect::Anthropic, &models, &query) {
+                prop_assert_eq!(error.status(), 400);
+            }
+            let (mut forward, mut cursor) = (Vec::new(), String::new());
+            loop {
+                let query = format!("limit={limit}{}", if cursor.is_empty() { String::new() } else { format!("&after_id={cursor}") });
+                let (page, more, _, last) = ids(&list(Dialect::Anthropic, &models, &query).unwrap());
+                prop_assert!(page.len() <= limit);
+                forward.extend(page);
+                if !more { break; }
+                cursor = last.as_str().unwrap().to_string();
+            }
+            prop_assert_eq!(&forward, &names);
+            let (mut back, mut cursor) = (Vec::new(), "z".to_string());
+            loop {
+                let (page, more, first, _) = ids(&list(Dialect::Anthropic, &models, &format!("limit={limit}&before_id={cursor}")).unwrap());
+                back.splice(0..0, page);
+                if !more { break; }
+                cursor = first.as_str().unwrap().to_string();
+            }
+            prop_assert_eq!(&back, &names);
+        }
+    }
 
     fn ids(body: &[u8]) -> (Vec<String>, bool, Value, Value) {
         let v: Value = serde_json::from_slice(body).unwrap();
@@ -112,6 +144,7 @@ mod tests {
         assert_eq!(page("after_id=m10&before_id=m13").0, ["m11", "m12"]);
         assert_eq!(page("after_id=m24"), (vec![], false, Value::Null, Value::Null));
         assert_eq!(page("limit=1000").0.len(), 25);
+        assert_eq!(page("limit=%32&after_id=m%305").0, ["m06", "m07"], "values are percent-decoded");
         for bad in ["limit=0", "limit=1001", "limit=x", "limit=-1"] {
             let error = list(Dialect::Anthropic, &models, bad).unwrap_err();
             assert_eq!(
