@@ -6,7 +6,8 @@ JSON bodies, SSE streams (CRLF for Gemini), Gemini's JSON-array stream, and Bedr
 application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently of the Rust
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
-`POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` (COUNT_TOKENS_INPUT).
+`POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` and Bedrock's
+`POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -64,7 +65,8 @@ WITHOUT_USAGE = {}
 COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 # Required body fields, as each API reference lists them (Azure names the model in the path).
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
-            "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages")}
+            "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
+            "bedrock-count-tokens": ("input",)}
 
 # ---- wire helpers -------------------------------------------------------------------------------
 
@@ -108,6 +110,8 @@ def without_usage(event_bytes, sep):
 
 def route_of(path):
     p = urlsplit(path).path
+    if p.startswith("/model/") and p.endswith("/count-tokens"):
+        return "bedrock-count-tokens"
     if p.startswith("/model/"):
         return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
     if ":streamGenerateContent" in p:
@@ -268,6 +272,14 @@ def handle(method, path, headers, body):
         # Anthropic's reference: the body of a Messages request without max_tokens (model and
         # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.
         return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})
+    if route == "bedrock-count-tokens":
+        # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
+        # answered {"inputTokens": n}.
+        given = [k for k in ("converse", "invokeModel") if k in (request["input"] if isinstance(request["input"], dict) else {})]
+        if len(given) != 1:
+            return json_reply(400, {"message": "input must set exactly one of converse, invokeModel"},
+                              {"x-amzn-errortype": "ValidationException"})
+        return json_reply(200, {"inputTokens": COUNT_TOKENS_INPUT})
     if route.startswith("gemini"):
         contents = request.get("contents")
         if not isinstance(contents, list) or not contents:

@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -34,6 +34,7 @@ const PATHS: [&str; 8] = [
     "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
     "/model/anthropic.claude-3-haiku/converse-stream",
     "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+    "/v1/messages/count_tokens",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];
@@ -44,15 +45,16 @@ thread_local! {
     static SPECS: Vec<Spec> = CONFIGS.iter().map(|config| tollgate::spec(config.as_bytes()).unwrap()).collect();
 }
 
-// Input: selector (bits 0–2 path, 3–4 content type, 5–6 status, 7 the rate-limit service's
-// gRPC status), configuration, cut, request length (u16 LE), then the request body and the answer.
+// Input: selector (bits 0–2 path, with bit 7 of the configuration byte; 3–4 content type, 5–6
+// status, 7 the rate-limit service's gRPC status), configuration, cut, request length (u16 LE),
+// then the request body and the answer.
 fuzz_target!(|data: &[u8]| {
     let [select, config, cut, lo, hi, rest @ ..] = data else { return };
     let config = *config as usize % CONFIGS.len();
     let length = (u16::from_le_bytes([*lo, *hi]) as usize).min(rest.len());
     let (request, answer) = rest.split_at(length);
     let cut = *cut as usize * answer.len() / 255;
-    let path = PATHS[*select as usize % 8];
+    let path = PATHS[(*select as usize & 7 | (*config as usize >> 7) << 3) % PATHS.len()];
     let content_type = CONTENT_TYPES[(*select as usize >> 3) % 4];
     let status = STATUSES[(*select as usize >> 5) % 4];
     SPECS.with(|specs| {

@@ -91,7 +91,7 @@ def test_openai_client_on_an_anthropic_backend(run_gateway, mock):
                  gen_ai_provider_name="anthropic") == 21
 
 
-def test_anthropic_sdk_token_counts_reach_anthropic_backends_only(run_gateway, mock):
+def test_anthropic_sdk_token_counts_reach_backends_that_count_them(run_gateway, mock):
     claude = anthropic.Anthropic(base_url=run_gateway.url, api_key="sk-client-secret", max_retries=0)
     before = run_gateway.metrics()
     counted = claude.messages.count_tokens(model="claude", system="Be brief.",
@@ -104,6 +104,14 @@ def test_anthropic_sdk_token_counts_reach_anthropic_backends_only(run_gateway, m
     wait_until(lambda: delta(before, run_gateway.metrics(), "tollgate_provider_requests", api="count_tokens") == 1,
                what="the routed count")
     assert delta(before, run_gateway.metrics(), "tollgate_gen_ai_client_token_usage") == 0, "nothing generated"
+
+    # Bedrock counts with its own CountTokens API (signed; the mock verifies the signature).
+    assert claude.messages.count_tokens(model="bedrock/claude-3-5-haiku",
+                                        messages=[{"role": "user", "content": "Hello"}]).input_tokens == 14
+    sent = [r for r in mock.requests() if r["path"].endswith("/count-tokens")][-1]
+    assert json.loads(sent["body"]) == {"input": {"converse": {"messages": [
+        {"role": "user", "content": [{"text": "Hello"}]}]}}}
+    assert sent["headers"]["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/")
 
     with pytest.raises(anthropic.BadRequestError) as e:  # an OpenAI backend cannot count Claude's tokens
         claude.messages.count_tokens(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}])

@@ -169,6 +169,16 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info.max_output_tokens = v.inference_config.and_then(|c| c.max_tokens);
             info
         }
+        ApiKind::BedrockCountTokens => {
+            let v: BedrockCountView<'_> = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(false));
+            if let Some(v) = v.input.converse {
+                add_messages(&mut info, v.messages);
+                add_text(&mut info, v.system);
+                add_raw(&mut info.features, v.tool_config);
+            }
+            info
+        }
     };
     Ok(Parsed { info, include_usage_splice: splice, model_span: span })
 }
@@ -554,6 +564,19 @@ struct BedrockView<'a> {
     inference_config: Option<BedrockInferenceConfig>,
 }
 
+/// Bedrock's CountTokens: `{"input": {"converse": {…}}}` (or `invokeModel`, a raw body: not read).
+#[derive(Deserialize)]
+struct BedrockCountView<'a> {
+    #[serde(borrow)]
+    input: BedrockCountInput<'a>,
+}
+
+#[derive(Deserialize)]
+struct BedrockCountInput<'a> {
+    #[serde(borrow, default)]
+    converse: Option<BedrockView<'a>>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct BedrockInferenceConfig {
@@ -800,6 +823,21 @@ mod tests {
         );
         let text = estimate_tokens("Be brief.") + estimate_tokens("22 degrees");
         assert!(info.estimated_prompt_tokens().abs_diff(text + 3 + 3) <= 1);
+    }
+
+    #[test]
+    fn a_bedrock_token_count_reads_its_converse_input() {
+        let body = r#"{"input":{"converse":{"system":[{"text":"Be brief."}],
+            "messages":[{"role":"user","content":[{"text":"Hi"}]}]}}}"#;
+        let counted = parse_ok(ApiKind::BedrockCountTokens, body).info;
+        let converse = body.replacen(r#"{"input":{"converse":"#, "", 1);
+        let converse = &converse[..converse.len() - 2];
+        let message = parse_ok(ApiKind::BedrockConverse { stream: false }, converse).info;
+        assert_eq!((counted.stream, counted.messages), (false, 1));
+        assert_eq!(counted.estimated_prompt_tokens(), message.estimated_prompt_tokens());
+        // `invokeModel` (a raw body) is not read, but is a request.
+        assert_eq!(parse_ok(ApiKind::BedrockCountTokens, r#"{"input":{"invokeModel":{"body":"x"}}}"#).info.messages, 0);
+        assert!(parse(ApiKind::BedrockCountTokens, br#"{"messages":[]}"#).is_err(), "no input");
     }
 
     #[test]

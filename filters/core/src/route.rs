@@ -25,6 +25,8 @@ pub enum ApiKind {
     GeminiGenerate { stream: bool },
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
     BedrockConverse { stream: bool },
+    /// `POST /model/{modelId}/count-tokens` (Bedrock Runtime's CountTokens, Converse input).
+    BedrockCountTokens,
     /// `GET …/v1/models` and `GET …/v1/models/{id}`: the model list and one model (answered by
     /// the gateway when it routes models).
     OpenAiModels,
@@ -40,14 +42,14 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
-            ApiKind::AnthropicCountTokens => "count_tokens",
+            ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens => "count_tokens",
         }
     }
 
     /// Whether responses of this API report token usage (a model list and a token count do not:
     /// nothing is generated, nothing billed).
     pub fn has_usage(self) -> bool {
-        !matches!(self, ApiKind::OpenAiModels | ApiKind::AnthropicCountTokens)
+        !matches!(self, ApiKind::OpenAiModels | ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens)
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -57,7 +59,7 @@ impl ApiKind {
             ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => UsageFormat::Anthropic,
             ApiKind::GeminiGenerate { .. } => UsageFormat::Gemini,
-            ApiKind::BedrockConverse { .. } => UsageFormat::Bedrock,
+            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
         }
     }
 
@@ -71,6 +73,7 @@ impl ApiKind {
             | ApiKind::OpenAiResponses
             | ApiKind::GeminiGenerate { .. }
             | ApiKind::BedrockConverse { .. }
+            | ApiKind::BedrockCountTokens
             | ApiKind::OpenAiModels => Dialect::OpenAi,
         }
     }
@@ -119,16 +122,13 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
 
     if let Some((_, rest)) = path.split_once("/model/") {
         let (model, action) = rest.rsplit_once('/')?;
-        let stream = match action {
-            "converse" => false,
-            "converse-stream" => true,
+        let kind = match action {
+            "converse" => ApiKind::BedrockConverse { stream: false },
+            "converse-stream" => ApiKind::BedrockConverse { stream: true },
+            "count-tokens" => ApiKind::BedrockCountTokens,
             _ => return None,
         };
-        return Some(Route {
-            kind: ApiKind::BedrockConverse { stream },
-            provider: "bedrock",
-            path_model: Some(percent_decode(model)),
-        });
+        return Some(Route { kind, provider: "bedrock", path_model: Some(percent_decode(model)) });
     }
     if let Some(models_at) = path.rfind("/models/") {
         let tail = path.get(models_at + "/models/".len()..)?;
@@ -269,6 +269,11 @@ mod tests {
         assert_eq!(route.kind, ApiKind::BedrockConverse { stream: true });
         assert_eq!(route.path_model.as_deref(), Some("anthropic.claude-3-5-sonnet-20240620-v1:0"));
         assert_eq!(kind("POST", "/model/x/invoke"), None);
+        let route = classify("POST", "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens", "b").unwrap();
+        assert_eq!(
+            (route.kind, route.path_model.as_deref()),
+            (ApiKind::BedrockCountTokens, Some("anthropic.claude-3-5-haiku-20241022-v1:0"))
+        );
     }
 
     #[test]

@@ -142,6 +142,16 @@ fn a_token_count_is_guarded_like_the_message_it_counts() {
     let body: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!((reply.status, &body["type"]), (400, &json!("error")), "Anthropic's dialect");
     assert!(body["error"]["message"].as_str().unwrap().contains("CREDIT_CARD"));
+
+    // Bedrock's own CountTokens carries a Converse request inside `input.converse`.
+    let native = json!({"input": {"converse": {"messages": [
+        {"role": "user", "content": [{"text": format!("Meu CPF é {CPF}")}]}]}}});
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let path = "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens";
+    let (ex, action) = send(&mut driver, path, &serde_json::to_vec(&native).unwrap(), &[]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["input"]["converse"]["messages"][0]["content"][0]["text"], "Meu CPF é [CPF_1]");
 }
 
 #[test]

@@ -443,7 +443,7 @@ fn openai_streams_become_anthropic_events_at_every_byte_boundary() {
 }
 
 #[test]
-fn anthropic_token_counts_go_to_anthropic_backends_only() {
+fn anthropic_token_counts_go_to_backends_that_count_them_only() {
     let request = json!({"model": "claude-sonnet", "system": "Be brief.",
                          "messages": [{"role": "user", "content": "Hello"}]});
     let mut driver = driver(&config());
@@ -466,8 +466,43 @@ fn anthropic_token_counts_go_to_anthropic_backends_only() {
     assert_eq!(ex.host.counter(TOKENS, &[]), 0, "a count generates nothing: no token usage");
     assert_eq!(ex.host.counter("tollgate.provider.requests", &["backend=claude", "api=count_tokens", "variant="]), 1);
 
-    // Only Anthropic counts Claude's tokens: another backend is refused, never estimated.
-    for model in ["gpt-4o-mini", "haiku", "gemini-2.5-flash"] {
+    // Bedrock counts with its CountTokens API: the Converse request under `input.converse`,
+    // signed like any Bedrock call, and `inputTokens` read back as `input_tokens`.
+    let request = json!({"model": "haiku", "system": "Be brief.", "messages": [{"role": "user", "content": "Hello"}]});
+    let mut driver = self::driver(&config());
+    let (mut ex, action) = send(&mut driver, "/v1/messages/count_tokens", &request);
+    assert_eq!(action, Action::Continue, "{:?}", ex.host.local_reply);
+    assert_eq!(
+        ex.host.request_header_value(":path"),
+        Some("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens")
+    );
+    assert!(ex
+        .host
+        .request_header_value("authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/"));
+    let forwarded: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(
+        forwarded,
+        json!({"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "Hello"}]}],
+                                      "system": [{"text": "Be brief."}]}}})
+    );
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[br#"{"inputTokens":"#, br#"9}"#], 1, true);
+    assert_eq!(serde_json::from_slice::<Value>(&ex.host.client_body).unwrap(), json!({"input_tokens": 9}));
+    let mut driver = self::driver(&config());
+    let (mut ex, _) = send(&mut driver, "/v1/messages/count_tokens", &request);
+    ex.response_headers(&[(":status", "400"), ("content-type", "application/json")], false);
+    ex.response_body(&[br#"{"message":"The provided model doesn't support counting tokens"}"#], 1, true);
+    let error: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+    assert_eq!(
+        (&error["type"], &error["error"]["type"]),
+        (&json!("error"), &json!("invalid_request_error")),
+        "{error}"
+    );
+
+    // Only the provider counts its model's tokens: another backend is refused, never estimated.
+    for model in ["gpt-4o-mini", "gemini-2.5-flash"] {
         let mut driver = self::driver(&config());
         let request = json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]});
         let (ex, _) = send(&mut driver, "/v1/messages/count_tokens", &request);

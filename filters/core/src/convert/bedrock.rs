@@ -23,6 +23,23 @@ use crate::error::{shown, Dialect, Error};
 use crate::eventstream::EventStreamDecoder;
 use serde_json::{json, Map, Value};
 
+/// The CountTokens request for a Converse request: what CountTokens reads of it (`messages`,
+/// `system`, `toolConfig`, `additionalModelRequestFields`) under `input.converse`.
+pub fn count_tokens_request(mut converse: Value) -> Value {
+    if let Some(object) = converse.as_object_mut() {
+        object.retain(|key, _| {
+            matches!(key.as_str(), "messages" | "system" | "toolConfig" | "additionalModelRequestFields")
+        });
+    }
+    json!({"input": {"converse": converse}})
+}
+
+/// Anthropic's `count_tokens` answer for a CountTokens answer (`{"inputTokens": n}`).
+pub fn count_tokens_response(answer: &Value) -> Option<Value> {
+    let tokens = answer.get("inputTokens")?.as_u64()?;
+    Some(json!({"input_tokens": tokens}))
+}
+
 /// The Converse request for an OpenAI chat request.
 pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Error> {
     let mut system = Vec::new();

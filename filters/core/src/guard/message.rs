@@ -91,6 +91,12 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
+        // CountTokens carries a Converse request inside `input.converse`.
+        ApiKind::BedrockCountTokens => {
+            if let Some(converse) = object.get_mut("input").and_then(|i| i.get_mut("converse")) {
+                for_each_text(converse, ApiKind::BedrockConverse { stream: false }, scope, f);
+            }
+        }
         ApiKind::OpenAiModels => {}
     }
 }

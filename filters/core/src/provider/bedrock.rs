@@ -63,9 +63,15 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The wire path of a Converse call: the model id percent-encoded into one segment.
+/// The wire path of a Converse (or CountTokens) call: the model id percent-encoded into one
+/// segment.
 pub fn path(backend: &Backend, api: ApiKind, model: &str) -> Option<String> {
-    let ApiKind::BedrockConverse { stream } = api else { return None };
+    let action = match api {
+        ApiKind::BedrockConverse { stream: false } => "/converse",
+        ApiKind::BedrockConverse { stream: true } => "/converse-stream",
+        ApiKind::BedrockCountTokens => "/count-tokens",
+        _ => return None,
+    };
     if model.is_empty() || model == "." || model == ".." || model.len() > 2048 {
         return None; // `.`/`..` would survive encoding and walk the path
     }
@@ -73,7 +79,7 @@ pub fn path(backend: &Backend, api: ApiKind, model: &str) -> Option<String> {
     path.push_str(&backend.base_path);
     path.push_str("/model/");
     uri_encode(model, &mut path);
-    path.push_str(if stream { "/converse-stream" } else { "/converse" });
+    path.push_str(action);
     Some(path)
 }
 

@@ -897,8 +897,10 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
         (Kind::Azure, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
         (Kind::Openai | Kind::OpenaiCompatible | Kind::Azure, ApiKind::AnthropicMessages) => Some(ApiKind::OpenAiChat),
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
-        // Only Anthropic counts Claude's tokens; an estimate would pass for a count.
+        // Only the provider counts its model's tokens (Anthropic, and Bedrock's CountTokens for
+        // the models it supports): an estimate would pass for a count.
         (Kind::Anthropic, ApiKind::AnthropicCountTokens) => Some(ApiKind::AnthropicCountTokens),
+        (Kind::Bedrock, ApiKind::AnthropicCountTokens) => Some(ApiKind::BedrockCountTokens),
         _ => None,
     }
 }

@@ -75,7 +75,8 @@ impl OutputMeter {
             ApiKind::OpenAiEmbeddings
             | ApiKind::BedrockConverse { .. }
             | ApiKind::OpenAiModels
-            | ApiKind::AnthropicCountTokens => return None,
+            | ApiKind::AnthropicCountTokens
+            | ApiKind::BedrockCountTokens => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),

@@ -196,6 +196,8 @@ enum Pair {
     OpenAiToBedrock,
     /// Anthropic Messages client, Bedrock Converse backend (OpenAI chat as the pivot).
     AnthropicToBedrock,
+    /// Anthropic `count_tokens` client, Bedrock CountTokens backend (the same pivot).
+    AnthropicCountToBedrock,
 }
 
 /// How the response of this stream is rewritten.
@@ -564,6 +566,19 @@ impl Stage for ProviderRewriteStream {
                         let pivot = anthropic_to_openai(to_openai::MaxTokensField::MaxTokens)?;
                         serde_json::from_value(pivot).map_err(invalid)?
                     }
+                    ApiKind::AnthropicCountTokens if backend.kind == Kind::Bedrock => {
+                        // A count has no `max_tokens`; the Messages reader needs one, and
+                        // CountTokens takes no inference settings, so its value goes nowhere.
+                        let mut count: Value = serde_json::from_slice(body).map_err(invalid)?;
+                        if let Some(object) = count.as_object_mut() {
+                            object.entry("max_tokens").or_insert(Value::from(1));
+                        }
+                        let request: MessagesRequest = serde_json::from_value(count).map_err(invalid)?;
+                        let field = to_openai::MaxTokensField::MaxTokens;
+                        let pivot = to_openai::request_from_anthropic(&request, &upstream.model, field)
+                            .map_err(|e| (e, dialect))?;
+                        serde_json::from_value(pivot).map_err(invalid)?
+                    }
                     _ => return Err(no_pair()),
                 };
                 let fail = |e| (e, dialect);
@@ -578,6 +593,11 @@ impl Stage for ProviderRewriteStream {
                     Kind::Gemini | Kind::Vertex => {
                         self.pair = if anthropic_client { Pair::AnthropicToGemini } else { Pair::OpenAiToGemini };
                         serde_json::to_vec(&to_gemini::request_from_openai(&request).map_err(fail)?)
+                    }
+                    _ if ex.route.kind == ApiKind::AnthropicCountTokens => {
+                        self.pair = Pair::AnthropicCountToBedrock;
+                        let converse = to_bedrock::request_from_openai(&request).map_err(fail)?;
+                        serde_json::to_vec(&to_bedrock::count_tokens_request(converse))
                     }
                     _ => {
                         self.pair = if anthropic_client { Pair::AnthropicToBedrock } else { Pair::OpenAiToBedrock };
@@ -722,6 +742,9 @@ impl Stage for ProviderRewriteStream {
                     (Response::Json(held), Pair::OpenAiToBedrock) => serde_json::from_slice::<Value>(held)
                         .ok()
                         .and_then(|r| to_bedrock::response_to_openai(&r, model, created)),
+                    (Response::Json(held), Pair::AnthropicCountToBedrock) => {
+                        serde_json::from_slice::<Value>(held).ok().and_then(|r| to_bedrock::count_tokens_response(&r))
+                    }
                     (Response::Json(held), Pair::AnthropicToBedrock) => serde_json::from_slice::<Value>(held)
                         .ok()
                         .and_then(|r| to_bedrock::response_to_openai(&r, model, created))
@@ -743,7 +766,7 @@ impl Stage for ProviderRewriteStream {
                     (Response::Error(status, held), Pair::OpenAiToBedrock) => {
                         Some(to_bedrock::error_to_openai(*status, held))
                     }
-                    (Response::Error(status, held), Pair::AnthropicToBedrock) => {
+                    (Response::Error(status, held), Pair::AnthropicToBedrock | Pair::AnthropicCountToBedrock) => {
                         let pivot = to_bedrock::error_to_openai(*status, held).to_string();
                         Some(to_openai::error_to_anthropic(*status, pivot.as_bytes()))
                     }
