@@ -50,11 +50,11 @@ thread_local! {
 // then the request body and the answer.
 fuzz_target!(|data: &[u8]| {
     let [select, config, cut, lo, hi, rest @ ..] = data else { return };
+    let path = PATHS[(*select as usize & 7 | (*config as usize >> 7) << 3) % PATHS.len()];
     let config = *config as usize % CONFIGS.len();
     let length = (u16::from_le_bytes([*lo, *hi]) as usize).min(rest.len());
     let (request, answer) = rest.split_at(length);
     let cut = *cut as usize * answer.len() / 255;
-    let path = PATHS[(*select as usize & 7 | (*config as usize >> 7) << 3) % PATHS.len()];
     let content_type = CONTENT_TYPES[(*select as usize >> 3) % 4];
     let status = STATUSES[(*select as usize >> 5) % 4];
     SPECS.with(|specs| {

@@ -167,7 +167,7 @@ pub fn request_from_openai(
             _ if is_default(name, value) => {}
             _ => {
                 return Err(Error::invalid(
-                    name.clone(),
+                    name,
                     format!("'{}' is not supported by this backend (anthropic)", shown(name)),
                 ));
             }

@@ -111,7 +111,7 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
             ("store" | "metadata" | "stream_options" | "user" | "parallel_tool_calls", _) => {}
             _ => {
                 return Err(Error::invalid(
-                    name.clone(),
+                    name,
                     format!("'{}' is not supported by this backend (bedrock)", shown(name)),
                 ))
             }

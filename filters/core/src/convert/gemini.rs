@@ -177,7 +177,7 @@ pub fn request_from_openai(request: &ChatCompletionRequest) -> Result<Value, Err
             _ if is_default(name, value) => {}
             _ => {
                 return Err(Error::invalid(
-                    name.clone(),
+                    name,
                     format!("'{}' is not supported by this backend (gemini)", shown(name)),
                 ))
             }

@@ -175,7 +175,7 @@ pub fn request_from_anthropic(request: &MessagesRequest, model: &str, field: Max
             _ if value.is_null() => {}
             _ => {
                 return Err(Error::invalid(
-                    name.clone(),
+                    name,
                     format!("'{}' is not supported by this backend (openai)", shown(name)),
                 ))
             }
