@@ -71,6 +71,16 @@ impl Error {
         Error::InvalidRequest { param: Some(shown(param.as_ref())), message: message.into() }
     }
 
+    /// A model no backend serves, named as [`shown`] repeats a client's name.
+    pub fn model_not_found(model: &str) -> Error {
+        Error::ModelNotFound { model: shown(model) }
+    }
+
+    /// A model the caller may not use, named as [`shown`] repeats a client's name.
+    pub fn forbidden(model: &str) -> Error {
+        Error::Forbidden { model: shown(model) }
+    }
+
     /// A refused `content-encoding` header value, kept short.
     pub fn unsupported_encoding(header: &str) -> Error {
         Error::UnsupportedEncoding { encoding: header.trim().chars().take(32).collect() }

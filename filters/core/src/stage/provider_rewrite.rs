@@ -263,7 +263,7 @@ impl ProviderRewriteStream {
             // A name any request could use (a pattern's too), not only the listed ones.
             Some(id) => match table.resolve(id).filter(|r| visible(id, r)) {
                 Some(resolved) => provider::models::model(dialect, id, resolved.backend.kind),
-                None => return HeadersFlow::Reply(Error::ModelNotFound { model: crate::error::shown(id) }, dialect),
+                None => return HeadersFlow::Reply(Error::model_not_found(id), dialect),
             },
             None => {
                 let listed: Vec<_> =
@@ -444,7 +444,7 @@ impl Stage for ProviderRewriteStream {
         }
         choice.attempt = self.attempt.as_deref();
         let Some(resolved) = table.resolve_with(requested, choice) else {
-            return Err((Error::ModelNotFound { model: crate::error::shown(requested) }, dialect));
+            return Err((Error::model_not_found(requested), dialect));
         };
         // (An upstream instance of a fallback does not decide again: the downstream one did.)
         if let (Some(access), false) = (&self.settings.access, self.settings.upstream_role) {
@@ -457,7 +457,7 @@ impl Stage for ProviderRewriteStream {
             let tier = self.tier.as_deref().unwrap_or("");
             out.counter(metrics::name("access.decisions", &[("tier", tier), ("outcome", outcome)]), 1);
             if outcome == "denied" {
-                return Err((Error::Forbidden { model: crate::error::shown(requested) }, dialect));
+                return Err((Error::forbidden(requested), dialect));
             }
         }
         if let Some(cluster) = resolved.fallback {
