@@ -296,7 +296,9 @@ def main():
         wasm, _, like = wasm.partition("@")
         VARIANTS[name] = {**VARIANTS.get(like, {}), "wasm": wasm}
         a.variants += "," + name
-    names = a.variants.split(",")
+    # Each variant once (an --extra also named in --variants would start a second Envoy and
+    # measure one while the other is driven).
+    names = list(dict.fromkeys(a.variants.split(",")))
     if names[0] != "bare":
         names.insert(0, "bare")
 

@@ -110,6 +110,11 @@ def test_the_openai_sdk_sees_a_rate_limit_error_with_headers(quota_gateway):
         client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "Hi"}], max_tokens=9000)
     assert error.value.response.headers["retry-after"]
     assert error.value.body["code"] == "rate_limit_exceeded"
+    # Eight completions of up to 1000 tokens each are reserved as 8000: refused, where one fits.
+    hi = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4.1", messages=hi, max_tokens=1000, n=8)
+    assert client.chat.completions.create(model="gpt-4.1", messages=hi, max_tokens=1000, n=1).usage.total_tokens > 0
 
 
 def test_consumers_do_not_affect_each_other(quota_gateway):

@@ -22,6 +22,9 @@ const TOKENS_PER_NAME: u64 = 1;
 const REPLY_PRIMING_TOKENS: u64 = 3;
 /// Longest model name kept from a request (longer names are not labels anyone wants).
 pub const MAX_MODEL_LEN: usize = 128;
+/// Most completions one request is taken to ask for (OpenAI's limit for `n`; a provider
+/// refuses more, so counting more would only turn its 400 into a misleading 429).
+pub const MAX_CHOICES: u64 = 128;
 
 /// What the stages learn from a request body.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,8 +34,13 @@ pub struct RequestInfo {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it (OpenAI chat/completions).
     pub include_usage: Option<bool>,
-    /// `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `maxOutputTokens`, …
+    /// `max_tokens`, `max_completion_tokens`, `max_output_tokens`, `maxOutputTokens`, …; 0 for
+    /// an API that generates nothing (embeddings).
     pub max_output_tokens: Option<u64>,
+    /// Completions generated for the request, each up to `max_output_tokens`: OpenAI's `n`
+    /// (and `best_of` on legacy completions, all of them generated and billed), Gemini's
+    /// `candidateCount`; 1 when absent, clamped to 1..=[`MAX_CHOICES`].
+    pub choices: u64,
     /// Number of messages (or contents, or input items).
     pub messages: u32,
     /// Estimator features of the prompt text.
@@ -48,6 +56,17 @@ impl RequestInfo {
     pub fn estimated_prompt_tokens(&self) -> u64 {
         self.features.estimate() + self.framing_tokens + self.token_ids
     }
+
+    /// The most output tokens the request can generate: its output cap (or `default` when it
+    /// sets none) for each completion it asks for.
+    pub fn output_cap(&self, default: u64) -> u64 {
+        self.max_output_tokens.unwrap_or(default).saturating_mul(self.choices)
+    }
+}
+
+/// The completions a request asks for, from the fields that set it (absent: 1).
+fn choices(counts: &[Option<u64>]) -> u64 {
+    counts.iter().flatten().copied().max().unwrap_or(1).clamp(1, MAX_CHOICES)
 }
 
 /// A replacement of `remove` bytes at `at` by `insert`, on the original body.
@@ -109,6 +128,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             span = model_span(body, &v.model);
             let mut info = info_from_messages(v.model, v.stream, &v.messages);
             info.max_output_tokens = v.max_completion_tokens.or(v.max_tokens);
+            info.choices = choices(&[v.n]);
             add_raw(&mut info.features, v.tools);
             add_raw(&mut info.features, v.functions);
             finish_stream_options(body, v.stream_options, &mut info, &mut splice)?;
@@ -119,6 +139,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             span = model_span(body, &v.model);
             let mut info = base(v.model, v.stream);
             info.max_output_tokens = v.max_tokens;
+            info.choices = choices(&[v.n, v.best_of]);
             add_text(&mut info, v.prompt);
             finish_stream_options(body, v.stream_options, &mut info, &mut splice)?;
             info
@@ -127,6 +148,8 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             let v: EmbeddingsView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
             let mut info = base(v.model, None);
+            // Generates no tokens: nothing to reserve for output.
+            info.max_output_tokens = Some(0);
             add_text(&mut info, v.input);
             info
         }
@@ -156,7 +179,10 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_messages(&mut info, v.contents);
             add_text(&mut info, v.system_instruction);
             add_raw(&mut info.features, v.tools);
-            info.max_output_tokens = v.generation_config.and_then(|c| c.max_output_tokens);
+            if let Some(c) = v.generation_config {
+                info.max_output_tokens = c.max_output_tokens;
+                info.choices = choices(&[c.candidate_count]);
+            }
             info
         }
         ApiKind::OpenAiModels => return no_body(),
@@ -340,6 +366,7 @@ fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
         stream: stream.unwrap_or(false),
         include_usage: None,
         max_output_tokens: None,
+        choices: 1,
         messages: 0,
         features: Features::default(),
         framing_tokens: 0,
@@ -461,6 +488,8 @@ struct ChatView<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -489,6 +518,10 @@ struct CompletionsView<'a> {
     prompt: Option<PromptText>,
     #[serde(default)]
     max_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    best_of: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +582,8 @@ struct GeminiView<'a> {
 struct GeminiGenerationConfig {
     #[serde(default)]
     max_output_tokens: Option<u64>,
+    #[serde(default)]
+    candidate_count: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -877,6 +912,39 @@ mod tests {
         let embeddings =
             parse_ok(ApiKind::OpenAiEmbeddings, r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#).info;
         assert_eq!(embeddings.estimated_prompt_tokens(), 5);
+    }
+
+    /// A request for several completions can generate its output cap once per completion:
+    /// what a quota reserves and a cost-based choice weighs.
+    #[test]
+    fn the_output_cap_counts_every_completion_asked_for() {
+        let cases: [(ApiKind, &str, u64, u64); 9] = [
+            (ApiKind::OpenAiChat, r#"{"model":"m","messages":[],"max_tokens":100}"#, 1, 100),
+            (ApiKind::OpenAiChat, r#"{"model":"m","messages":[],"max_completion_tokens":100,"n":4}"#, 4, 400),
+            // No cap named: the caller's default, once per completion.
+            (ApiKind::OpenAiChat, r#"{"model":"m","messages":[],"n":3}"#, 3, 3 * 4096),
+            // Outside what any provider accepts: it refuses, so the count stays within 1..=128.
+            (ApiKind::OpenAiChat, r#"{"model":"m","messages":[],"n":0,"max_tokens":10}"#, 1, 10),
+            (ApiKind::OpenAiChat, r#"{"model":"m","messages":[],"n":100000,"max_tokens":10}"#, 128, 1280),
+            // Legacy completions generate `best_of` server-side (n ≤ best_of), all billed.
+            (ApiKind::OpenAiCompletions, r#"{"model":"m","prompt":"p","max_tokens":16,"n":2,"best_of":5}"#, 5, 80),
+            (ApiKind::OpenAiCompletions, r#"{"model":"m","prompt":"p","max_tokens":16,"n":2}"#, 2, 32),
+            // An embedding generates no tokens, whatever the default.
+            (ApiKind::OpenAiEmbeddings, r#"{"model":"m","input":"p"}"#, 1, 0),
+            (
+                ApiKind::GeminiGenerate { stream: false },
+                r#"{"contents":[],"generationConfig":{"maxOutputTokens":50,"candidateCount":2}}"#,
+                2,
+                100,
+            ),
+        ];
+        for (kind, body, choices, cap) in cases {
+            let info = parse_ok(kind, body).info;
+            assert_eq!((info.choices, info.output_cap(4096)), (choices, cap), "{body}");
+        }
+        // A cap near the integer's limit saturates instead of wrapping.
+        let body = format!(r#"{{"model":"m","messages":[],"max_tokens":{},"n":2}}"#, u64::MAX);
+        assert_eq!(parse_ok(ApiKind::OpenAiChat, &body).info.output_cap(1), u64::MAX);
     }
 
     #[test]

@@ -106,6 +106,59 @@ fn sequential_requests_are_held_to_the_limit_exactly() {
     );
 }
 
+/// `n` completions can each generate `max_tokens`: the reservation covers all of them, so a
+/// request for many completions cannot pass on the reservation of one.
+#[test]
+fn a_request_for_several_completions_reserves_each_ones_output() {
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let record = format!("tollgate.quota;consumer;{key}");
+    let mut reserved = Vec::new();
+    for n in [1, 4] {
+        // Each from an empty store.
+        let gw = Gateway::new(tpm(1000));
+        let mut driver = gw.driver();
+        let mut body = chat(200);
+        body["n"] = json!(n);
+        let mut call = start(&gw, &mut driver, "sk-a", body, NOW);
+        assert!(call.admitted, "n = {n}");
+        reserved.push(gw.shared.used(&record, "tokens_per_minute", NOW / 60));
+        call.finish(10, 20 * n);
+        assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 10 + 20 * n, "settled to the usage");
+    }
+    let estimate = reserved[0] - 200;
+    assert!(estimate > 0 && estimate < 20, "{reserved:?}");
+    assert_eq!(reserved[1], estimate + 4 * 200, "{reserved:?}");
+    // Eight completions of up to 200 tokens cannot fit in 1000, although one would.
+    let gw = Gateway::new(tpm(1000));
+    let mut driver = gw.driver();
+    let mut body = chat(200);
+    body["n"] = json!(8);
+    let call = start(&gw, &mut driver, "sk-a", body, NOW);
+    assert!(!call.admitted);
+    assert_eq!(call.ex.host.local_reply.as_ref().unwrap().status, 429);
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 0, "nothing reserved");
+}
+
+/// An embedding generates nothing: it reserves its input only, not the default output cap
+/// (4096 here, over the whole limit).
+#[test]
+fn an_embedding_reserves_no_output() {
+    let mut quota = tpm(1000);
+    quota["default_max_output_tokens"] = json!(4096);
+    let gw = Gateway::new(quota);
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let body = json!({"model": "text-embedding-3-small", "input": "The food was delicious"}).to_string();
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/embeddings")]);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    assert!(ex.host.local_reply.is_none());
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let reserved = gw.shared.used(&format!("tollgate.quota;consumer;{key}"), "tokens_per_minute", NOW / 60);
+    assert!((1..20).contains(&reserved), "the input's estimate only: {reserved}");
+}
+
 #[test]
 fn a_request_costs_one_read_and_one_write_of_its_consumers_record_at_each_end() {
     // Two limits per consumer (tokens and requests) live in one shared-data record.

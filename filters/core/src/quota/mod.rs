@@ -225,7 +225,8 @@ pub struct RawConfig {
     /// Model (or prefix ending in `*`) → price, for `dollars` limits; the longest match wins.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
-    /// Output tokens reserved when a request names no `max_tokens`.
+    /// Output tokens reserved (per completion) when a request names no `max_tokens`; none for
+    /// embeddings, which generate nothing.
     #[serde(default = "default_max_output")]
     pub default_max_output_tokens: u64,
     /// Share the counters of many Envoy instances through a rate-limit service.

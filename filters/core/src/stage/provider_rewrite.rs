@@ -429,7 +429,7 @@ impl Stage for ProviderRewriteStream {
             let key = host.request_header("x-request-id").unwrap_or_else(|| ex.started_ns.to_string());
             let info = ex.parsed.as_ref().map(|p| &p.info);
             let input = info.map_or(0, |i| i.estimated_prompt_tokens());
-            let output = info.and_then(|i| i.max_output_tokens).unwrap_or(256);
+            let output = info.map_or(256, |i| i.output_cap(256));
             let at = provider::choose::pick(
                 policy,
                 &list,

@@ -226,7 +226,8 @@ impl QuotaStream {
     fn reserve_tokens(&self, ex: &Exchange, body: &[u8]) -> Tokens {
         let info = ex.parsed.as_ref().map(|p| &p.info);
         let input = info.map_or(body.len() as u64, |i| i.estimated_prompt_tokens());
-        let output = info.and_then(|i| i.max_output_tokens).unwrap_or(self.config.default_max_output_tokens);
+        let output =
+            info.map_or(self.config.default_max_output_tokens, |i| i.output_cap(self.config.default_max_output_tokens));
         Tokens { input, output, cached_input: 0 }
     }
 
