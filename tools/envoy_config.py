@@ -24,7 +24,7 @@ RUN_CONFIG = {
     "token_counter": {"consumer_header": "x-tollgate-consumer"},
     "quota": {
         "mode": "shadow",
-        "consumer": {"header": "authorization", "salt": "tollgate-run"},
+        "consumer": {"header": ["authorization", "x-api-key"], "salt": "tollgate-run"},
         "limits": [
             {"name": "tokens_per_minute", "meter": "total_tokens", "per": "consumer", "window": "minute", "limit": 100000},
             {"name": "requests_per_minute", "meter": "requests", "per": "consumer", "window": "minute", "limit": 600},
@@ -176,7 +176,7 @@ def provider_parts(filter_config, provider, wasm=DEFAULT_WASM):
         parts["PRE_FILTERS"] = "- " + json.dumps({"name": "envoy.filters.http.api_key_auth", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
             "credentials": [{"key": k, "client": c} for k, c in section["api_keys"].items()],
-            "key_sources": [{"header": "authorization"}],
+            "key_sources": [{"header": "authorization"}, {"header": "x-api-key"}],
             "forwarding": {"header": identity or "x-tollgate-client", "hide_credentials": True}}})
     clusters = []
     for name in sorted({b["cluster"] for b in section["backends"].values()}):

@@ -12,7 +12,7 @@ use tollgate_host::{Action, Driver, Spec};
 
 const CONFIGS: [&str; 4] = [
     r#"{"token_counter":{},"guardrails":{"entities":{"default":"mask"},"injection":{"action":"block"}},
-        "quota":{"consumer":{"header":"authorization","salt":"fuzz"},"stream_cut_off":true,"default_max_output_tokens":8,
+        "quota":{"consumer":{"header":["authorization","x-api-key"],"salt":"fuzz"},"stream_cut_off":true,"default_max_output_tokens":8,
                  "limits":[{"name":"tpm","meter":"total_tokens","per":"consumer","window":"minute","limit":60},
                            {"name":"rpm","meter":"requests","per":"consumer","window":"minute","limit":1000000}]}}"#,
     r#"{"token_counter":{},"provider_rewrite":{"backends":{"claude":{"kind":"anthropic","cluster":"anthropic",

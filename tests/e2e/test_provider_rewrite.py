@@ -613,6 +613,19 @@ def test_access_by_tier_behind_envoys_api_key_filter(access_gateway, mock):
             premium.chat.completions.create(model=model, messages=hi)
     assert "legacy" not in [m.id for m in premium.models.list()]
 
+    # Anthropic's SDK sends the key as `x-api-key`: the same keys, tiers and answers, in its dialect.
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=access_gateway.url, api_key="key-basic", max_retries=0)
+    assert claude.messages.create(model="claude", max_tokens=10, messages=hi).content[0].text
+    with pytest.raises(anthropic.PermissionDeniedError) as denied:
+        claude.messages.create(model="gpt-4o", max_tokens=10, messages=hi)
+    assert denied.value.body["error"]["type"] == "permission_error"
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=access_gateway.url, api_key="wrong", max_retries=0).messages.create(
+            model="claude", max_tokens=10, messages=hi)
+    assert "key-basic" not in json.dumps(mock.last_request("/v1/messages")), "the key is hidden from the provider"
+
     # A client cannot claim another identity: the header is stripped before Envoy's filter sets it.
     forged = keyed(access_gateway, "key-basic", **{"x-tollgate-client": "team-premium"})
     with pytest.raises(openai.PermissionDeniedError):

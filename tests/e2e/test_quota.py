@@ -193,6 +193,40 @@ def test_shadow_mode_never_refuses_and_reports(work, mock):
         shadow.stop()
 
 
+def test_one_key_is_one_budget_for_the_openai_and_the_anthropic_sdk(work, mock):
+    """OpenAI's SDK sends the key as `authorization: Bearer`, Anthropic's as `x-api-key`: with
+    both headers named, the key's budget is one, whichever SDK spends it."""
+    import anthropic
+
+    config = {"token_counter": {}, "quota": {
+        "consumer": {"header": ["authorization", "x-api-key"], "salt": "e2e", "downstream_address": False},
+        "unknown_consumer": "refuse",
+        "limits": [{"name": "requests_per_hour", "meter": "requests", "per": "consumer", "window": "hour", "limit": 3}]}}
+    gateway = Envoy(work, mock, name="quota-two-sdks", wasm="tollgate.wasm", filter_config=config)
+    try:
+        away_from_hour_boundary()
+        api_key = key()
+        gpt = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
+        claude = anthropic.Anthropic(base_url=gateway.url, api_key=api_key, max_retries=0)
+        hi = [{"role": "user", "content": "Hi"}]
+        gpt.chat.completions.create(model="gpt-4.1", messages=hi, max_tokens=10)
+        claude.messages.create(model="claude-sonnet-4-20250514", max_tokens=10, messages=hi)
+        raw = claude.messages.with_raw_response.create(model="claude-sonnet-4-20250514", max_tokens=10, messages=hi)
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0", "three requests of one key"
+        with pytest.raises(openai.RateLimitError):
+            gpt.chat.completions.create(model="gpt-4.1", messages=hi, max_tokens=10)
+        with pytest.raises(anthropic.RateLimitError) as error:
+            claude.messages.create(model="claude-sonnet-4-20250514", max_tokens=10, messages=hi)
+        assert error.value.body["error"]["type"] == "rate_limit_error"
+        # Another key has its own budget; no key at all is refused.
+        other = anthropic.Anthropic(base_url=gateway.url, api_key=key(), max_retries=0)
+        assert other.messages.create(model="claude-sonnet-4-20250514", max_tokens=10, messages=hi).content
+        r = requests.post(gateway.url + "/v1/chat/completions", json={"model": "gpt-4.1", "messages": hi}, timeout=10)
+        assert r.status_code == 401
+    finally:
+        gateway.stop()
+
+
 # --- stream cut-off -------------------------------------------------------------------------
 
 CUT_PROMPT = "Tell me how a gateway streams an answer."

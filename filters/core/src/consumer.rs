@@ -22,11 +22,13 @@ pub struct ConsumerSource {
     #[serde(default)]
     #[schemars(extend("examples" = [["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "payload", "sub"]]))]
     pub property: Option<Vec<String>>,
-    /// A credential header (an API key); only `k:` + 16 hex digits of a salted SHA-256 of its
-    /// value is kept, never the key. `cookie` is refused.
+    /// A credential header (an API key), or several tried in order (OpenAI's SDKs send
+    /// `authorization: Bearer <key>`, Anthropic's `x-api-key: <key>`); the `Bearer` scheme is
+    /// not part of the key, so one key is one consumer whichever header carries it. Only `k:` +
+    /// 16 hex digits of a salted SHA-256 of the key is kept, never the key. `cookie` is refused.
     #[serde(default)]
-    #[schemars(extend("examples" = ["authorization"]))]
-    pub header: Option<String>,
+    #[schemars(with = "Option<HeaderList>", extend("examples" = [["authorization", "x-api-key"]]))]
+    pub header: Option<Headers>,
     /// A header an auth filter sets to the authenticated identity (the API-key filter's
     /// `forwarding.header`), taken as it is. Only with a filter that overwrites it and an Envoy
     /// config that strips it from clients: otherwise a client names itself.
@@ -46,6 +48,42 @@ pub struct ConsumerSource {
 fn yes() -> bool {
     true
 }
+
+/// Header names, tried in order; written as one name or a list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Headers(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(name) => vec![name],
+            serde_json::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    serde_json::Value::String(name) => Some(name),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| serde::de::Error::custom("expected header names (strings)"))?,
+            _ => return Err(serde::de::Error::custom("expected a header name or a list of header names")),
+        };
+        Ok(Headers(names))
+    }
+}
+
+// What `Headers` accepts, for the generated schema (never built).
+/// One header name, or several tried in order.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its schema is used
+enum HeaderList {
+    One(String),
+    Several(Vec<String>),
+}
+
+/// Most credential headers one consumer source tries.
+const MAX_HEADERS: usize = 4;
 
 /// What an absent `consumer` section means: the same as `{}` (the generated schema showed the
 /// derived default, with no address fallback, disagreeing with `{}`).
@@ -67,14 +105,20 @@ impl ConsumerSource {
                 return Err(format!("{prefix}identity_header: '{header}' is not a lowercase header name"));
             }
         }
-        if let Some(header) = &self.header {
-            if header.is_empty()
-                || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
-            {
-                return Err(format!("{prefix}header: '{header}' is not a lowercase header name"));
+        if let Some(Headers(headers)) = &self.header {
+            if headers.is_empty() || headers.len() > MAX_HEADERS {
+                return Err(format!("{prefix}header: name 1 to {MAX_HEADERS} headers"));
             }
-            if CREDENTIAL_WITHOUT_HASH.contains(&header.as_str()) {
-                return Err(format!("{prefix}header: '{header}' is not an identity"));
+            for header in headers {
+                let shown = crate::error::shown(header);
+                if header.is_empty()
+                    || header.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+                {
+                    return Err(format!("{prefix}header: '{shown}' is not a lowercase header name"));
+                }
+                if CREDENTIAL_WITHOUT_HASH.contains(&header.as_str()) {
+                    return Err(format!("{prefix}header: '{shown}' is not an identity"));
+                }
             }
         }
         if self.property.as_ref().is_some_and(|p| p.is_empty() || p.iter().any(String::is_empty)) {
@@ -91,9 +135,14 @@ impl ConsumerSource {
         if let Some(id) = self.identity_header.as_ref().and_then(|h| host.request_header(h)).filter(|v| !v.is_empty()) {
             return Some(plain_consumer(id.trim()));
         }
-        if let Some(value) = self.header.as_ref().and_then(|h| host.request_header(h)).filter(|v| !v.is_empty()) {
-            let salt = self.salt.as_deref().unwrap_or("");
-            return Some(hashed_consumer(salt, value.trim()));
+        let headers = self.header.as_ref().map_or(&[][..], |h| h.0.as_slice());
+        let salt = self.salt.as_deref().unwrap_or("");
+        let hashed = headers
+            .iter()
+            .filter_map(|h| host.request_header(h))
+            .find_map(|value| credential(&value).map(|key| hashed_consumer(salt, key)));
+        if hashed.is_some() {
+            return hashed;
         }
         if self.downstream_address {
             let address = host.property(&["source", "address"]).map(|v| String::from_utf8_lossy(&v).into_owned())?;
@@ -106,6 +155,21 @@ impl ConsumerSource {
         }
         None
     }
+}
+
+/// The key in a credential header's value: without the `Bearer` scheme (case-insensitive, as
+/// auth schemes are) and surrounding spaces; `None` when nothing is left.
+fn credential(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let key = match (value.get(..6), value.get(6..)) {
+        (Some(scheme), Some(rest))
+            if scheme.eq_ignore_ascii_case("bearer") && (rest.is_empty() || rest.starts_with(' ')) =>
+        {
+            rest.trim_start()
+        }
+        _ => value,
+    };
+    Some(key).filter(|k| !k.is_empty())
 }
 
 /// A property as a non-empty string.
@@ -146,6 +210,46 @@ mod default_tests {
     fn a_hashed_consumer_is_the_salted_sha256_prefix() {
         // python3 -c 'import hashlib; print(hashlib.sha256(b"salt\0sk-test-0123").hexdigest()[:16])'
         assert_eq!(hashed_consumer("salt", "sk-test-0123"), "k:80d3502e358d5bda");
+    }
+
+    #[test]
+    fn a_credential_is_the_key_without_its_bearer_scheme() {
+        for (value, key) in [
+            ("Bearer sk-1", Some("sk-1")),
+            ("bearer sk-1", Some("sk-1")),
+            ("BEARER   sk-1 ", Some("sk-1")),
+            ("sk-1", Some("sk-1")),
+            ("  sk-1", Some("sk-1")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearerish", Some("Bearerish")),
+            ("   ", None),
+            ("Basic dXNlcjpwYXNz", Some("Basic dXNlcjpwYXNz")),
+            ("Bearér x", Some("Bearér x")),
+        ] {
+            assert_eq!(credential(value), key, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn header_is_one_name_or_a_list_and_each_is_checked() {
+        let one: ConsumerSource = serde_json::from_str(r#"{"header":"authorization"}"#).unwrap();
+        let list: ConsumerSource = serde_json::from_str(r#"{"header":["authorization","x-api-key"]}"#).unwrap();
+        assert_eq!(one.header, Some(Headers(vec!["authorization".into()])));
+        assert_eq!(list.header, Some(Headers(vec!["authorization".into(), "x-api-key".into()])));
+        assert!(one.validate("q.").is_ok() && list.validate("q.").is_ok());
+        for (json, error) in [
+            (r#"{"header":[]}"#, "q.header: name 1 to 4 headers"),
+            (r#"{"header":["a","b","c","d","e"]}"#, "q.header: name 1 to 4 headers"),
+            (r#"{"header":["authorization","Cookie"]}"#, "q.header: 'Cookie' is not a lowercase header name"),
+            (r#"{"header":["x-api-key","cookie"]}"#, "q.header: 'cookie' is not an identity"),
+        ] {
+            let source: ConsumerSource = serde_json::from_str(json).unwrap();
+            assert_eq!(source.validate("q.").unwrap_err(), error, "{json}");
+        }
+        for json in [r#"{"header":5}"#, r#"{"header":["authorization",5]}"#, r#"{"header":{"name":"a"}}"#] {
+            assert!(serde_json::from_str::<ConsumerSource>(json).is_err(), "{json}");
+        }
     }
 
     #[test]

@@ -347,6 +347,41 @@ fn shadow_mode_never_refuses_but_says_what_it_would_have_done() {
     }
 }
 
+/// OpenAI's SDKs send the key as `authorization: Bearer <key>`, Anthropic's as `x-api-key:
+/// <key>`: with both headers named, one key is one consumer (switching header does not open a
+/// second budget), and a request with neither is not taken for any key's consumer.
+#[test]
+fn one_key_is_one_consumer_whichever_header_carries_it() {
+    let gw = Gateway::new(
+        json!({"consumer": {"header": ["authorization", "x-api-key"], "salt": "s", "downstream_address": false},
+        "unknown_consumer": "refuse",
+        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 3}]}),
+    );
+    let mut statuses = Vec::new();
+    for headers in [
+        &[("authorization", "Bearer sk-a")][..],
+        &[("x-api-key", "sk-a")],
+        // An empty bearer token is no key: the next header names the consumer.
+        &[("authorization", "Bearer "), ("x-api-key", "sk-a")],
+        &[("authorization", "bearer sk-a")],
+        &[("x-api-key", "sk-b")],
+        &[],
+    ] {
+        let mut driver = gw.driver();
+        let mut ex = Exchange::new(&mut driver);
+        ex.host.shared = gw.shared.clone();
+        ex.host.now_ns = NOW * 1_000_000_000;
+        let body = chat(10).to_string();
+        ex.chat_request_headers(body.len(), headers);
+        ex.request_body(&[body.as_bytes()]);
+        statuses.push(ex.host.local_reply.as_ref().map_or(200, |r| r.status));
+        ex.log();
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 200, 401], "sk-a's third request fills its 3; sk-b is another consumer");
+    let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
+    assert_eq!(gw.shared.used(&record, "rpm", NOW / 60), 3);
+}
+
 #[test]
 fn unknown_consumers_can_be_refused() {
     let gw = Gateway::new(
