@@ -297,6 +297,13 @@ def handle(method, path, headers, body):
         return json_reply(status, error_body(route, status, f"mock error {status}"), extra)
 
     stream = bool(request.get("stream")) if not (route.startswith("gemini") or route.startswith("bedrock")) else route.endswith("stream")
+    if route == "openai-responses" and request.get("background") is True and not stream:
+        # OpenAI's background mode: the response object answers at once, queued, with no output
+        # and no usage yet; the client polls GET /v1/responses/{id} for the result.
+        queued = json.loads(BODIES["openai-responses"])
+        queued.update({"status": "queued", "background": True, "output": [], "usage": None,
+                       "max_output_tokens": request.get("max_output_tokens")})
+        return json_reply(200, queued)
     name = h.get("x-mock-case") or default_case(route, stream, path)
     case = CASES.get(name)
     if case is None:

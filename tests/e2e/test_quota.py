@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from harness import ROOT, Envoy
+from harness import ROOT, Envoy, wait_until
 
 RESULTS = os.path.join(ROOT, "bench", "results")
 STREAM_USAGE = 310 + 18  # openai-chat-stream-20: what the provider reports per request
@@ -225,6 +225,27 @@ def test_one_key_is_one_budget_for_the_openai_and_the_anthropic_sdk(work, mock):
         assert r.status_code == 401
     finally:
         gateway.stop()
+
+
+def test_a_background_response_is_charged_its_reservation(quota_gateway):
+    """OpenAI's background mode answers queued and generates afterwards: the gateway keeps the
+    reservation as the charge (releasing it would let `background` slip past the limit)."""
+    away_from_hour_boundary()
+    client = openai.OpenAI(base_url=quota_gateway.url + "/v1", api_key=key(), max_retries=0)
+    raw = client.responses.with_raw_response.create(model="gpt-4.1", input="Hi", background=True, max_output_tokens=1000)
+    response = raw.parse()
+    assert (response.status, response.usage) == ("queued", None)
+    left = int(raw.headers["x-ratelimit-remaining-tokens"])
+    assert 3990 <= left < 4000, "the reservation (≈ 1000 + the prompt) is held while the answer leaves"
+    # The next request sees it kept: settled to the reservation, not released.
+    after = client.responses.with_raw_response.create(model="gpt-4.1", input="Hi", max_output_tokens=10)
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) < left, "still charged"
+    # The access log tells the queued answer's usage as deferred (not missing), the other's as reported.
+    def usage_logged():
+        usage = [e["usage"] for e in quota_gateway.access_entries() if e.get("path") == "/v1/responses"]
+        return usage if len(usage) >= 2 else None
+
+    assert wait_until(usage_logged, what="access log lines of both requests")[-2:] == ["deferred", "reported"]
 
 
 # --- stream cut-off -------------------------------------------------------------------------

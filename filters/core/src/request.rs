@@ -41,6 +41,9 @@ pub struct RequestInfo {
     /// (and `best_of` on legacy completions, all of them generated and billed), Gemini's
     /// `candidateCount`; 1 when absent, clamped to 1..=[`MAX_CHOICES`].
     pub choices: u64,
+    /// A Responses API request with `background: true`: the answer leaves queued, before
+    /// anything is generated, and carries no usage (the client polls for the result).
+    pub background: bool,
     /// Number of messages (or contents, or input items).
     pub messages: u32,
     /// Estimator features of the prompt text.
@@ -158,6 +161,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             span = model_span(body, &v.model);
             let mut info = base(v.model, v.stream);
             info.max_output_tokens = v.max_output_tokens;
+            info.background = v.background == Some(true);
             add_text(&mut info, v.instructions);
             add_text(&mut info, v.input);
             add_raw(&mut info.features, v.tools);
@@ -367,6 +371,7 @@ fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
         include_usage: None,
         max_output_tokens: None,
         choices: 1,
+        background: false,
         messages: 0,
         features: Features::default(),
         framing_tokens: 0,
@@ -544,6 +549,8 @@ struct ResponsesView<'a> {
     instructions: Option<PromptText>,
     #[serde(default)]
     max_output_tokens: Option<u64>,
+    #[serde(default)]
+    background: Option<bool>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
 }
@@ -909,6 +916,11 @@ mod tests {
         )
         .info;
         assert_eq!((responses.model.as_deref(), responses.max_output_tokens), (Some("gpt-4.1"), Some(50)));
+        assert!(!responses.background);
+        let background =
+            parse_ok(ApiKind::OpenAiResponses, r#"{"model":"o3-deep-research","input":"Survey","background":true}"#)
+                .info;
+        assert!(background.background);
         let embeddings =
             parse_ok(ApiKind::OpenAiEmbeddings, r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#).info;
         assert_eq!(embeddings.estimated_prompt_tokens(), 5);

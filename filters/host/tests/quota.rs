@@ -314,6 +314,53 @@ fn a_reset_without_usage_releases_the_reservation() {
     assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=released"]), 1);
 }
 
+/// OpenAI's background mode answers at once, queued and without usage, and generates
+/// afterwards: the reservation is kept as the charge instead of being released (else
+/// `background: true` would be a way round every token limit), and the token counter reports
+/// the usage as deferred, not missing.
+#[test]
+fn a_background_response_keeps_its_reservation() {
+    let gw = Gateway::new(tpm(1000));
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let record = format!("tollgate.quota;consumer;{key}");
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let body =
+        json!({"model": "o3-deep-research", "input": "Survey the field", "background": true, "max_output_tokens": 300})
+            .to_string();
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/responses")]);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    let reserved = gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    assert!(reserved > 300 && reserved < 320, "the estimate + max_output_tokens: {reserved}");
+    let queued = json!({"id": "resp_1", "object": "response", "status": "queued", "background": true,
+                        "model": "o3-deep-research", "output": [], "usage": null});
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[queued.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept, not released");
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
+    assert!(ex.host.counters.keys().all(|k| !k.contains("usage_missing")), "{:?}", ex.host.counters);
+
+    // The same request in the foreground is settled to its usage.
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let body = json!({"model": "gpt-4.1", "input": "Survey the field", "max_output_tokens": 300}).to_string();
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/responses")]);
+    ex.request_body(&[body.as_bytes()]);
+    let done = json!({"id": "resp_2", "object": "response", "status": "completed", "model": "gpt-4.1", "output": [],
+                      "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}});
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[done.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved + 12);
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("reported"));
+}
+
 #[test]
 fn an_error_response_releases_the_reservation() {
     let gw = Gateway::new(tpm(1000));

@@ -59,10 +59,10 @@ struct Names {
     /// Per limit: `quota.decisions` with outcome `admitted`, `refused`, `shadow_refused`.
     decisions: Vec<[Rc<str>; 3]>,
     /// `quota.settlements` per outcome, in [`SETTLED`]'s order.
-    settlements: [Rc<str>; 4],
+    settlements: [Rc<str>; SETTLED.len()],
 }
 
-const SETTLED: [&str; 4] = ["usage", "partial_usage", "released", "estimated"];
+const SETTLED: [&str; 5] = ["usage", "partial_usage", "released", "estimated", "reserved"];
 
 impl Names {
     fn build(config: &Config) -> Names {
@@ -235,6 +235,12 @@ impl QuotaStream {
     /// metered stream that ended without complete usage, what was estimated up to its end.
     fn usage(&self, ex: &Exchange) -> (Option<Tokens>, &'static str) {
         let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
+        // A background response is generated after its queued answer (or its stream) has gone,
+        // whether or not the client stays: without final usage it keeps its reservation.
+        let background = ex.parsed.as_ref().is_some_and(|p| p.info.background);
+        if background && self.status.is_some_and(|s| s < 400) && !reported.is_some_and(|r| r.complete) {
+            return (Some(self.reserve), "reserved");
+        }
         let metered = self.cut_off.as_ref().map(|c| c.meter.output_tokens()).filter(|&output| output > 0);
         if let (None | Some(super::ReportedUsage { complete: false, .. }), Some(output)) = (reported, metered) {
             // What the provider reported so far is exact where it is not zero (Anthropic's

@@ -787,11 +787,14 @@ impl Stage for TokenCounterStream {
         let reset = !completed || !self.response_done;
         // Later stages (quota) settle with what the provider reported.
         ex.usage.set(usage.map(|usage| super::ReportedUsage { usage, complete: !reset }));
+        let background = ex.parsed.as_ref().is_some_and(|p| p.info.background);
         let usage_state = match (usage.is_some(), reset, self.status) {
             (true, false, _) => "reported",
             (true, true, _) => "incomplete",
             (false, _, Some(s)) if s >= 400 => "none",
             (false, true, _) => "incomplete",
+            // Queued, generated after this answer: the usage comes with the polled result.
+            (false, false, _) if background => "deferred",
             (false, false, _) => "missing",
         };
         if usage_state == "missing" && !matches!(self.reader, Reader::Failed) {
