@@ -67,6 +67,14 @@ impl Call<'_> {
     }
 }
 
+/// An exchange on `gw`'s shared store at `NOW`.
+fn exchange<'a>(gw: &Gateway, driver: &'a mut Driver) -> Exchange<'a> {
+    let mut ex = Exchange::new(driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    ex
+}
+
 fn chat(max_tokens: u64) -> Value {
     json!({"model": "gpt-4o", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hi"}]})
 }
@@ -147,9 +155,7 @@ fn an_embedding_reserves_no_output() {
     quota["default_max_output_tokens"] = json!(4096);
     let gw = Gateway::new(quota);
     let mut driver = gw.driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.shared = gw.shared.clone();
-    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut ex = exchange(&gw, &mut driver);
     let body = json!({"model": "text-embedding-3-small", "input": "The food was delicious"}).to_string();
     ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/embeddings")]);
     assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
@@ -194,9 +200,7 @@ fn a_refusal_is_a_429_in_the_clients_dialect_with_rate_limit_headers() {
     assert_eq!(call.ex.host.counter("tollgate.quota.decisions", &["limit=tokens_per_minute", "outcome=refused"]), 1);
     // Anthropic clients get Anthropic's error shape.
     let mut driver = gw.driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.shared = gw.shared.clone();
-    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut ex = exchange(&gw, &mut driver);
     ex.request_headers(
         &[(":method", "POST"), (":path", "/v1/messages"), (":authority", "gw"), ("x-api-key", "sk-a")],
         false,
@@ -324,9 +328,7 @@ fn a_background_response_keeps_its_reservation() {
     let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
     let record = format!("tollgate.quota;consumer;{key}");
     let mut driver = gw.driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.shared = gw.shared.clone();
-    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut ex = exchange(&gw, &mut driver);
     let body =
         json!({"model": "o3-deep-research", "input": "Survey the field", "background": true, "max_output_tokens": 300})
             .to_string();
@@ -346,9 +348,7 @@ fn a_background_response_keeps_its_reservation() {
 
     // The same request in the foreground is settled to its usage.
     let mut driver = gw.driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.shared = gw.shared.clone();
-    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut ex = exchange(&gw, &mut driver);
     let body = json!({"model": "gpt-4.1", "input": "Survey the field", "max_output_tokens": 300}).to_string();
     ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/responses")]);
     ex.request_body(&[body.as_bytes()]);
@@ -415,9 +415,7 @@ fn one_key_is_one_consumer_whichever_header_carries_it() {
         &[],
     ] {
         let mut driver = gw.driver();
-        let mut ex = Exchange::new(&mut driver);
-        ex.host.shared = gw.shared.clone();
-        ex.host.now_ns = NOW * 1_000_000_000;
+        let mut ex = exchange(&gw, &mut driver);
         let body = chat(10).to_string();
         ex.chat_request_headers(body.len(), headers);
         ex.request_body(&[body.as_bytes()]);
@@ -452,9 +450,7 @@ fn unknown_consumers_share_one_counter_with_its_own_tier() {
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let mut driver = gw.driver();
-        let mut ex = Exchange::new(&mut driver);
-        ex.host.shared = gw.shared.clone();
-        ex.host.now_ns = NOW * 1_000_000_000;
+        let mut ex = exchange(&gw, &mut driver);
         let body = chat(10).to_string();
         ex.chat_request_headers(body.len(), &[]); // no x-api-key
         ex.request_body(&[body.as_bytes()]);
@@ -474,9 +470,7 @@ fn tiers_from_an_auth_filters_metadata_raise_the_limit() {
     );
     for (tier, admitted) in [(None, false), (Some("gold"), true)] {
         let mut driver = gw.driver();
-        let mut ex = Exchange::new(&mut driver);
-        ex.host.shared = gw.shared.clone();
-        ex.host.now_ns = NOW * 1_000_000_000;
+        let mut ex = exchange(&gw, &mut driver);
         ex.host.properties.insert(vec!["metadata".into(), "jwt".into(), "sub".into()], b"alice".to_vec());
         if let Some(t) = tier {
             ex.host.properties.insert(vec!["metadata".into(), "jwt".into(), "tier".into()], t.as_bytes().to_vec());
@@ -537,9 +531,7 @@ fn without_held_headers_the_body_is_held_and_refusals_still_answer() {
     };
     for (max_tokens, admitted) in [(100, true), (5000, false)] {
         let mut driver = gw.driver();
-        let mut ex = Exchange::new(&mut driver);
-        ex.host.shared = gw.shared.clone();
-        ex.host.now_ns = NOW * 1_000_000_000;
+        let mut ex = exchange(&gw, &mut driver);
         let body = chat(max_tokens).to_string();
         let action = ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a")]);
         assert_eq!(action, Action::Continue, "headers are not held");
@@ -658,9 +650,7 @@ fn a_cut_stream_without_reported_usage_is_settled_to_what_was_estimated() {
 /// and the closing `message_delta` with the output never comes.
 fn cut_anthropic_stream(gw: &Gateway, input: u64, cached: u64, deltas: usize) -> (u64, u64) {
     let mut driver = gw.driver();
-    let mut ex = Exchange::new(&mut driver);
-    ex.host.shared = gw.shared.clone();
-    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut ex = exchange(gw, &mut driver);
     let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": true,
                       "messages": [{"role": "user", "content": "Tell me a long story"}]})
     .to_string();
