@@ -47,7 +47,8 @@ def plugin(global_section):
 
 
 def consumer_id(api_key):
-    digest = hashlib.sha256(SALT.encode() + b"\0" + f"Bearer {api_key}".encode()).hexdigest()
+    # The key without its `Bearer` scheme, as sent in `authorization` or in `x-api-key`.
+    digest = hashlib.sha256(SALT.encode() + b"\0" + api_key.encode()).hexdigest()
     return "k:" + digest[:16]
 
 
