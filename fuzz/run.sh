@@ -48,6 +48,15 @@ for c in m:
         head = bytes([path | content_type << 3 | status << 5, config, 128, len(request) & 255, len(request) >> 8 & 255])
         with open(f"corpus/pipeline/{c['name']}-{config}", "wb") as f:
             f.write(head + request + answer)
+# An Anthropic Message Batch (path 9: selector bits 0-2 = 1 with bit 7 of the configuration byte).
+batch = json.dumps({"requests": [{"custom_id": f"r{i}", "params": {"model": "claude-sonnet-4-20250514", "max_tokens": 64,
+                    "system": "Be brief.", "messages": [{"role": "user", "content": f"Question {i}: 529.982.247-25?"}]}}
+                   for i in range(3)]}).encode()
+created = b'{"id":"msgbatch_01","type":"message_batch","processing_status":"in_progress","request_counts":{"processing":3}}'
+open("corpus/request_parse/anthropic-batch.json", "wb").write(batch)
+for config in range(4):
+    head = bytes([1, config | 128, 128, len(batch) & 255, len(batch) >> 8 & 255])
+    open(f"corpus/pipeline/anthropic-batch-{config}", "wb").write(head + batch + created)
 for i, line in enumerate(open("../tests/fixtures/guardrails/pii-eval.jsonl")):
     if i >= 300:
         break

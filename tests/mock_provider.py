@@ -7,7 +7,8 @@ application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently 
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` and Bedrock's
-`POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT).
+`POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
+`POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -38,6 +39,7 @@ Usage: mock_provider.py [--host ADDR] [--port P] [--h2-port P] [--port-file F]
 import argparse
 import asyncio
 import gzip
+import hashlib
 import json
 import os
 import struct
@@ -66,6 +68,7 @@ COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 # Required body fields, as each API reference lists them (Azure names the model in the path).
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
+            "anthropic-batch": ("requests",),
             "bedrock-count-tokens": ("input",)}
 
 # ---- wire helpers -------------------------------------------------------------------------------
@@ -128,6 +131,8 @@ def route_of(path):
         return "anthropic"
     if p.endswith("/messages/count_tokens"):
         return "anthropic-count-tokens"
+    if p.endswith("/messages/batches"):
+        return "anthropic-batch"
     return None
 
 
@@ -143,6 +148,28 @@ def default_case(route, stream, path):
         ("gemini-stream", True): ("vertex-stream-sse" if vertex else "gemini-stream-sse") if "alt=sse" in path else "gemini-stream-array",
         ("bedrock", False): "bedrock-converse", ("bedrock-stream", True): "bedrock-converse-stream",
     }.get((route, stream))
+
+
+def anthropic_batch(request):
+    """Anthropic's Message Batches create: `requests` (1 to 100,000 of `{custom_id, params}`, each
+    params a Messages request) answered at once with the batch, `in_progress`; the results are
+    fetched later from `results_url`."""
+    requests = request["requests"]
+    if not isinstance(requests, list) or not requests:
+        return json_reply(400, error_body("anthropic", 400, "requests: List should have at least 1 item after validation"))
+    for i, item in enumerate(requests):
+        params = item.get("params") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str) or not isinstance(params, dict):
+            return json_reply(400, error_body("anthropic", 400, f"requests.{i}: custom_id and params are required"))
+        missing = next((f for f in REQUIRED["anthropic"] if f not in params), None)
+        if missing:
+            return json_reply(400, error_body("anthropic", 400, f"requests.{i}.params.{missing}: Field required"))
+    batch_id = "msgbatch_01" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:22]
+    return json_reply(200, {
+        "id": batch_id, "type": "message_batch", "processing_status": "in_progress",
+        "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+        "ended_at": None, "created_at": "2026-11-28T12:00:00.000000Z", "expires_at": "2026-11-29T12:00:00.000000Z",
+        "archived_at": None, "cancel_initiated_at": None, "results_url": None})
 
 
 def error_body(route, status, message):
@@ -272,6 +299,8 @@ def handle(method, path, headers, body):
         # Anthropic's reference: the body of a Messages request without max_tokens (model and
         # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.
         return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})
+    if route == "anthropic-batch":
+        return anthropic_batch(request)
     if route == "bedrock-count-tokens":
         # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
         # answered {"inputTokens": n}.

@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 9] = [
+const PATHS: [&str; 10] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -35,6 +35,7 @@ const PATHS: [&str; 9] = [
     "/model/anthropic.claude-3-haiku/converse-stream",
     "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
     "/v1/messages/count_tokens",
+    "/v1/messages/batches",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];

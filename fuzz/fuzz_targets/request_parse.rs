@@ -10,6 +10,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::OpenAiEmbeddings,
         ApiKind::OpenAiResponses,
         ApiKind::AnthropicMessages,
+        ApiKind::AnthropicBatch,
         ApiKind::GeminiGenerate { stream: true },
         ApiKind::BedrockConverse { stream: false },
     ] {

@@ -248,6 +248,44 @@ def test_a_background_response_is_charged_its_reservation(quota_gateway):
     assert wait_until(usage_logged, what="access log lines of both requests")[-2:] == ["deferred", "reported"]
 
 
+def test_a_message_batch_is_charged_each_of_its_requests(work, mock):
+    """Anthropic's Message Batches answer queued, with no usage: the batch reserves every request
+    (prompt + max_tokens), counts as that many requests, keeps the reservation as its charge,
+    and a batch past the budget is refused in Anthropic's dialect."""
+    import anthropic
+
+    config = {"token_counter": {}, "quota": {
+        "consumer": {"header": ["authorization", "x-api-key"], "salt": "e2e"},
+        "limits": [{"name": "tokens_per_hour", "meter": "total_tokens", "per": "consumer", "window": "hour", "limit": 5000},
+                   {"name": "requests_per_hour", "meter": "requests", "per": "consumer", "window": "hour", "limit": 100}]}}
+    gateway = Envoy(work, mock, name="quota-batch", wasm="tollgate.wasm", filter_config=config)
+    try:
+        away_from_hour_boundary()
+        client = anthropic.Anthropic(base_url=gateway.url, api_key=key(), max_retries=0)
+
+        def requests_of(n):
+            return [{"custom_id": f"r{i}", "params": {"model": "claude-sonnet-4-20250514", "max_tokens": 1000,
+                                                      "messages": [{"role": "user", "content": "Hi"}]}} for i in range(n)]
+
+        raw = client.messages.batches.with_raw_response.create(requests=requests_of(3))
+        assert raw.parse().processing_status == "in_progress"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "97", "three requests"
+        left = int(raw.headers["x-ratelimit-remaining-tokens"])
+        assert 1950 <= left < 2000, f"3 × (1000 + the prompt) reserved: {left} left"
+        # Still charged after the answer (no usage to settle to), and two more of 1000 do not fit.
+        with pytest.raises(anthropic.RateLimitError) as error:
+            client.messages.batches.create(requests=requests_of(2))
+        assert error.value.body["error"]["type"] == "rate_limit_error"
+        one = client.messages.with_raw_response.create(model="claude-sonnet-4-20250514", max_tokens=10,
+                                                       messages=[{"role": "user", "content": "Hi"}])
+        assert int(one.headers["x-ratelimit-remaining-tokens"]) < left
+        usage = wait_until(lambda: [e["usage"] for e in gateway.access_entries() if e.get("path") == "/v1/messages/batches"],
+                           what="the batch's access log line")
+        assert usage[0] == "deferred"
+    finally:
+        gateway.stop()
+
+
 # --- stream cut-off -------------------------------------------------------------------------
 
 CUT_PROMPT = "Tell me how a gateway streams an answer."

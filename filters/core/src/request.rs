@@ -41,9 +41,17 @@ pub struct RequestInfo {
     /// (and `best_of` on legacy completions, all of them generated and billed), Gemini's
     /// `candidateCount`; 1 when absent, clamped to 1..=[`MAX_CHOICES`].
     pub choices: u64,
-    /// A Responses API request with `background: true`: the answer leaves queued, before
-    /// anything is generated, and carries no usage (the client polls for the result).
+    /// The answer leaves queued, before anything is generated, and carries no usage (the
+    /// client polls for the result): a Responses API request with `background: true`, or a
+    /// Message Batch.
     pub background: bool,
+    /// Model requests the call makes: 1, or the number of requests in a Message Batch.
+    pub requests: u64,
+    /// A Message Batch whose requests name different models (`model` is then `None`).
+    pub mixed_models: bool,
+    /// A Message Batch's largest request: its messages and estimated prompt tokens (the
+    /// totals above are the batch's).
+    pub largest: Option<(u32, u64)>,
     /// Number of messages (or contents, or input items).
     pub messages: u32,
     /// Estimator features of the prompt text.
@@ -58,6 +66,12 @@ impl RequestInfo {
     /// Estimated prompt tokens.
     pub fn estimated_prompt_tokens(&self) -> u64 {
         self.features.estimate() + self.framing_tokens + self.token_ids
+    }
+
+    /// The messages and estimated prompt tokens of the largest model request the call makes
+    /// (of a batch, its largest request; else the request itself), which per-request limits hold.
+    pub fn largest_request(&self) -> (u32, u64) {
+        self.largest.unwrap_or_else(|| (self.messages, self.estimated_prompt_tokens()))
     }
 
     /// The most output tokens the request can generate: its output cap (or `default` when it
@@ -171,11 +185,11 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => {
             let v: AnthropicView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
-            let mut info = info_from_messages(v.model, v.stream, &v.messages);
-            info.max_output_tokens = v.max_tokens;
-            add_text(&mut info, v.system);
-            add_raw(&mut info.features, v.tools);
-            info
+            anthropic_info(v)
+        }
+        ApiKind::AnthropicBatch => {
+            let v: BatchView<'_> = serde_json::from_slice(body)?;
+            batch_info(v.requests)
         }
         ApiKind::GeminiGenerate { stream } => {
             let v: GeminiView<'_> = serde_json::from_slice(body)?;
@@ -232,8 +246,8 @@ pub fn explain(kind: ApiKind, body: &[u8]) -> Option<Error> {
     }
     let (mut prefix, mut suffix, mut path) = (String::new(), String::new(), String::new());
     let mut at = root;
-    // Every field the views type is within four levels (`messages[0].name`).
-    for _ in 0..4 {
+    // Every field the views type is within six levels (`requests[0].params.messages[0].name`).
+    for _ in 0..6 {
         let Some((step, open, value, close)) = failing_child(kind, &prefix, at, &suffix) else { break };
         path.push_str(&step);
         prefix.push_str(&open);
@@ -372,6 +386,9 @@ fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
         max_output_tokens: None,
         choices: 1,
         background: false,
+        requests: 1,
+        mixed_models: false,
+        largest: None,
         messages: 0,
         features: Features::default(),
         framing_tokens: 0,
@@ -394,6 +411,45 @@ fn info_from_messages(model: Option<Cow<'_, str>>, stream: Option<bool>, message
         }
     }
     info.framing_tokens += REPLY_PRIMING_TOKENS;
+    info
+}
+
+fn anthropic_info(v: AnthropicView<'_>) -> RequestInfo {
+    let mut info = info_from_messages(v.model, v.stream, &v.messages);
+    info.max_output_tokens = v.max_tokens;
+    add_text(&mut info, v.system);
+    add_raw(&mut info.features, v.tools);
+    info
+}
+
+/// A Message Batch is the sum of its requests, each a Messages request: its prompts, its output
+/// caps (unknown if one has none), its model when they all name the same one.
+fn batch_info(requests: Vec<BatchItem<'_>>) -> RequestInfo {
+    let mut info = base(None, Some(false));
+    info.background = true;
+    info.requests = 0;
+    info.max_output_tokens = Some(0);
+    for params in requests.into_iter().filter_map(|item| item.params) {
+        let one = anthropic_info(params);
+        let (messages, tokens) = info.largest.unwrap_or_default();
+        info.largest = Some((messages.max(one.messages), tokens.max(one.estimated_prompt_tokens())));
+        info.requests += 1;
+        info.messages = info.messages.saturating_add(one.messages);
+        info.features.merge(&one.features);
+        info.framing_tokens = info.framing_tokens.saturating_add(one.framing_tokens);
+        info.token_ids = info.token_ids.saturating_add(one.token_ids);
+        info.max_output_tokens = info.max_output_tokens.zip(one.max_output_tokens).map(|(a, b)| a.saturating_add(b));
+        match (&info.model, one.model) {
+            (_, None) => {}
+            (None, Some(model)) if !info.mixed_models => info.model = Some(model),
+            (Some(first), Some(model)) if *first != model => {
+                info.model = None;
+                info.mixed_models = true;
+            }
+            _ => {}
+        }
+    }
+    info.requests = info.requests.max(1);
     info
 }
 
@@ -553,6 +609,18 @@ struct ResponsesView<'a> {
     background: Option<bool>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct BatchView<'a> {
+    #[serde(borrow, default)]
+    requests: Vec<BatchItem<'a>>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem<'a> {
+    #[serde(borrow, default)]
+    params: Option<AnthropicView<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -896,6 +964,49 @@ mod tests {
     }
 
     #[test]
+    fn a_message_batch_is_the_sum_of_its_requests() {
+        let one = |text: &str, max: u64| {
+            format!(
+                r#"{{"model":"claude-haiku-4-5","max_tokens":{max},"system":"Be brief.","messages":[{{"role":"user","content":"{text}"}}]}}"#
+            )
+        };
+        let (a, b) = (one("What is the capital of France?", 100), one("Und von Portugal?", 250));
+        let body = format!(r#"{{"requests":[{{"custom_id":"a","params":{a}}},{{"custom_id":"b","params":{b}}}]}}"#);
+        let batch = parse_ok(ApiKind::AnthropicBatch, &body).info;
+        let (a, b) = (parse_ok(ApiKind::AnthropicMessages, &a).info, parse_ok(ApiKind::AnthropicMessages, &b).info);
+        assert_eq!(
+            (
+                batch.model.as_deref(),
+                batch.stream,
+                batch.background,
+                batch.requests,
+                batch.mixed_models,
+                batch.messages
+            ),
+            (Some("claude-haiku-4-5"), false, true, 2, false, 2)
+        );
+        assert_eq!(batch.max_output_tokens, Some(350));
+        assert_eq!(batch.largest_request(), (1, a.estimated_prompt_tokens().max(b.estimated_prompt_tokens())));
+        assert_eq!(a.largest_request(), (1, a.estimated_prompt_tokens()), "a request is its own largest");
+        assert_eq!(batch.output_cap(4096), 350, "each request's own cap, not the default per request");
+        let sum = a.estimated_prompt_tokens() + b.estimated_prompt_tokens();
+        assert!(batch.estimated_prompt_tokens().abs_diff(sum) <= 1, "{} vs {sum}", batch.estimated_prompt_tokens());
+
+        // Different models: none is the batch's.
+        let mixed = body.replacen("claude-haiku-4-5", "claude-opus-4-1", 1);
+        let mixed = parse_ok(ApiKind::AnthropicBatch, &mixed).info;
+        assert_eq!((mixed.model, mixed.mixed_models), (None, true));
+        // A request without max_tokens (Anthropic refuses it) leaves the batch's cap unknown.
+        let uncapped = body.replacen(r#""max_tokens":100,"#, "", 1);
+        assert_eq!(parse_ok(ApiKind::AnthropicBatch, &uncapped).info.max_output_tokens, None);
+        // Empty, or not a batch: still one request to charge, nothing to estimate.
+        let empty = parse_ok(ApiKind::AnthropicBatch, r#"{"requests":[]}"#).info;
+        assert_eq!((empty.requests, empty.messages, empty.max_output_tokens), (1, 0, Some(0)));
+        assert!(parse(ApiKind::AnthropicBatch, br#"{"requests":{"a":1}}"#).is_err());
+        assert_eq!(parse_ok(ApiKind::AnthropicMessages, &one("x", 1)).info.requests, 1);
+    }
+
+    #[test]
     fn gemini_bedrock_responses_embeddings_shapes() {
         let gemini = parse_ok(
             ApiKind::GeminiGenerate { stream: true },
@@ -1011,6 +1122,12 @@ mod tests {
                 r#"{"messages":[],"inferenceConfig":"x"}"#,
                 "inferenceConfig",
                 "an object",
+            ),
+            (
+                ApiKind::AnthropicBatch,
+                r#"{"requests":[{"custom_id":"a","params":{"messages":[{"role":"user","content":"x","name":1}]}}]}"#,
+                "requests[0].params.messages[0].name",
+                "a string",
             ),
         ];
         // The one wrong element among many is found (each probe holds one element).

@@ -21,6 +21,10 @@ pub enum ApiKind {
     AnthropicMessages,
     /// `POST …/v1/messages/count_tokens`: a Messages body, answered `{"input_tokens": n}`.
     AnthropicCountTokens,
+    /// `POST …/v1/messages/batches` (Anthropic Message Batches): many Messages bodies inline
+    /// (`requests[].params`), answered at once with the queued batch; generated later, and the
+    /// usage comes with the results the client fetches.
+    AnthropicBatch,
     /// `POST …/models/{model}:generateContent` / `:streamGenerateContent` (Gemini, Vertex AI).
     GeminiGenerate { stream: bool },
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
@@ -43,6 +47,7 @@ impl ApiKind {
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens => "count_tokens",
+            ApiKind::AnthropicBatch => "batch",
         }
     }
 
@@ -52,12 +57,20 @@ impl ApiKind {
         !matches!(self, ApiKind::OpenAiModels | ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens)
     }
 
+    /// Whether a success answer carries generated text (a token count, a model list and a
+    /// queued batch do not).
+    pub fn answers_with_text(self) -> bool {
+        self.has_usage() && self != ApiKind::AnthropicBatch
+    }
+
     pub fn usage_format(self) -> UsageFormat {
         match self {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
             ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
-            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => UsageFormat::Anthropic,
+            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
+                UsageFormat::Anthropic
+            }
             ApiKind::GeminiGenerate { .. } => UsageFormat::Gemini,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
         }
@@ -66,7 +79,7 @@ impl ApiKind {
     /// The dialect errors are rendered in for this client.
     pub fn dialect(self) -> Dialect {
         match self {
-            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens => Dialect::Anthropic,
+            ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => Dialect::Anthropic,
             ApiKind::OpenAiChat
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiEmbeddings
@@ -100,6 +113,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/responses")
         || path.ends_with("messages")
         || path.ends_with("/count_tokens")
+        || path.ends_with("/messages/batches")
         || path.ends_with("/models")
 }
 
@@ -158,6 +172,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
     } else if path.ends_with("/v1/messages/count_tokens") {
         return Some(Route { kind: ApiKind::AnthropicCountTokens, provider: "anthropic", path_model: None });
+    } else if path.ends_with("/v1/messages/batches") {
+        return Some(Route { kind: ApiKind::AnthropicBatch, provider: "anthropic", path_model: None });
     } else {
         return None;
     };
@@ -244,6 +260,24 @@ mod tests {
         assert_eq!((route.kind, route.provider), (ApiKind::AnthropicCountTokens, "anthropic"));
         assert!(may_be_ai("/v1/messages/count_tokens"));
         assert_eq!(kind("GET", "/v1/messages/count_tokens"), None);
+    }
+
+    #[test]
+    fn anthropic_message_batches_are_created_by_a_post() {
+        // The SDK's beta namespace adds `?beta=true`.
+        for path in ["/v1/messages/batches", "/v1/messages/batches?beta=true"] {
+            let route = classify("POST", path, "api.anthropic.com").unwrap();
+            assert_eq!(
+                (route.kind, route.provider, route.kind.dialect()),
+                (ApiKind::AnthropicBatch, "anthropic", Dialect::Anthropic)
+            );
+            assert!(may_be_ai(path), "{path}");
+        }
+        // Polling, listing, results, cancelling and deleting carry no prompt.
+        assert_eq!(kind("GET", "/v1/messages/batches"), None);
+        assert_eq!(kind("GET", "/v1/messages/batches/msgbatch_01/results"), None);
+        assert_eq!(kind("POST", "/v1/messages/batches/msgbatch_01/cancel"), None);
+        assert_eq!(kind("DELETE", "/v1/messages/batches/msgbatch_01"), None);
     }
 
     #[test]

@@ -361,6 +361,95 @@ fn a_background_response_keeps_its_reservation() {
     assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("reported"));
 }
 
+/// A Message Batch: `n` requests of `max_tokens` each, to `models` in turn.
+fn batch(n: usize, max_tokens: u64, models: &[&str]) -> String {
+    let requests: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"custom_id": format!("r{i}"), "params": {"model": models[i % models.len()], "max_tokens": max_tokens,
+                        "messages": [{"role": "user", "content": "Summarise the report"}]}})
+        })
+        .collect();
+    json!({"requests": requests}).to_string()
+}
+
+/// Sends a batch from `sk-a`; the local reply if refused.
+fn send_batch(ex: &mut Exchange<'_>, body: &str) -> Option<(u16, Value)> {
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/messages/batches")]);
+    ex.request_body(&[body.as_bytes()]);
+    ex.host.local_reply.as_ref().map(|r| (r.status, serde_json::from_slice(&r.body).unwrap()))
+}
+
+/// Anthropic's Message Batches carry many Messages requests inline and answer at once, queued;
+/// the results (and their usage) are fetched later. The batch reserves the sum of its requests
+/// (prompts and `max_tokens`), counts as that many requests, and keeps the reservation as its
+/// charge; a batch over the limit is refused in Anthropic's dialect.
+#[test]
+fn a_message_batch_reserves_every_request_and_keeps_the_reservation() {
+    let gw = Gateway::new(tpm(1000));
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let record = format!("tollgate.quota;consumer;{key}");
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    assert_eq!(send_batch(&mut ex, &batch(3, 100, &["claude-haiku-4-5"])), None);
+    let reserved = gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    assert!(reserved > 300 && reserved < 360, "3 × (estimate + 100): {reserved}");
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 3, "three requests");
+    let created = json!({"id": "msgbatch_01", "type": "message_batch", "processing_status": "in_progress",
+        "request_counts": {"processing": 3, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
+        "ended_at": null, "created_at": "2026-11-28T12:00:00Z", "expires_at": "2026-11-29T12:00:00Z",
+        "archived_at": null, "cancel_initiated_at": null, "results_url": null});
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[created.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept as the charge");
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
+    assert!(ex.host.counters.keys().all(|k| !k.contains("usage_missing")), "{:?}", ex.host.counters);
+    // The token counter sees one call of its own kind, its model, its estimate.
+    assert_eq!(ex.host.filter_state.get("tollgate.operation").map(String::as_str), Some("batch"));
+    assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("claude-haiku-4-5"));
+    assert_eq!(
+        ex.host.counter("tollgate.gen_ai.requests", &["gen_ai_operation_name=batch", "gen_ai_provider_name=anthropic"]),
+        1
+    );
+
+    // Seven more requests of 100 would pass one by one, but not as one batch over the limit.
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let (status, body) = send_batch(&mut ex, &batch(7, 100, &["claude-haiku-4-5"])).expect("refused");
+    assert_eq!(
+        (status, body["type"].as_str(), body["error"]["type"].as_str()),
+        (429, Some("error"), Some("rate_limit_error"))
+    );
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 3);
+}
+
+/// Per-model limits (and prices) need the batch's model: a batch mixing models is refused
+/// (400 naming `requests`) where one applies, and passes where none does.
+#[test]
+fn a_batch_mixing_models_is_refused_only_where_limits_are_per_model() {
+    let mixed = batch(2, 10, &["claude-haiku-4-5", "claude-opus-4-1"]);
+    let per_model = json!({"consumer": {"header": "x-api-key", "salt": "s"},
+        "limits": [{"name": "opus_day", "meter": "total_tokens", "per": "consumer", "window": "day", "limit": 100000,
+                    "models": ["claude-opus*"]}]});
+    let gw = Gateway::new(per_model);
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let (status, body) = send_batch(&mut ex, &mixed).expect("refused");
+    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("one batch per model"), "{body}");
+    assert_eq!(ex.host.counter("tollgate.quota.decisions", &["limit=", "outcome=mixed_models"]), 1);
+    // One model: admitted and charged to that model's limit.
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    assert_eq!(send_batch(&mut ex, &batch(2, 10, &["claude-opus-4-1"])), None);
+
+    let gw = Gateway::new(tpm(1000));
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    assert_eq!(send_batch(&mut ex, &mixed), None, "a consumer-wide limit needs no model");
+}
+
 #[test]
 fn an_error_response_releases_the_reservation() {
     let gw = Gateway::new(tpm(1000));

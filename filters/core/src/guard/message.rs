@@ -10,6 +10,7 @@
 //! - Embeddings `input`, completions `prompt` (string or array of strings): role `user`.
 //! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
 //! - Gemini `contents[].parts[].text`, `systemInstruction`; Bedrock `messages[].content[].text`, `system[].text`.
+//! - Anthropic Message Batches: each `requests[].params` as a Messages request.
 //!
 //! With `history: latest` only the last message (or item) is checked, plus the system prompt
 //! when `system` is among the roles.
@@ -95,6 +96,15 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
         ApiKind::BedrockCountTokens => {
             if let Some(converse) = object.get_mut("input").and_then(|i| i.get_mut("converse")) {
                 for_each_text(converse, ApiKind::BedrockConverse { stream: false }, scope, f);
+            }
+        }
+        // A Message Batch carries a Messages request in each `requests[].params`, every one
+        // checked (`history: latest` keeps each request's last message).
+        ApiKind::AnthropicBatch => {
+            if let Some(Value::Array(requests)) = object.get_mut("requests") {
+                for params in requests.iter_mut().filter_map(|r| r.get_mut("params")) {
+                    for_each_text(params, ApiKind::AnthropicMessages, scope, f);
+                }
             }
         }
         ApiKind::OpenAiModels => {}
@@ -291,6 +301,30 @@ mod tests {
         );
         let latest = RequestScope { roles: vec![Role::User], history: History::Latest };
         assert_eq!(collect(body, ApiKind::OpenAiChat, &latest), vec![(Role::User, "uç".into())]);
+    }
+
+    #[test]
+    fn every_request_of_a_message_batch_is_read() {
+        let body = r#"{"requests":[
+            {"custom_id":"a","params":{"model":"m","max_tokens":9,"system":"sys","messages":[
+                {"role":"user","content":"a1"},{"role":"assistant","content":"a2"},{"role":"user","content":"a3"}]}},
+            {"custom_id":"b","params":{"model":"m","max_tokens":9,"messages":[{"role":"user","content":[{"type":"text","text":"b1"}]}]}},
+            {"custom_id":"c"}]}"#;
+        let all = collect(body, ApiKind::AnthropicBatch, &RequestScope::default());
+        let expected = [
+            (Role::System, "sys"),
+            (Role::User, "a1"),
+            (Role::Assistant, "a2"),
+            (Role::User, "a3"),
+            (Role::User, "b1"),
+        ];
+        assert_eq!(all, expected.map(|(r, t)| (r, t.to_string())));
+        let latest = RequestScope { roles: vec![Role::User], history: History::Latest };
+        assert_eq!(
+            collect(body, ApiKind::AnthropicBatch, &latest),
+            vec![(Role::User, "a3".to_string()), (Role::User, "b1".to_string())],
+            "each request's last message"
+        );
     }
 
     #[test]

@@ -139,10 +139,11 @@ pub struct Limits {
     /// Largest request body (bytes); more is refused with 413.
     #[schemars(extend("examples" = [262144]))]
     pub max_request_bytes: Option<u64>,
-    /// Most messages in a request; more is refused with 400.
+    /// Most messages in a request (in each request of a Message Batch); more is refused with 400.
     #[schemars(extend("examples" = [200]))]
     pub max_messages: Option<u32>,
-    /// Most estimated prompt tokens; more is refused with 400.
+    /// Most estimated prompt tokens of a request (of each request of a Message Batch); more is
+    /// refused with 400.
     #[schemars(extend("examples" = [32000]))]
     pub max_prompt_tokens: Option<u64>,
 }

@@ -21,6 +21,7 @@ pub use window::Window;
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Meter {
+    /// Model requests: 1 per request, or the number of requests a Message Batch holds.
     Requests,
     InputTokens,
     OutputTokens,
@@ -298,6 +299,14 @@ impl Limit {
         !matches!(self.meter, Meter::Requests)
     }
 
+    /// Whether what this limit counts depends on the request's model (its scope, its model
+    /// patterns, or its prices).
+    pub fn per_model(&self) -> bool {
+        matches!(self.per, Scope::ConsumerModel | Scope::Model)
+            || !self.models.is_empty()
+            || self.meter == Meter::Dollars
+    }
+
     fn applies_to(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|p| p.matches(model))
     }
@@ -515,11 +524,11 @@ impl Config {
     }
 
     /// The amount of `tokens` (one request) in `limit`'s unit.
-    pub fn amount(&self, limit: &Limit, model: &str, tokens: Tokens, is_request: bool) -> u64 {
+    pub fn amount(&self, limit: &Limit, model: &str, tokens: Tokens, requests: u64) -> u64 {
         let uncached = tokens.input.saturating_sub(tokens.cached_input) as f64;
         let cached = tokens.cached_input.min(tokens.input) as f64;
         match &limit.meter {
-            Meter::Requests => u64::from(is_request),
+            Meter::Requests => requests,
             Meter::InputTokens => tokens.input,
             Meter::OutputTokens => tokens.output,
             Meter::TotalTokens => tokens.input + tokens.output,
@@ -603,7 +612,7 @@ mod tests {
         let t = Tokens { input: 1000, output: 200, cached_input: 400 };
         let amount = |name: &str, model: &str| {
             let limit = c.limits.iter().find(|l| l.name == name).unwrap();
-            c.amount(limit, model, t, true)
+            c.amount(limit, model, t, 1)
         };
         assert_eq!(amount("tpm", "x"), 1200);
         assert_eq!(amount("rpm", "x"), 1);
@@ -613,6 +622,21 @@ mod tests {
         // the more specific price wins; no cached price: cached input priced as input
         assert_eq!(amount("budget", "gpt-4o-mini"), (1000.0 * 0.15 + 200.0 * 0.6f64).ceil() as u64);
         assert_eq!(amount("budget", "claude"), 0, "unpriced models cost nothing in dollars");
+        let rpm = c.limits.iter().find(|l| l.name == "rpm").unwrap();
+        assert_eq!(c.amount(rpm, "x", t, 40), 40, "a batch of 40 is 40 requests");
+        let tpm = c.limits.iter().find(|l| l.name == "tpm").unwrap();
+        assert_eq!(c.amount(tpm, "x", t, 40), 1200, "its tokens are its tokens");
+    }
+
+    #[test]
+    fn a_limit_is_per_model_by_scope_patterns_or_prices() {
+        let c = config(base()).unwrap();
+        let per_model: Vec<(&str, bool)> = c.limits.iter().map(|l| (l.name.as_str(), l.per_model())).collect();
+        assert_eq!(per_model, [("tpm", false), ("rpm", false), ("weighted_day", true), ("budget", true)]);
+        let scoped = config(
+            json!({"limits": [{"name": "m", "meter": "requests", "per": "model", "window": "day", "limit": 1}]}),
+        );
+        assert!(scoped.unwrap().limits.iter().all(Limit::per_model));
     }
 
     #[test]

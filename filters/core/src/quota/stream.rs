@@ -76,7 +76,8 @@ impl OutputMeter {
             | ApiKind::BedrockConverse { .. }
             | ApiKind::OpenAiModels
             | ApiKind::AnthropicCountTokens
-            | ApiKind::BedrockCountTokens => return None,
+            | ApiKind::BedrockCountTokens
+            | ApiKind::AnthropicBatch => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),

@@ -170,26 +170,28 @@ impl Stage for GuardStream {
             return self.unreadable(reason, ex.unreadable_error(UNREADABLE), dialect, out);
         };
         let limits = &self.policy.limits;
+        // Per model request: each request of a batch is held to them, not their sum.
+        let (messages, estimated) = parsed.info.largest_request();
+        let which = if parsed.info.largest.is_some() { "a request of this batch has " } else { "" };
         if let Some(max) = limits.max_messages {
-            if parsed.info.messages > max {
+            if messages > max {
                 out.counter(metrics::name("guardrails.limits", &[("reason", "messages")]), 1);
                 return Err((
                     Error::InvalidRequest {
                         param: Some("messages".into()),
-                        message: format!("{} messages; this route allows at most {max}", parsed.info.messages),
+                        message: format!("{which}{messages} messages; this route allows at most {max}"),
                     },
                     dialect,
                 ));
             }
         }
         if let Some(max) = limits.max_prompt_tokens {
-            let estimated = parsed.info.estimated_prompt_tokens();
             if estimated > max {
                 out.counter(metrics::name("guardrails.limits", &[("reason", "prompt_tokens")]), 1);
                 return Err((
                     Error::InvalidRequest {
                         param: Some("messages".into()),
-                        message: format!("about {estimated} prompt tokens; this route allows at most {max}"),
+                        message: format!("{which}about {estimated} prompt tokens; this route allows at most {max}"),
                     },
                     dialect,
                 ));
@@ -276,7 +278,7 @@ impl Stage for GuardStream {
         }
         if !self.policy.response.enabled
             || !guarded(ex.route.kind)
-            || !ex.route.kind.has_usage() // a token count generates no text
+            || !ex.route.kind.answers_with_text()
             || !head.has_body
             || !(200..300).contains(&head.status)
         {

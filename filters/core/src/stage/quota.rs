@@ -271,7 +271,7 @@ impl QuotaStream {
         match (self.config.limits.get(index), tokens) {
             (None, _) => 0,
             (Some(limit), _) if !limit.counts_tokens() => reserved, // a request is a request, answered or not
-            (Some(limit), Some(t)) => self.config.amount(limit, &self.model, t, true),
+            (Some(limit), Some(t)) => self.config.amount(limit, &self.model, t, 1),
             (Some(_), None) => 0,
         }
     }
@@ -463,7 +463,7 @@ impl QuotaStream {
             {
                 continue;
             }
-            let amount = self.config.amount(limit, &self.model, tokens, true);
+            let amount = self.config.amount(limit, &self.model, tokens, 1);
             if amount > charge.amount {
                 positions.push(position);
                 deltas.push(Charge { amount: amount - charge.amount, ..charge.clone() });
@@ -809,11 +809,24 @@ impl Stage for QuotaStream {
     ) -> Result<(), (Error, Dialect)> {
         let config = self.config.clone();
         self.model = metrics::sanitize(ex.request_model().unwrap_or("unknown"));
+        // One model per reservation: a batch mixing models would be charged to none of the
+        // per-model limits (nor priced).
+        if ex.parsed.as_ref().is_some_and(|p| p.info.mixed_models) && config.limits.iter().any(quota::Limit::per_model)
+        {
+            out.counter(metrics::name("quota.decisions", &[("limit", ""), ("outcome", "mixed_models")]), 1);
+            if config.mode == Mode::Enforce {
+                let message = "the requests of this batch name different models and quota limits here are per model: \
+                               send one batch per model";
+                return Err((Error::invalid("requests", message), ex.dialect()));
+            }
+        }
         let reserve = self.reserve_tokens(ex, body);
         self.reserve = reserve;
+        // A Message Batch is as many model requests as it holds.
+        let requests = ex.parsed.as_ref().map_or(1, |p| p.info.requests);
         self.reserved = config
             .applicable(&self.model)
-            .filter_map(|index| Some((index, config.amount(config.limits.get(index)?, &self.model, reserve, true))))
+            .filter_map(|index| Some((index, config.amount(config.limits.get(index)?, &self.model, reserve, requests))))
             .collect();
         self.held = vec![false; self.reserved.len()];
         match &config.global {
