@@ -9,6 +9,8 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
+Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
+answer 8-value embeddings derived from the content's hash.
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -117,6 +119,10 @@ def route_of(path):
         return "bedrock-count-tokens"
     if p.startswith("/model/"):
         return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
+    if p.endswith(":countTokens"):
+        return "gemini-count-tokens"
+    if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
+        return "gemini-embed"
     if ":streamGenerateContent" in p:
         return "gemini-stream"
     if ":generateContent" in p:
@@ -301,6 +307,27 @@ def handle(method, path, headers, body):
         return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})
     if route == "anthropic-batch":
         return anthropic_batch(request)
+    if route == "gemini-count-tokens":
+        # Gemini's countTokens: `contents` or a whole `generateContentRequest` (either spelling),
+        # not both; answered {"totalTokens": n}.
+        given = [k for k in ("contents", "generateContentRequest", "generate_content_request") if k in request]
+        if len(given) != 1:
+            return json_reply(400, error_body(route, 400, "Exactly one of contents or generate_content_request must be set."))
+        return json_reply(200, {"totalTokens": COUNT_TOKENS_INPUT})
+    if route == "gemini-embed":
+        # embedContent: `content` → {"embedding": {"values": […]}}; batchEmbedContents:
+        # `requests[]` (each with `model` and `content`) → {"embeddings": [{"values": […]}, …]}.
+        def values(content):
+            text = json.dumps(content, sort_keys=True).encode()
+            return [round(b / 255 - 0.5, 6) for b in hashlib.sha256(text).digest()[:8]]
+        if path.split("?")[0].endswith(":batchEmbedContents"):
+            items = request.get("requests")
+            if not isinstance(items, list) or not items or any(not isinstance(r, dict) or "content" not in r for r in items):
+                return json_reply(400, error_body(route, 400, "* BatchEmbedContentsRequest.requests: content is required"))
+            return json_reply(200, {"embeddings": [{"values": values(r["content"])} for r in items]})
+        if not isinstance(request.get("content"), dict):
+            return json_reply(400, error_body(route, 400, "* EmbedContentRequest.content: content is not specified"))
+        return json_reply(200, {"embedding": {"values": values(request["content"])}})
     if route == "bedrock-count-tokens":
         # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
         # answered {"inputTokens": n}.

@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 12] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -36,6 +36,8 @@ const PATHS: [&str; 10] = [
     "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
     "/v1/messages/count_tokens",
     "/v1/messages/batches",
+    "/v1beta/models/gemini-2.5-flash:countTokens",
+    "/v1beta/models/gemini-embedding-001:batchEmbedContents",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];

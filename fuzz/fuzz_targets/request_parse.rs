@@ -12,6 +12,8 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::AnthropicMessages,
         ApiKind::AnthropicBatch,
         ApiKind::GeminiGenerate { stream: true },
+        ApiKind::GeminiCountTokens,
+        ApiKind::GeminiEmbed,
         ApiKind::BedrockConverse { stream: false },
     ] {
         let parsed = tollgate_core::request::parse(kind, data);

@@ -132,6 +132,37 @@ def test_every_prompt_of_a_message_batch_is_guarded(guard, mock):
     assert len(mock.requests()) == before, "a blocked batch never reaches the provider"
 
 
+def test_gemini_endpoints_and_snake_case_fields_are_guarded(guard, mock):
+    """Gemini's REST API takes `system_instruction` as well as `systemInstruction`, and its
+    countTokens and embedding endpoints send the text to Google too: all are checked."""
+    base = guard.url + "/v1beta/models/"
+    headers = {"x-goog-api-key": "AIza-client"}
+    cases = [
+        ("gemini-2.5-flash:generateContent",
+         {"system_instruction": {"parts": [{"text": f"Cliente: CPF {CPF}"}]}, "contents": [{"role": "user", "parts": [{"text": "Oi"}]}]},
+         lambda sent: sent["system_instruction"]["parts"][0]["text"]),
+        ("gemini-2.5-flash:countTokens",
+         {"contents": [{"role": "user", "parts": [{"text": f"Cliente: CPF {CPF}"}]}]},
+         lambda sent: sent["contents"][0]["parts"][0]["text"]),
+        ("gemini-embedding-001:embedContent",
+         {"content": {"parts": [{"text": f"Cliente: CPF {CPF}"}]}, "taskType": "RETRIEVAL_DOCUMENT"},
+         lambda sent: sent["content"]["parts"][0]["text"]),
+        ("gemini-embedding-001:batchEmbedContents",
+         {"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": f"Cliente: CPF {CPF}"}]}}]},
+         lambda sent: sent["requests"][0]["content"]["parts"][0]["text"]),
+    ]
+    for path, body, text_of in cases:
+        r = requests.post(base + path, json=body, headers=headers, timeout=10)
+        assert r.status_code == 200, (path, r.text)
+        sent = json.loads(mock.last_request(path.split(":")[1])["body"])
+        assert text_of(sent) == "Cliente: CPF [CPF_1]", path
+        assert CPF not in json.dumps(sent), path
+    assert requests.post(base + "gemini-2.5-flash:countTokens", headers=headers, timeout=10,
+                         json=cases[1][1]).json() == {"totalTokens": 14}
+    embedded = requests.post(base + cases[2][0], json=cases[2][1], headers=headers, timeout=10).json()
+    assert len(embedded["embedding"]["values"]) == 8
+
+
 def test_compressed_and_non_json_bodies_are_refused(guard):
     body = gzip.compress(json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": CPF}]}).encode())
     r = requests.post(guard.url + "/v1/chat/completions", data=body, timeout=10,

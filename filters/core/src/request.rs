@@ -193,13 +193,25 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
         ApiKind::GeminiGenerate { stream } => {
             let v: GeminiView<'_> = serde_json::from_slice(body)?;
-            let mut info = base(None, Some(stream));
-            add_messages(&mut info, v.contents);
-            add_text(&mut info, v.system_instruction);
-            add_raw(&mut info.features, v.tools);
-            if let Some(c) = v.generation_config {
-                info.max_output_tokens = c.max_output_tokens;
-                info.choices = choices(&[c.candidate_count]);
+            gemini_info(v, stream)
+        }
+        ApiKind::GeminiCountTokens => {
+            let v: GeminiCountView<'_> = serde_json::from_slice(body)?;
+            let mut info =
+                v.generate_content_request.map_or_else(|| base(None, Some(false)), |r| gemini_info(r, false));
+            if !v.contents.is_empty() {
+                add_messages(&mut info, v.contents);
+            }
+            info.max_output_tokens = None;
+            info
+        }
+        ApiKind::GeminiEmbed => {
+            let v: GeminiEmbedView = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(false));
+            info.max_output_tokens = Some(0);
+            for one in v.content.into_iter().chain(v.requests.into_iter().filter_map(|r| r.content)) {
+                info.messages += 1;
+                add_text(&mut info, Some(one));
             }
             info
         }
@@ -411,6 +423,18 @@ fn info_from_messages(model: Option<Cow<'_, str>>, stream: Option<bool>, message
         }
     }
     info.framing_tokens += REPLY_PRIMING_TOKENS;
+    info
+}
+
+fn gemini_info(v: GeminiView<'_>, stream: bool) -> RequestInfo {
+    let mut info = base(None, Some(stream));
+    add_messages(&mut info, v.contents);
+    add_text(&mut info, v.system_instruction);
+    add_raw(&mut info.features, v.tools);
+    if let Some(c) = v.generation_config {
+        info.max_output_tokens = c.max_output_tokens;
+        info.choices = choices(&[c.candidate_count]);
+    }
     info
 }
 
@@ -644,20 +668,44 @@ struct AnthropicView<'a> {
 struct GeminiView<'a> {
     #[serde(default)]
     contents: Vec<PromptText>,
-    #[serde(default)]
+    #[serde(default, alias = "system_instruction")]
     system_instruction: Option<PromptText>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
-    #[serde(default)]
+    #[serde(default, alias = "generation_config")]
     generation_config: Option<GeminiGenerationConfig>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct GeminiCountView<'a> {
+    #[serde(default)]
+    contents: Vec<PromptText>,
+    #[serde(borrow, default, alias = "generate_content_request")]
+    generate_content_request: Option<GeminiView<'a>>,
+}
+
+/// `embedContent` (`content`) and `batchEmbedContents` (`requests[].content`).
+#[derive(Deserialize)]
+struct GeminiEmbedView {
+    #[serde(default)]
+    content: Option<PromptText>,
+    #[serde(default)]
+    requests: Vec<GeminiEmbedItem>,
+}
+
+#[derive(Deserialize)]
+struct GeminiEmbedItem {
+    #[serde(default)]
+    content: Option<PromptText>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct GeminiGenerationConfig {
-    #[serde(default)]
+    #[serde(default, alias = "max_output_tokens")]
     max_output_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "candidate_count")]
     candidate_count: Option<u64>,
 }
 
@@ -732,12 +780,16 @@ const SKIP_KEYS: &[&str] = &[
     "cache_control",
     "signature",
     "thoughtSignature",
+    "thought_signature",
     "format",
     "file_id",
     "image_url",
     "inlineData",
+    "inline_data",
     "fileData",
+    "file_data",
     "fileUri",
+    "file_uri",
     "bytes",
     "source",
 ];
@@ -961,6 +1013,49 @@ mod tests {
         let with_max = body.replacen('{', r#"{"max_tokens":5,"#, 1);
         let message = parse_ok(ApiKind::AnthropicMessages, &with_max).info;
         assert_eq!(counted.estimated_prompt_tokens(), message.estimated_prompt_tokens());
+    }
+
+    #[test]
+    fn gemini_fields_are_read_by_either_name() {
+        // Gemini's protobuf JSON takes snake_case names too (its REST examples use them).
+        let camel = r#"{"contents":[{"role":"user","parts":[{"text":"Hi there"},{"inlineData":{"mimeType":"image/png","data":"AAAA"}}]}],
+            "systemInstruction":{"parts":[{"text":"Be kind and brief"}]},"generationConfig":{"maxOutputTokens":77,"candidateCount":2}}"#;
+        let snake = camel
+            .replace("inlineData", "inline_data")
+            .replace("mimeType", "mime_type")
+            .replace("systemInstruction", "system_instruction")
+            .replace("generationConfig", "generation_config")
+            .replace("maxOutputTokens", "max_output_tokens")
+            .replace("candidateCount", "candidate_count");
+        let kind = ApiKind::GeminiGenerate { stream: false };
+        let (camel, snake) = (parse_ok(kind, camel).info, parse_ok(kind, &snake).info);
+        assert_eq!((snake.max_output_tokens, snake.choices), (Some(77), 2));
+        assert_eq!(snake, camel);
+    }
+
+    #[test]
+    fn gemini_token_counts_and_embeddings_read_their_text() {
+        let generate = r#"{"contents":[{"role":"user","parts":[{"text":"How far is the moon?"}]}],
+            "systemInstruction":{"parts":[{"text":"Be brief."}]}}"#;
+        let asked = parse_ok(ApiKind::GeminiGenerate { stream: false }, generate).info;
+        let wrapped = format!(r#"{{"generateContentRequest":{generate}}}"#);
+        for body in [wrapped.as_str(), &wrapped.replace("generateContentRequest", "generate_content_request")] {
+            let counted = parse_ok(ApiKind::GeminiCountTokens, body).info;
+            assert_eq!(counted.estimated_prompt_tokens(), asked.estimated_prompt_tokens());
+            assert_eq!((counted.messages, counted.max_output_tokens), (1, None));
+        }
+        let contents = r#"{"contents":[{"role":"user","parts":[{"text":"How far is the moon?"}]}]}"#;
+        assert_eq!(parse_ok(ApiKind::GeminiCountTokens, contents).info.messages, 1);
+
+        let one =
+            parse_ok(ApiKind::GeminiEmbed, r#"{"content":{"parts":[{"text":"What is the meaning of life?"}]}}"#).info;
+        assert_eq!((one.messages, one.max_output_tokens), (1, Some(0)));
+        assert!(one.estimated_prompt_tokens() >= 7);
+        let batch = r#"{"requests":[{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"What is the meaning of life?"}]}},
+            {"model":"models/gemini-embedding-001","content":{"parts":[{"text":"How much wood would a woodchuck chuck?"}]}}]}"#;
+        let batch = parse_ok(ApiKind::GeminiEmbed, batch).info;
+        assert_eq!(batch.messages, 2);
+        assert!(batch.features.estimate() > one.features.estimate());
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum ApiKind {
     AnthropicBatch,
     /// `POST …/models/{model}:generateContent` / `:streamGenerateContent` (Gemini, Vertex AI).
     GeminiGenerate { stream: bool },
+    /// `POST …/models/{model}:countTokens` (Gemini, Vertex AI): `contents`, or a whole
+    /// `generateContentRequest`, answered `{"totalTokens": n}`.
+    GeminiCountTokens,
+    /// `POST …/models/{model}:embedContent` / `:batchEmbedContents` (Gemini): `content`, or
+    /// `requests[].content`; the Gemini API reports no usage for them.
+    GeminiEmbed,
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
     BedrockConverse { stream: bool },
     /// `POST /model/{modelId}/count-tokens` (Bedrock Runtime's CountTokens, Converse input).
@@ -42,19 +48,26 @@ impl ApiKind {
         match self {
             ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => "chat",
             ApiKind::OpenAiCompletions => "text_completion",
-            ApiKind::OpenAiEmbeddings => "embeddings",
+            ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed => "embeddings",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
-            ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens => "count_tokens",
+            ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens | ApiKind::GeminiCountTokens => "count_tokens",
             ApiKind::AnthropicBatch => "batch",
         }
     }
 
     /// Whether responses of this API report token usage (a model list and a token count do not:
-    /// nothing is generated, nothing billed).
+    /// nothing is generated, nothing billed; nor do the Gemini API's embeddings).
     pub fn has_usage(self) -> bool {
-        !matches!(self, ApiKind::OpenAiModels | ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens)
+        !matches!(
+            self,
+            ApiKind::OpenAiModels
+                | ApiKind::AnthropicCountTokens
+                | ApiKind::BedrockCountTokens
+                | ApiKind::GeminiCountTokens
+                | ApiKind::GeminiEmbed
+        )
     }
 
     /// Whether a success answer carries generated text (a token count, a model list and a
@@ -71,7 +84,7 @@ impl ApiKind {
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
-            ApiKind::GeminiGenerate { .. } => UsageFormat::Gemini,
+            ApiKind::GeminiGenerate { .. } | ApiKind::GeminiCountTokens | ApiKind::GeminiEmbed => UsageFormat::Gemini,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
         }
     }
@@ -85,6 +98,8 @@ impl ApiKind {
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
             | ApiKind::GeminiGenerate { .. }
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
             | ApiKind::OpenAiModels => Dialect::OpenAi,
@@ -147,14 +162,16 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     if let Some(models_at) = path.rfind("/models/") {
         let tail = path.get(models_at + "/models/".len()..)?;
         let (model, action) = tail.rsplit_once(':')?;
-        let stream = match action {
-            "generateContent" => false,
-            "streamGenerateContent" => true,
+        let kind = match action {
+            "generateContent" => ApiKind::GeminiGenerate { stream: false },
+            "streamGenerateContent" => ApiKind::GeminiGenerate { stream: true },
+            "countTokens" => ApiKind::GeminiCountTokens,
+            "embedContent" | "batchEmbedContents" => ApiKind::GeminiEmbed,
             _ => return None,
         };
         let vertex = path.contains("/projects/") || host.ends_with("aiplatform.googleapis.com");
         return Some(Route {
-            kind: ApiKind::GeminiGenerate { stream },
+            kind,
             provider: if vertex { "vertex" } else { "gemini" },
             path_model: Some(percent_decode(model)),
         });
@@ -293,7 +310,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!((vertex.kind, vertex.provider), (ApiKind::GeminiGenerate { stream: false }, "vertex"));
-        assert_eq!(kind("POST", "/v1beta/models/gemini:countTokens"), None);
+        for (action, expected) in [
+            ("countTokens", ApiKind::GeminiCountTokens),
+            ("embedContent", ApiKind::GeminiEmbed),
+            ("batchEmbedContents", ApiKind::GeminiEmbed),
+        ] {
+            let route = classify("POST", &format!("/v1beta/models/gemini-embedding-001:{action}"), "g").unwrap();
+            assert_eq!((route.kind, route.provider), (expected, "gemini"), "{action}");
+            assert!(!route.kind.has_usage() && !route.kind.answers_with_text(), "{action}");
+        }
+        assert_eq!(kind("POST", "/v1beta/models/gemini:batchGenerateContent"), None);
     }
 
     #[test]

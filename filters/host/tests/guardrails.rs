@@ -213,6 +213,36 @@ fn every_prompt_of_a_message_batch_is_guarded() {
     assert!(String::from_utf8_lossy(&reply.body).contains("a request of this batch has 5 messages"));
 }
 
+/// Gemini's own endpoints carry prompts too, and its protobuf JSON takes snake_case names
+/// (`system_instruction`, as its REST examples write it): the system prompt, a token count and
+/// the text to embed are all checked.
+#[test]
+fn gemini_prompts_are_guarded_by_either_field_name_and_on_every_endpoint() {
+    let cpf = format!("Meu CPF é {CPF}");
+    let models = "/v1beta/models/gemini-2.5-flash";
+    let generate = json!({"system_instruction": {"parts": [{"text": cpf}]},
+                          "contents": [{"role": "user", "parts": [{"text": "Olá"}]}]});
+    let count = json!({"generate_content_request": {"model": "models/gemini-2.5-flash",
+                       "contents": [{"role": "user", "parts": [{"text": cpf}]}]}});
+    let embed = json!({"content": {"parts": [{"text": cpf}]}, "taskType": "RETRIEVAL_DOCUMENT"});
+    let batch_embed = json!({"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "Olá"}]}},
+                                          {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": cpf}]}}]});
+    for (action, body, at) in [
+        ("generateContent", generate, "/system_instruction/parts/0/text"),
+        ("countTokens", count, "/generate_content_request/contents/0/parts/0/text"),
+        ("embedContent", embed, "/content/parts/0/text"),
+        ("batchEmbedContents", batch_embed, "/requests/1/content/parts/0/text"),
+    ] {
+        let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+        let path = format!("{models}:{action}");
+        let (ex, action_taken) = send(&mut driver, &path, &serde_json::to_vec(&body).unwrap(), &[]);
+        assert_eq!(action_taken, Action::Continue, "{action}");
+        let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+        assert_eq!(sent.pointer(at).and_then(Value::as_str), Some("Meu CPF é [CPF_1]"), "{action}");
+        assert!(!upstream_text(&ex).contains(CPF), "{action}");
+    }
+}
+
 #[test]
 fn compressed_non_json_and_unreadable_bodies_are_refused_not_waved_through() {
     let mut driver = pipeline(&json!({"guardrails": guard_config()}));

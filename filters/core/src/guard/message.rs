@@ -9,7 +9,8 @@
 //!   `text`, `tool_use.input` (every string in it), `tool_result.content`, which is role `tool`).
 //! - Embeddings `input`, completions `prompt` (string or array of strings): role `user`.
 //! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
-//! - Gemini `contents[].parts[].text`, `systemInstruction`; Bedrock `messages[].content[].text`, `system[].text`.
+//! - Gemini `contents[].parts[].text`, `systemInstruction` (or any field by its snake_case name,
+//!   which Gemini's protobuf JSON accepts too: `system_instruction`); Bedrock `messages[].content[].text`, `system[].text`.
 //! - Anthropic Message Batches: each `requests[].params` as a Messages request.
 //!
 //! With `history: latest` only the last message (or item) is checked, plus the system prompt
@@ -80,9 +81,12 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
             }
         }
         ApiKind::GeminiGenerate { .. } => {
+            // Gemini reads protobuf JSON: every field by its camelCase or its snake_case name.
             if wants(Role::System) {
-                if let Some(system) = object.get_mut("systemInstruction") {
-                    strings_in(system, Role::System, 0, f);
+                for key in ["systemInstruction", "system_instruction"] {
+                    if let Some(system) = object.get_mut(key) {
+                        strings_in(system, Role::System, 0, f);
+                    }
                 }
             }
             if let Some(Value::Array(contents)) = object.get_mut("contents") {
@@ -96,6 +100,27 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
         ApiKind::BedrockCountTokens => {
             if let Some(converse) = object.get_mut("input").and_then(|i| i.get_mut("converse")) {
                 for_each_text(converse, ApiKind::BedrockConverse { stream: false }, scope, f);
+            }
+        }
+        // `contents`, or a whole `generateContentRequest` to count.
+        ApiKind::GeminiCountTokens => {
+            let generate = ApiKind::GeminiGenerate { stream: false };
+            for key in ["generateContentRequest", "generate_content_request"] {
+                if let Some(request) = object.get_mut(key) {
+                    for_each_text(request, generate, scope, f);
+                }
+            }
+            for_each_text(body, generate, scope, f);
+        }
+        // What is embedded is the user's: `content` (`title` too), or each of `requests[]`.
+        ApiKind::GeminiEmbed => {
+            if wants(Role::User) {
+                embedded_texts(object, f);
+                if let Some(Value::Array(requests)) = object.get_mut("requests") {
+                    for request in requests.iter_mut().filter_map(Value::as_object_mut) {
+                        embedded_texts(request, f);
+                    }
+                }
             }
         }
         // A Message Batch carries a Messages request in each `requests[].params`, every one
@@ -143,6 +168,16 @@ pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
+/// An embedding request's text: `content.parts[]` and a document's `title`, as the user's.
+fn embedded_texts(request: &mut serde_json::Map<String, Value>, f: &mut dyn FnMut(Role, &mut String)) {
+    if let Some(content) = request.get_mut("content") {
+        message_texts(content, &|_| true, &mut |_, text| f(Role::User, text));
+    }
+    if let Some(title @ Value::String(_)) = request.get_mut("title") {
+        strings_in(title, Role::User, 0, f);
+    }
+}
+
 /// One message: its role decides; `tool_result` blocks inside are role `tool`.
 fn message_texts(message: &mut Value, wants: &dyn Fn(Role) -> bool, f: &mut dyn FnMut(Role, &mut String)) {
     let Some(object) = message.as_object_mut() else {
@@ -167,7 +202,8 @@ fn message_texts(message: &mut Value, wants: &dyn Fn(Role) -> bool, f: &mut dyn 
                 for block in blocks {
                     let tool = block.get("type").and_then(Value::as_str) == Some("tool_result")
                         || block.get("toolResult").is_some()
-                        || block.get("functionResponse").is_some();
+                        || block.get("functionResponse").is_some()
+                        || block.get("function_response").is_some();
                     let role = if tool { Role::Tool } else { role };
                     if wants(role) {
                         content_block(block, role, f);
@@ -205,7 +241,9 @@ fn content_block(block: &mut Value, role: Role, f: &mut dyn FnMut(Role, &mut Str
                 "arguments",
                 "args",
                 "functionCall",
+                "function_call",
                 "functionResponse",
+                "function_response",
                 "toolUse",
                 "toolResult",
                 "json",
@@ -301,6 +339,41 @@ mod tests {
         );
         let latest = RequestScope { roles: vec![Role::User], history: History::Latest };
         assert_eq!(collect(body, ApiKind::OpenAiChat, &latest), vec![(Role::User, "uç".into())]);
+    }
+
+    #[test]
+    fn gemini_fields_are_read_by_either_name() {
+        // Gemini's protobuf JSON takes `system_instruction` as well as `systemInstruction` (its
+        // own REST examples use the former): neither is a way round the policy.
+        let body = r#"{"system_instruction":{"parts":[{"text":"sys"}]},"contents":[
+            {"role":"model","parts":[{"function_call":{"name":"f","args":{"q":"a"}}}]},
+            {"role":"user","parts":[{"function_response":{"name":"f","response":{"r":"b"}}},{"text":"c"}]}]}"#;
+        let all = collect(body, ApiKind::GeminiGenerate { stream: false }, &RequestScope::default());
+        let expected = [(Role::System, "sys"), (Role::Assistant, "a"), (Role::Tool, "b"), (Role::User, "c")];
+        assert_eq!(all, expected.map(|(r, t)| (r, t.to_string())));
+        let camel = body.replace("system_instruction", "systemInstruction").replace("function_call", "functionCall");
+        let camel = camel.replace("function_response", "functionResponse");
+        assert_eq!(collect(&camel, ApiKind::GeminiGenerate { stream: false }, &RequestScope::default()), all);
+    }
+
+    #[test]
+    fn gemini_token_counts_and_embeddings_are_read() {
+        let count = r#"{"generate_content_request":{"model":"models/gemini-2.5-flash","system_instruction":{"parts":[{"text":"sys"}]},
+            "contents":[{"role":"user","parts":[{"text":"u"}]}]}}"#;
+        let all = collect(count, ApiKind::GeminiCountTokens, &RequestScope::default());
+        assert_eq!(all, vec![(Role::System, "sys".to_string()), (Role::User, "u".to_string())]);
+        let contents = r#"{"contents":[{"role":"user","parts":[{"text":"u"}]}]}"#;
+        assert_eq!(
+            collect(contents, ApiKind::GeminiCountTokens, &RequestScope::default()),
+            vec![(Role::User, "u".to_string())]
+        );
+
+        let embed = r#"{"content":{"parts":[{"text":"a"},{"text":"b"}]},"title":"t","taskType":"RETRIEVAL_DOCUMENT"}"#;
+        let texts = collect(embed, ApiKind::GeminiEmbed, &RequestScope::default());
+        assert_eq!(texts, ["a", "b", "t"].map(|t| (Role::User, t.to_string())));
+        let batch = r#"{"requests":[{"model":"models/m","content":{"parts":[{"text":"a"}]}},{"model":"models/m","content":{"parts":[{"text":"b"}]}}]}"#;
+        let texts = collect(batch, ApiKind::GeminiEmbed, &RequestScope::default());
+        assert_eq!(texts, ["a", "b"].map(|t| (Role::User, t.to_string())));
     }
 
     #[test]

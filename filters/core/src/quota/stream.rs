@@ -77,7 +77,9 @@ impl OutputMeter {
             | ApiKind::OpenAiModels
             | ApiKind::AnthropicCountTokens
             | ApiKind::BedrockCountTokens
-            | ApiKind::AnthropicBatch => return None,
+            | ApiKind::AnthropicBatch
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),
