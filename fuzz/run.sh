@@ -57,6 +57,15 @@ open("corpus/request_parse/anthropic-batch.json", "wb").write(batch)
 for config in range(4):
     head = bytes([1, config | 128, 128, len(batch) & 255, len(batch) >> 8 & 255])
     open(f"corpus/pipeline/anthropic-batch-{config}", "wb").write(head + batch + created)
+# A Gemini batch (path 12: selector bits 0-2 = 4 with bit 7 of the configuration byte).
+gbatch = json.dumps({"batch": {"display_name": "b", "input_config": {"requests": {"requests": [
+    {"request": {"contents": [{"parts": [{"text": f"Question {i}"}]}], "generationConfig": {"maxOutputTokens": 64}},
+     "metadata": {"key": str(i)}} for i in range(3)]}}}}).encode()
+pending = b'{"name":"batches/1","metadata":{"name":"batches/1","state":"BATCH_STATE_PENDING"}}'
+open("corpus/request_parse/gemini-batch.json", "wb").write(gbatch)
+for config in range(4):
+    head = bytes([4, config | 128, 128, len(gbatch) & 255, len(gbatch) >> 8 & 255])
+    open(f"corpus/pipeline/gemini-batch-{config}", "wb").write(head + gbatch + pending)
 for i, line in enumerate(open("../tests/fixtures/guardrails/pii-eval.jsonl")):
     if i >= 300:
         break

@@ -10,7 +10,8 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
-answer 8-value embeddings derived from the content's hash.
+answer 8-value embeddings derived from the content's hash; `:batchGenerateContent` answers the
+pending batch operation.
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -123,6 +124,8 @@ def route_of(path):
         return "gemini-count-tokens"
     if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
         return "gemini-embed"
+    if p.endswith(":batchGenerateContent"):
+        return "gemini-batch"
     if ":streamGenerateContent" in p:
         return "gemini-stream"
     if ":generateContent" in p:
@@ -314,6 +317,22 @@ def handle(method, path, headers, body):
         if len(given) != 1:
             return json_reply(400, error_body(route, 400, "Exactly one of contents or generate_content_request must be set."))
         return json_reply(200, {"totalTokens": COUNT_TOKENS_INPUT})
+    if route == "gemini-batch":
+        # Batch Mode: {"batch": {"display_name", "input_config": {"requests": {"requests": [{"request", "metadata"}]}}
+        # or {"file_name"}}} (either spelling), answered with the long-running operation, pending.
+        batch = request.get("batch") if isinstance(request.get("batch"), dict) else {}
+        config = batch.get("inputConfig", batch.get("input_config"))
+        if not isinstance(config, dict) or not (config.get("requests") or config.get("fileName") or config.get("file_name")):
+            return json_reply(400, error_body(route, 400, "* Batch.input_config: input_config is required"))
+        model = "models/" + urlsplit(path).path.rsplit("/", 1)[-1].split(":")[0]
+        name = "batches/" + hashlib.sha256(body).hexdigest()[:16]
+        count = len((config.get("requests") or {}).get("requests") or [])
+        return json_reply(200, {"name": name, "metadata": {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "name": name, "model": model, "displayName": batch.get("displayName", batch.get("display_name", "")),
+            "createTime": "2026-11-28T12:00:00.000000Z", "updateTime": "2026-11-28T12:00:00.000000Z",
+            "batchStats": {"requestCount": str(count), "pendingRequestCount": str(count)},
+            "state": "BATCH_STATE_PENDING"}})
     if route == "gemini-embed":
         # embedContent: `content` → {"embedding": {"values": […]}}; batchEmbedContents:
         # `requests[]` (each with `model` and `content`) → {"embeddings": [{"values": […]}, …]}.

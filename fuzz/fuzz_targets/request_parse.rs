@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::GeminiGenerate { stream: true },
         ApiKind::GeminiCountTokens,
         ApiKind::GeminiEmbed,
+        ApiKind::GeminiBatch,
         ApiKind::BedrockConverse { stream: false },
     ] {
         let parsed = tollgate_core::request::parse(kind, data);

@@ -134,7 +134,7 @@ def test_every_prompt_of_a_message_batch_is_guarded(guard, mock):
 
 def test_gemini_endpoints_and_snake_case_fields_are_guarded(guard, mock):
     """Gemini's REST API takes `system_instruction` as well as `systemInstruction`, and its
-    countTokens and embedding endpoints send the text to Google too: all are checked."""
+    countTokens, embedding and Batch Mode endpoints send the text to Google too: all are checked."""
     base = guard.url + "/v1beta/models/"
     headers = {"x-goog-api-key": "AIza-client"}
     cases = [
@@ -150,6 +150,10 @@ def test_gemini_endpoints_and_snake_case_fields_are_guarded(guard, mock):
         ("gemini-embedding-001:batchEmbedContents",
          {"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": f"Cliente: CPF {CPF}"}]}}]},
          lambda sent: sent["requests"][0]["content"]["parts"][0]["text"]),
+        ("gemini-2.5-flash:batchGenerateContent",
+         {"batch": {"display_name": "b", "input_config": {"requests": {"requests": [
+             {"request": {"contents": [{"parts": [{"text": f"Cliente: CPF {CPF}"}]}]}, "metadata": {"key": "1"}}]}}}},
+         lambda sent: sent["batch"]["input_config"]["requests"]["requests"][0]["request"]["contents"][0]["parts"][0]["text"]),
     ]
     for path, body, text_of in cases:
         r = requests.post(base + path, json=body, headers=headers, timeout=10)

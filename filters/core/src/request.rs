@@ -189,7 +189,12 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
         }
         ApiKind::AnthropicBatch => {
             let v: BatchView<'_> = serde_json::from_slice(body)?;
-            batch_info(v.requests)
+            batch_info(v.requests.into_iter().filter_map(|item| item.params).map(anthropic_info))
+        }
+        ApiKind::GeminiBatch => {
+            let v: GeminiBatchView<'_> = serde_json::from_slice(body)?;
+            let inlined = v.batch.and_then(|b| b.input_config).and_then(|c| c.requests).map(|r| r.requests);
+            batch_info(inlined.unwrap_or_default().into_iter().filter_map(|r| r.request).map(|r| gemini_info(r, false)))
         }
         ApiKind::GeminiGenerate { stream } => {
             let v: GeminiView<'_> = serde_json::from_slice(body)?;
@@ -446,15 +451,14 @@ fn anthropic_info(v: AnthropicView<'_>) -> RequestInfo {
     info
 }
 
-/// A Message Batch is the sum of its requests, each a Messages request: its prompts, its output
-/// caps (unknown if one has none), its model when they all name the same one.
-fn batch_info(requests: Vec<BatchItem<'_>>) -> RequestInfo {
+/// A batch is the sum of its requests: their prompts, their output caps (unknown if one has
+/// none), their model when they all name the same one.
+fn batch_info(requests: impl Iterator<Item = RequestInfo>) -> RequestInfo {
     let mut info = base(None, Some(false));
     info.background = true;
     info.requests = 0;
     info.max_output_tokens = Some(0);
-    for params in requests.into_iter().filter_map(|item| item.params) {
-        let one = anthropic_info(params);
+    for one in requests {
         let (messages, tokens) = info.largest.unwrap_or_default();
         info.largest = Some((messages.max(one.messages), tokens.max(one.estimated_prompt_tokens())));
         info.requests += 1;
@@ -462,7 +466,8 @@ fn batch_info(requests: Vec<BatchItem<'_>>) -> RequestInfo {
         info.features.merge(&one.features);
         info.framing_tokens = info.framing_tokens.saturating_add(one.framing_tokens);
         info.token_ids = info.token_ids.saturating_add(one.token_ids);
-        info.max_output_tokens = info.max_output_tokens.zip(one.max_output_tokens).map(|(a, b)| a.saturating_add(b));
+        let cap = one.max_output_tokens.map(|m| m.saturating_mul(one.choices));
+        info.max_output_tokens = info.max_output_tokens.zip(cap).map(|(a, b)| a.saturating_add(b));
         match (&info.model, one.model) {
             (_, None) => {}
             (None, Some(model)) if !info.mixed_models => info.model = Some(model),
@@ -683,6 +688,39 @@ struct GeminiCountView<'a> {
     contents: Vec<PromptText>,
     #[serde(borrow, default, alias = "generate_content_request")]
     generate_content_request: Option<GeminiView<'a>>,
+}
+
+/// `batchGenerateContent`: `{"batch": {"inputConfig": {"requests": {"requests": [{"request": …}]}}}}`
+/// (requests inlined; a batch naming a file has none to read).
+#[derive(Deserialize)]
+struct GeminiBatchView<'a> {
+    #[serde(borrow, default)]
+    batch: Option<GeminiBatch<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiBatch<'a> {
+    #[serde(borrow, default, alias = "input_config")]
+    input_config: Option<GeminiInputConfig<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GeminiInputConfig<'a> {
+    #[serde(borrow, default)]
+    requests: Option<GeminiInlinedRequests<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GeminiInlinedRequests<'a> {
+    #[serde(borrow, default)]
+    requests: Vec<GeminiInlinedRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GeminiInlinedRequest<'a> {
+    #[serde(borrow, default)]
+    request: Option<GeminiView<'a>>,
 }
 
 /// `embedContent` (`content`) and `batchEmbedContents` (`requests[].content`).
@@ -1031,6 +1069,33 @@ mod tests {
         let (camel, snake) = (parse_ok(kind, camel).info, parse_ok(kind, &snake).info);
         assert_eq!((snake.max_output_tokens, snake.choices), (Some(77), 2));
         assert_eq!(snake, camel);
+    }
+
+    #[test]
+    fn a_gemini_batch_is_the_sum_of_its_inlined_requests() {
+        let one = |text: &str, max: u64| {
+            format!(
+                r#"{{"contents":[{{"parts":[{{"text":"{text}"}}]}}],"generationConfig":{{"maxOutputTokens":{max},"candidateCount":2}}}}"#
+            )
+        };
+        let (a, b) =
+            (one("Describe photosynthesis.", 100), one("What are the main ingredients of a Margherita pizza?", 50));
+        let body = format!(
+            r#"{{"batch":{{"display_name":"my-batch","input_config":{{"requests":{{"requests":[
+                {{"request":{a},"metadata":{{"key":"request-1"}}}},{{"request":{b},"metadata":{{"key":"request-2"}}}}]}}}}}}}}"#
+        );
+        let kind = ApiKind::GeminiGenerate { stream: false };
+        let (a, b) = (parse_ok(kind, &a).info, parse_ok(kind, &b).info);
+        for body in [body.clone(), body.replace("input_config", "inputConfig")] {
+            let batch = parse_ok(ApiKind::GeminiBatch, &body).info;
+            assert_eq!((batch.background, batch.requests, batch.messages), (true, 2, 2));
+            assert_eq!(batch.max_output_tokens, Some(300), "each request's cap × its candidates");
+            let sum = a.estimated_prompt_tokens() + b.estimated_prompt_tokens();
+            assert!(batch.estimated_prompt_tokens().abs_diff(sum) <= 1);
+        }
+        // A batch naming a file inlines nothing to read.
+        let file = parse_ok(ApiKind::GeminiBatch, r#"{"batch":{"input_config":{"file_name":"files/abc"}}}"#).info;
+        assert_eq!((file.requests, file.messages, file.background), (1, 0, true));
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum ApiKind {
     /// `POST …/models/{model}:embedContent` / `:batchEmbedContents` (Gemini): `content`, or
     /// `requests[].content`; the Gemini API reports no usage for them.
     GeminiEmbed,
+    /// `POST …/models/{model}:batchGenerateContent` (Gemini Batch Mode): generate requests
+    /// inlined in `batch.inputConfig.requests.requests[].request`, answered at once with the
+    /// pending batch (a long-running operation); the usage comes with its results.
+    GeminiBatch,
     /// `POST /model/{modelId}/converse` / `converse-stream` (Bedrock Runtime).
     BedrockConverse { stream: bool },
     /// `POST /model/{modelId}/count-tokens` (Bedrock Runtime's CountTokens, Converse input).
@@ -53,7 +57,7 @@ impl ApiKind {
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens | ApiKind::GeminiCountTokens => "count_tokens",
-            ApiKind::AnthropicBatch => "batch",
+            ApiKind::AnthropicBatch | ApiKind::GeminiBatch => "batch",
         }
     }
 
@@ -73,7 +77,7 @@ impl ApiKind {
     /// Whether a success answer carries generated text (a token count, a model list and a
     /// queued batch do not).
     pub fn answers_with_text(self) -> bool {
-        self.has_usage() && self != ApiKind::AnthropicBatch
+        self.has_usage() && !matches!(self, ApiKind::AnthropicBatch | ApiKind::GeminiBatch)
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -84,7 +88,10 @@ impl ApiKind {
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
-            ApiKind::GeminiGenerate { .. } | ApiKind::GeminiCountTokens | ApiKind::GeminiEmbed => UsageFormat::Gemini,
+            ApiKind::GeminiGenerate { .. }
+            | ApiKind::GeminiCountTokens
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatch => UsageFormat::Gemini,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
         }
     }
@@ -100,6 +107,7 @@ impl ApiKind {
             | ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
             | ApiKind::OpenAiModels => Dialect::OpenAi,
@@ -167,6 +175,7 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
             "streamGenerateContent" => ApiKind::GeminiGenerate { stream: true },
             "countTokens" => ApiKind::GeminiCountTokens,
             "embedContent" | "batchEmbedContents" => ApiKind::GeminiEmbed,
+            "batchGenerateContent" => ApiKind::GeminiBatch,
             _ => return None,
         };
         let vertex = path.contains("/projects/") || host.ends_with("aiplatform.googleapis.com");
@@ -319,7 +328,10 @@ mod tests {
             assert_eq!((route.kind, route.provider), (expected, "gemini"), "{action}");
             assert!(!route.kind.has_usage() && !route.kind.answers_with_text(), "{action}");
         }
-        assert_eq!(kind("POST", "/v1beta/models/gemini:batchGenerateContent"), None);
+        let batch = classify("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", "g").unwrap();
+        assert_eq!((batch.kind, batch.path_model.as_deref()), (ApiKind::GeminiBatch, Some("gemini-2.5-flash")));
+        assert!(batch.kind.has_usage() && !batch.kind.answers_with_text());
+        assert_eq!(kind("POST", "/v1beta/models/gemini-2.5-flash:asyncBatchEmbedContent"), None);
     }
 
     #[test]

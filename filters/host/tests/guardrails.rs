@@ -227,11 +227,15 @@ fn gemini_prompts_are_guarded_by_either_field_name_and_on_every_endpoint() {
     let embed = json!({"content": {"parts": [{"text": cpf}]}, "taskType": "RETRIEVAL_DOCUMENT"});
     let batch_embed = json!({"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "Olá"}]}},
                                           {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": cpf}]}}]});
+    let batch = json!({"batch": {"display_name": "b", "input_config": {"requests": {"requests": [
+        {"request": {"contents": [{"parts": [{"text": "Olá"}]}]}, "metadata": {"key": "1"}},
+        {"request": {"contents": [{"parts": [{"text": cpf}]}]}, "metadata": {"key": "2"}}]}}}});
     for (action, body, at) in [
         ("generateContent", generate, "/system_instruction/parts/0/text"),
         ("countTokens", count, "/generate_content_request/contents/0/parts/0/text"),
         ("embedContent", embed, "/content/parts/0/text"),
         ("batchEmbedContents", batch_embed, "/requests/1/content/parts/0/text"),
+        ("batchGenerateContent", batch, "/batch/input_config/requests/requests/1/request/contents/0/parts/0/text"),
     ] {
         let mut driver = pipeline(&json!({"guardrails": guard_config()}));
         let path = format!("{models}:{action}");

@@ -424,6 +424,34 @@ fn a_message_batch_reserves_every_request_and_keeps_the_reservation() {
     assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 3);
 }
 
+/// Gemini's Batch Mode inlines generate requests in the same way: their sum is reserved and kept.
+#[test]
+fn a_gemini_batch_reserves_every_inlined_request() {
+    let gw = Gateway::new(tpm(1000));
+    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
+    let record = format!("tollgate.quota;consumer;{key}");
+    let request = json!({"request": {"contents": [{"parts": [{"text": "Describe photosynthesis."}]}],
+                                     "generationConfig": {"maxOutputTokens": 200}}});
+    let body = json!({"batch": {"display_name": "b", "input_config": {"requests": {"requests": [request, request]}}}})
+        .to_string();
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let path = "/v1beta/models/gemini-2.5-flash:batchGenerateContent";
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", path)]);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    let reserved = gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    assert!(reserved > 400 && reserved < 430, "2 × (estimate + 200): {reserved}");
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 2);
+    let pending = json!({"name": "batches/123", "metadata": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+                         "name": "batches/123", "model": "models/gemini-2.5-flash", "state": "BATCH_STATE_PENDING"}});
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[pending.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept as the charge");
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
+    assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("gemini-2.5-flash"));
+}
+
 /// Per-model limits (and prices) need the batch's model: a batch mixing models is refused
 /// (400 naming `requests`) where one applies, and passes where none does.
 #[test]

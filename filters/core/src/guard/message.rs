@@ -11,7 +11,8 @@
 //! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
 //! - Gemini `contents[].parts[].text`, `systemInstruction` (or any field by its snake_case name,
 //!   which Gemini's protobuf JSON accepts too: `system_instruction`); Bedrock `messages[].content[].text`, `system[].text`.
-//! - Anthropic Message Batches: each `requests[].params` as a Messages request.
+//! - Anthropic Message Batches: each `requests[].params` as a Messages request; Gemini Batch Mode:
+//!   each `batch.inputConfig.requests.requests[].request` as a generateContent request.
 //!
 //! With `history: latest` only the last message (or item) is checked, plus the system prompt
 //! when `system` is among the roles.
@@ -119,6 +120,19 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 if let Some(Value::Array(requests)) = object.get_mut("requests") {
                     for request in requests.iter_mut().filter_map(Value::as_object_mut) {
                         embedded_texts(request, f);
+                    }
+                }
+            }
+        }
+        // Gemini Batch Mode: `batch.inputConfig.requests.requests[].request` (either spelling).
+        ApiKind::GeminiBatch => {
+            let Some(Value::Object(batch)) = object.get_mut("batch") else { return };
+            for key in ["inputConfig", "input_config"] {
+                let inlined =
+                    batch.get_mut(key).and_then(|c| c.get_mut("requests")).and_then(|r| r.get_mut("requests"));
+                if let Some(Value::Array(requests)) = inlined {
+                    for request in requests.iter_mut().filter_map(|r| r.get_mut("request")) {
+                        for_each_text(request, ApiKind::GeminiGenerate { stream: false }, scope, f);
                     }
                 }
             }
@@ -374,6 +388,17 @@ mod tests {
         let batch = r#"{"requests":[{"model":"models/m","content":{"parts":[{"text":"a"}]}},{"model":"models/m","content":{"parts":[{"text":"b"}]}}]}"#;
         let texts = collect(batch, ApiKind::GeminiEmbed, &RequestScope::default());
         assert_eq!(texts, ["a", "b"].map(|t| (Role::User, t.to_string())));
+    }
+
+    #[test]
+    fn every_request_of_a_gemini_batch_is_read() {
+        let body = r#"{"batch":{"display_name":"b","input_config":{"requests":{"requests":[
+            {"request":{"system_instruction":{"parts":[{"text":"sys"}]},"contents":[{"parts":[{"text":"a"}]}]},"metadata":{"key":"1"}},
+            {"request":{"contents":[{"role":"user","parts":[{"text":"b"}]}]},"metadata":{"key":"2"}}]}}}}"#;
+        let expected = [(Role::System, "sys"), (Role::User, "a"), (Role::User, "b")].map(|(r, t)| (r, t.to_string()));
+        assert_eq!(collect(body, ApiKind::GeminiBatch, &RequestScope::default()), expected);
+        let camel = body.replace("input_config", "inputConfig");
+        assert_eq!(collect(&camel, ApiKind::GeminiBatch, &RequestScope::default()), expected);
     }
 
     #[test]

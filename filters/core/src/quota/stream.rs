@@ -79,7 +79,8 @@ impl OutputMeter {
             | ApiKind::BedrockCountTokens
             | ApiKind::AnthropicBatch
             | ApiKind::GeminiCountTokens
-            | ApiKind::GeminiEmbed => return None,
+            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {
             decoder: SseDecoder::new(DEFAULT_MAX_EVENT_BYTES),
