@@ -87,6 +87,11 @@ fn tpm(limit: u64) -> Value {
 
 const NOW: u64 = 1_795_000_040; // 20 s into a minute
 
+/// The shared-data key of the consumer counters of API key `key` (salt `s`).
+fn record_of(key: &str) -> String {
+    format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", key))
+}
+
 #[test]
 fn sequential_requests_are_held_to_the_limit_exactly() {
     let gw = Gateway::new(tpm(1000));
@@ -118,8 +123,7 @@ fn sequential_requests_are_held_to_the_limit_exactly() {
 /// request for many completions cannot pass on the reservation of one.
 #[test]
 fn a_request_for_several_completions_reserves_each_ones_output() {
-    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    let record = format!("tollgate.quota;consumer;{key}");
+    let record = record_of("sk-a");
     let mut reserved = Vec::new();
     for n in [1, 4] {
         // Each from an empty store.
@@ -175,8 +179,7 @@ fn a_request_costs_one_read_and_one_write_of_its_consumers_record_at_each_end() 
     assert_eq!((gw.shared.gets.get(), gw.shared.sets.get()), (1, 1), "reservation");
     call.finish(30, 40);
     assert_eq!((gw.shared.gets.get(), gw.shared.sets.get()), (2, 2), "settlement (the request count is unchanged)");
-    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    let record = format!("tollgate.quota;consumer;{key}");
+    let record = record_of("sk-a");
     assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 70);
     assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 1);
 }
@@ -318,6 +321,18 @@ fn a_reset_without_usage_releases_the_reservation() {
     assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=released"]), 1);
 }
 
+/// The provider answers `answer` at once, queued, without usage: the reservation (`reserved` on
+/// `record`) is kept as the charge, and the usage is deferred, not missing.
+fn answer_queued(gw: &Gateway, ex: &mut Exchange<'_>, answer: &Value, record: &str, reserved: u64) {
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(gw.shared.used(record, "tokens_per_minute", NOW / 60), reserved, "kept, not released");
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
+    assert!(ex.host.counters.keys().all(|k| !k.contains("usage_missing")), "{:?}", ex.host.counters);
+}
+
 /// OpenAI's background mode answers at once, queued and without usage, and generates
 /// afterwards: the reservation is kept as the charge instead of being released (else
 /// `background: true` would be a way round every token limit), and the token counter reports
@@ -325,8 +340,7 @@ fn a_reset_without_usage_releases_the_reservation() {
 #[test]
 fn a_background_response_keeps_its_reservation() {
     let gw = Gateway::new(tpm(1000));
-    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    let record = format!("tollgate.quota;consumer;{key}");
+    let record = record_of("sk-a");
     let mut driver = gw.driver();
     let mut ex = exchange(&gw, &mut driver);
     let body =
@@ -338,13 +352,7 @@ fn a_background_response_keeps_its_reservation() {
     assert!(reserved > 300 && reserved < 320, "the estimate + max_output_tokens: {reserved}");
     let queued = json!({"id": "resp_1", "object": "response", "status": "queued", "background": true,
                         "model": "o3-deep-research", "output": [], "usage": null});
-    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
-    ex.response_body(&[queued.to_string().as_bytes()], 1, true);
-    ex.log();
-    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept, not released");
-    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
-    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
-    assert!(ex.host.counters.keys().all(|k| !k.contains("usage_missing")), "{:?}", ex.host.counters);
+    answer_queued(&gw, &mut ex, &queued, &record, reserved);
 
     // The same request in the foreground is settled to its usage.
     let mut driver = gw.driver();
@@ -386,8 +394,7 @@ fn send_batch(ex: &mut Exchange<'_>, body: &str) -> Option<(u16, Value)> {
 #[test]
 fn a_message_batch_reserves_every_request_and_keeps_the_reservation() {
     let gw = Gateway::new(tpm(1000));
-    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    let record = format!("tollgate.quota;consumer;{key}");
+    let record = record_of("sk-a");
     let mut driver = gw.driver();
     let mut ex = exchange(&gw, &mut driver);
     assert_eq!(send_batch(&mut ex, &batch(3, 100, &["claude-haiku-4-5"])), None);
@@ -398,13 +405,7 @@ fn a_message_batch_reserves_every_request_and_keeps_the_reservation() {
         "request_counts": {"processing": 3, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0},
         "ended_at": null, "created_at": "2026-11-28T12:00:00Z", "expires_at": "2026-11-29T12:00:00Z",
         "archived_at": null, "cancel_initiated_at": null, "results_url": null});
-    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
-    ex.response_body(&[created.to_string().as_bytes()], 1, true);
-    ex.log();
-    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept as the charge");
-    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
-    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
-    assert!(ex.host.counters.keys().all(|k| !k.contains("usage_missing")), "{:?}", ex.host.counters);
+    answer_queued(&gw, &mut ex, &created, &record, reserved);
     // The token counter sees one call of its own kind, its model, its estimate.
     assert_eq!(ex.host.filter_state.get("tollgate.operation").map(String::as_str), Some("batch"));
     assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("claude-haiku-4-5"));
@@ -428,8 +429,7 @@ fn a_message_batch_reserves_every_request_and_keeps_the_reservation() {
 #[test]
 fn a_gemini_batch_reserves_every_inlined_request() {
     let gw = Gateway::new(tpm(1000));
-    let key = tollgate_core::quota::hashed_consumer("s", "sk-a");
-    let record = format!("tollgate.quota;consumer;{key}");
+    let record = record_of("sk-a");
     let request = json!({"request": {"contents": [{"parts": [{"text": "Describe photosynthesis."}]}],
                                      "generationConfig": {"maxOutputTokens": 200}}});
     let body = json!({"batch": {"display_name": "b", "input_config": {"requests": {"requests": [request, request]}}}})
@@ -444,11 +444,7 @@ fn a_gemini_batch_reserves_every_inlined_request() {
     assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 2);
     let pending = json!({"name": "batches/123", "metadata": {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
                          "name": "batches/123", "model": "models/gemini-2.5-flash", "state": "BATCH_STATE_PENDING"}});
-    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
-    ex.response_body(&[pending.to_string().as_bytes()], 1, true);
-    ex.log();
-    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), reserved, "kept as the charge");
-    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("deferred"));
+    answer_queued(&gw, &mut ex, &pending, &record, reserved);
     assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("gemini-2.5-flash"));
 }
 
