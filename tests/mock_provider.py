@@ -11,7 +11,8 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
 answer 8-value embeddings derived from the content's hash; `:batchGenerateContent` answers the
-pending batch operation.
+pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
+format and `prompt` bodies in Llama's (`invoke-with-response-stream` is not served).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -119,6 +120,10 @@ def route_of(path):
     if p.startswith("/model/") and p.endswith("/count-tokens"):
         return "bedrock-count-tokens"
     if p.startswith("/model/"):
+        if p.endswith("/invoke"):
+            return "bedrock-invoke"
+        if not (p.endswith("/converse") or p.endswith("/converse-stream")):
+            return None
         return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
     if p.endswith(":countTokens"):
         return "gemini-count-tokens"
@@ -355,6 +360,19 @@ def handle(method, path, headers, body):
             return json_reply(400, {"message": "input must set exactly one of converse, invokeModel"},
                               {"x-amzn-errortype": "ValidationException"})
         return json_reply(200, {"inputTokens": COUNT_TOKENS_INPUT})
+    if route == "bedrock-invoke":
+        # InvokeModel answers in the model family's own format: Anthropic Messages for Claude
+        # (its body names `anthropic_version`), Llama's `generation` with token counts.
+        if "anthropic_version" in request:
+            if "max_tokens" not in request or "messages" not in request:
+                return json_reply(400, {"message": "Malformed input request: required key [max_tokens] not found"},
+                                  {"x-amzn-errortype": "ValidationException"})
+            return json_reply(200, json.loads(BODIES["anthropic-messages"]))
+        if isinstance(request.get("prompt"), str):
+            return json_reply(200, {"generation": "Hello.", "prompt_token_count": 12, "generation_token_count": 3,
+                                    "stop_reason": "stop"})
+        return json_reply(400, {"message": "Malformed input request, please reformat your input and try again."},
+                          {"x-amzn-errortype": "ValidationException"})
     if route.startswith("gemini"):
         contents = request.get("contents")
         if not isinstance(contents, list) or not contents:

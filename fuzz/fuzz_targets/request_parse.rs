@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::GeminiEmbed,
         ApiKind::GeminiBatch,
         ApiKind::BedrockConverse { stream: false },
+        ApiKind::BedrockInvoke { stream: true },
     ] {
         let parsed = tollgate_core::request::parse(kind, data);
         if parsed.is_err() && serde_json::from_slice::<serde_json::Value>(data).is_ok() {

@@ -230,6 +230,18 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info.max_output_tokens = v.inference_config.and_then(|c| c.max_tokens);
             info
         }
+        ApiKind::BedrockInvoke { stream } => {
+            let v: InvokeView = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(stream));
+            if !v.messages.is_empty() {
+                add_messages(&mut info, v.messages);
+            }
+            for text in [v.system, v.prompt, v.input_text, v.texts, v.message, v.chat_history] {
+                add_text(&mut info, text);
+            }
+            info.max_output_tokens = v.max_tokens.or(v.max_gen_len);
+            info
+        }
         ApiKind::BedrockCountTokens => {
             let v: BedrockCountView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(false));
@@ -690,6 +702,31 @@ struct GeminiCountView<'a> {
     generate_content_request: Option<GeminiView<'a>>,
 }
 
+/// An InvokeModel body, whatever the model family: Anthropic's and Nova's `messages` and
+/// `system`, Llama's and Mistral's `prompt`, Titan's `inputText`, Cohere's `message`,
+/// `chat_history` and `texts`.
+#[derive(Deserialize)]
+struct InvokeView {
+    #[serde(default)]
+    messages: Vec<PromptText>,
+    #[serde(default)]
+    system: Option<PromptText>,
+    #[serde(default)]
+    prompt: Option<PromptText>,
+    #[serde(default, rename = "inputText")]
+    input_text: Option<PromptText>,
+    #[serde(default)]
+    texts: Option<PromptText>,
+    #[serde(default)]
+    message: Option<PromptText>,
+    #[serde(default)]
+    chat_history: Option<PromptText>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_gen_len: Option<u64>,
+}
+
 /// `batchGenerateContent`: `{"batch": {"inputConfig": {"requests": {"requests": [{"request": …}]}}}}`
 /// (requests inlined; a batch naming a file has none to read).
 #[derive(Deserialize)]
@@ -1069,6 +1106,23 @@ mod tests {
         let (camel, snake) = (parse_ok(kind, camel).info, parse_ok(kind, &snake).info);
         assert_eq!((snake.max_output_tokens, snake.choices), (Some(77), 2));
         assert_eq!(snake, camel);
+    }
+
+    #[test]
+    fn a_bedrock_invoke_body_is_read_whatever_the_model_family() {
+        let claude = r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":300,"system":"Be brief.",
+            "messages":[{"role":"user","content":[{"type":"text","text":"How far is the moon?"}]}]}"#;
+        let invoke = parse_ok(ApiKind::BedrockInvoke { stream: true }, claude).info;
+        let messages = parse_ok(ApiKind::AnthropicMessages, claude).info;
+        assert_eq!((invoke.stream, invoke.messages, invoke.max_output_tokens), (true, 1, Some(300)));
+        assert!(invoke.estimated_prompt_tokens().abs_diff(messages.estimated_prompt_tokens()) <= 1);
+        let llama =
+            parse_ok(ApiKind::BedrockInvoke { stream: false }, r#"{"prompt":"How far is the moon?","max_gen_len":50}"#)
+                .info;
+        assert_eq!((llama.stream, llama.max_output_tokens), (false, Some(50)));
+        assert!(llama.features.estimate() >= 5);
+        let titan = parse_ok(ApiKind::BedrockInvoke { stream: false }, r#"{"inputText":"How far is the moon?"}"#).info;
+        assert_eq!(titan.features.estimate(), llama.features.estimate());
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum ApiKind {
     BedrockConverse { stream: bool },
     /// `POST /model/{modelId}/count-tokens` (Bedrock Runtime's CountTokens, Converse input).
     BedrockCountTokens,
+    /// `POST /model/{modelId}/invoke` / `invoke-with-response-stream` (Bedrock Runtime's
+    /// InvokeModel): the model family's own body (Anthropic Messages for Claude, `prompt`,
+    /// `inputText`, …). Guarded; its usage is not read (each family reports it its own way).
+    BedrockInvoke { stream: bool },
     /// `GET …/v1/models` and `GET …/v1/models/{id}`: the model list and one model (answered by
     /// the gateway when it routes models).
     OpenAiModels,
@@ -50,7 +54,10 @@ impl ApiKind {
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
     pub fn operation(self) -> &'static str {
         match self {
-            ApiKind::OpenAiChat | ApiKind::AnthropicMessages | ApiKind::BedrockConverse { .. } => "chat",
+            ApiKind::OpenAiChat
+            | ApiKind::AnthropicMessages
+            | ApiKind::BedrockConverse { .. }
+            | ApiKind::BedrockInvoke { .. } => "chat",
             ApiKind::OpenAiCompletions => "text_completion",
             ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed => "embeddings",
             ApiKind::OpenAiResponses => "responses",
@@ -69,6 +76,7 @@ impl ApiKind {
             ApiKind::OpenAiModels
                 | ApiKind::AnthropicCountTokens
                 | ApiKind::BedrockCountTokens
+                | ApiKind::BedrockInvoke { .. }
                 | ApiKind::GeminiCountTokens
                 | ApiKind::GeminiEmbed
         )
@@ -92,7 +100,9 @@ impl ApiKind {
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed
             | ApiKind::GeminiBatch => UsageFormat::Gemini,
-            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
+            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens | ApiKind::BedrockInvoke { .. } => {
+                UsageFormat::Bedrock
+            }
         }
     }
 
@@ -110,6 +120,7 @@ impl ApiKind {
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
+            | ApiKind::BedrockInvoke { .. }
             | ApiKind::OpenAiModels => Dialect::OpenAi,
         }
     }
@@ -163,6 +174,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
             "converse" => ApiKind::BedrockConverse { stream: false },
             "converse-stream" => ApiKind::BedrockConverse { stream: true },
             "count-tokens" => ApiKind::BedrockCountTokens,
+            "invoke" => ApiKind::BedrockInvoke { stream: false },
+            "invoke-with-response-stream" => ApiKind::BedrockInvoke { stream: true },
             _ => return None,
         };
         return Some(Route { kind, provider: "bedrock", path_model: Some(percent_decode(model)) });
@@ -340,7 +353,9 @@ mod tests {
             classify("POST", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream", "b").unwrap();
         assert_eq!(route.kind, ApiKind::BedrockConverse { stream: true });
         assert_eq!(route.path_model.as_deref(), Some("anthropic.claude-3-5-sonnet-20240620-v1:0"));
-        assert_eq!(kind("POST", "/model/x/invoke"), None);
+        assert_eq!(kind("POST", "/model/x/invoke"), Some(ApiKind::BedrockInvoke { stream: false }));
+        assert_eq!(kind("POST", "/model/x/invoke-with-response-stream"), Some(ApiKind::BedrockInvoke { stream: true }));
+        assert_eq!(kind("POST", "/model/x/async-invoke"), None);
         let route = classify("POST", "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/count-tokens", "b").unwrap();
         assert_eq!(
             (route.kind, route.path_model.as_deref()),

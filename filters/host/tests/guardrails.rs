@@ -247,6 +247,29 @@ fn gemini_prompts_are_guarded_by_either_field_name_and_on_every_endpoint() {
     }
 }
 
+/// Bedrock's InvokeModel takes the model family's own body (the Anthropic SDK's Bedrock client
+/// sends Messages bodies there): its prompts are checked like the Converse API's.
+#[test]
+fn bedrock_invoke_bodies_are_guarded() {
+    let claude = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
+                        "messages": [{"role": "user", "content": format!("Meu CPF é {CPF}")}]});
+    for action in ["invoke", "invoke-with-response-stream"] {
+        let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+        let path = format!("/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/{action}");
+        let (ex, taken) = send(&mut driver, &path, &serde_json::to_vec(&claude).unwrap(), &[]);
+        assert_eq!(taken, Action::Continue, "{action}");
+        let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+        assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]", "{action}");
+    }
+    let llama = json!({"prompt": "cartão 4111 1111 1111 1111", "max_gen_len": 50});
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, _) =
+        send(&mut driver, "/model/meta.llama3-70b-instruct-v1%3A0/invoke", &serde_json::to_vec(&llama).unwrap(), &[]);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    assert!(String::from_utf8_lossy(&reply.body).contains("CREDIT_CARD"));
+}
+
 #[test]
 fn compressed_non_json_and_unreadable_bodies_are_refused_not_waved_through() {
     let mut driver = pipeline(&json!({"guardrails": guard_config()}));

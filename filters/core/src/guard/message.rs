@@ -11,6 +11,8 @@
 //! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
 //! - Gemini `contents[].parts[].text`, `systemInstruction` (or any field by its snake_case name,
 //!   which Gemini's protobuf JSON accepts too: `system_instruction`); Bedrock `messages[].content[].text`, `system[].text`.
+//! - Bedrock InvokeModel: `messages`/`system` (Anthropic, Nova), `prompt`, `inputText`, `texts`,
+//!   `message`, `chat_history` (Llama, Mistral, Titan, Cohere).
 //! - Anthropic Message Batches: each `requests[].params` as a Messages request; Gemini Batch Mode:
 //!   each `batch.inputConfig.requests.requests[].request` as a generateContent request.
 //!
@@ -96,6 +98,16 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                     message_texts(content, &wants, f);
                 }
             }
+        }
+        // InvokeModel: the model family's body. Anthropic's and Nova's `messages`/`system`; the
+        // text fields of the others, as the user's.
+        ApiKind::BedrockInvoke { .. } => {
+            for key in ["prompt", "inputText", "texts", "message", "chat_history"] {
+                if let (Some(value), true) = (object.get_mut(key), wants(Role::User)) {
+                    strings_in(value, Role::User, 0, f);
+                }
+            }
+            for_each_text(body, ApiKind::AnthropicMessages, scope, f);
         }
         // CountTokens carries a Converse request inside `input.converse`.
         ApiKind::BedrockCountTokens => {
@@ -399,6 +411,25 @@ mod tests {
         assert_eq!(collect(body, ApiKind::GeminiBatch, &RequestScope::default()), expected);
         let camel = body.replace("input_config", "inputConfig");
         assert_eq!(collect(&camel, ApiKind::GeminiBatch, &RequestScope::default()), expected);
+    }
+
+    #[test]
+    fn a_bedrock_invoke_body_is_read_whatever_the_model_family() {
+        let invoke = ApiKind::BedrockInvoke { stream: false };
+        let claude = r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":9,"system":"sys",
+            "messages":[{"role":"user","content":[{"type":"text","text":"u"}]}]}"#;
+        let expected = [(Role::System, "sys"), (Role::User, "u")].map(|(r, t)| (r, t.to_string()));
+        assert_eq!(collect(claude, invoke, &RequestScope::default()), expected);
+        let nova = r#"{"schemaVersion":"messages-v1","system":[{"text":"sys"}],"messages":[{"role":"user","content":[{"text":"u"}]}]}"#;
+        assert_eq!(collect(nova, invoke, &RequestScope::default()), expected);
+        for (body, text) in [
+            (r#"{"prompt":"p","max_gen_len":5}"#, "p"),
+            (r#"{"inputText":"t","textGenerationConfig":{"maxTokenCount":5}}"#, "t"),
+            (r#"{"texts":["t"],"input_type":"search_document"}"#, "t"),
+            (r#"{"message":"m","chat_history":[]}"#, "m"),
+        ] {
+            assert_eq!(collect(body, invoke, &RequestScope::default()), vec![(Role::User, text.to_string())], "{body}");
+        }
     }
 
     #[test]

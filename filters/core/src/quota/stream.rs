@@ -77,6 +77,7 @@ impl OutputMeter {
             | ApiKind::OpenAiModels
             | ApiKind::AnthropicCountTokens
             | ApiKind::BedrockCountTokens
+            | ApiKind::BedrockInvoke { .. }
             | ApiKind::AnthropicBatch
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed

@@ -273,9 +273,9 @@ impl Exchange {
 
     pub fn streaming(&self) -> bool {
         match self.route.kind {
-            crate::route::ApiKind::GeminiGenerate { stream } | crate::route::ApiKind::BedrockConverse { stream } => {
-                stream
-            }
+            crate::route::ApiKind::GeminiGenerate { stream }
+            | crate::route::ApiKind::BedrockConverse { stream }
+            | crate::route::ApiKind::BedrockInvoke { stream } => stream,
             _ => self.parsed.as_ref().is_some_and(|p| p.info.stream),
         }
     }
