@@ -21,7 +21,7 @@ pub use window::Window;
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Meter {
-    /// Model requests: 1 per request, or the number of requests a Message Batch holds.
+    /// Model requests: 1 per request, or the number of requests a batch holds.
     Requests,
     InputTokens,
     OutputTokens,
