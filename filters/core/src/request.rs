@@ -43,14 +43,14 @@ pub struct RequestInfo {
     pub choices: u64,
     /// The answer leaves queued, before anything is generated, and carries no usage (the
     /// client polls for the result): a Responses API request with `background: true`, or a
-    /// Message Batch.
+    /// batch (Anthropic's Message Batches, Gemini's Batch Mode).
     pub background: bool,
-    /// Model requests the call makes: 1, or the number of requests in a Message Batch.
+    /// Model requests the call makes: 1, or the number of requests in a batch.
     pub requests: u64,
-    /// A Message Batch whose requests name different models (`model` is then `None`).
+    /// A batch whose requests name different models (`model` is then `None`).
     pub mixed_models: bool,
-    /// A Message Batch's largest request: its messages and estimated prompt tokens (the
-    /// totals above are the batch's).
+    /// A batch's largest request: its messages and estimated prompt tokens (the totals above
+    /// are the batch's).
     pub largest: Option<(u32, u64)>,
     /// Number of messages (or contents, or input items).
     pub messages: u32,
