@@ -235,8 +235,8 @@ impl QuotaStream {
     /// metered stream that ended without complete usage, what was estimated up to its end.
     fn usage(&self, ex: &Exchange) -> (Option<Tokens>, &'static str) {
         let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
-        // A background response is generated after its queued answer (or its stream) has gone,
-        // whether or not the client stays: without final usage it keeps its reservation.
+        // A background response or a batch is generated after its queued answer (or its stream)
+        // has gone, whether or not the client stays: without final usage it keeps its reservation.
         let background = ex.parsed.as_ref().is_some_and(|p| p.info.background);
         if background && self.status.is_some_and(|s| s < 400) && !reported.is_some_and(|r| r.complete) {
             return (Some(self.reserve), "reserved");
@@ -822,7 +822,7 @@ impl Stage for QuotaStream {
         }
         let reserve = self.reserve_tokens(ex, body);
         self.reserve = reserve;
-        // A Message Batch is as many model requests as it holds.
+        // A batch is as many model requests as it holds.
         let requests = ex.parsed.as_ref().map_or(1, |p| p.info.requests);
         self.reserved = config
             .applicable(&self.model)
