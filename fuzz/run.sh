@@ -27,8 +27,26 @@ seed json_scan $ROOT/tests/fixtures/responses/*/*.json
 mkdir -p corpus/request_parse corpus/request_translate corpus/response_translate corpus/guard_scan corpus/eventstream corpus/pipeline
 seed response_translate $ROOT/tests/fixtures/responses/*/*.json
 python3 - <<'PY'
-import json, os
+import json, os, struct, zlib
 m = json.load(open("../tests/fixtures/manifest.json"))["cases"]
+
+
+def frames(events_json):
+    """A Bedrock fixture's `{event, payload}` list as the event-stream bytes the provider sends."""
+    out = b""
+    for e in json.loads(events_json):
+        headers = b""
+        for name, value in ((":event-type", e["event"]), (":content-type", "application/json"), (":message-type", "event")):
+            headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        body = json.dumps(e["payload"], separators=(",", ":")).encode()
+        prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+        message = prelude + struct.pack(">I", zlib.crc32(prelude)) + headers + body
+        out += message + struct.pack(">I", zlib.crc32(message))
+        if e["event"] == "chunk":
+            open(f"corpus/eventstream/chunk-{len(os.listdir('corpus/eventstream'))}", "wb").write(body)
+    return out
+
+
 for c in m:
     for target in ("request_parse", "request_translate"):
         with open(f"corpus/{target}/{c['name']}.json", "w") as f:
@@ -42,10 +60,16 @@ for c in m:
     path = next((i for i, p in reversed(list(enumerate(PATHS))) if c["path"].startswith(p)), 0)
     content_type = TYPES.get(c["content_type"].split(";")[0], 3)
     status = {200: 0, 400: 1, 429: 2}.get(c["status"], 3)
+    if "/invoke" in c["path"]:
+        path = 13  # the InvokeModel path: bits 0-2 = 5 with bit 7 of the configuration byte
     request = json.dumps(c["request"]).encode()
     answer = open("../tests/fixtures/responses/" + c["response"], "rb").read()
+    if c["response"].endswith(".events.json"):
+        answer = frames(answer)
+        open(f"corpus/eventstream/{c['name']}", "wb").write(answer)
     for config in range(4):
-        head = bytes([path | content_type << 3 | status << 5, config, 128, len(request) & 255, len(request) >> 8 & 255])
+        head = bytes([(path & 7) | content_type << 3 | status << 5, config | (path >> 3) << 7, 128,
+                      len(request) & 255, len(request) >> 8 & 255])
         with open(f"corpus/pipeline/{c['name']}-{config}", "wb") as f:
             f.write(head + request + answer)
 # An Anthropic Message Batch (path 9: selector bits 0-2 = 1 with bit 7 of the configuration byte).

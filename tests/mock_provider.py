@@ -12,7 +12,9 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
 answer 8-value embeddings derived from the content's hash; `:batchGenerateContent` answers the
 pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
-format and `prompt` bodies in Llama's (`invoke-with-response-stream` is not served).
+format and `prompt` bodies in Llama's, with Bedrock's `x-amzn-bedrock-*-token-count` headers;
+`invoke-with-response-stream` answers the same families as event-stream `chunk` events (each
+model event base64 in `bytes`, the last with `amazon-bedrock-invocationMetrics`).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -122,6 +124,8 @@ def route_of(path):
     if p.startswith("/model/"):
         if p.endswith("/invoke"):
             return "bedrock-invoke"
+        if p.endswith("/invoke-with-response-stream"):
+            return "bedrock-invoke-stream"
         if not (p.endswith("/converse") or p.endswith("/converse-stream")):
             return None
         return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
@@ -360,19 +364,21 @@ def handle(method, path, headers, body):
             return json_reply(400, {"message": "input must set exactly one of converse, invokeModel"},
                               {"x-amzn-errortype": "ValidationException"})
         return json_reply(200, {"inputTokens": COUNT_TOKENS_INPUT})
-    if route == "bedrock-invoke":
+    invoke_case = None
+    if route in ("bedrock-invoke", "bedrock-invoke-stream"):
         # InvokeModel answers in the model family's own format: Anthropic Messages for Claude
-        # (its body names `anthropic_version`), Llama's `generation` with token counts.
+        # (its body names `anthropic_version`), Llama's `generation` for a `prompt`.
         if "anthropic_version" in request:
             if "max_tokens" not in request or "messages" not in request:
                 return json_reply(400, {"message": "Malformed input request: required key [max_tokens] not found"},
                                   {"x-amzn-errortype": "ValidationException"})
-            return json_reply(200, json.loads(BODIES["anthropic-messages"]))
-        if isinstance(request.get("prompt"), str):
-            return json_reply(200, {"generation": "Hello.", "prompt_token_count": 12, "generation_token_count": 3,
-                                    "stop_reason": "stop"})
-        return json_reply(400, {"message": "Malformed input request, please reformat your input and try again."},
-                          {"x-amzn-errortype": "ValidationException"})
+            family = "claude"
+        elif isinstance(request.get("prompt"), str):
+            family = "llama"
+        else:
+            return json_reply(400, {"message": "Malformed input request, please reformat your input and try again."},
+                              {"x-amzn-errortype": "ValidationException"})
+        invoke_case = f"bedrock-invoke-{family}" + ("-stream" if route.endswith("stream") else "")
     if route.startswith("gemini"):
         contents = request.get("contents")
         if not isinstance(contents, list) or not contents:
@@ -397,7 +403,7 @@ def handle(method, path, headers, body):
         queued.update({"status": "queued", "background": True, "output": [], "usage": None,
                        "max_output_tokens": request.get("max_output_tokens")})
         return json_reply(200, queued)
-    name = h.get("x-mock-case") or default_case(route, stream, path)
+    name = h.get("x-mock-case") or invoke_case or default_case(route, stream, path)
     case = CASES.get(name)
     if case is None:
         return json_reply(400, error_body(route, 400, f"unknown mock case {name!r}"))

@@ -286,6 +286,40 @@ def test_a_message_batch_is_charged_each_of_its_requests(work, mock):
         gateway.stop()
 
 
+def test_bedrock_invoke_is_settled_to_bedrocks_counts_per_access_key(work, mock):
+    """The Anthropic SDK's Bedrock client signs every request anew (SigV4): the consumer is the
+    access key id, so re-signing is no way round the limit; InvokeModel reserves `max_tokens` and
+    settles to the counts Bedrock sends in its `x-amzn-bedrock-*-token-count` headers."""
+    import anthropic
+
+    config = {"token_counter": {}, "quota": {
+        "consumer": {"header": "authorization", "salt": "e2e", "downstream_address": False},
+        "unknown_consumer": "refuse",
+        "limits": [{"name": "tokens_per_hour", "meter": "total_tokens", "per": "consumer", "window": "hour", "limit": 5000},
+                   {"name": "requests_per_hour", "meter": "requests", "per": "consumer", "window": "hour", "limit": 3}]}}
+    gateway = Envoy(work, mock, name="quota-bedrock", wasm="tollgate.wasm", filter_config=config)
+    try:
+        away_from_hour_boundary()
+        client = anthropic.AnthropicBedrock(base_url=gateway.url, aws_access_key="AKIDTOLLGATEMOCK",
+                                            aws_secret_key="tollgate-mock-secret-key", aws_region="us-east-1", max_retries=0)
+        hi = [{"role": "user", "content": "Hello, how are you?"}]
+        model = "anthropic.claude-3-5-haiku-20241022-v1:0"
+        first = client.messages.with_raw_response.create(model=model, max_tokens=1000, messages=hi)
+        second = client.messages.with_raw_response.create(model=model, max_tokens=1000, messages=hi)
+        left = [int(r.headers["x-ratelimit-remaining-tokens"]) for r in (first, second)]
+        assert 3950 <= left[0] < 4000, f"the reservation (1000 + the prompt) is held: {left}"
+        assert left[0] - left[1] == 14 + 10, f"the first was settled to Bedrock's counts: {left}"
+        assert second.headers["x-ratelimit-remaining-requests"] == "1", "one consumer, however each request was signed"
+        client.messages.create(model=model, max_tokens=10, messages=hi)
+        with pytest.raises(anthropic.RateLimitError):
+            client.messages.create(model=model, max_tokens=10, messages=hi)
+        other = anthropic.AnthropicBedrock(base_url=gateway.url, aws_access_key="AKIDANOTHERKEY", aws_secret_key="x",
+                                           aws_region="us-east-1", max_retries=0)
+        assert other.messages.create(model=model, max_tokens=10, messages=hi).content, "another key, another budget"
+    finally:
+        gateway.stop()
+
+
 # --- stream cut-off -------------------------------------------------------------------------
 
 CUT_PROMPT = "Tell me how a gateway streams an answer."

@@ -202,6 +202,63 @@ def test_anthropic_sdk_cache_and_tool_use_stream(gateway):
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="input") == 1496
 
 
+# Bedrock's InvokeModel through the AWS-signing clients: the Anthropic SDK's Bedrock client (Claude,
+# Anthropic's own format inside) and boto3's bedrock-runtime client (Llama), whose botocore reads the
+# event stream with the service's published model. Signed with the mock's known key, so the mock
+# checks each signature: the gateway passes the request unaltered.
+MOCK_AWS = {"aws_access_key": "AKIDTOLLGATEMOCK", "aws_secret_key": "tollgate-mock-secret-key", "aws_region": "us-east-1"}
+HAIKU = "anthropic.claude-3-5-haiku-20241022-v1:0"
+LLAMA = "meta.llama3-1-70b-instruct-v1:0"
+
+
+def bedrock_client(gateway, consumer):
+    return anthropic.AnthropicBedrock(base_url=gateway.url, default_headers={"x-tollgate-consumer": consumer}, **MOCK_AWS)
+
+
+def test_anthropic_bedrock_sdk_invoke_is_counted_from_bedrocks_own_counts(gateway):
+    before = gateway.metrics()
+    client = bedrock_client(gateway, "sdk-bedrock-invoke")
+    hi = [{"role": "user", "content": "Hello, how are you?"}]
+    message = client.messages.create(model=HAIKU, max_tokens=512, messages=hi)
+    assert (message.content[0].text, message.usage.input_tokens, message.usage.output_tokens) == (
+        "Hello! How can I help you today?", 14, 10)
+    with client.messages.stream(model=HAIKU, max_tokens=512, messages=hi) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert (text, final.usage.cache_read_input_tokens) == ("Hello! How can I help?", 1024)
+    after = metrics_after(gateway, before, "sdk-bedrock-invoke", 2)
+    labels = {"consumer": "sdk-bedrock-invoke", "gen_ai_provider_name": "bedrock", "gen_ai_request_model": HAIKU,
+              "gen_ai_operation_name": "chat"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 14 + 10 + 1024
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 10 + 15
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="cached_input", **labels) == 1024
+    entries = [e for e in gateway.access_entries() if "/invoke" in (e.get("path") or "")][-2:]
+    assert [e["usage"] for e in entries] == ["reported", "reported"], entries
+
+
+def test_boto3_invoke_model_is_counted_whatever_the_model_family(gateway):
+    import boto3
+
+    client = boto3.client("bedrock-runtime", endpoint_url=gateway.url, region_name=MOCK_AWS["aws_region"],
+                          aws_access_key_id=MOCK_AWS["aws_access_key"], aws_secret_access_key=MOCK_AWS["aws_secret_key"])
+
+    def consumer_header(request, **_):
+        request.headers["x-tollgate-consumer"] = "sdk-boto3-invoke"
+
+    client.meta.events.register("before-sign.bedrock-runtime.*", consumer_header)
+    before = gateway.metrics()
+    body = json.dumps({"prompt": "How far is the moon?", "max_gen_len": 256})
+    answer = client.invoke_model(modelId=LLAMA, body=body)
+    assert json.loads(answer["body"].read())["generation"] == "The Moon is about 384,400 km from Earth."
+    streamed = client.invoke_model_with_response_stream(modelId=LLAMA, body=body)
+    chunks = [json.loads(event["chunk"]["bytes"]) for event in streamed["body"]]
+    assert "".join(c["generation"] for c in chunks) == "The Moon is about 384,400 km from Earth."
+    after = metrics_after(gateway, before, "sdk-boto3-invoke", 2)
+    labels = {"consumer": "sdk-boto3-invoke", "gen_ai_provider_name": "bedrock", "gen_ai_request_model": LLAMA}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 12 + 12
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 9 + 9
+
+
 def test_anthropic_sdk_gets_the_providers_error(gateway):
     client = anthropic_client(gateway, "sdk-anthropic-error")
     with pytest.raises(anthropic.BadRequestError) as error:

@@ -24,8 +24,9 @@ pub struct ConsumerSource {
     pub property: Option<Vec<String>>,
     /// A credential header (an API key), or several tried in order (OpenAI's SDKs send
     /// `authorization: Bearer <key>`, Anthropic's `x-api-key: <key>`); the `Bearer` scheme is
-    /// not part of the key, so one key is one consumer whichever header carries it. Only `k:` +
-    /// 16 hex digits of a salted SHA-256 of the key is kept, never the key. `cookie` is refused.
+    /// not part of the key, so one key is one consumer whichever header carries it. A SigV4
+    /// `authorization` (AWS SDKs, Bedrock) is its access key id. Only `k:` + 16 hex digits of a
+    /// salted SHA-256 of the key is kept, never the key. `cookie` is refused.
     #[serde(default)]
     #[schemars(with = "Option<HeaderList>", extend("examples" = [["authorization", "x-api-key"]]))]
     pub header: Option<Headers>,
@@ -81,6 +82,9 @@ enum HeaderList {
     One(String),
     Several(Vec<String>),
 }
+
+/// The SigV4 `authorization` scheme.
+const SIGV4: &str = "AWS4-HMAC-SHA256";
 
 /// Most credential headers one consumer source tries.
 const MAX_HEADERS: usize = 4;
@@ -158,9 +162,20 @@ impl ConsumerSource {
 }
 
 /// The key in a credential header's value: without the `Bearer` scheme (case-insensitive, as
-/// auth schemes are) and surrounding spaces; `None` when nothing is left.
+/// auth schemes are) and surrounding spaces; `None` when nothing is left. A SigV4 signature
+/// (Bedrock's SDKs) changes with every request (its date and signature): its caller is the access
+/// key id of `Credential=<key id>/<date>/<region>/<service>/aws4_request`.
 fn credential(value: &str) -> Option<&str> {
     let value = value.trim();
+    let (scheme, params) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case(SIGV4) {
+        return params
+            .split(',')
+            .find_map(|param| param.trim().strip_prefix("Credential="))
+            .and_then(|scope| scope.split('/').next())
+            .map(str::trim)
+            .filter(|key_id| !key_id.is_empty());
+    }
     let key = match (value.get(..6), value.get(6..)) {
         (Some(scheme), Some(rest))
             if scheme.eq_ignore_ascii_case("bearer") && (rest.is_empty() || rest.starts_with(' ')) =>
@@ -226,6 +241,16 @@ mod default_tests {
             ("   ", None),
             ("Basic dXNlcjpwYXNz", Some("Basic dXNlcjpwYXNz")),
             ("Bearér x", Some("Bearér x")),
+            // SigV4: the access key id, whatever the date, region and signature.
+            (
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261128/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+                Some("AKIDEXAMPLE"),
+            ),
+            ("aws4-hmac-sha256 SignedHeaders=host,Credential=ASIA1/20261129/eu-west-1/bedrock/aws4_request", Some("ASIA1")),
+            ("AWS4-HMAC-SHA256 Credential=/20261128/us-east-1/bedrock/aws4_request", None),
+            ("AWS4-HMAC-SHA256 Signature=abc", None),
+            ("AWS4-HMAC-SHA256 ", None),
         ] {
             assert_eq!(credential(value), key, "{value:?}");
         }

@@ -239,7 +239,12 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             for text in [v.system, v.prompt, v.input_text, v.texts, v.message, v.chat_history] {
                 add_text(&mut info, text);
             }
-            info.max_output_tokens = v.max_tokens.or(v.max_gen_len);
+            info.max_output_tokens = v
+                .max_tokens
+                .or(v.max_gen_len)
+                .or(v.max_completion_tokens)
+                .or(v.titan_config.and_then(|c| c.max_token_count))
+                .or(v.nova_config.and_then(|c| c.max_new_tokens));
             info
         }
         ApiKind::BedrockCountTokens => {
@@ -704,7 +709,9 @@ struct GeminiCountView<'a> {
 
 /// An InvokeModel body, whatever the model family: Anthropic's and Nova's `messages` and
 /// `system`, Llama's and Mistral's `prompt`, Titan's `inputText`, Cohere's `message`,
-/// `chat_history` and `texts`.
+/// `chat_history` and `texts`; the output cap as Claude, Mistral, Cohere (`max_tokens`), Llama
+/// (`max_gen_len`), OpenAI's models (`max_completion_tokens`), Titan
+/// (`textGenerationConfig.maxTokenCount`) and Nova (`inferenceConfig.max_new_tokens`) name it.
 #[derive(Deserialize)]
 struct InvokeView {
     #[serde(default)]
@@ -725,6 +732,24 @@ struct InvokeView {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_gen_len: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default, rename = "textGenerationConfig")]
+    titan_config: Option<TitanConfig>,
+    #[serde(default, rename = "inferenceConfig")]
+    nova_config: Option<NovaConfig>,
+}
+
+#[derive(Deserialize)]
+struct TitanConfig {
+    #[serde(default, rename = "maxTokenCount")]
+    max_token_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct NovaConfig {
+    #[serde(default)]
+    max_new_tokens: Option<u64>,
 }
 
 /// `batchGenerateContent`: `{"batch": {"inputConfig": {"requests": {"requests": [{"request": …}]}}}}`
@@ -1123,6 +1148,15 @@ mod tests {
         assert!(llama.features.estimate() >= 5);
         let titan = parse_ok(ApiKind::BedrockInvoke { stream: false }, r#"{"inputText":"How far is the moon?"}"#).info;
         assert_eq!(titan.features.estimate(), llama.features.estimate());
+        assert_eq!(titan.max_output_tokens, None);
+        for (body, cap) in [
+            (r#"{"inputText":"Hi","textGenerationConfig":{"maxTokenCount":70,"temperature":0}}"#, 70),
+            (r#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"max_new_tokens":80}}"#, 80),
+            (r#"{"messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":90}"#, 90),
+        ] {
+            let info = parse_ok(ApiKind::BedrockInvoke { stream: false }, body).info;
+            assert_eq!(info.max_output_tokens, Some(cap), "{body}");
+        }
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub enum ApiKind {
     BedrockCountTokens,
     /// `POST /model/{modelId}/invoke` / `invoke-with-response-stream` (Bedrock Runtime's
     /// InvokeModel): the model family's own body (Anthropic Messages for Claude, `prompt`,
-    /// `inputText`, …). Guarded; its usage is not read (each family reports it its own way).
+    /// `inputText`, …) and answer; Bedrock's counts come beside it, in headers or in the stream's
+    /// last chunk (see [`UsageFormat::BedrockInvoke`]).
     BedrockInvoke { stream: bool },
     /// `GET …/v1/models` and `GET …/v1/models/{id}`: the model list and one model (answered by
     /// the gateway when it routes models).
@@ -76,7 +77,6 @@ impl ApiKind {
             ApiKind::OpenAiModels
                 | ApiKind::AnthropicCountTokens
                 | ApiKind::BedrockCountTokens
-                | ApiKind::BedrockInvoke { .. }
                 | ApiKind::GeminiCountTokens
                 | ApiKind::GeminiEmbed
         )
@@ -100,9 +100,8 @@ impl ApiKind {
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed
             | ApiKind::GeminiBatch => UsageFormat::Gemini,
-            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens | ApiKind::BedrockInvoke { .. } => {
-                UsageFormat::Bedrock
-            }
+            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
+            ApiKind::BedrockInvoke { .. } => UsageFormat::BedrockInvoke,
         }
     }
 

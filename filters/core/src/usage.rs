@@ -15,6 +15,12 @@
 //! `message_delta` (output side), Gemini's repeated cumulative `usageMetadata`, OpenAI's single
 //! final usage chunk and Bedrock's `metadata` event are all read right by that one rule, and
 //! nothing is counted twice. Normalisation happens once, at the end.
+//!
+//! Bedrock's InvokeModel answers in the model family's own format; Bedrock reports its counts
+//! beside it, in `x-amzn-bedrock-*-token-count` headers ([`Reported::from_invoke_headers`]) or in
+//! the `amazon-bedrock-invocationMetrics` of a stream's last chunk, base64 inside an event-stream
+//! `chunk` event ([`UsageTracker::observe_invoke_chunk`]). A Claude answer's own `usage` is read
+//! too (the same numbers, known earlier in a stream: a reset one still has its input count).
 
 use crate::api;
 use crate::json_scan::{Captured, JsonScanner};
@@ -41,6 +47,8 @@ pub enum UsageFormat {
     Anthropic,
     Gemini,
     Bedrock,
+    /// Bedrock InvokeModel: [`api::bedrock::InvocationMetrics`], and a Claude answer's `usage`.
+    BedrockInvoke,
 }
 
 /// What a captured value is.
@@ -48,6 +56,8 @@ pub enum UsageFormat {
 enum Field {
     Usage,
     Model,
+    /// Bedrock's `amazon-bedrock-invocationMetrics`.
+    Metrics,
 }
 
 /// Paths (see [`crate::json_scan`]) holding usage and the response model, valid both for a
@@ -69,6 +79,14 @@ const ANTHROPIC: Targets = Targets {
 const GEMINI: Targets =
     Targets { paths: &[&["usageMetadata"], &["modelVersion"]], fields: &[Field::Usage, Field::Model] };
 const BEDROCK: Targets = Targets { paths: &[&["usage"]], fields: &[Field::Usage] };
+const BEDROCK_INVOKE: Targets = Targets {
+    paths: &[&[INVOCATION_METRICS], &["usage"], &["message", "usage"]],
+    fields: &[Field::Metrics, Field::Usage, Field::Usage],
+};
+
+/// The member of an InvokeModel stream's last chunk holding Bedrock's counts (and quoted).
+const INVOCATION_METRICS: &str = "amazon-bedrock-invocationMetrics";
+const INVOCATION_METRICS_KEY: &[u8] = b"\"amazon-bedrock-invocationMetrics\"";
 
 impl UsageFormat {
     fn targets(self) -> &'static Targets {
@@ -78,6 +96,7 @@ impl UsageFormat {
             UsageFormat::Anthropic => &ANTHROPIC,
             UsageFormat::Gemini => &GEMINI,
             UsageFormat::Bedrock => &BEDROCK,
+            UsageFormat::BedrockInvoke => &BEDROCK_INVOKE,
         }
     }
 
@@ -90,7 +109,8 @@ impl UsageFormat {
             | UsageFormat::OpenAiEmbeddings
             | UsageFormat::OpenAiResponses
             | UsageFormat::Anthropic
-            | UsageFormat::Bedrock => b"\"usage\"",
+            | UsageFormat::Bedrock
+            | UsageFormat::BedrockInvoke => b"\"usage\"",
         }
     }
 
@@ -155,14 +175,7 @@ impl Reported {
                 })
             }
             UsageFormat::Anthropic => {
-                serde_json::from_slice::<Option<api::anthropic::Usage>>(json)?.map(|u| Reported {
-                    input: u.input_tokens,
-                    output: u.output_tokens,
-                    cache_read: u.cache_read_input_tokens,
-                    cache_write: u.cache_creation_input_tokens,
-                    reasoning: None,
-                    tool_prompt: None,
-                })
+                serde_json::from_slice::<Option<api::anthropic::Usage>>(json)?.map(Reported::from)
             }
             UsageFormat::Gemini => {
                 serde_json::from_slice::<Option<api::gemini::UsageMetadata>>(json)?.map(|u| Reported {
@@ -184,8 +197,39 @@ impl Reported {
                     tool_prompt: None,
                 })
             }
+            // The family's own `usage`: read when it is Claude's; any other shape is not ours to
+            // judge (Bedrock's own counts follow).
+            UsageFormat::BedrockInvoke => {
+                serde_json::from_slice::<Option<api::anthropic::Usage>>(json).ok().flatten().map(Reported::from)
+            }
         }
         .filter(|r| !r.is_empty()))
+    }
+
+    /// Reads Bedrock's `amazon-bedrock-invocationMetrics`.
+    pub fn parse_invocation_metrics(json: &[u8]) -> Result<Option<Reported>, serde_json::Error> {
+        Ok(serde_json::from_slice::<Option<api::bedrock::InvocationMetrics>>(json)?
+            .map(Reported::from)
+            .filter(|r| !r.is_empty()))
+    }
+
+    /// Reads an InvokeModel answer's `x-amzn-bedrock-*-token-count` headers through `header`.
+    /// `Err` names a header that is not a count.
+    pub fn from_invoke_headers(header: impl Fn(&str) -> Option<String>) -> Result<Reported, &'static str> {
+        let mut counts = [None; 4];
+        for (count, name) in counts.iter_mut().zip(api::bedrock::INVOKE_COUNT_HEADERS) {
+            if let Some(value) = header(name) {
+                *count = Some(value.trim().parse::<u64>().map_err(|_| name)?);
+            }
+        }
+        let [input_token_count, output_token_count, cache_read_input_token_count, cache_write_input_token_count] =
+            counts;
+        Ok(Reported::from(api::bedrock::InvocationMetrics {
+            input_token_count,
+            output_token_count,
+            cache_read_input_token_count,
+            cache_write_input_token_count,
+        }))
     }
 
     /// Applies the format's semantics once (see the module docs).
@@ -199,11 +243,37 @@ impl Reported {
                 (base_input, self.output.unwrap_or(0))
             }
             UsageFormat::Gemini => (base_input + self.tool_prompt.unwrap_or(0), self.output.unwrap_or(0) + reasoning),
-            UsageFormat::Anthropic | UsageFormat::Bedrock => {
+            UsageFormat::Anthropic | UsageFormat::Bedrock | UsageFormat::BedrockInvoke => {
                 (base_input + cached_input + cache_creation, self.output.unwrap_or(0))
             }
         };
         Usage { input, output, cached_input, cache_creation, reasoning, total: input + output }
+    }
+}
+
+impl From<api::anthropic::Usage> for Reported {
+    fn from(u: api::anthropic::Usage) -> Reported {
+        Reported {
+            input: u.input_tokens,
+            output: u.output_tokens,
+            cache_read: u.cache_read_input_tokens,
+            cache_write: u.cache_creation_input_tokens,
+            reasoning: None,
+            tool_prompt: None,
+        }
+    }
+}
+
+impl From<api::bedrock::InvocationMetrics> for Reported {
+    fn from(m: api::bedrock::InvocationMetrics) -> Reported {
+        Reported {
+            input: m.input_token_count,
+            output: m.output_token_count,
+            cache_read: m.cache_read_input_token_count,
+            cache_write: m.cache_write_input_token_count,
+            reasoning: None,
+            tool_prompt: None,
+        }
     }
 }
 
@@ -244,6 +314,13 @@ impl UsageTracker {
                     self.reported.merge(reported);
                 }
             }
+            Some(Field::Metrics) => {
+                let reported = Reported::parse_invocation_metrics(&captured.bytes)
+                    .map_err(|e| UsageError::BadUsage(e.to_string()))?;
+                if let Some(reported) = reported {
+                    self.reported.merge(reported);
+                }
+            }
             Some(Field::Model) => {
                 if let Ok(model) = serde_json::from_slice::<String>(&captured.bytes) {
                     if !model.is_empty() && model.len() <= MAX_MODEL_LEN {
@@ -262,6 +339,28 @@ impl UsageTracker {
             .map_err(|e| UsageTrackerError::Json(e.to_string()))?;
         for value in &captured {
             self.observe(value).map_err(|UsageError::BadUsage(e)| UsageTrackerError::Usage(e))?;
+        }
+        Ok(())
+    }
+
+    /// Takes counts read elsewhere than the body (InvokeModel's headers).
+    pub fn observe_reported(&mut self, reported: Reported) {
+        self.reported.merge(reported);
+    }
+
+    /// Reads one `chunk` event's payload of an InvokeModel stream (`{"bytes": "<base64>"}`): the
+    /// model's own stream event, scanned only when it names `usage` or Bedrock's metrics.
+    pub fn observe_invoke_chunk(&mut self, payload: &[u8]) -> Result<(), UsageTrackerError> {
+        use base64::Engine as _;
+        let part: api::bedrock::PayloadPart<'_> =
+            serde_json::from_slice(payload).map_err(|e| UsageTrackerError::Json(e.to_string()))?;
+        let event = base64::engine::general_purpose::STANDARD
+            .decode(part.bytes.as_bytes())
+            .map_err(|e| UsageTrackerError::Json(format!("chunk bytes: {e}")))?;
+        if key_positions(&event, b"\"usage\"").next().is_some()
+            || key_positions(&event, INVOCATION_METRICS_KEY).next().is_some()
+        {
+            self.observe_document(&event)?;
         }
         Ok(())
     }
@@ -534,5 +633,83 @@ mod tests {
     fn absurd_model_names_are_not_kept() {
         let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(500));
         assert_eq!(track(UsageFormat::OpenAiChat, &[&long]).1, None);
+    }
+
+    fn invoke_chunk(event: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD.encode(event);
+        format!(r#"{{"bytes":"{bytes}","p":"abcdefghij"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn an_invoke_stream_is_read_from_its_base64_chunks() {
+        // Claude on Bedrock: Anthropic's events, the last with Bedrock's invocation metrics.
+        let events = [
+            r#"{"type":"message_start","message":{"id":"m","model":"claude-3-5-haiku-20241022","usage":{"input_tokens":10,"cache_creation_input_tokens":1800,"cache_read_input_tokens":0,"output_tokens":1}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42}}"#,
+            r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":10,"outputTokenCount":42,"invocationLatency":611,"firstByteLatency":300,"cacheReadInputTokenCount":0,"cacheWriteInputTokenCount":1800}}"#,
+        ];
+        let expected =
+            Usage { input: 1810, output: 42, cached_input: 0, cache_creation: 1800, reasoning: 0, total: 1852 };
+        let mut tracker = UsageTracker::new(UsageFormat::BedrockInvoke);
+        tracker.observe_invoke_chunk(&invoke_chunk(events[0])).unwrap();
+        assert_eq!(tracker.usage().map(|u| u.input), Some(1810), "the input is known from the first chunk");
+        for event in &events[1..] {
+            tracker.observe_invoke_chunk(&invoke_chunk(event)).unwrap();
+        }
+        assert_eq!(tracker.usage(), Some(expected));
+        assert_eq!(tracker.response_model(), None, "the model is the one the path names");
+
+        // Llama: its own counts are not read; Bedrock's metrics are.
+        let mut llama = UsageTracker::new(UsageFormat::BedrockInvoke);
+        for event in [
+            r#"{"generation":"Hel","prompt_token_count":12,"generation_token_count":1,"stop_reason":null}"#,
+            r#"{"generation":"lo.","prompt_token_count":null,"generation_token_count":3,"stop_reason":"stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":12,"outputTokenCount":3,"invocationLatency":90,"firstByteLatency":40}}"#,
+        ] {
+            llama.observe_invoke_chunk(&invoke_chunk(event)).unwrap();
+        }
+        assert_eq!(llama.usage(), Some(Usage { input: 12, output: 3, total: 15, ..Usage::default() }));
+
+        // A family whose own `usage` has another shape: not an error, not counted.
+        let mut other = UsageTracker::new(UsageFormat::BedrockInvoke);
+        other.observe_invoke_chunk(&invoke_chunk(r#"{"usage":"n/a","x":1}"#)).unwrap();
+        other.observe_invoke_chunk(&invoke_chunk(r#"{"usage":{"prompt_tokens":5,"completion_tokens":2}}"#)).unwrap();
+        assert!(!other.has_usage());
+
+        for bad in [&b"{}"[..], br#"{"bytes":"not base64!"}"#, b"nope", br#"{"bytes":"bm90IGpzb24gInVzYWdlIg=="}"#] {
+            assert!(other.observe_invoke_chunk(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let wrong = invoke_chunk(r#"{"amazon-bedrock-invocationMetrics":{"inputTokenCount":"ten"}}"#);
+        assert!(other.observe_invoke_chunk(&wrong).is_err(), "Bedrock's own counts must be counts");
+    }
+
+    #[test]
+    fn invoke_headers_carry_bedrocks_counts() {
+        let headers = [
+            ("x-amzn-bedrock-input-token-count", "10"),
+            ("x-amzn-bedrock-output-token-count", " 42"),
+            ("x-amzn-bedrock-cache-read-input-token-count", "500"),
+            ("x-amzn-bedrock-cache-write-input-token-count", "7"),
+            ("x-amzn-bedrock-invocation-latency", "611"),
+        ];
+        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+        let reported = Reported::from_invoke_headers(header).unwrap();
+        assert_eq!(
+            reported.normalise(UsageFormat::BedrockInvoke),
+            Usage { input: 517, output: 42, cached_input: 500, cache_creation: 7, reasoning: 0, total: 559 }
+        );
+        let none = Reported::from_invoke_headers(|_| None).unwrap();
+        assert_eq!(none, Reported::default());
+        let bad = Reported::from_invoke_headers(|n| (n == "x-amzn-bedrock-output-token-count").then(|| "-1".into()));
+        assert_eq!(bad, Err("x-amzn-bedrock-output-token-count"));
+
+        // A JSON answer's own Claude usage agrees (the same numbers overwrite).
+        let mut tracker = UsageTracker::new(UsageFormat::BedrockInvoke);
+        tracker.observe_reported(reported);
+        tracker
+            .observe_document(br#"{"type":"message","usage":{"input_tokens":10,"output_tokens":42,"cache_read_input_tokens":500,"cache_creation_input_tokens":7}}"#)
+            .unwrap();
+        assert_eq!(tracker.usage().map(|u| u.total), Some(559));
     }
 }

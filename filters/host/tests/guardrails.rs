@@ -261,6 +261,31 @@ fn bedrock_invoke_bodies_are_guarded() {
         let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
         assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]", "{action}");
     }
+    // A JSON answer in the family's own format has its placeholders restored: Claude's
+    // `content[]`, Llama's `generation`.
+    let llama = json!({"prompt": format!("Meu CPF é {CPF}"), "max_gen_len": 50});
+    for (path, body, answer, field) in [
+        (
+            "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke",
+            &claude,
+            json!({"type": "message", "role": "assistant", "content": [{"type": "text", "text": "Anotei [CPF_1]."}],
+                   "usage": {"input_tokens": 14, "output_tokens": 5}}),
+            "/content/0/text",
+        ),
+        (
+            "/model/meta.llama3-70b-instruct-v1%3A0/invoke",
+            &llama,
+            json!({"generation": "Anotei [CPF_1].", "prompt_token_count": 12, "generation_token_count": 5, "stop_reason": "stop"}),
+            "/generation",
+        ),
+    ] {
+        let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+        let (mut ex, _) = send(&mut driver, path, &serde_json::to_vec(body).unwrap(), &[]);
+        ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+        ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+        let got: Value = serde_json::from_slice(&ex.host.client_body).unwrap();
+        assert_eq!(got.pointer(field).and_then(Value::as_str), Some(format!("Anotei {CPF}.").as_str()), "{path}");
+    }
     let llama = json!({"prompt": "cartão 4111 1111 1111 1111", "max_gen_len": 50});
     let mut driver = pipeline(&json!({"guardrails": guard_config()}));
     let (ex, _) =

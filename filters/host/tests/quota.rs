@@ -448,6 +448,64 @@ fn a_gemini_batch_reserves_every_inlined_request() {
     assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("gemini-2.5-flash"));
 }
 
+/// Bedrock's InvokeModel answers in the model family's own format; Bedrock's counts come in
+/// `x-amzn-bedrock-*-token-count` headers (JSON) or in the stream's last base64 chunk. Both
+/// settle the reservation (the family's output cap) to them.
+#[test]
+fn bedrock_invoke_is_reserved_and_settled_to_bedrocks_counts() {
+    let gw = Gateway::new(tpm(1000));
+    let record = record_of("sk-a");
+    let used = |gw: &Gateway| gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+
+    let claude = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 300,
+                        "messages": [{"role": "user", "content": "How far is the moon?"}]})
+    .to_string();
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let path = "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke";
+    ex.chat_request_headers(claude.len(), &[("x-api-key", "sk-a"), (":path", path)]);
+    assert_eq!(ex.request_body(&[claude.as_bytes()]), Action::Continue);
+    let reserved = used(&gw);
+    assert!(reserved > 300 && reserved < 320, "the estimate + max_tokens: {reserved}");
+    let answer = json!({"type": "message", "content": [{"type": "text", "text": "384,400 km."}],
+                        "usage": {"input_tokens": 14, "output_tokens": 10}});
+    ex.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("x-amzn-bedrock-input-token-count", "14"),
+            ("x-amzn-bedrock-output-token-count", "10"),
+        ],
+        false,
+    );
+    ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(used(&gw), 24, "settled to Bedrock's counts");
+    assert_eq!(ex.host.filter_state.get("tollgate.usage").map(String::as_str), Some("reported"));
+    assert_eq!(
+        ex.host.filter_state.get("tollgate.request_model").map(String::as_str),
+        Some("anthropic.claude-3-5-haiku-20241022-v1:0")
+    );
+
+    // Llama, streamed: the golden fixture's chunks, the counts in the last one.
+    let llama = json!({"prompt": "How far is the moon?", "max_gen_len": 200}).to_string();
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let path = "/model/meta.llama3-1-70b-instruct-v1%3A0/invoke-with-response-stream";
+    ex.chat_request_headers(llama.len(), &[("x-api-key", "sk-a"), (":path", path)]);
+    assert_eq!(ex.request_body(&[llama.as_bytes()]), Action::Continue);
+    assert!(used(&gw) > 24 + 200, "the estimate + max_gen_len: {}", used(&gw));
+    let fixture =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/responses/bedrock/invoke-llama-stream.events.json");
+    let stream = tollgate_host::fake::eventstream_fixture(&std::fs::read(fixture).unwrap());
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")], false);
+    let chunks: Vec<&[u8]> = stream.chunks(64).collect();
+    ex.response_body(&chunks, 5, true);
+    ex.log();
+    assert_eq!(used(&gw), 24 + 21, "settled to the invocation metrics (12 + 9)");
+    assert_eq!(ex.host.filter_state.get("tollgate.output_tokens").map(String::as_str), Some("9"));
+}
+
 /// Per-model limits (and prices) need the batch's model: a batch mixing models is refused
 /// (400 naming `requests`) where one applies, and passes where none does.
 #[test]
@@ -538,6 +596,35 @@ fn one_key_is_one_consumer_whichever_header_carries_it() {
     assert_eq!(statuses, [200, 200, 200, 429, 200, 401], "sk-a's third request fills its 3; sk-b is another consumer");
     let record = format!("tollgate.quota;consumer;{}", tollgate_core::quota::hashed_consumer("s", "sk-a"));
     assert_eq!(gw.shared.used(&record, "rpm", NOW / 60), 3);
+}
+
+/// A SigV4 `authorization` (Bedrock's SDKs) differs on every request (its date and signature):
+/// the caller is its access key id, so signing anew is no way round the limit.
+#[test]
+fn a_sigv4_caller_is_its_access_key_id_whatever_it_signs() {
+    let gw = Gateway::new(json!({"consumer": {"header": "authorization", "salt": "s", "downstream_address": false},
+        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 2}]}));
+    let signed = |key_id: &str, n: u32| {
+        format!(
+            "AWS4-HMAC-SHA256 Credential={key_id}/20261128/us-east-1/bedrock/aws4_request, \
+             SignedHeaders=content-type;host;x-amz-date, Signature={n:064x}"
+        )
+    };
+    let body = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]})
+        .to_string();
+    let mut statuses = Vec::new();
+    for (key_id, n) in [("AKIDONE", 1), ("AKIDONE", 2), ("AKIDONE", 3), ("AKIDTWO", 4)] {
+        let mut driver = gw.driver();
+        let mut ex = exchange(&gw, &mut driver);
+        let authorization = signed(key_id, n);
+        let path = "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke";
+        ex.chat_request_headers(body.len(), &[("authorization", authorization.as_str()), (":path", path)]);
+        ex.request_body(&[body.as_bytes()]);
+        statuses.push(ex.host.local_reply.as_ref().map_or(200, |r| r.status));
+        ex.log();
+    }
+    assert_eq!(statuses, [200, 200, 429, 200]);
+    assert_eq!(gw.shared.used(&record_of("AKIDONE"), "rpm", NOW / 60), 2);
 }
 
 #[test]

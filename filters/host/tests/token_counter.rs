@@ -326,6 +326,43 @@ fn non_ai_traffic_passes_untouched_without_metrics() {
     }
 }
 
+/// An InvokeModel stream whose chunk cannot be read counts it and reads on; one cut short still
+/// has the input Claude's first event reported, marked incomplete.
+#[test]
+fn invoke_streams_read_past_a_bad_chunk_and_keep_what_a_reset_one_reported() {
+    let raw = std::fs::read(fixtures().join("responses/bedrock/invoke-claude-stream.events.json")).unwrap();
+    let mut events: Vec<Value> = serde_json::from_slice(&raw).unwrap();
+    events.insert(2, json!({"event": "chunk", "payload": {"bytes": "%%% not base64 %%%"}}));
+    let frames = |events: &[Value]| tollgate_host::fake::eventstream_fixture(&serde_json::to_vec(events).unwrap());
+    let factory = factory(json!({}));
+    let body =
+        br#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":512,"messages":[{"role":"user","content":"Hi"}]}"#;
+    let path = "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke-with-response-stream";
+    let run = |events: &[Value], complete: bool| {
+        let mut driver = driver_with(&factory, None);
+        let mut ex = Exchange::new(&mut driver);
+        let length = body.len().to_string();
+        ex.request_headers(
+            &[(":method", "POST"), (":path", path), (":authority", "bedrock"), ("content-length", length.as_str())],
+            false,
+        );
+        ex.request_body(&[body]);
+        ex.response_headers(&[(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")], false);
+        let stream = frames(events);
+        ex.response_body(&[stream.as_slice()], 1, complete);
+        ex.log();
+        assert_eq!(ex.host.client_body, stream, "delivered unaltered");
+        (ex.host.filter_state.clone(), ex.host.counters.clone())
+    };
+    let (state, counters) = run(&events, true);
+    assert_eq!((state["tollgate.usage"].as_str(), state["tollgate.total_tokens"].as_str()), ("reported", "1049"));
+    assert_eq!(counters.get("tollgate.token_counter.unread;reason=invoke_chunk_invalid"), Some(&1), "{counters:?}");
+
+    // Reset after the first deltas: Claude's `message_start` reported the input.
+    let (state, _) = run(&events[..4], false);
+    assert_eq!((state["tollgate.usage"].as_str(), state["tollgate.input_tokens"].as_str()), ("incomplete", "1034"));
+}
+
 #[test]
 fn malformed_request_json_passes_unchanged_and_is_counted() {
     let factory = factory(json!({}));

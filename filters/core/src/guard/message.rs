@@ -165,7 +165,9 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
 /// Calls `f` with every text of a (non-streamed) answer: OpenAI chat `choices[].message`
 /// (content, tool-call arguments), completions `choices[].text`, Anthropic `content[]` (text,
 /// thinking, tool inputs), Responses `output[]`, Gemini `candidates[].content`, Bedrock
-/// `output.message`.
+/// `output.message`, and the InvokeModel families' own: Llama `generation`, Cohere `text` and
+/// `generations[].text`, Claude's legacy `completion`, Titan `results[].outputText`, Mistral
+/// `outputs[].text`.
 pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     let mut g = |_: Role, text: &mut String| f(text);
     let Some(object) = body.as_object_mut() else { return };
@@ -191,6 +193,20 @@ pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
     if let Some(message) = object.get_mut("output").and_then(|o| o.get_mut("message")) {
         message_texts(message, &|_| true, &mut g);
+    }
+    for key in ["generation", "text", "completion"] {
+        if let Some(text @ Value::String(_)) = object.get_mut(key) {
+            strings_in(text, Role::Assistant, 0, &mut g);
+        }
+    }
+    for (list, field) in [("results", "outputText"), ("outputs", "text"), ("generations", "text")] {
+        if let Some(Value::Array(items)) = object.get_mut(list) {
+            for item in items {
+                if let Some(text @ Value::String(_)) = item.get_mut(field) {
+                    strings_in(text, Role::Assistant, 0, &mut g);
+                }
+            }
+        }
     }
 }
 
@@ -488,6 +504,13 @@ mod tests {
             r#"{"output":[{"type":"message","content":[{"type":"output_text","text":"a"}]}]}"#,
             r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"a"}]}}]}"#,
             r#"{"output":{"message":{"role":"assistant","content":[{"text":"a"}]}}}"#,
+            // InvokeModel: Llama, Cohere, Claude 2, Titan, Mistral, Cohere Command.
+            r#"{"generation":"a","prompt_token_count":12,"generation_token_count":3,"stop_reason":"stop"}"#,
+            r#"{"text":"a","generation_id":"g","chat_history":[],"finish_reason":"COMPLETE"}"#,
+            r#"{"completion":"a","stop_reason":"stop_sequence"}"#,
+            r#"{"inputTextTokenCount":5,"results":[{"tokenCount":3,"outputText":"a","completionReason":"FINISH"}]}"#,
+            r#"{"outputs":[{"text":"a","stop_reason":"stop"}]}"#,
+            r#"{"id":"i","generations":[{"id":"g","text":"a","finish_reason":"COMPLETE"}]}"#,
         ];
         for answer in answers {
             let mut value: Value = serde_json::from_str(answer).unwrap();
@@ -495,6 +518,11 @@ mod tests {
             for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
             assert_eq!(seen.first().map(String::as_str), Some("a"), "{answer}");
         }
+        // A Responses answer's `text` is its format settings, not text.
+        let mut value: Value = serde_json::from_str(r#"{"output":[],"text":{"format":{"type":"text"}}}"#).unwrap();
+        let mut seen = Vec::new();
+        for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
+        assert!(seen.is_empty(), "{seen:?}");
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! Response, without buffering (every chunk is forwarded in the callback that received it):
 //! - JSON: an incremental scan captures `usage`/`model` (also Gemini's JSON-array stream);
 //! - SSE: events are decoded as they complete; usage is read from each event's data;
-//! - AWS event-stream (Bedrock): frames are decoded and CRC-checked, usage read from `metadata`;
+//! - AWS event-stream (Bedrock): frames are decoded and CRC-checked, usage read from `metadata`
+//!   (Converse) or from the base64 `chunk` events (InvokeModel, whose JSON answers' counts come
+//!   in `x-amzn-bedrock-*-token-count` headers);
 //! - `gzip`/`deflate`: decompressed on the side for reading; the client gets the original bytes;
 //! - error statuses pass untouched (counted by status).
 //!
@@ -33,7 +35,7 @@ use crate::metrics::{self, LabelLimiter};
 use crate::request::Splice;
 use crate::route::ApiKind;
 use crate::sse::{SseDecoder, SseError};
-use crate::usage::{Usage, UsageTracker};
+use crate::usage::{Reported, Usage, UsageFormat, UsageTracker};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -401,14 +403,23 @@ impl TokenCounterStream {
                 } else {
                     while let Some(message) = decoder.next_message() {
                         match message {
-                            Ok(message) => {
-                                if message.header_str(":message-type") == Some("event")
-                                    && message.header_str(":event-type") == Some("metadata")
-                                    && tracker.observe_document(message.payload).is_err()
-                                {
-                                    failure.get_or_insert("response_bad_usage");
+                            Ok(message) if message.header_str(":message-type") == Some("event") => {
+                                match message.header_str(":event-type") {
+                                    Some("metadata") if tracker.observe_document(message.payload).is_err() => {
+                                        failure.get_or_insert("response_bad_usage");
+                                    }
+                                    // InvokeModel: the model's own event, base64; a bad one is
+                                    // counted, reading goes on with the next.
+                                    Some("chunk")
+                                        if tracker.format() == UsageFormat::BedrockInvoke
+                                            && tracker.observe_invoke_chunk(message.payload).is_err() =>
+                                    {
+                                        self.unread.push("invoke_chunk_invalid");
+                                    }
+                                    _ => {}
                                 }
                             }
+                            Ok(_) => {}
                             Err(_) => {
                                 failure = Some("eventstream_invalid");
                                 break;
@@ -696,13 +707,23 @@ impl Stage for TokenCounterStream {
         Ok(())
     }
 
-    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {
+    fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, host: &dyn StageHost, out: &mut Outbox) {
         if !self.counts {
             return;
         }
         self.status = Some(head.status);
         let format = ex.upstream_kind().usage_format();
-        self.tracker = Some(UsageTracker::new(format));
+        let mut tracker = UsageTracker::new(format);
+        let event_stream = header_is(&head.content_type, "application/vnd.amazon.eventstream");
+        if format == UsageFormat::BedrockInvoke && head.status < 400 && !event_stream {
+            // InvokeModel's counts, whatever the model family: in headers (a stream has them in
+            // its last chunk instead).
+            match Reported::from_invoke_headers(|name| host.response_header(name)) {
+                Ok(reported) => tracker.observe_reported(reported),
+                Err(_) => self.unread.push("response_bad_usage"),
+            }
+        }
+        self.tracker = Some(tracker);
         if head.status >= 400 || !head.has_body {
             self.reader = Reader::Skip;
             return;
@@ -729,7 +750,7 @@ impl Stage for TokenCounterStream {
                 out.response_headers.push(HeaderEdit::Remove("content-length"));
             }
             Reader::Sse { decoder: SseDecoder::new(max_event), strip_usage }
-        } else if header_is(&head.content_type, "application/vnd.amazon.eventstream") {
+        } else if event_stream {
             Reader::EventStream(EventStreamDecoder::new(max_event))
         } else {
             // JSON, or whatever the upstream labelled its JSON: the scanner decides.
