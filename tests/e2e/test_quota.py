@@ -227,6 +227,23 @@ def test_one_key_is_one_budget_for_the_openai_and_the_anthropic_sdk(work, mock):
         gateway.stop()
 
 
+def test_a_token_count_is_not_metered(quota_gateway):
+    """Counting tokens generates nothing and is free at the providers: a count whose prompt alone
+    is past the limit is answered, and nothing is charged."""
+    away_from_hour_boundary()
+    api_key = key()
+    long = "Count the tokens of this prompt, which is longer than the whole hourly budget. " * 400
+    body = {"model": "claude-sonnet-4-20250514", "messages": [{"role": "user", "content": long}]}
+    counted = requests.post(quota_gateway.url + "/v1/messages/count_tokens", data=json.dumps(body), timeout=30,
+                            headers={"content-type": "application/json", "authorization": f"Bearer {api_key}",
+                                     "anthropic-version": "2023-06-01"})
+    assert counted.status_code == 200, counted.text[:300]
+    assert counted.json() == {"input_tokens": 14}
+    after = plain_request(quota_gateway.url, api_key)
+    assert after.status_code == 200
+    assert 4900 < int(after.headers["x-ratelimit-remaining-tokens"]) < 5000, "only this request's reservation"
+
+
 def test_a_background_response_is_charged_its_reservation(quota_gateway):
     """OpenAI's background mode answers queued and generates afterwards: the gateway keeps the
     reservation as the charge (releasing it would let `background` slip past the limit)."""

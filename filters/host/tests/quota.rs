@@ -627,6 +627,51 @@ fn a_sigv4_caller_is_its_access_key_id_whatever_it_signs() {
     assert_eq!(gw.shared.used(&record_of("AKIDONE"), "rpm", NOW / 60), 2);
 }
 
+/// Token counts, Gemini's embeddings and the model list generate nothing and report no usage:
+/// not metered (neither reserved nor charged, never refused for a limit), but an unknown
+/// caller is refused on them too where `unknown_consumer: refuse` says so.
+#[test]
+fn unmetered_calls_are_neither_reserved_nor_refused_but_unknown_callers_are() {
+    let mut config = tpm(10);
+    config["unknown_consumer"] = json!("refuse");
+    config["consumer"]["downstream_address"] = json!(false);
+    let gw = Gateway::new(config);
+    let record = record_of("sk-a");
+    let long = "Count the tokens of this rather long prompt, please. ".repeat(20);
+    let calls = [
+        (
+            "/v1/messages/count_tokens",
+            json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": long}]}),
+        ),
+        ("/v1beta/models/gemini-2.5-flash:countTokens", json!({"contents": [{"parts": [{"text": long}]}]})),
+        ("/v1beta/models/gemini-embedding-001:embedContent", json!({"content": {"parts": [{"text": long}]}})),
+    ];
+    for (path, body) in &calls {
+        for key in [Some("sk-a"), None] {
+            let mut driver = gw.driver();
+            let mut ex = exchange(&gw, &mut driver);
+            let body = body.to_string();
+            let headers: Vec<(&str, &str)> =
+                key.map(|k| ("x-api-key", k)).into_iter().chain([(":path", *path)]).collect();
+            ex.chat_request_headers(body.len(), &headers);
+            ex.request_body(&[body.as_bytes()]);
+            let status = ex.host.local_reply.as_ref().map(|r| r.status);
+            assert_eq!(status, if key.is_some() { None } else { Some(401) }, "{path} {key:?}");
+            if key.is_some() {
+                ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+                ex.response_body(&[br#"{"input_tokens":250}"#], 1, true);
+            }
+            ex.log();
+        }
+    }
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true);
+    assert_eq!(ex.host.local_reply.as_ref().map(|r| r.status), Some(401), "the model list too");
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 0);
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 0);
+}
+
 #[test]
 fn unknown_consumers_can_be_refused() {
     let gw = Gateway::new(

@@ -767,9 +767,6 @@ impl Stage for QuotaStream {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> HeadersFlow {
-        if !ex.route.kind.has_usage() {
-            return HeadersFlow::Continue; // the model list: nothing to limit
-        }
         match self.resolve_consumer(host) {
             Some(consumer) => self.consumer = consumer,
             None if self.config.unknown_consumer == UnknownConsumer::Refuse => {
@@ -778,6 +775,11 @@ impl Stage for QuotaStream {
                 return HeadersFlow::Reply(error, ex.dialect());
             }
             None => self.consumer = "unknown".into(),
+        }
+        if !ex.route.kind.has_usage() {
+            // A token count, an embedding without usage, the model list: nothing generated,
+            // nothing to limit (an unknown caller is refused all the same).
+            return HeadersFlow::Continue;
         }
         self.tier = self
             .config
@@ -795,8 +797,8 @@ impl Stage for QuotaStream {
         HeadersFlow::Pause
     }
 
-    fn needs_request_body(&self, _ex: &Exchange, _head: &RequestHead) -> bool {
-        true
+    fn needs_request_body(&self, ex: &Exchange, _head: &RequestHead) -> bool {
+        ex.route.kind.has_usage()
     }
 
     fn request_body(
@@ -807,6 +809,9 @@ impl Stage for QuotaStream {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> Result<(), (Error, Dialect)> {
+        if !ex.route.kind.has_usage() {
+            return Ok(()); // not metered (see `request_headers`)
+        }
         let config = self.config.clone();
         self.model = metrics::sanitize(ex.request_model().unwrap_or("unknown"));
         // One model per reservation: a batch mixing models would be charged to none of the
