@@ -62,6 +62,8 @@ for c in m:
     status = {200: 0, 400: 1, 429: 2}.get(c["status"], 3)
     if "/invoke" in c["path"]:
         path = 13  # the InvokeModel path: bits 0-2 = 5 with bit 7 of the configuration byte
+    if "/publishers/anthropic/" in c["path"]:
+        path = 14  # Claude on Vertex AI
     request = json.dumps(c["request"]).encode()
     answer = open("../tests/fixtures/responses/" + c["response"], "rb").read()
     if c["response"].endswith(".events.json"):

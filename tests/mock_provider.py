@@ -9,6 +9,9 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
+Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict`,
+`count-tokens:rawPredict`) answers as Anthropic does, given an `anthropic_version` in the body
+(the model in the path) and an OAuth bearer token.
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
 answer 8-value embeddings derived from the content's hash; `:batchGenerateContent` answers the
 pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
@@ -75,6 +78,8 @@ COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
             "anthropic-batch": ("requests",),
+            "anthropic-vertex": ("anthropic_version", "messages", "max_tokens"),
+            "anthropic-vertex-count-tokens": ("model", "messages"),
             "bedrock-count-tokens": ("input",)}
 
 # ---- wire helpers -------------------------------------------------------------------------------
@@ -129,6 +134,12 @@ def route_of(path):
         if not (p.endswith("/converse") or p.endswith("/converse-stream")):
             return None
         return "bedrock-stream" if p.endswith("/converse-stream") else "bedrock"
+    if "/publishers/anthropic/models/" in p:
+        # Claude on Vertex AI: Messages bodies without `model` (it is in the path), answered as
+        # Anthropic answers; `count-tokens:rawPredict` counts (its body names the model).
+        if p.endswith("/count-tokens:rawPredict"):
+            return "anthropic-vertex-count-tokens"
+        return "anthropic-vertex" if p.endswith(":rawPredict") or p.endswith(":streamRawPredict") else None
     if p.endswith(":countTokens"):
         return "gemini-count-tokens"
     if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
@@ -162,6 +173,7 @@ def default_case(route, stream, path):
         ("openai-embeddings", False): "openai-embeddings",
         ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
+        ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
         ("gemini", False): "vertex-generate" if vertex else "gemini-generate",
         ("gemini-stream", True): ("vertex-stream-sse" if vertex else "gemini-stream-sse") if "alt=sse" in path else "gemini-stream-array",
         ("bedrock", False): "bedrock-converse", ("bedrock-stream", True): "bedrock-converse-stream",
@@ -292,6 +304,9 @@ def handle(method, path, headers, body):
         return json_reply(401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}})
     if route.startswith("anthropic") and not (h.get("x-api-key") or h.get("authorization")):
         return json_reply(401, error_body(route, 401, "x-api-key header is required"))
+    if route.startswith("anthropic-vertex") and not h.get("authorization", "").startswith("Bearer "):
+        return json_reply(401, error_body(route, 401, "Request had invalid authentication credentials. "
+                                                      "Expected OAuth 2 access token."))
     if route.startswith("gemini") and not (h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
     if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
@@ -313,7 +328,7 @@ def handle(method, path, headers, body):
                                           "param": missing, "code": "missing_required_parameter"}})
     if missing:
         return json_reply(400, error_body(route, 400, f"{missing}: Field required"))
-    if route == "anthropic-count-tokens":
+    if route in ("anthropic-count-tokens", "anthropic-vertex-count-tokens"):
         # Anthropic's reference: the body of a Messages request without max_tokens (model and
         # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.
         return json_reply(200, {"input_tokens": COUNT_TOKENS_INPUT})

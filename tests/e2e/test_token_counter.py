@@ -259,6 +259,25 @@ def test_boto3_invoke_model_is_counted_whatever_the_model_family(gateway):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 9 + 9
 
 
+def test_anthropic_vertex_sdk_is_counted(gateway):
+    """Claude on Vertex AI: the Anthropic SDK's Vertex client (`:rawPredict`, `:streamRawPredict`,
+    and the token count, which reports no usage)."""
+    before = gateway.metrics()
+    client = anthropic.AnthropicVertex(region="us-east5", project_id="p-1", access_token="ya29.test", base_url=gateway.url + "/v1",
+                                       default_headers={"x-tollgate-consumer": "sdk-vertex-claude"})
+    hi = [{"role": "user", "content": "Hello, Claude"}]
+    message = client.messages.create(model="claude-sonnet-4@20250514", max_tokens=1024, messages=hi)
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (21, 12)
+    with client.messages.stream(model="claude-sonnet-4@20250514", max_tokens=1024, messages=hi) as stream:
+        assert "".join(stream.text_stream) == "Hello! How can I help?"
+    assert client.messages.count_tokens(model="claude-sonnet-4@20250514", messages=hi).input_tokens == 14
+    after = metrics_after(gateway, before, "sdk-vertex-claude", 2)
+    labels = {"consumer": "sdk-vertex-claude", "gen_ai_provider_name": "vertex", "gen_ai_request_model": "claude-sonnet-4@20250514"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 21 + 25
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 12 + 15
+    assert delta(before, after, "tollgate_gen_ai_requests", consumer="sdk-vertex-claude") == 2, "the count is no generation"
+
+
 def test_anthropic_sdk_gets_the_providers_error(gateway):
     client = anthropic_client(gateway, "sdk-anthropic-error")
     with pytest.raises(anthropic.BadRequestError) as error:

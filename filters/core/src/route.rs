@@ -182,6 +182,9 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
     if let Some(models_at) = path.rfind("/models/") {
         let tail = path.get(models_at + "/models/".len()..)?;
         let (model, action) = tail.rsplit_once(':')?;
+        if path.get(..models_at).is_some_and(|head| head.ends_with("/publishers/anthropic")) {
+            return claude_on_vertex(model, action);
+        }
         let kind = match action {
             "generateContent" => ApiKind::GeminiGenerate { stream: false },
             "streamGenerateContent" => ApiKind::GeminiGenerate { stream: true },
@@ -219,6 +222,19 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         path.split_once("/openai/deployments/").and_then(|(_, rest)| rest.split('/').next()).map(percent_decode);
     let azure = deployment.is_some() || host.ends_with(".openai.azure.com") || path.starts_with("/openai/v1/");
     Some(Route { kind, provider: if azure { "azure" } else { "openai" }, path_model: deployment })
+}
+
+/// Claude on Vertex AI (the Anthropic SDK's Vertex client): `…/publishers/anthropic/models/
+/// {model}:rawPredict` (`:streamRawPredict` when the body streams) takes a Messages body without
+/// `model` and answers as Anthropic does; `…/models/count-tokens:rawPredict` is the token count.
+fn claude_on_vertex(model: &str, action: &str) -> Option<Route> {
+    let (kind, path_model) = match (model, action) {
+        ("count-tokens", "rawPredict") => (ApiKind::AnthropicCountTokens, None),
+        ("count-tokens", _) => return None,
+        (_, "rawPredict" | "streamRawPredict") => (ApiKind::AnthropicMessages, Some(percent_decode(model))),
+        _ => return None,
+    };
+    Some(Route { kind, provider: "vertex", path_model })
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
@@ -344,6 +360,30 @@ mod tests {
         assert_eq!((batch.kind, batch.path_model.as_deref()), (ApiKind::GeminiBatch, Some("gemini-2.5-flash")));
         assert!(batch.kind.has_usage() && !batch.kind.answers_with_text());
         assert_eq!(kind("POST", "/v1beta/models/gemini-2.5-flash:asyncBatchEmbedContent"), None);
+    }
+
+    #[test]
+    fn claude_on_vertex_is_anthropic_messages_with_the_model_in_the_path() {
+        let base = "/v1/projects/p-1/locations/us-east5/publishers/anthropic/models";
+        for action in ["rawPredict", "streamRawPredict"] {
+            let route = classify("POST", &format!("{base}/claude-sonnet-4@20250514:{action}"), "x").unwrap();
+            assert_eq!(route.kind, ApiKind::AnthropicMessages, "{action}");
+            assert_eq!((route.provider, route.path_model.as_deref()), ("vertex", Some("claude-sonnet-4@20250514")));
+            assert_eq!(route.kind.dialect(), Dialect::Anthropic);
+        }
+        let count = classify("POST", &format!("{base}/count-tokens:rawPredict"), "x").unwrap();
+        assert_eq!((count.kind, count.provider, count.path_model), (ApiKind::AnthropicCountTokens, "vertex", None));
+        assert_eq!(kind("POST", &format!("{base}/claude-sonnet-4@20250514:predict")), None);
+        assert_eq!(kind("POST", &format!("{base}/count-tokens:streamRawPredict")), None);
+        // Other publishers' raw endpoints speak their own formats: not read.
+        assert_eq!(
+            kind("POST", "/v1/projects/p/locations/l/publishers/mistralai/models/mistral-large:rawPredict"),
+            None
+        );
+        // Gemini on Vertex is unchanged.
+        let gemini =
+            classify("POST", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro:generateContent", "x");
+        assert_eq!(gemini.map(|r| (r.kind, r.provider)), Some((ApiKind::GeminiGenerate { stream: false }, "vertex")));
     }
 
     #[test]

@@ -415,6 +415,48 @@ fn with_token_counter_and_provider_rewrite_the_translated_request_is_masked_and_
     );
 }
 
+/// Claude on Vertex AI speaks Anthropic Messages with the model in the path: its prompt is masked
+/// and its streamed answer restored as Anthropic's are.
+#[test]
+fn claude_on_vertex_is_guarded_as_anthropic_messages() {
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let path =
+        "/v1/projects/p-1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict";
+    let request =
+        serde_json::to_vec(&json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": format!("Meu CPF é {CPF}")}]}))
+        .unwrap();
+    let (mut ex, action) = send(&mut driver, path, &request, &[]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]");
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let ev = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
+    let stream = [
+        ev("message_start", json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})),
+        ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Anotei [CPF"}})),
+        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"_1]."}})),
+        ev("content_block_stop", json!({"type":"content_block_stop","index":0})),
+        ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":6}})),
+        ev("message_stop", json!({"type":"message_stop"})),
+    ]
+    .concat();
+    let chunks: Vec<&[u8]> = stream.as_bytes().chunks(23).collect();
+    ex.response_body(&chunks, 1, true);
+    let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    let text: String = client
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|event| event["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, format!("Anotei {CPF}."), "{client}");
+    ex.log();
+    assert_eq!(ex.host.filter_state.get("tollgate.provider").map(String::as_str), Some("vertex"));
+    assert_eq!(ex.host.filter_state.get("tollgate.output_tokens").map(String::as_str), Some("6"));
+}
+
 #[test]
 fn a_streamed_answer_with_pii_split_across_chunks_is_masked_and_token_usage_still_requested() {
     let chunk = |content: &str| json!({"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":content},"finish_reason":null}]});

@@ -188,6 +188,34 @@ fn same_api_backends_get_the_model_id_spliced_and_their_own_credentials() {
     assert_eq!(h("content-length"), Some(expected.len().to_string().as_str()));
 }
 
+/// Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`) names its provider
+/// and model in the path: it is counted, but not routed, even when the model table has a rule
+/// for its model (`claude-*`): path, credentials and body reach Vertex as the client sent them.
+#[test]
+fn claude_on_vertex_is_counted_and_passed_through_not_routed() {
+    let mut driver = driver(&config());
+    let path = "/v1/projects/p-1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:rawPredict";
+    let request = json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 64,
+                         "messages": [{"role": "user", "content": "Hello, Claude"}]});
+    let (mut ex, action) = send(&mut driver, path, &request);
+    assert_eq!(action, Action::Continue);
+    assert!(ex.host.local_reply.is_none());
+    assert_eq!(ex.host.request_header_value(":path"), Some(path));
+    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer client-key"));
+    assert_eq!(serde_json::from_slice::<Value>(&ex.host.request_body).unwrap(), request);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    let answer = fixture("anthropic/messages.json");
+    ex.response_body(&[&answer], 1, true);
+    ex.log();
+    assert_eq!(ex.host.client_body, answer);
+    assert_eq!(ex.host.filter_state.get("tollgate.provider").map(String::as_str), Some("vertex"));
+    assert_eq!(
+        ex.host.filter_state.get("tollgate.request_model").map(String::as_str),
+        Some("claude-sonnet-4@20250514")
+    );
+    assert_eq!(ex.host.filter_state.get("tollgate.total_tokens").map(String::as_str), Some("33"));
+}
+
 #[test]
 fn unknown_models_are_404_in_the_clients_dialect() {
     let mut driver = driver(&config());

@@ -234,17 +234,19 @@ pub struct ProviderRewriteStream {
     response: Response,
 }
 
-/// The APIs this stage routes; the others (Gemini, Bedrock native paths) pass through.
-fn routed(kind: ApiKind) -> bool {
-    matches!(
-        kind,
-        ApiKind::OpenAiChat
-            | ApiKind::OpenAiCompletions
-            | ApiKind::OpenAiEmbeddings
-            | ApiKind::OpenAiResponses
-            | ApiKind::AnthropicMessages
-            | ApiKind::AnthropicCountTokens
-    )
+/// The APIs this stage routes; the others (Gemini, Bedrock and Vertex native paths, Claude on
+/// Vertex's `rawPredict` included: its path names its model and its provider) pass through.
+fn routed(route: &crate::route::Route) -> bool {
+    route.provider != "vertex"
+        && matches!(
+            route.kind,
+            ApiKind::OpenAiChat
+                | ApiKind::OpenAiCompletions
+                | ApiKind::OpenAiEmbeddings
+                | ApiKind::OpenAiResponses
+                | ApiKind::AnthropicMessages
+                | ApiKind::AnthropicCountTokens
+        )
 }
 
 impl ProviderRewriteStream {
@@ -359,7 +361,7 @@ impl Stage for ProviderRewriteStream {
         out: &mut Outbox,
     ) -> HeadersFlow {
         if self.settings.upstream_role {
-            if !routed(ex.route.kind) {
+            if !routed(&ex.route) {
                 return HeadersFlow::Continue;
             }
             // Which backend this attempt goes to: the host Envoy picked from the fallback cluster.
@@ -379,10 +381,10 @@ impl Stage for ProviderRewriteStream {
         if ex.route.kind == ApiKind::OpenAiModels {
             return self.models(ex, head, host, out);
         }
-        if routed(ex.route.kind) && !head.has_body {
+        if routed(&ex.route) && !head.has_body {
             // No model, no route; forwarded, it would reach the route's default cluster.
             HeadersFlow::Reply(Error::InvalidJson { detail: "the body is empty".into() }, ex.dialect())
-        } else if routed(ex.route.kind) {
+        } else if routed(&ex.route) {
             HeadersFlow::Pause // the backend is known only once the body is read
         } else {
             HeadersFlow::Continue
@@ -390,12 +392,12 @@ impl Stage for ProviderRewriteStream {
     }
 
     fn needs_request_body(&self, ex: &Exchange, _head: &RequestHead) -> bool {
-        routed(ex.route.kind)
+        routed(&ex.route)
     }
 
     fn plan(&mut self, ex: &mut Exchange, host: &dyn StageHost, out: &mut Outbox) -> Result<(), (Error, Dialect)> {
         let client = ex.route.kind;
-        if !routed(client) {
+        if !routed(&ex.route) {
             return Ok(());
         }
         let dialect = ex.dialect();
