@@ -6,7 +6,8 @@ JSON bodies, SSE streams (CRLF for Gemini), Gemini's JSON-array stream, and Bedr
 application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently of the Rust
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
-`POST /v1/messages/count_tokens` answers `{"input_tokens": 14}` and Bedrock's
+`POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
+`POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`, and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict`,
@@ -156,6 +157,8 @@ def route_of(path):
         return "openai-embeddings"
     if p.endswith("/responses"):
         return "openai-responses"
+    if p.endswith("/responses/input_tokens"):
+        return "openai-input-tokens"
     if p.endswith("/messages"):
         return "anthropic"
     if p.endswith("/messages/count_tokens"):
@@ -298,7 +301,7 @@ def handle(method, path, headers, body):
         return json_reply(404, {"error": {"message": f"Unknown request URL: {method} {path}", "type": "invalid_request_error", "param": None, "code": "unknown_url"}})
 
     # Credentials, as each API requires them.
-    if route in ("openai-chat", "openai-embeddings", "openai-responses") and not h.get("authorization", "").startswith("Bearer "):
+    if route.startswith("openai") and not h.get("authorization", "").startswith("Bearer "):
         return json_reply(401, error_body(route, 401, "You didn't provide an API key."))
     if route == "azure-chat" and not (h.get("api-key") or h.get("authorization")):
         return json_reply(401, {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint."}})
@@ -328,6 +331,10 @@ def handle(method, path, headers, body):
                                           "param": missing, "code": "missing_required_parameter"}})
     if missing:
         return json_reply(400, error_body(route, 400, f"{missing}: Field required"))
+    if route == "openai-input-tokens":
+        # Responses' input token count: a Responses body (every field optional), answered with
+        # the count; the mock's is fixed, like its usage.
+        return json_reply(200, {"object": "response.input_tokens", "input_tokens": COUNT_TOKENS_INPUT})
     if route in ("anthropic-count-tokens", "anthropic-vertex-count-tokens"):
         # Anthropic's reference: the body of a Messages request without max_tokens (model and
         # messages required), answered {"input_tokens": n}. The mock's n is fixed, like its usage.

@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 15] = [
+const PATHS: [&str; 16] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -41,6 +41,7 @@ const PATHS: [&str; 15] = [
     "/v1beta/models/gemini-2.5-flash:batchGenerateContent",
     "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke",
     "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict",
+    "/v1/responses/input_tokens",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];

@@ -9,6 +9,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
         ApiKind::OpenAiResponses,
+        ApiKind::OpenAiInputTokens,
         ApiKind::AnthropicMessages,
         ApiKind::AnthropicBatch,
         ApiKind::GeminiGenerate { stream: true },

@@ -167,6 +167,16 @@ def test_gemini_endpoints_and_snake_case_fields_are_guarded(guard, mock):
     assert len(embedded["embedding"]["values"]) == 8
 
 
+def test_responses_input_token_counts_are_guarded_and_routed(guard, mock):
+    """The OpenAI SDK's `responses.input_tokens.count` sends a Responses body to the provider:
+    masked like one, and routed to the model's OpenAI backend with its key."""
+    count = oai(guard).responses.input_tokens.count(model="gpt-4.1", input=f"Meu CPF é {CPF}")
+    assert count.input_tokens == 14
+    sent = mock.last_request("/responses/input_tokens")
+    assert json.loads(sent["body"])["input"] == "Meu CPF é [CPF_1]"
+    assert sent["headers"]["authorization"] == "Bearer mock-openai-key", "the backend's key, not the client's"
+
+
 def test_claude_on_vertex_is_guarded_and_passed_through_unrouted(guard, mock):
     """The Anthropic SDK's Vertex client posts Messages bodies to `…/publishers/anthropic/models/
     {model}:rawPredict`: masked like Anthropic's, and sent on to Vertex as it came (the gateway's

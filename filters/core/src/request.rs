@@ -170,10 +170,11 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.input);
             info
         }
-        ApiKind::OpenAiResponses => {
+        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
-            let mut info = base(v.model, v.stream);
+            let stream = if kind == ApiKind::OpenAiInputTokens { Some(false) } else { v.stream };
+            let mut info = base(v.model, stream);
             info.max_output_tokens = v.max_output_tokens;
             info.background = v.background == Some(true);
             add_text(&mut info, v.instructions);

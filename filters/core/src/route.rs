@@ -17,6 +17,9 @@ pub enum ApiKind {
     OpenAiEmbeddings,
     /// `POST …/responses`.
     OpenAiResponses,
+    /// `POST …/responses/input_tokens`: a Responses body, answered
+    /// `{"object": "response.input_tokens", "input_tokens": n}`.
+    OpenAiInputTokens,
     /// `POST …/v1/messages` (Anthropic Messages).
     AnthropicMessages,
     /// `POST …/v1/messages/count_tokens`: a Messages body, answered `{"input_tokens": n}`.
@@ -64,7 +67,10 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
-            ApiKind::AnthropicCountTokens | ApiKind::BedrockCountTokens | ApiKind::GeminiCountTokens => "count_tokens",
+            ApiKind::AnthropicCountTokens
+            | ApiKind::BedrockCountTokens
+            | ApiKind::GeminiCountTokens
+            | ApiKind::OpenAiInputTokens => "count_tokens",
             ApiKind::AnthropicBatch | ApiKind::GeminiBatch => "batch",
         }
     }
@@ -75,6 +81,7 @@ impl ApiKind {
         !matches!(
             self,
             ApiKind::OpenAiModels
+                | ApiKind::OpenAiInputTokens
                 | ApiKind::AnthropicCountTokens
                 | ApiKind::BedrockCountTokens
                 | ApiKind::GeminiCountTokens
@@ -92,7 +99,7 @@ impl ApiKind {
         match self {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
-            ApiKind::OpenAiResponses => UsageFormat::OpenAiResponses,
+            ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -113,6 +120,7 @@ impl ApiKind {
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
+            | ApiKind::OpenAiInputTokens
             | ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed
@@ -144,6 +152,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("completions")
         || path.ends_with("/embeddings")
         || path.ends_with("/responses")
+        || path.ends_with("/responses/input_tokens")
         || path.ends_with("messages")
         || path.ends_with("/count_tokens")
         || path.ends_with("/messages/batches")
@@ -209,6 +218,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiEmbeddings
     } else if path.ends_with("/responses") {
         ApiKind::OpenAiResponses
+    } else if path.ends_with("/responses/input_tokens") {
+        ApiKind::OpenAiInputTokens
     } else if path.ends_with("/v1/messages") || path == "/messages" {
         return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
     } else if path.ends_with("/v1/messages/count_tokens") {
@@ -272,6 +283,10 @@ mod tests {
         assert_eq!(kind("POST", "/v1/completions"), Some(ApiKind::OpenAiCompletions));
         assert_eq!(kind("POST", "/v1/embeddings"), Some(ApiKind::OpenAiEmbeddings));
         assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
+        let count = classify("POST", "/v1/responses/input_tokens?beta=true", "api.openai.com").unwrap();
+        assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
+        assert!(!count.kind.has_usage() && count.kind.operation() == "count_tokens");
+        assert_eq!(kind("POST", "/v1/responses/resp_1/input_items"), None);
         assert_eq!(classify("POST", "/v1/chat/completions", "api.openai.com").unwrap().provider, "openai");
     }
 

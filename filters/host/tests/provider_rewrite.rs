@@ -188,6 +188,27 @@ fn same_api_backends_get_the_model_id_spliced_and_their_own_credentials() {
     assert_eq!(h("content-length"), Some(expected.len().to_string().as_str()));
 }
 
+/// OpenAI's Responses input token count goes where the model's Responses would: an OpenAI
+/// backend, with its key and model; any other backend would only estimate, so it is refused.
+#[test]
+fn responses_input_token_counts_reach_openai_backends_only() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "fast", "input": "How many tokens is this?"});
+    let (ex, action) = send(&mut driver, "/v1/responses/input_tokens", &request);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.request_header_value(":path"), Some("/v1/responses/input_tokens"));
+    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
+    let sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini", "the alias resolved");
+
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/responses/input_tokens", &json!({"model": "claude-sonnet", "input": "Hi"}));
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("count_tokens"), "{body}");
+}
+
 /// Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`) names its provider
 /// and model in the path: it is counted, but not routed, even when the model table has a rule
 /// for its model (`claude-*`): path, credentials and body reach Vertex as the client sent them.

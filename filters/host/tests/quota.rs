@@ -645,6 +645,7 @@ fn unmetered_calls_are_neither_reserved_nor_refused_but_unknown_callers_are() {
         ),
         ("/v1beta/models/gemini-2.5-flash:countTokens", json!({"contents": [{"parts": [{"text": long}]}]})),
         ("/v1beta/models/gemini-embedding-001:embedContent", json!({"content": {"parts": [{"text": long}]}})),
+        ("/v1/responses/input_tokens", json!({"model": "gpt-4.1", "input": long})),
     ];
     for (path, body) in &calls {
         for key in [Some("sk-a"), None] {

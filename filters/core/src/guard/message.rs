@@ -66,7 +66,7 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
-        ApiKind::OpenAiResponses => {
+        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => {
             if wants(Role::System) {
                 if let Some(instructions) = object.get_mut("instructions") {
                     strings_in(instructions, Role::System, 0, f);

@@ -901,6 +901,7 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
         // the models it supports): an estimate would pass for a count.
         (Kind::Anthropic, ApiKind::AnthropicCountTokens) => Some(ApiKind::AnthropicCountTokens),
         (Kind::Bedrock, ApiKind::AnthropicCountTokens) => Some(ApiKind::BedrockCountTokens),
+        (Kind::Openai, ApiKind::OpenAiInputTokens) => Some(ApiKind::OpenAiInputTokens),
         _ => None,
     }
 }

@@ -11,6 +11,7 @@ pub fn path(backend: &Backend, api: ApiKind) -> Option<String> {
         ApiKind::OpenAiCompletions => "/completions",
         ApiKind::OpenAiEmbeddings => "/embeddings",
         ApiKind::OpenAiResponses => "/responses",
+        ApiKind::OpenAiInputTokens => "/responses/input_tokens",
         _ => return None,
     };
     Some(format!("{}{tail}", backend.base_path))

@@ -75,6 +75,7 @@ impl OutputMeter {
             ApiKind::OpenAiEmbeddings
             | ApiKind::BedrockConverse { .. }
             | ApiKind::OpenAiModels
+            | ApiKind::OpenAiInputTokens
             | ApiKind::AnthropicCountTokens
             | ApiKind::BedrockCountTokens
             | ApiKind::BedrockInvoke { .. }

@@ -244,6 +244,7 @@ fn routed(route: &crate::route::Route) -> bool {
                 | ApiKind::OpenAiCompletions
                 | ApiKind::OpenAiEmbeddings
                 | ApiKind::OpenAiResponses
+                | ApiKind::OpenAiInputTokens
                 | ApiKind::AnthropicMessages
                 | ApiKind::AnthropicCountTokens
         )
