@@ -478,6 +478,11 @@ def test_readme_client_examples_run(run_gateway):
     out = subprocess.run([sys.executable, os.path.join(root, "examples/clients/anthropic_messages.py")], env=env,
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "Hello! How can I help? | usage: 25 in, 15 out" in out
+    out = subprocess.run([sys.executable, os.path.join(root, "examples/clients/cloud_sdks.py")], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "bedrock: Hello! How can I help you today? | usage: 14 in, 10 out" in out
+    assert "vertex: Hello! How can I help? | usage: 25 in, 15 out" in out
+    assert "llama: The Moon is about 384,400 km from Earth." in out
     metrics = subprocess.run([os.path.join(root, "examples/clients/metrics.sh")], env=env, capture_output=True, text=True,
                              timeout=30, check=True).stdout
     assert 'consumer="examples"' in metrics and "tollgate_gen_ai_client_token_usage" in metrics
