@@ -207,7 +207,7 @@ impl Reported {
     }
 
     /// Reads Bedrock's `amazon-bedrock-invocationMetrics`.
-    pub fn parse_invocation_metrics(json: &[u8]) -> Result<Option<Reported>, serde_json::Error> {
+    fn parse_invocation_metrics(json: &[u8]) -> Result<Option<Reported>, serde_json::Error> {
         Ok(serde_json::from_slice::<Option<api::bedrock::InvocationMetrics>>(json)?
             .map(Reported::from)
             .filter(|r| !r.is_empty()))

@@ -371,6 +371,35 @@ fn openai_text(stream: &[u8]) -> String {
     out
 }
 
+/// An Anthropic Messages stream of one text block sent as `deltas`, reporting 12 input and
+/// `output` output tokens.
+fn anthropic_text_stream(model: &str, deltas: &[&str], output: u64) -> String {
+    let ev = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
+    let mut events = vec![
+        ev(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+    ];
+    for text in deltas {
+        events.push(ev(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}}),
+        ));
+    }
+    events.push(ev("content_block_stop", json!({"type":"content_block_stop","index":0})));
+    events.push(ev(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":output}}),
+    ));
+    events.push(ev("message_stop", json!({"type":"message_stop"})));
+    events.concat()
+}
+
 #[test]
 fn with_token_counter_and_provider_rewrite_the_translated_request_is_masked_and_the_stream_restored() {
     let config = json!({
@@ -392,17 +421,7 @@ fn with_token_counter_and_provider_rewrite_the_translated_request_is_masked_and_
     assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]", "the Anthropic request carries the mask: {sent}");
     assert_eq!(ex.host.request_header_value("x-api-key"), Some("sk-ant-test"));
     ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
-    let ev = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
-    let stream = [
-        ev("message_start", json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})),
-        ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Seu CPF é [CP"}})),
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"F_1], anotado."}})),
-        ev("content_block_stop", json!({"type":"content_block_stop","index":0})),
-        ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}})),
-        ev("message_stop", json!({"type":"message_stop"})),
-    ]
-    .concat();
+    let stream = anthropic_text_stream("claude-x", &["Seu CPF é [CP", "F_1], anotado."], 9);
     let bytes = stream.as_bytes();
     let chunks: Vec<&[u8]> = bytes.chunks(17).collect();
     ex.response_body(&chunks, 1, true);
@@ -458,17 +477,7 @@ fn claude_on_vertex_is_guarded_as_anthropic_messages() {
     let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
     assert_eq!(sent["messages"][0]["content"], "Meu CPF é [CPF_1]");
     ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
-    let ev = |name: &str, value: Value| format!("event: {name}\ndata: {value}\n\n");
-    let stream = [
-        ev("message_start", json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-20250514","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})),
-        ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Anotei [CPF"}})),
-        ev("content_block_delta", json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"_1]."}})),
-        ev("content_block_stop", json!({"type":"content_block_stop","index":0})),
-        ev("message_delta", json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":6}})),
-        ev("message_stop", json!({"type":"message_stop"})),
-    ]
-    .concat();
+    let stream = anthropic_text_stream("claude-sonnet-4-20250514", &["Anotei [CPF", "_1]."], 6);
     let chunks: Vec<&[u8]> = stream.as_bytes().chunks(23).collect();
     ex.response_body(&chunks, 1, true);
     let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
