@@ -229,7 +229,7 @@ def test_one_key_is_one_budget_for_the_openai_and_the_anthropic_sdk(work, mock):
 
 def test_a_token_count_is_not_metered(quota_gateway):
     """Counting tokens generates nothing and is free at the providers: a count whose prompt alone
-    is past the limit is answered, and nothing is charged."""
+    is past the limit is answered, with the key's standing in its headers, and nothing is charged."""
     away_from_hour_boundary()
     api_key = key()
     long = "Count the tokens of this prompt, which is longer than the whole hourly budget. " * 400
@@ -239,8 +239,13 @@ def test_a_token_count_is_not_metered(quota_gateway):
                                      "anthropic-version": "2023-06-01"})
     assert counted.status_code == 200, counted.text[:300]
     assert counted.json() == {"input_tokens": 14}
+    # The answer shows the key's standing, untouched.
+    limit = counted.headers["x-ratelimit-limit-tokens"]
+    assert counted.headers["x-ratelimit-remaining-tokens"] == limit
+    assert counted.headers["x-ratelimit-remaining-requests"] == counted.headers["x-ratelimit-limit-requests"]
     after = plain_request(quota_gateway.url, api_key)
     assert after.status_code == 200
+    assert after.headers["x-ratelimit-limit-tokens"] == limit
     assert 4900 < int(after.headers["x-ratelimit-remaining-tokens"]) < 5000, "only this request's reservation"
 
 

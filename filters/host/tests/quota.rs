@@ -629,25 +629,43 @@ fn a_sigv4_caller_is_its_access_key_id_whatever_it_signs() {
 
 /// Token counts, Gemini's embeddings and the model list generate nothing and report no usage:
 /// not metered (neither reserved nor charged, never refused for a limit), but an unknown
-/// caller is refused on them too where `unknown_consumer: refuse` says so.
+/// caller is refused on them too where `unknown_consumer: refuse` says so. Their responses carry
+/// the consumer's standing all the same: of the limits a generation with the call's model would
+/// meet (the per-model ones only when the call names a model).
 #[test]
-fn unmetered_calls_are_neither_reserved_nor_refused_but_unknown_callers_are() {
-    let mut config = tpm(10);
+fn unmetered_calls_are_neither_reserved_nor_refused_but_show_the_standing() {
+    let mut config = tpm(100);
     config["unknown_consumer"] = json!("refuse");
     config["consumer"]["downstream_address"] = json!(false);
+    config["limits"].as_array_mut().unwrap().push(json!({"name": "claude_tpm", "meter": "total_tokens",
+        "per": "consumer_model", "window": "minute", "limit": 50, "models": ["claude-*"]}));
     let gw = Gateway::new(config);
     let record = record_of("sk-a");
+    let mut driver = gw.driver();
+    let mut generation = start(&gw, &mut driver, "sk-a", chat(20), NOW);
+    generation.finish(30, 10);
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 40);
     let long = "Count the tokens of this rather long prompt, please. ".repeat(20);
+    // (path, body, tightest token limit and what is left of it)
     let calls = [
         (
             "/v1/messages/count_tokens",
             json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": long}]}),
+            ("50", "50"),
         ),
-        ("/v1beta/models/gemini-2.5-flash:countTokens", json!({"contents": [{"parts": [{"text": long}]}]})),
-        ("/v1beta/models/gemini-embedding-001:embedContent", json!({"content": {"parts": [{"text": long}]}})),
-        ("/v1/responses/input_tokens", json!({"model": "gpt-4.1", "input": long})),
+        (
+            "/v1beta/models/gemini-2.5-flash:countTokens",
+            json!({"contents": [{"parts": [{"text": long}]}]}),
+            ("100", "60"),
+        ),
+        (
+            "/v1beta/models/gemini-embedding-001:embedContent",
+            json!({"content": {"parts": [{"text": long}]}}),
+            ("100", "60"),
+        ),
+        ("/v1/responses/input_tokens", json!({"model": "gpt-4.1", "input": long}), ("100", "60")),
     ];
-    for (path, body) in &calls {
+    for (path, body, (limit, remaining)) in &calls {
         for key in [Some("sk-a"), None] {
             let mut driver = gw.driver();
             let mut ex = exchange(&gw, &mut driver);
@@ -661,16 +679,39 @@ fn unmetered_calls_are_neither_reserved_nor_refused_but_unknown_callers_are() {
             if key.is_some() {
                 ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
                 ex.response_body(&[br#"{"input_tokens":250}"#], 1, true);
+                let header = |name: &str| ex.host.response_header_value(name).map(str::to_string);
+                assert_eq!(header("x-ratelimit-limit-tokens").as_deref(), Some(*limit), "{path}");
+                assert_eq!(header("x-ratelimit-remaining-tokens").as_deref(), Some(*remaining), "{path}");
+                assert_eq!(header("x-ratelimit-reset-tokens").as_deref(), Some("40s"), "{path}");
+                assert_eq!(header("x-ratelimit-remaining-requests").as_deref(), Some("999"), "{path}");
             }
             ex.log();
+            if key.is_some() {
+                assert_eq!(
+                    ex.host.filter_state.get("tollgate.quota.remaining_tokens").map(String::as_str),
+                    Some(*remaining)
+                );
+            }
         }
     }
     let mut driver = gw.driver();
     let mut ex = exchange(&gw, &mut driver);
+    ex.request_headers(
+        &[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw"), ("x-api-key", "sk-a")],
+        true,
+    );
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    assert_eq!(
+        ex.host.response_header_value("x-ratelimit-remaining-tokens"),
+        Some("60"),
+        "no model named: the per-model limit is not shown"
+    );
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
     ex.request_headers(&[(":method", "GET"), (":path", "/v1/models"), (":authority", "gw")], true);
     assert_eq!(ex.host.local_reply.as_ref().map(|r| r.status), Some(401), "the model list too");
-    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 0);
-    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 0);
+    assert_eq!(gw.shared.used(&record, "tokens_per_minute", NOW / 60), 40);
+    assert_eq!(gw.shared.used(&record, "requests_per_minute", NOW / 60), 1);
 }
 
 #[test]

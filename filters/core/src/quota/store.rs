@@ -331,6 +331,23 @@ pub fn reserve(store: &dyn SharedStore, charges: &[Charge], enforce: bool, keep:
     reservation
 }
 
+/// The standing of each charge's counter without charging it: one read per record, no write
+/// (for the headers of a call that is not metered). A record never written stands at 0.
+pub fn standings(store: &dyn SharedStore, charges: &[Charge]) -> Vec<Standing> {
+    let mut standings = vec![Standing { used: 0, limit: 0 }; charges.len()];
+    let key = |i: usize| charges.get(i).map_or("", |c| c.key.as_str());
+    for (record, group) in by_record(charges.len(), key) {
+        let stored = store.get(record);
+        let record = stored.as_ref().map(|(bytes, _)| Record::decode(bytes)).unwrap_or_default();
+        for i in group {
+            if let (Some(charge), Some(standing)) = (charges.get(i), standings.get_mut(i)) {
+                *standing = Standing { used: record.counter(&charge.name).used_in(charge.window), limit: charge.limit };
+            }
+        }
+    }
+    standings
+}
+
 /// One held charge to settle to its actual amount; `current_window` is its limit's window now.
 #[derive(Debug, Clone, Copy)]
 pub struct Settlement<'a> {
@@ -563,6 +580,29 @@ mod tests {
         assert_eq!((store.gets.get(), store.sets.get()), (4, 4), "an unchanged counter (rpm) costs nothing more");
         assert_eq!((store.used("c1", "tpm", 7), store.used("c1", "rpm", 7)), (40, 1));
         assert_eq!(store.used("m", "model_tpm", 7), 40);
+    }
+
+    #[test]
+    fn standings_read_each_record_once_and_write_nothing() {
+        let store = MemoryStore::default();
+        assert!(reserve(&store, &[named("c1", "tpm", 60, 1000), named("c1", "rpm", 1, 10)], true).admitted());
+        let (gets, sets) = (store.gets.get(), store.sets.get());
+        let mut stale = named("c1", "tpm", 0, 1000);
+        stale.window = 8;
+        let charges = [named("c1", "tpm", 0, 1000), named("c1", "rpm", 0, 10), named("fresh", "tpm", 0, 500), stale];
+        let standings = standings(&store, &charges);
+        assert_eq!(
+            standings,
+            [
+                Standing { used: 60, limit: 1000 },
+                Standing { used: 1, limit: 10 },
+                Standing { used: 0, limit: 500 },
+                Standing { used: 0, limit: 1000 },
+            ],
+            "a record never written, or a window gone by, stands at 0"
+        );
+        assert_eq!((store.gets.get() - gets, store.sets.get() - sets), (2, 0), "two records read, none written");
+        assert_eq!(store.used("c1", "tpm", 7), 60);
     }
 
     #[test]

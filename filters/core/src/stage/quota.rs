@@ -136,6 +136,9 @@ enum Outcome {
     Refused(Option<usize>),
     /// Admitted; `Some(index)` in shadow mode when that limit would have refused.
     Admitted(Option<usize>),
+    /// A call that is not metered (a token count, the model list; local counters only): its
+    /// response shows the consumer's standing, charged nothing.
+    Unmetered,
 }
 
 struct QuotaStream {
@@ -316,13 +319,7 @@ impl QuotaStream {
             .iter()
             .filter_map(|(index, amount)| {
                 let limit = config.limits.get(*index)?;
-                let mut charge = Charge {
-                    key: config.key(limit, &self.consumer, &self.model),
-                    name: limit.name.clone(),
-                    window: limit.window.index(now_s),
-                    amount: *amount,
-                    limit: config.limit_value(*index, tier),
-                };
+                let mut charge = self.charge(*index, &self.model, *amount, now_s, tier)?;
                 if config.admission == Admission::PostAccounting && limit.counts_tokens() {
                     // Admit while used < limit; the whole usage is charged at settlement.
                     charge.amount = 0;
@@ -338,11 +335,7 @@ impl QuotaStream {
             .reserved
             .iter()
             .zip(&reservation.standings)
-            .filter_map(|((index, _), standing)| {
-                let Standing { used, limit } = (*standing)?;
-                let reset_secs = config.limits.get(*index).map_or(1, |l| l.window.reset_after(now_s));
-                Some(Reported { index: *index, limit, remaining: limit.saturating_sub(used), reset_secs })
-            })
+            .filter_map(|((index, _), standing)| Some(self.reported(*index, (*standing)?, now_s)))
             .collect();
         self.headers = self.rate_headers(&reported);
         count_nonzero(out, "quota.cas_retries", u64::from(reservation.retries));
@@ -363,6 +356,45 @@ impl QuotaStream {
                 Ok(())
             }
         }
+    }
+
+    /// The charge of `amount` against limit `index`'s counter for this consumer and `model`.
+    fn charge(&self, index: usize, model: &str, amount: u64, now_s: u64, tier: Option<&str>) -> Option<Charge> {
+        let limit = self.config.limits.get(index)?;
+        Some(Charge {
+            key: self.config.key(limit, &self.consumer, model),
+            name: limit.name.clone(),
+            window: limit.window.index(now_s),
+            amount,
+            limit: self.config.limit_value(index, tier),
+        })
+    }
+
+    fn reported(&self, index: usize, Standing { used, limit }: Standing, now_s: u64) -> Reported {
+        let reset_secs = self.config.limits.get(index).map_or(1, |l| l.window.reset_after(now_s));
+        Reported { index, limit, remaining: limit.saturating_sub(used), reset_secs }
+    }
+
+    /// The headers of an unmetered call: the standing of the limits a generation by this
+    /// consumer (with this model, when the call names one) would meet, read, not charged.
+    fn unmetered_headers(&self, ex: &Exchange, host: &dyn StageHost) -> Vec<(&'static str, String)> {
+        let now_s = ex.started_ns / 1_000_000_000;
+        let tier = self.tier.as_deref().and_then(|t| self.config.tier(&self.consumer, Some(t)));
+        let model = ex.request_model().map(metrics::sanitize);
+        let limits: Vec<usize> = match &model {
+            Some(model) => self.config.applicable(model).collect(),
+            // Without a model, a per-model limit has no counter to show.
+            None => (0..self.config.limits.len())
+                .filter(|&i| self.config.limits.get(i).is_some_and(|l| !l.per_model()))
+                .collect(),
+        };
+        let model = model.as_deref().unwrap_or("");
+        let (indices, charges): (Vec<usize>, Vec<Charge>) =
+            limits.into_iter().filter_map(|i| Some((i, self.charge(i, model, 0, now_s, tier)?))).unzip();
+        let standings = store::standings(host.shared_data(), &charges);
+        let reported: Vec<Reported> =
+            indices.into_iter().zip(standings).map(|(index, standing)| self.reported(index, standing, now_s)).collect();
+        self.rate_headers(&reported)
     }
 
     fn rate_limited(&self, index: usize, now_s: u64, reset_secs: Option<u64>) -> Error {
@@ -776,11 +808,6 @@ impl Stage for QuotaStream {
             }
             None => self.consumer = "unknown".into(),
         }
-        if !ex.route.kind.has_usage() {
-            // A token count, an embedding without usage, the model list: nothing generated,
-            // nothing to limit (an unknown caller is refused all the same).
-            return HeadersFlow::Continue;
-        }
         self.tier = self
             .config
             .tier_property
@@ -789,6 +816,15 @@ impl Stage for QuotaStream {
             .or_else(|| self.config.tier(&self.consumer, None).map(str::to_string))
             // The access policy's tier (provider-rewrite ran first), when quota has one so named.
             .or_else(|| self.config.tier(&self.consumer, ex.tier.as_deref()).map(str::to_string));
+        if !ex.route.kind.has_usage() {
+            // A token count, an embedding without usage, the model list: nothing generated,
+            // nothing to limit (an unknown caller is refused all the same). Its response still
+            // shows where the consumer stands, from the local counters.
+            if self.config.global.is_none() {
+                self.outcome = Outcome::Unmetered;
+            }
+            return HeadersFlow::Continue;
+        }
         if !self.config.hold_request_headers {
             // The body is held instead: a refusal resets an upstream request that saw headers only.
             return HeadersFlow::Continue;
@@ -887,6 +923,13 @@ impl Stage for QuotaStream {
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, host: &dyn StageHost, out: &mut Outbox) {
         self.status = Some(head.status);
+        if self.outcome == Outcome::Unmetered {
+            self.headers = self.unmetered_headers(ex, host);
+            for (name, value) in &self.headers {
+                out.response_headers.push(HeaderEdit::Set(name, value.clone()));
+            }
+            return;
+        }
         if let Some(Global::EnvoyRatelimit { .. }) = self.config.global {
             if self.outcome != Outcome::Idle {
                 self.read_envoy_ratelimit(ex, head, host, out);
@@ -936,6 +979,10 @@ impl Stage for QuotaStream {
         if self.outcome == Outcome::Idle {
             return;
         }
+        if self.outcome == Outcome::Unmetered {
+            self.log_state(out);
+            return;
+        }
         let (tokens, settled) = self.usage(ex);
         match &self.config.global {
             None => {
@@ -953,7 +1000,13 @@ impl Stage for QuotaStream {
                 out.counter(name.clone(), 1);
             }
         }
-        // For access logs: who, and what was left (each key is a host call: only these).
+        self.log_state(out);
+    }
+}
+
+impl QuotaStream {
+    /// For access logs: who, and what was left (each key is a host call: only these).
+    fn log_state(&self, out: &mut Outbox) {
         out.state("tollgate.quota.consumer", self.consumer.clone());
         for (name, value) in &self.headers {
             match *name {
