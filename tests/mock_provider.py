@@ -14,7 +14,9 @@ Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:str
 `count-tokens:rawPredict`) answers as Anthropic does, given an `anthropic_version` in the body
 (the model in the path) and an OAuth bearer token.
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
-answer 8-value embeddings derived from the content's hash; `:batchGenerateContent` answers the
+answer 8-value embeddings derived from the content's hash (on Vertex AI with `usageMetadata`:
+one token per word or punctuation mark); a Vertex AI text embedding model's `:predict` answers
+one prediction per instance with its `statistics.token_count` (the same count); `:batchGenerateContent` answers the
 pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
 format and `prompt` bodies in Llama's, with Bedrock's `x-amzn-bedrock-*-token-count` headers;
 `invoke-with-response-stream` answers the same families as event-stream `chunk` events (each
@@ -52,6 +54,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import struct
 import sys
 import zlib
@@ -141,6 +144,8 @@ def route_of(path):
         if p.endswith("/count-tokens:rawPredict"):
             return "anthropic-vertex-count-tokens"
         return "anthropic-vertex" if p.endswith(":rawPredict") or p.endswith(":streamRawPredict") else None
+    if "/publishers/google/models/" in p and p.endswith(":predict"):
+        return "vertex-predict"
     if p.endswith(":countTokens"):
         return "gemini-count-tokens"
     if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
@@ -181,6 +186,17 @@ def default_case(route, stream, path):
         ("gemini-stream", True): ("vertex-stream-sse" if vertex else "gemini-stream-sse") if "alt=sse" in path else "gemini-stream-array",
         ("bedrock", False): "bedrock-converse", ("bedrock-stream", True): "bedrock-converse-stream",
     }.get((route, stream))
+
+
+def embed_tokens(text):
+    """The mock's token count of an embedded text: its words and punctuation marks."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def embed_values(content):
+    """Eight embedding values derived from the content's hash."""
+    text = json.dumps(content, sort_keys=True).encode()
+    return [round(b / 255 - 0.5, 6) for b in hashlib.sha256(text).digest()[:8]]
 
 
 def anthropic_batch(request):
@@ -310,7 +326,8 @@ def handle(method, path, headers, body):
     if route.startswith("anthropic-vertex") and not h.get("authorization", "").startswith("Bearer "):
         return json_reply(401, error_body(route, 401, "Request had invalid authentication credentials. "
                                                       "Expected OAuth 2 access token."))
-    if route.startswith("gemini") and not (h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
+    if (route.startswith("gemini") or route == "vertex-predict") and not (
+            h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
     if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
         return json_reply(403, {"message": "Missing Authentication Token"}, {"x-amzn-errortype": "MissingAuthenticationTokenException"})
@@ -367,17 +384,33 @@ def handle(method, path, headers, body):
     if route == "gemini-embed":
         # embedContent: `content` → {"embedding": {"values": […]}}; batchEmbedContents:
         # `requests[]` (each with `model` and `content`) → {"embeddings": [{"values": […]}, …]}.
-        def values(content):
-            text = json.dumps(content, sort_keys=True).encode()
-            return [round(b / 255 - 0.5, 6) for b in hashlib.sha256(text).digest()[:8]]
+        # Vertex AI adds `usageMetadata` (the Gemini API reports none).
+        vertex = "/projects/" in path or "/publishers/google/" in path
+        def usage(contents):
+            n = sum(embed_tokens(part.get("text", "")) for c in contents for part in c.get("parts", []) if isinstance(part, dict))
+            return {"usageMetadata": {"promptTokenCount": n, "totalTokenCount": n}} if vertex else {}
         if path.split("?")[0].endswith(":batchEmbedContents"):
             items = request.get("requests")
             if not isinstance(items, list) or not items or any(not isinstance(r, dict) or "content" not in r for r in items):
                 return json_reply(400, error_body(route, 400, "* BatchEmbedContentsRequest.requests: content is required"))
-            return json_reply(200, {"embeddings": [{"values": values(r["content"])} for r in items]})
+            return json_reply(200, {"embeddings": [{"values": embed_values(r["content"])} for r in items],
+                                    **usage([r["content"] for r in items])})
         if not isinstance(request.get("content"), dict):
             return json_reply(400, error_body(route, 400, "* EmbedContentRequest.content: content is not specified"))
-        return json_reply(200, {"embedding": {"values": values(request["content"])}})
+        return json_reply(200, {"embedding": {"values": embed_values(request["content"])}, **usage([request["content"]]),
+                                **({"truncated": False} if vertex else {})})
+    if route == "vertex-predict":
+        # A Vertex AI text embedding model's `:predict`: `instances[]` of {content, task_type?,
+        # title?} → one prediction each, with `embeddings.statistics.token_count`, and the
+        # billable characters (whitespace excluded) in `metadata`.
+        instances = request.get("instances")
+        if not isinstance(instances, list) or not instances or any(
+                not isinstance(i, dict) or not isinstance(i.get("content"), str) for i in instances):
+            return json_reply(400, error_body("gemini", 400, "Invalid instances: each must have a content string."))
+        predictions = [{"embeddings": {"statistics": {"truncated": False, "token_count": embed_tokens(i["content"])},
+                                       "values": embed_values(i["content"])}} for i in instances]
+        billable = sum(len(re.sub(r"\s", "", i["content"])) for i in instances)
+        return json_reply(200, {"predictions": predictions, "metadata": {"billableCharacterCount": billable}})
     if route == "bedrock-count-tokens":
         # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
         # answered {"inputTokens": n}.

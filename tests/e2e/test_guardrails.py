@@ -196,6 +196,25 @@ def test_claude_on_vertex_is_guarded_and_passed_through_unrouted(guard, mock):
     assert blocked.value.body["error"]["type"] == "invalid_request_error"
 
 
+def test_vertex_embeddings_are_guarded(guard, mock):
+    """What the Gen AI SDK's Vertex AI client embeds (`instances[].content` of a text embedding
+    model's `:predict`, Gemini's `content` of `:embedContent`) is masked before it leaves."""
+    from google import genai
+    from google.genai import types
+    import google.oauth2.credentials
+
+    client = genai.Client(vertexai=True, project="demo", location="us-central1",
+                          credentials=google.oauth2.credentials.Credentials(token="ya29.client"),
+                          http_options=types.HttpOptions(base_url=guard.url))
+    client.models.embed_content(model="text-embedding-005", contents=[f"Meu CPF é {CPF}", "Nada a esconder"])
+    sent = mock.last_request(":predict")
+    assert sent["path"] == "/v1beta1/projects/demo/locations/us-central1/publishers/google/models/text-embedding-005:predict"
+    assert [i["content"] for i in json.loads(sent["body"])["instances"]] == ["Meu CPF é [CPF_1]", "Nada a esconder"]
+    client.models.embed_content(model="gemini-embedding-001", contents=f"Meu CPF é {CPF}")
+    sent = json.loads(mock.last_request(":embedContent")["body"])
+    assert sent["content"]["parts"][0]["text"] == "Meu CPF é [CPF_1]"
+
+
 def test_bedrock_invoke_bodies_are_guarded(guard, mock):
     """InvokeModel takes the model family's own body (the Anthropic SDK's Bedrock client sends
     Messages bodies there): its prompts are checked like any other."""

@@ -278,6 +278,34 @@ def test_anthropic_vertex_sdk_is_counted(gateway):
     assert delta(before, after, "tollgate_gen_ai_requests", consumer="sdk-vertex-claude") == 2, "the count is no generation"
 
 
+def test_google_genai_sdk_vertex_embeddings_are_counted(gateway):
+    """The Gen AI SDK's Vertex AI client embeds through `:predict` (text embedding models) and
+    `:embedContent` (Gemini's): both report tokens there, and both are counted; the Gemini API's
+    `:batchEmbedContents` reports none, and is no request for the token metrics."""
+    from google import genai
+    from google.genai import types
+    import google.oauth2.credentials
+
+    consumer = {"x-tollgate-consumer": "sdk-genai-vertex"}
+    client = genai.Client(vertexai=True, project="demo", location="us-central1",
+                          credentials=google.oauth2.credentials.Credentials(token="ya29.test"),
+                          http_options=types.HttpOptions(base_url=gateway.url, headers=consumer))
+    before = gateway.metrics()
+    texts = ["What is the meaning of life?", "How much wood would a woodchuck chuck?"]
+    predicted = client.models.embed_content(model="text-embedding-005", contents=texts)
+    assert [e.statistics.token_count for e in predicted.embeddings] == [7, 8]
+    embedded = client.models.embed_content(model="gemini-embedding-001", contents=texts[0])
+    assert embedded.usage_metadata.prompt_token_count == 7
+    gemini_api = genai.Client(api_key="AIza-test", http_options=types.HttpOptions(base_url=gateway.url, headers=consumer))
+    assert len(gemini_api.models.embed_content(model="gemini-embedding-001", contents=texts).embeddings) == 2
+    after = metrics_after(gateway, before, "sdk-genai-vertex", 2)
+    labels = {"consumer": "sdk-genai-vertex", "gen_ai_provider_name": "vertex", "gen_ai_operation_name": "embeddings"}
+    for model, tokens in [("text-embedding-005", 7 + 8), ("gemini-embedding-001", 7)]:
+        assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", gen_ai_request_model=model, **labels) == tokens
+        assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", gen_ai_request_model=model, **labels) == 0
+    assert delta(before, after, "tollgate_gen_ai_requests", consumer="sdk-genai-vertex") == 2, "the Gemini API's is not"
+
+
 def test_anthropic_sdk_gets_the_providers_error(gateway):
     client = anthropic_client(gateway, "sdk-anthropic-error")
     with pytest.raises(anthropic.BadRequestError) as error:
@@ -483,6 +511,7 @@ def test_readme_client_examples_run(run_gateway):
     assert "bedrock: Hello! How can I help you today? | usage: 14 in, 10 out" in out
     assert "vertex: Hello! How can I help? | usage: 25 in, 15 out" in out
     assert "llama: The Moon is about 384,400 km from Earth." in out
+    assert "vertex embeddings: 2 | tokens: [6.0, 6.0]" in out
     metrics = subprocess.run([os.path.join(root, "examples/clients/metrics.sh")], env=env, capture_output=True, text=True,
                              timeout=30, check=True).stdout
     assert 'consumer="examples"' in metrics and "tollgate_gen_ai_client_token_usage" in metrics

@@ -211,13 +211,24 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info.max_output_tokens = None;
             info
         }
-        ApiKind::GeminiEmbed => {
+        ApiKind::GeminiEmbed { .. } => {
             let v: GeminiEmbedView = serde_json::from_slice(body)?;
             let mut info = base(None, Some(false));
             info.max_output_tokens = Some(0);
             for one in v.content.into_iter().chain(v.requests.into_iter().filter_map(|r| r.content)) {
                 info.messages += 1;
                 add_text(&mut info, Some(one));
+            }
+            info
+        }
+        ApiKind::VertexEmbedPredict => {
+            let v: VertexPredictView = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(false));
+            info.max_output_tokens = Some(0);
+            for instance in v.instances {
+                info.messages += 1;
+                add_text(&mut info, instance.content);
+                add_text(&mut info, instance.title);
             }
             info
         }
@@ -801,6 +812,21 @@ struct GeminiEmbedItem {
     content: Option<PromptText>,
 }
 
+/// Vertex AI's `:predict` for a text embedding model: `instances[]` of `content` (and `title`).
+#[derive(Deserialize)]
+struct VertexPredictView {
+    #[serde(default)]
+    instances: Vec<VertexInstance>,
+}
+
+#[derive(Deserialize)]
+struct VertexInstance {
+    #[serde(default)]
+    content: Option<PromptText>,
+    #[serde(default)]
+    title: Option<PromptText>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GeminiGenerationConfig {
@@ -1201,15 +1227,27 @@ mod tests {
         let contents = r#"{"contents":[{"role":"user","parts":[{"text":"How far is the moon?"}]}]}"#;
         assert_eq!(parse_ok(ApiKind::GeminiCountTokens, contents).info.messages, 1);
 
-        let one =
-            parse_ok(ApiKind::GeminiEmbed, r#"{"content":{"parts":[{"text":"What is the meaning of life?"}]}}"#).info;
+        let embed = ApiKind::GeminiEmbed { usage: false };
+        let one = parse_ok(embed, r#"{"content":{"parts":[{"text":"What is the meaning of life?"}]}}"#).info;
         assert_eq!((one.messages, one.max_output_tokens), (1, Some(0)));
         assert!(one.estimated_prompt_tokens() >= 7);
         let batch = r#"{"requests":[{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"What is the meaning of life?"}]}},
             {"model":"models/gemini-embedding-001","content":{"parts":[{"text":"How much wood would a woodchuck chuck?"}]}}]}"#;
-        let batch = parse_ok(ApiKind::GeminiEmbed, batch).info;
+        let batch = parse_ok(embed, batch).info;
         assert_eq!(batch.messages, 2);
         assert!(batch.features.estimate() > one.features.estimate());
+        // Vertex AI's `:predict`: one instance per text (a plain string), `title` read too.
+        let predict = r#"{"instances":[{"content":"What is the meaning of life?","task_type":"RETRIEVAL_QUERY"},
+            {"content":"How much wood would a woodchuck chuck?","title":"Woodchucks"}],"parameters":{"autoTruncate":true}}"#;
+        let predicted = parse_ok(ApiKind::VertexEmbedPredict, predict).info;
+        assert_eq!((predicted.messages, predicted.max_output_tokens, predicted.stream), (2, Some(0), false));
+        let same_texts = r#"{"instances":[{"content":"What is the meaning of life?"},
+            {"content":"How much wood would a woodchuck chuck?"},{"content":"Woodchucks"}]}"#;
+        assert_eq!(
+            predicted.features.estimate(),
+            parse_ok(ApiKind::VertexEmbedPredict, same_texts).info.features.estimate(),
+            "the task type is not text; the title is"
+        );
     }
 
     #[test]

@@ -33,9 +33,15 @@ pub enum ApiKind {
     /// `POST …/models/{model}:countTokens` (Gemini, Vertex AI): `contents`, or a whole
     /// `generateContentRequest`, answered `{"totalTokens": n}`.
     GeminiCountTokens,
-    /// `POST …/models/{model}:embedContent` / `:batchEmbedContents` (Gemini): `content`, or
-    /// `requests[].content`; the Gemini API reports no usage for them.
-    GeminiEmbed,
+    /// `POST …/models/{model}:embedContent` / `:batchEmbedContents` (Gemini, Vertex AI):
+    /// `content`, or `requests[].content`. Vertex AI reports `usageMetadata` (`usage`); the Gemini
+    /// API reports no usage for them.
+    GeminiEmbed { usage: bool },
+    /// `POST …/publishers/google/models/{model}:predict` for a Vertex AI text embedding model
+    /// (`text-embedding-005`, `text-multilingual-embedding-002`, …; what the Gen AI SDK calls for
+    /// models other than Gemini's): `instances[].content` (and `title`), answered with
+    /// `predictions[].embeddings.statistics.token_count` per instance.
+    VertexEmbedPredict,
     /// `POST …/models/{model}:batchGenerateContent` (Gemini Batch Mode): generate requests
     /// inlined in `batch.inputConfig.requests.requests[].request`, answered at once with the
     /// pending batch (a long-running operation); the usage comes with its results.
@@ -63,7 +69,7 @@ impl ApiKind {
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockInvoke { .. } => "chat",
             ApiKind::OpenAiCompletions => "text_completion",
-            ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed => "embeddings",
+            ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed { .. } | ApiKind::VertexEmbedPredict => "embeddings",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
@@ -76,7 +82,7 @@ impl ApiKind {
     }
 
     /// Whether responses of this API report token usage (a model list and a token count do not:
-    /// nothing is generated, nothing billed; nor do the Gemini API's embeddings).
+    /// nothing is generated, nothing billed; nor do the Gemini API's embeddings, unlike Vertex AI's).
     pub fn has_usage(self) -> bool {
         !matches!(
             self,
@@ -85,14 +91,22 @@ impl ApiKind {
                 | ApiKind::AnthropicCountTokens
                 | ApiKind::BedrockCountTokens
                 | ApiKind::GeminiCountTokens
-                | ApiKind::GeminiEmbed
+                | ApiKind::GeminiEmbed { usage: false }
         )
     }
 
-    /// Whether a success answer carries generated text (a token count, a model list and a
-    /// queued batch do not).
+    /// Whether a success answer carries generated text (a token count, a model list, a queued
+    /// batch and embeddings' vectors do not).
     pub fn answers_with_text(self) -> bool {
-        self.has_usage() && !matches!(self, ApiKind::AnthropicBatch | ApiKind::GeminiBatch)
+        self.has_usage()
+            && !matches!(
+                self,
+                ApiKind::AnthropicBatch
+                    | ApiKind::GeminiBatch
+                    | ApiKind::OpenAiEmbeddings
+                    | ApiKind::GeminiEmbed { .. }
+                    | ApiKind::VertexEmbedPredict
+            )
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -105,8 +119,9 @@ impl ApiKind {
             }
             ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
-            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiEmbed { .. }
             | ApiKind::GeminiBatch => UsageFormat::Gemini,
+            ApiKind::VertexEmbedPredict => UsageFormat::VertexPredict,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
             ApiKind::BedrockInvoke { .. } => UsageFormat::BedrockInvoke,
         }
@@ -123,7 +138,8 @@ impl ApiKind {
             | ApiKind::OpenAiInputTokens
             | ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
-            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiEmbed { .. }
+            | ApiKind::VertexEmbedPredict
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
@@ -194,15 +210,20 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         if path.get(..models_at).is_some_and(|head| head.ends_with("/publishers/anthropic")) {
             return claude_on_vertex(model, action);
         }
+        // Vertex AI: `projects/{p}/locations/{l}/publishers/google/models/…`, or its express mode
+        // (`/v1beta1/publishers/google/models/…`, an API key instead of a project).
+        let vertex = path.contains("/projects/")
+            || path.get(..models_at).is_some_and(|head| head.ends_with("/publishers/google"))
+            || host.ends_with("aiplatform.googleapis.com");
         let kind = match action {
             "generateContent" => ApiKind::GeminiGenerate { stream: false },
             "streamGenerateContent" => ApiKind::GeminiGenerate { stream: true },
             "countTokens" => ApiKind::GeminiCountTokens,
-            "embedContent" | "batchEmbedContents" => ApiKind::GeminiEmbed,
+            "embedContent" | "batchEmbedContents" => ApiKind::GeminiEmbed { usage: vertex },
             "batchGenerateContent" => ApiKind::GeminiBatch,
+            "predict" if vertex && is_text_embedding_model(model) => ApiKind::VertexEmbedPredict,
             _ => return None,
         };
-        let vertex = path.contains("/projects/") || host.ends_with("aiplatform.googleapis.com");
         return Some(Route {
             kind,
             provider: if vertex { "vertex" } else { "gemini" },
@@ -233,6 +254,15 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         path.split_once("/openai/deployments/").and_then(|(_, rest)| rest.split('/').next()).map(percent_decode);
     let azure = deployment.is_some() || host.ends_with(".openai.azure.com") || path.starts_with("/openai/v1/");
     Some(Route { kind, provider: if azure { "azure" } else { "openai" }, path_model: deployment })
+}
+
+/// A Vertex AI text embedding model (`text-embedding-005`, `textembedding-gecko@003`,
+/// `text-multilingual-embedding-002`, `gemini-embedding-001`): its `:predict` answers report
+/// tokens. Other models answer `:predict` with no token counts (Imagen's images, the multimodal
+/// embeddings' vectors) and pass untouched.
+fn is_text_embedding_model(model: &str) -> bool {
+    let model = model.to_ascii_lowercase();
+    (model.contains("embedding-") || model.starts_with("textembedding")) && !model.starts_with("multimodal")
 }
 
 /// Claude on Vertex AI (the Anthropic SDK's Vertex client): `…/publishers/anthropic/models/
@@ -364,17 +394,46 @@ mod tests {
         assert_eq!((vertex.kind, vertex.provider), (ApiKind::GeminiGenerate { stream: false }, "vertex"));
         for (action, expected) in [
             ("countTokens", ApiKind::GeminiCountTokens),
-            ("embedContent", ApiKind::GeminiEmbed),
-            ("batchEmbedContents", ApiKind::GeminiEmbed),
+            ("embedContent", ApiKind::GeminiEmbed { usage: false }),
+            ("batchEmbedContents", ApiKind::GeminiEmbed { usage: false }),
         ] {
             let route = classify("POST", &format!("/v1beta/models/gemini-embedding-001:{action}"), "g").unwrap();
             assert_eq!((route.kind, route.provider), (expected, "gemini"), "{action}");
             assert!(!route.kind.has_usage() && !route.kind.answers_with_text(), "{action}");
         }
+        assert_eq!(kind("POST", "/v1beta/models/text-embedding-004:predict"), None, "the Gemini API has no predict");
         let batch = classify("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", "g").unwrap();
         assert_eq!((batch.kind, batch.path_model.as_deref()), (ApiKind::GeminiBatch, Some("gemini-2.5-flash")));
         assert!(batch.kind.has_usage() && !batch.kind.answers_with_text());
         assert_eq!(kind("POST", "/v1beta/models/gemini-2.5-flash:asyncBatchEmbedContent"), None);
+    }
+
+    #[test]
+    fn vertex_embeddings_report_usage_and_text_embedding_models_predict() {
+        let regional = "/v1/projects/p/locations/us-central1/publishers/google/models";
+        let express = "/v1beta1/publishers/google/models";
+        for base in [regional, express] {
+            for action in ["embedContent", "batchEmbedContents"] {
+                let route = classify("POST", &format!("{base}/gemini-embedding-001:{action}"), "gw").unwrap();
+                assert_eq!((route.kind, route.provider), (ApiKind::GeminiEmbed { usage: true }, "vertex"), "{action}");
+                assert!(route.kind.has_usage() && !route.kind.answers_with_text());
+            }
+            for model in ["text-embedding-005", "text-multilingual-embedding-002", "textembedding-gecko@003"] {
+                let route = classify("POST", &format!("{base}/{model}:predict"), "gw").unwrap();
+                assert_eq!((route.kind, route.provider), (ApiKind::VertexEmbedPredict, "vertex"), "{model}");
+                assert_eq!(route.path_model.as_deref(), Some(model));
+                assert_eq!(
+                    (route.kind.usage_format(), route.kind.operation()),
+                    (UsageFormat::VertexPredict, "embeddings")
+                );
+                assert!(route.kind.has_usage() && !route.kind.answers_with_text());
+            }
+            // Images and multimodal vectors report no tokens: not read.
+            for model in ["imagen-4.0-generate-001", "multimodalembedding@001"] {
+                assert_eq!(kind("POST", &format!("{base}/{model}:predict")), None, "{model}");
+            }
+        }
+        assert_eq!(kind("POST", "/v1/projects/p/locations/l/endpoints/123:predict"), None, "a deployed endpoint");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum UsageFormat {
     Bedrock,
     /// Bedrock InvokeModel: [`api::bedrock::InvocationMetrics`], and a Claude answer's `usage`.
     BedrockInvoke,
+    /// Vertex AI's `:predict` for text embeddings: each prediction's
+    /// `embeddings.statistics.token_count`, added up.
+    VertexPredict,
 }
 
 /// What a captured value is.
@@ -58,6 +61,8 @@ enum Field {
     Model,
     /// Bedrock's `amazon-bedrock-invocationMetrics`.
     Metrics,
+    /// One embedding's `statistics` (Vertex AI `:predict`): its tokens add to the input.
+    EmbeddingStatistics,
 }
 
 /// Paths (see [`crate::json_scan`]) holding usage and the response model, valid both for a
@@ -84,6 +89,9 @@ const BEDROCK_INVOKE: Targets = Targets {
     fields: &[Field::Metrics, Field::Usage, Field::Usage],
 };
 
+const VERTEX_PREDICT: Targets =
+    Targets { paths: &[&["predictions", "embeddings", "statistics"]], fields: &[Field::EmbeddingStatistics] };
+
 /// The member of an InvokeModel stream's last chunk holding Bedrock's counts (and quoted).
 const INVOCATION_METRICS: &str = "amazon-bedrock-invocationMetrics";
 const INVOCATION_METRICS_KEY: &[u8] = b"\"amazon-bedrock-invocationMetrics\"";
@@ -97,6 +105,7 @@ impl UsageFormat {
             UsageFormat::Gemini => &GEMINI,
             UsageFormat::Bedrock => &BEDROCK,
             UsageFormat::BedrockInvoke => &BEDROCK_INVOKE,
+            UsageFormat::VertexPredict => &VERTEX_PREDICT,
         }
     }
 
@@ -105,6 +114,7 @@ impl UsageFormat {
     pub fn usage_key(self) -> &'static [u8] {
         match self {
             UsageFormat::Gemini => b"\"usageMetadata\"",
+            UsageFormat::VertexPredict => b"\"statistics\"",
             UsageFormat::OpenAiChat
             | UsageFormat::OpenAiEmbeddings
             | UsageFormat::OpenAiResponses
@@ -202,6 +212,8 @@ impl Reported {
             UsageFormat::BedrockInvoke => {
                 serde_json::from_slice::<Option<api::anthropic::Usage>>(json).ok().flatten().map(Reported::from)
             }
+            // Read per embedding (`Field::EmbeddingStatistics`), never as one usage section.
+            UsageFormat::VertexPredict => None,
         }
         .filter(|r| !r.is_empty()))
     }
@@ -239,9 +251,10 @@ impl Reported {
         let cache_creation = self.cache_write.unwrap_or(0);
         let reasoning = self.reasoning.unwrap_or(0);
         let (input, output) = match format {
-            UsageFormat::OpenAiChat | UsageFormat::OpenAiEmbeddings | UsageFormat::OpenAiResponses => {
-                (base_input, self.output.unwrap_or(0))
-            }
+            UsageFormat::OpenAiChat
+            | UsageFormat::OpenAiEmbeddings
+            | UsageFormat::OpenAiResponses
+            | UsageFormat::VertexPredict => (base_input, self.output.unwrap_or(0)),
             UsageFormat::Gemini => (base_input + self.tool_prompt.unwrap_or(0), self.output.unwrap_or(0) + reasoning),
             UsageFormat::Anthropic | UsageFormat::Bedrock | UsageFormat::BedrockInvoke => {
                 (base_input + cached_input + cache_creation, self.output.unwrap_or(0))
@@ -319,6 +332,15 @@ impl UsageTracker {
                     .map_err(|e| UsageError::BadUsage(e.to_string()))?;
                 if let Some(reported) = reported {
                     self.reported.merge(reported);
+                }
+            }
+            Some(Field::EmbeddingStatistics) => {
+                let statistics: api::gemini::EmbeddingStatistics =
+                    serde_json::from_slice(&captured.bytes).map_err(|e| UsageError::BadUsage(e.to_string()))?;
+                if let Some(tokens) = statistics.token_count {
+                    // One per embedding: they add up (embeddings generate nothing).
+                    self.reported.input = Some(self.reported.input.unwrap_or(0).saturating_add(tokens));
+                    self.reported.output = Some(0);
                 }
             }
             Some(Field::Model) => {
@@ -524,6 +546,23 @@ mod tests {
             })
         );
         assert_eq!(model.as_deref(), Some("o3-2025"));
+    }
+
+    #[test]
+    fn vertex_predict_adds_up_the_tokens_of_every_embedding() {
+        let answer = r#"{"predictions":[
+            {"embeddings":{"statistics":{"truncated":false,"token_count":6},"values":[0.1,-0.2]}},
+            {"embeddings":{"values":[0.3],"statistics":{"token_count":11.0,"truncated":true}}}],
+            "metadata":{"billableCharacterCount":52}}"#;
+        let (usage, _) = track(UsageFormat::VertexPredict, &[answer]);
+        assert_eq!(usage.map(|u| (u.input, u.output, u.total)), Some((17, 0, 17)));
+        let none = r#"{"predictions":[{"embeddings":{"values":[0.1]}}]}"#;
+        assert_eq!(track(UsageFormat::VertexPredict, &[none]).0, None, "no statistics: no usage");
+        for bad in [r#"{"token_count":-1}"#, r#"{"token_count":1.5}"#, r#"{"token_count":"6"}"#] {
+            let doc = format!(r#"{{"predictions":[{{"embeddings":{{"statistics":{bad}}}}}]}}"#);
+            let mut tracker = UsageTracker::new(UsageFormat::VertexPredict);
+            assert!(matches!(tracker.observe_document(doc.as_bytes()), Err(UsageTrackerError::Usage(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -598,6 +598,50 @@ fn one_key_is_one_consumer_whichever_header_carries_it() {
     assert_eq!(gw.shared.used(&record, "rpm", NOW / 60), 3);
 }
 
+/// Vertex AI's embeddings report their tokens: reserved at the prompt's estimate (no output),
+/// settled to what the answer counts (every prediction's `token_count`, or `usageMetadata`).
+#[test]
+fn vertex_embeddings_are_reserved_and_settled_to_their_counts() {
+    let gw = Gateway::new(tpm(1000));
+    let record = record_of("sk-a");
+    let used = |gw: &Gateway| gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    let base = "/v1/projects/demo/locations/us-central1/publishers/google/models";
+    let long = "How much wood would a woodchuck chuck if a woodchuck could chuck wood? ".repeat(4);
+    let calls = [
+        (
+            format!("{base}/text-embedding-005:predict"),
+            json!({"instances": [{"content": "What is the meaning of life?"}, {"content": long}]}),
+            json!({"predictions": [{"embeddings": {"statistics": {"truncated": false, "token_count": 7}, "values": [0.1]}},
+                                   {"embeddings": {"statistics": {"truncated": false, "token_count": 60}, "values": [0.2]}}]}),
+            67,
+        ),
+        (
+            format!("{base}/gemini-embedding-001:embedContent"),
+            json!({"content": {"parts": [{"text": long}]}}),
+            json!({"embedding": {"values": [0.1]}, "usageMetadata": {"promptTokenCount": 60, "totalTokenCount": 60}}),
+            67 + 60,
+        ),
+    ];
+    for (path, body, answer, settled) in calls {
+        let before = used(&gw);
+        let mut driver = gw.driver();
+        let mut ex = exchange(&gw, &mut driver);
+        let body = body.to_string();
+        ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", path.as_str())]);
+        assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+        let reserved = used(&gw) - before;
+        assert!((50..90).contains(&reserved), "{path}: the prompt's estimate, no output: {reserved}");
+        ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+        assert_eq!(
+            ex.host.response_header_value("x-ratelimit-remaining-tokens"),
+            Some((1000 - before - reserved).to_string().as_str())
+        );
+        ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+        ex.log();
+        assert_eq!(used(&gw), settled, "{path}: settled to the reported count");
+    }
+}
+
 /// A SigV4 `authorization` (Bedrock's SDKs) differs on every request (its date and signature):
 /// the caller is its access key id, so signing anew is no way round the limit.
 #[test]

@@ -126,13 +126,21 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
             for_each_text(body, generate, scope, f);
         }
         // What is embedded is the user's: `content` (`title` too), or each of `requests[]`.
-        ApiKind::GeminiEmbed => {
+        ApiKind::GeminiEmbed { .. } => {
             if wants(Role::User) {
                 embedded_texts(object, f);
                 if let Some(Value::Array(requests)) = object.get_mut("requests") {
                     for request in requests.iter_mut().filter_map(Value::as_object_mut) {
                         embedded_texts(request, f);
                     }
+                }
+            }
+        }
+        // Vertex AI's `:predict`: each of `instances[]` (`content`, `title`).
+        ApiKind::VertexEmbedPredict => {
+            if let (true, Some(Value::Array(instances))) = (wants(Role::User), object.get_mut("instances")) {
+                for instance in instances.iter_mut().filter_map(Value::as_object_mut) {
+                    embedded_texts(instance, f);
                 }
             }
         }
@@ -411,11 +419,15 @@ mod tests {
         );
 
         let embed = r#"{"content":{"parts":[{"text":"a"},{"text":"b"}]},"title":"t","taskType":"RETRIEVAL_DOCUMENT"}"#;
-        let texts = collect(embed, ApiKind::GeminiEmbed, &RequestScope::default());
+        let texts = collect(embed, ApiKind::GeminiEmbed { usage: true }, &RequestScope::default());
         assert_eq!(texts, ["a", "b", "t"].map(|t| (Role::User, t.to_string())));
         let batch = r#"{"requests":[{"model":"models/m","content":{"parts":[{"text":"a"}]}},{"model":"models/m","content":{"parts":[{"text":"b"}]}}]}"#;
-        let texts = collect(batch, ApiKind::GeminiEmbed, &RequestScope::default());
+        let texts = collect(batch, ApiKind::GeminiEmbed { usage: false }, &RequestScope::default());
         assert_eq!(texts, ["a", "b"].map(|t| (Role::User, t.to_string())));
+        let predict = r#"{"instances":[{"content":"a","task_type":"RETRIEVAL_DOCUMENT","title":"t"},{"content":"b"}],
+            "parameters":{"outputDimensionality":256}}"#;
+        let texts = collect(predict, ApiKind::VertexEmbedPredict, &RequestScope::default());
+        assert_eq!(texts, ["a", "t", "b"].map(|t| (Role::User, t.to_string())));
     }
 
     #[test]

@@ -81,7 +81,8 @@ impl OutputMeter {
             | ApiKind::BedrockInvoke { .. }
             | ApiKind::AnthropicBatch
             | ApiKind::GeminiCountTokens
-            | ApiKind::GeminiEmbed
+            | ApiKind::GeminiEmbed { .. }
+            | ApiKind::VertexEmbedPredict
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {
