@@ -384,9 +384,7 @@ impl QuotaStream {
         let limits: Vec<usize> = match &model {
             Some(model) => self.config.applicable(model).collect(),
             // Without a model, a per-model limit has no counter to show.
-            None => (0..self.config.limits.len())
-                .filter(|&i| self.config.limits.get(i).is_some_and(|l| !l.per_model()))
-                .collect(),
+            None => self.config.limits.iter().enumerate().filter(|(_, l)| !l.per_model()).map(|(i, _)| i).collect(),
         };
         let model = model.as_deref().unwrap_or("");
         let (indices, charges): (Vec<usize>, Vec<Charge>) =
@@ -395,6 +393,18 @@ impl QuotaStream {
         let reported: Vec<Reported> =
             indices.into_iter().zip(standings).map(|(index, standing)| self.reported(index, standing, now_s)).collect();
         self.rate_headers(&reported)
+    }
+
+    /// For access logs: who, and what was left (each key is a host call: only these).
+    fn log_state(&self, out: &mut Outbox) {
+        out.state("tollgate.quota.consumer", self.consumer.clone());
+        for (name, value) in &self.headers {
+            match *name {
+                "x-ratelimit-remaining-tokens" => out.state("tollgate.quota.remaining_tokens", value.clone()),
+                "x-ratelimit-remaining-requests" => out.state("tollgate.quota.remaining_requests", value.clone()),
+                _ => {}
+            }
+        }
     }
 
     fn rate_limited(&self, index: usize, now_s: u64, reset_secs: Option<u64>) -> Error {
@@ -1001,20 +1011,6 @@ impl Stage for QuotaStream {
             }
         }
         self.log_state(out);
-    }
-}
-
-impl QuotaStream {
-    /// For access logs: who, and what was left (each key is a host call: only these).
-    fn log_state(&self, out: &mut Outbox) {
-        out.state("tollgate.quota.consumer", self.consumer.clone());
-        for (name, value) in &self.headers {
-            match *name {
-                "x-ratelimit-remaining-tokens" => out.state("tollgate.quota.remaining_tokens", value.clone()),
-                "x-ratelimit-remaining-requests" => out.state("tollgate.quota.remaining_requests", value.clone()),
-                _ => {}
-            }
-        }
     }
 }
 
