@@ -7,6 +7,8 @@ application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently 
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
+`POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
+`stream` is true) with its `usage`, OpenAI's
 `POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`, and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
@@ -80,6 +82,7 @@ WITHOUT_USAGE = {}
 COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 # Required body fields, as each API reference lists them (Azure names the model in the path).
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
+            "openai-images": ("prompt",),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
             "anthropic-batch": ("requests",),
             "anthropic-vertex": ("anthropic_version", "messages", "max_tokens"),
@@ -164,6 +167,8 @@ def route_of(path):
         return "openai-responses"
     if p.endswith("/responses/input_tokens"):
         return "openai-input-tokens"
+    if p.endswith("/images/generations"):
+        return "openai-images"
     if p.endswith("/messages"):
         return "anthropic"
     if p.endswith("/messages/count_tokens"):
@@ -179,6 +184,7 @@ def default_case(route, stream, path):
         ("openai-chat", False): "openai-chat", ("openai-chat", True): "openai-chat-stream",
         ("azure-chat", False): "azure-chat", ("azure-chat", True): "azure-chat-stream",
         ("openai-embeddings", False): "openai-embeddings",
+        ("openai-images", False): "openai-images", ("openai-images", True): "openai-images-stream",
         ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",

@@ -157,6 +157,22 @@ def test_openai_sdk_embeddings_and_responses(gateway):
     assert delta(before, after, USAGE_METRIC, consumer="sdk-more", gen_ai_operation_name="embeddings", gen_ai_token_type="output") == 0
 
 
+def test_openai_sdk_image_generation_is_counted(gateway):
+    """GPT Image models bill tokens: `images.generate` is counted from its `usage`, whole or
+    streamed (`image_generation.*` events, the usage in the last)."""
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-images")
+    prompt = "A watercolor lighthouse on a rocky coast at dawn"
+    image = client.images.generate(model="gpt-image-1", prompt=prompt, size="1024x1024", quality="low")
+    assert (image.usage.input_tokens, image.usage.output_tokens, len(image.data)) == (18, 272, 1)
+    events = list(client.images.generate(model="gpt-image-1", prompt=prompt, stream=True, partial_images=1))
+    assert [e.type for e in events] == ["image_generation.partial_image", "image_generation.completed"]
+    after = metrics_after(gateway, before, "sdk-images", 2)
+    labels = {"consumer": "sdk-images", "gen_ai_operation_name": "image_generation", "gen_ai_request_model": "gpt-image-1"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 18 + 18
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 272 + 272
+
+
 def test_azure_openai_sdk(gateway):
     before = gateway.metrics()
     client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="azure-test-key", api_version="2024-10-21",

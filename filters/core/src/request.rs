@@ -170,6 +170,15 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.input);
             info
         }
+        ApiKind::OpenAiImages => {
+            let v: ImagesView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
+            let mut info = base(v.model, v.stream);
+            // No output cap to read: each image reserves the configured default.
+            info.choices = choices(&[v.n]);
+            add_text(&mut info, v.prompt);
+            info
+        }
         ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
@@ -649,6 +658,19 @@ struct EmbeddingsView<'a> {
     model: Option<Cow<'a, str>>,
     #[serde(default)]
     input: Option<PromptText>,
+}
+
+/// `POST /v1/images/generations`.
+#[derive(Deserialize)]
+struct ImagesView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    prompt: Option<PromptText>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1236,6 +1258,19 @@ mod tests {
         let batch = parse_ok(embed, batch).info;
         assert_eq!(batch.messages, 2);
         assert!(batch.features.estimate() > one.features.estimate());
+        // OpenAI's image generation: the prompt is the text; each of `n` images reserves the
+        // default output.
+        let images = parse_ok(
+            ApiKind::OpenAiImages,
+            r#"{"model":"gpt-image-1","prompt":"A lighthouse at dawn","n":3,"stream":true}"#,
+        )
+        .info;
+        assert_eq!(
+            (images.model.as_deref(), images.choices, images.stream, images.max_output_tokens),
+            (Some("gpt-image-1"), 3, true, None)
+        );
+        assert_eq!(images.output_cap(100), 300);
+        assert!(images.estimated_prompt_tokens() >= 4);
         // Vertex AI's `:predict`: one instance per text (a plain string), `title` read too.
         let predict = r#"{"instances":[{"content":"What is the meaning of life?","task_type":"RETRIEVAL_QUERY"},
             {"content":"How much wood would a woodchuck chuck?","title":"Woodchucks"}],"parameters":{"autoTruncate":true}}"#;

@@ -17,6 +17,10 @@ pub enum ApiKind {
     OpenAiEmbeddings,
     /// `POST …/responses`.
     OpenAiResponses,
+    /// `POST …/images/generations` (GPT Image models): `prompt`, `n`; answered with the images
+    /// and `usage` in Responses' names (`input_tokens`, `output_tokens`), or streamed as
+    /// `image_generation.*` events, the last with `usage`.
+    OpenAiImages,
     /// `POST …/responses/input_tokens`: a Responses body, answered
     /// `{"object": "response.input_tokens", "input_tokens": n}`.
     OpenAiInputTokens,
@@ -70,6 +74,7 @@ impl ApiKind {
             | ApiKind::BedrockInvoke { .. } => "chat",
             ApiKind::OpenAiCompletions => "text_completion",
             ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed { .. } | ApiKind::VertexEmbedPredict => "embeddings",
+            ApiKind::OpenAiImages => "image_generation",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
@@ -96,7 +101,7 @@ impl ApiKind {
     }
 
     /// Whether a success answer carries generated text (a token count, a model list, a queued
-    /// batch and embeddings' vectors do not).
+    /// batch, embeddings' vectors and images do not).
     pub fn answers_with_text(self) -> bool {
         self.has_usage()
             && !matches!(
@@ -106,6 +111,7 @@ impl ApiKind {
                     | ApiKind::OpenAiEmbeddings
                     | ApiKind::GeminiEmbed { .. }
                     | ApiKind::VertexEmbedPredict
+                    | ApiKind::OpenAiImages
             )
     }
 
@@ -113,7 +119,9 @@ impl ApiKind {
         match self {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
-            ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => UsageFormat::OpenAiResponses,
+            ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiImages => {
+                UsageFormat::OpenAiResponses
+            }
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -136,6 +144,7 @@ impl ApiKind {
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
             | ApiKind::OpenAiInputTokens
+            | ApiKind::OpenAiImages
             | ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
@@ -169,6 +178,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/embeddings")
         || path.ends_with("/responses")
         || path.ends_with("/responses/input_tokens")
+        || path.ends_with("/images/generations")
         || path.ends_with("messages")
         || path.ends_with("/count_tokens")
         || path.ends_with("/messages/batches")
@@ -241,6 +251,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiResponses
     } else if path.ends_with("/responses/input_tokens") {
         ApiKind::OpenAiInputTokens
+    } else if path.ends_with("/images/generations") {
+        ApiKind::OpenAiImages
     } else if path.ends_with("/v1/messages") || path == "/messages" {
         return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
     } else if path.ends_with("/v1/messages/count_tokens") {
@@ -312,6 +324,21 @@ mod tests {
         assert_eq!(kind("post", "/chat/completions?x=1"), Some(ApiKind::OpenAiChat));
         assert_eq!(kind("POST", "/v1/completions"), Some(ApiKind::OpenAiCompletions));
         assert_eq!(kind("POST", "/v1/embeddings"), Some(ApiKind::OpenAiEmbeddings));
+        let images = classify("POST", "/v1/images/generations", "api.openai.com").unwrap();
+        assert_eq!(
+            (images.kind, images.provider, images.kind.operation()),
+            (ApiKind::OpenAiImages, "openai", "image_generation")
+        );
+        assert!(images.kind.has_usage() && !images.kind.answers_with_text());
+        assert_eq!(images.kind.usage_format(), UsageFormat::OpenAiResponses, "input_tokens, output_tokens");
+        let azure =
+            classify("POST", "/openai/deployments/img/images/generations?api-version=2025-04-01-preview", "x").unwrap();
+        assert_eq!(
+            (azure.kind, azure.provider, azure.path_model.as_deref()),
+            (ApiKind::OpenAiImages, "azure", Some("img"))
+        );
+        assert!(may_be_ai("/v1/images/generations"));
+        assert_eq!(kind("POST", "/v1/images/edits"), None, "multipart: not read");
         assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
         let count = classify("POST", "/v1/responses/input_tokens?beta=true", "api.openai.com").unwrap();
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));

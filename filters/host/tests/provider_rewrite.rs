@@ -209,6 +209,26 @@ fn responses_input_token_counts_reach_openai_backends_only() {
     assert!(body["error"]["message"].as_str().unwrap().contains("count_tokens"), "{body}");
 }
 
+/// Image generation is OpenAI's: routed to OpenAI-family backends with their key, refused
+/// (400) for a model that resolves to another provider, which has no such API.
+#[test]
+fn image_generations_reach_openai_backends_only() {
+    let mut driver = driver(&config());
+    let request = json!({"model": "fast", "prompt": "A lighthouse at dawn", "n": 2, "size": "1024x1024"});
+    let (ex, action) = send(&mut driver, "/v1/images/generations", &request);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.request_header_value(":path"), Some("/v1/images/generations"));
+    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
+    let sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!((sent["model"].as_str(), sent["n"].as_u64()), (Some("gpt-4o-mini"), Some(2)), "the alias resolved");
+
+    let mut driver = self::driver(&config());
+    let (ex, _) =
+        send(&mut driver, "/v1/images/generations", &json!({"model": "claude-sonnet", "prompt": "A lighthouse"}));
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+}
+
 /// Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`) names its provider
 /// and model in the path: it is counted, but not routed, even when the model table has a rule
 /// for its model (`claude-*`): path, credentials and body reach Vertex as the client sent them.

@@ -321,6 +321,50 @@ fn a_reset_without_usage_releases_the_reservation() {
     assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=released"]), 1);
 }
 
+/// A success answered to its end whose usage cannot be read — here a stream of image events too
+/// large to decode, and a JSON answer without usage — was generated all the same: it keeps its
+/// reservation (releasing it would make such answers free), unlike the reset above.
+#[test]
+fn a_completed_success_without_readable_usage_keeps_its_reservation() {
+    let gw = Gateway::new(tpm(100_000));
+    let record = record_of("sk-a");
+    let used = |gw: &Gateway| gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let body = json!({"model": "gpt-image-1", "prompt": "A lighthouse at dawn", "stream": true}).to_string();
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/images/generations")]);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    let reserved = used(&gw);
+    assert!(reserved > 4096, "the prompt's estimate and the default output: {reserved}");
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let image = "A".repeat(1 << 21); // 2 MiB of base64: past what the SSE decoder holds
+    let completed = format!(
+        "event: image_generation.completed\ndata: {{\"type\":\"image_generation.completed\",\"b64_json\":\"{image}\",\
+         \"usage\":{{\"input_tokens\":5,\"output_tokens\":272,\"total_tokens\":277}}}}\n\n"
+    );
+    // As Envoy delivers it: in chunks, so the event must be held whole to be read.
+    let chunks: Vec<&[u8]> = completed.as_bytes().chunks(64 * 1024).collect();
+    ex.response_body(&chunks, 1, true);
+    ex.log();
+    assert_eq!(
+        ex.host.counter("tollgate.token_counter.unread", &["reason=sse_event_too_large"]),
+        1,
+        "{:?}",
+        ex.host.counters
+    );
+    assert_eq!(ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
+    assert_eq!(used(&gw), reserved, "kept, not released");
+
+    let mut driver = gw.driver();
+    let mut call = start(&gw, &mut driver, "sk-a", chat(50), NOW);
+    let before = used(&gw);
+    call.ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    call.ex.response_body(&[br#"{"model":"gpt-4o","choices":[]}"#], 1, true);
+    call.ex.log();
+    assert_eq!(call.ex.host.counter("tollgate.quota.settlements", &["outcome=reserved"]), 1);
+    assert_eq!(used(&gw), before, "the JSON answer without usage keeps its reservation too");
+}
+
 /// The provider answers `answer` at once, queued, without usage: the reservation (`reserved` on
 /// `record`) is kept as the charge, and the usage is deferred, not missing.
 fn answer_queued(gw: &Gateway, ex: &mut Exchange<'_>, answer: &Value, record: &str, reserved: u64) {

@@ -57,7 +57,7 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
-        ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions => {
+        ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions | ApiKind::OpenAiImages => {
             if wants(Role::User) {
                 for key in ["input", "prompt"] {
                     if let Some(value) = object.get_mut(key) {
@@ -424,6 +424,9 @@ mod tests {
         let batch = r#"{"requests":[{"model":"models/m","content":{"parts":[{"text":"a"}]}},{"model":"models/m","content":{"parts":[{"text":"b"}]}}]}"#;
         let texts = collect(batch, ApiKind::GeminiEmbed { usage: false }, &RequestScope::default());
         assert_eq!(texts, ["a", "b"].map(|t| (Role::User, t.to_string())));
+        let image = r#"{"model":"gpt-image-1","prompt":"a","size":"1024x1024","quality":"low"}"#;
+        let texts = collect(image, ApiKind::OpenAiImages, &RequestScope::default());
+        assert_eq!(texts, [(Role::User, "a".to_string())], "the prompt, not the settings");
         let predict = r#"{"instances":[{"content":"a","task_type":"RETRIEVAL_DOCUMENT","title":"t"},{"content":"b"}],
             "parameters":{"outputDimensionality":256}}"#;
         let texts = collect(predict, ApiKind::VertexEmbedPredict, &RequestScope::default());

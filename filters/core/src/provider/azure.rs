@@ -10,6 +10,7 @@ pub fn path(backend: &Backend, api: ApiKind, deployment: &str) -> Option<String>
         ApiKind::OpenAiChat => "chat/completions",
         ApiKind::OpenAiCompletions => "completions",
         ApiKind::OpenAiEmbeddings => "embeddings",
+        ApiKind::OpenAiImages => "images/generations",
         _ => return None,
     };
     let base = &backend.base_path; // "" by default: Azure's paths start at the resource root

@@ -892,9 +892,13 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
             k @ (ApiKind::OpenAiChat
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiCompletions
-            | ApiKind::OpenAiResponses),
+            | ApiKind::OpenAiResponses
+            | ApiKind::OpenAiImages),
         ) => Some(k),
-        (Kind::Azure, k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions)) => Some(k),
+        (
+            Kind::Azure,
+            k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions | ApiKind::OpenAiImages),
+        ) => Some(k),
         (Kind::Openai | Kind::OpenaiCompatible | Kind::Azure, ApiKind::AnthropicMessages) => Some(ApiKind::OpenAiChat),
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),
         // Only the provider counts its model's tokens (Anthropic, and Bedrock's CountTokens for

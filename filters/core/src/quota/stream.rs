@@ -82,6 +82,7 @@ impl OutputMeter {
             | ApiKind::AnthropicBatch
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
+            | ApiKind::OpenAiImages
             | ApiKind::VertexEmbedPredict
             | ApiKind::GeminiBatch => return None,
         };

@@ -245,6 +245,7 @@ fn routed(route: &crate::route::Route) -> bool {
                 | ApiKind::OpenAiEmbeddings
                 | ApiKind::OpenAiResponses
                 | ApiKind::OpenAiInputTokens
+                | ApiKind::OpenAiImages
                 | ApiKind::AnthropicMessages
                 | ApiKind::AnthropicCountTokens
         )

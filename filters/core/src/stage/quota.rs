@@ -7,7 +7,7 @@
 //! `max_tokens` (or the configured default) — priced in every applicable limit's unit. End of
 //! stream: each reservation is settled to the provider-reported usage that the token-counter
 //! stage read (it runs first in the pipeline). An error response or a reset without usage
-//! releases the reservation.
+//! releases the reservation; a success answered to its end without readable usage keeps it.
 //!
 //! Where the counters live (`global` in the configuration):
 //! - local (default): this Envoy's shared data, across its workers. The reservation is charged
@@ -235,8 +235,9 @@ impl QuotaStream {
     }
 
     /// The provider-reported usage, if the response was a success that reported one; for a
-    /// metered stream that ended without complete usage, what was estimated up to its end.
-    fn usage(&self, ex: &Exchange) -> (Option<Tokens>, &'static str) {
+    /// metered stream that ended without complete usage, what was estimated up to its end; for a
+    /// success answered to its end whose usage could not be read, the reservation.
+    fn usage(&self, ex: &Exchange, completed: bool) -> (Option<Tokens>, &'static str) {
         let reported = ex.usage.get().filter(|_| self.status.is_some_and(|s| s < 400));
         // A background response or a batch is generated after its queued answer (or its stream)
         // has gone, whether or not the client stays: without final usage it keeps its reservation.
@@ -261,12 +262,15 @@ impl QuotaStream {
             output: r.usage.output,
             cached_input: r.usage.cached_input,
         });
-        let settled = match reported {
-            Some(r) if r.complete => "usage",
-            Some(_) => "partial_usage",
-            None => "released",
-        };
-        (tokens, settled)
+        match reported {
+            Some(r) if r.complete => (tokens, "usage"),
+            Some(_) => (tokens, "partial_usage"),
+            // Answered in full, but no usage could be read (a provider or model family that
+            // reports none, an answer too large to read, usage not asked for): it was generated,
+            // so it keeps its reservation — releasing it would make such answers free.
+            None if completed && self.status.is_some_and(|s| s < 400) => (Some(self.reserve), "reserved"),
+            None => (None, "released"),
+        }
     }
 
     /// A limit's final amount for this request.
@@ -985,7 +989,7 @@ impl Stage for QuotaStream {
         replaced
     }
 
-    fn done(&mut self, ex: &Exchange, _completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
+    fn done(&mut self, ex: &Exchange, completed: bool, now: &Now<'_>, host: &dyn StageHost, out: &mut Outbox) {
         if self.outcome == Outcome::Idle {
             return;
         }
@@ -993,7 +997,7 @@ impl Stage for QuotaStream {
             self.log_state(out);
             return;
         }
-        let (tokens, settled) = self.usage(ex);
+        let (tokens, settled) = self.usage(ex, completed);
         match &self.config.global {
             None => {
                 if !matches!(self.outcome, Outcome::Admitted(_)) {
