@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 16] = [
+const PATHS: [&str; 19] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -42,6 +42,9 @@ const PATHS: [&str; 16] = [
     "/model/anthropic.claude-3-5-haiku-20241022-v1%3A0/invoke",
     "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict",
     "/v1/responses/input_tokens",
+    "/v1beta1/projects/demo/locations/us-central1/publishers/google/models/text-embedding-005:predict",
+    "/v1beta1/publishers/google/models/gemini-embedding-001:embedContent",
+    "/v1/images/generations",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];
@@ -57,7 +60,7 @@ thread_local! {
 // then the request body and the answer.
 fuzz_target!(|data: &[u8]| {
     let [select, config, cut, lo, hi, rest @ ..] = data else { return };
-    let path = PATHS[(*select as usize & 7 | (*config as usize >> 7) << 3) % PATHS.len()];
+    let path = PATHS[(*select as usize & 7 | (*config as usize >> 6) << 3) % PATHS.len()];
     let config = *config as usize % CONFIGS.len();
     let length = (u16::from_le_bytes([*lo, *hi]) as usize).min(rest.len());
     let (request, answer) = rest.split_at(length);
