@@ -18,7 +18,8 @@ Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:str
 Gemini's `:countTokens` answers `{"totalTokens": 14}`; `:embedContent` and `:batchEmbedContents`
 answer 8-value embeddings derived from the content's hash (on Vertex AI with `usageMetadata`:
 one token per word or punctuation mark); a Vertex AI text embedding model's `:predict` answers
-one prediction per instance with its `statistics.token_count` (the same count); `:batchGenerateContent` answers the
+one prediction per instance with its `statistics.token_count` (the same count); Imagen's `:predict`
+its images (a 1×1 PNG each) and Veo's `:predictLongRunning` the operation's name; `:batchGenerateContent` answers the
 pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
 format and `prompt` bodies in Llama's, with Bedrock's `x-amzn-bedrock-*-token-count` headers;
 `invoke-with-response-stream` answers the same families as event-stream `chunk` events (each
@@ -147,8 +148,12 @@ def route_of(path):
         if p.endswith("/count-tokens:rawPredict"):
             return "anthropic-vertex-count-tokens"
         return "anthropic-vertex" if p.endswith(":rawPredict") or p.endswith(":streamRawPredict") else None
-    if "/publishers/google/models/" in p and p.endswith(":predict"):
-        return "vertex-predict"
+    if "/models/" in p and (p.endswith(":predict") or p.endswith(":predictLongRunning")):
+        model = p.rsplit("/models/", 1)[1].split(":")[0]
+        text_embedding = ("embedding-" in model or model.startswith("textembedding")) and not model.startswith("multimodal")
+        if text_embedding and "/publishers/google/models/" in p and p.endswith(":predict"):
+            return "vertex-predict"
+        return "google-predict"
     if p.endswith(":countTokens"):
         return "gemini-count-tokens"
     if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
@@ -203,6 +208,28 @@ def embed_values(content):
     """Eight embedding values derived from the content's hash."""
     text = json.dumps(content, sort_keys=True).encode()
     return [round(b / 255 - 0.5, 6) for b in hashlib.sha256(text).digest()[:8]]
+
+
+# A 1×1 transparent PNG: what each Imagen prediction carries (base64).
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+
+
+def google_predict(path, request):
+    """Imagen's `:predict` (`instances: [{prompt}]`, `parameters.sampleCount`, 4 by default) answers
+    `predictions[]` of `{bytesBase64Encoded, mimeType}`; Veo's `:predictLongRunning` answers the
+    long-running operation's name (the video is fetched later). Neither reports tokens."""
+    instances = request.get("instances")
+    if not isinstance(instances, list) or not instances or any(
+            not isinstance(i, dict) or not isinstance(i.get("prompt"), str) for i in instances):
+        return json_reply(400, error_body("gemini", 400, "Invalid instances: each must have a prompt string."))
+    p = urlsplit(path).path
+    if p.endswith(":predictLongRunning"):
+        name = p.split(":")[0].lstrip("/").split("/", 1)[1] + "/operations/" + hashlib.sha256(p.encode()).hexdigest()[:16]
+        return json_reply(200, {"name": name})
+    parameters = request.get("parameters") if isinstance(request.get("parameters"), dict) else {}
+    mime = (parameters.get("outputOptions") or {}).get("mimeType", "image/png")
+    count = parameters.get("sampleCount", 4)
+    return json_reply(200, {"predictions": [{"bytesBase64Encoded": PNG_1X1, "mimeType": mime} for _ in range(count)]})
 
 
 def anthropic_batch(request):
@@ -332,7 +359,7 @@ def handle(method, path, headers, body):
     if route.startswith("anthropic-vertex") and not h.get("authorization", "").startswith("Bearer "):
         return json_reply(401, error_body(route, 401, "Request had invalid authentication credentials. "
                                                       "Expected OAuth 2 access token."))
-    if (route.startswith("gemini") or route == "vertex-predict") and not (
+    if (route.startswith("gemini") or route in ("vertex-predict", "google-predict")) and not (
             h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
     if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
@@ -417,6 +444,8 @@ def handle(method, path, headers, body):
                                        "values": embed_values(i["content"])}} for i in instances]
         billable = sum(len(re.sub(r"\s", "", i["content"])) for i in instances)
         return json_reply(200, {"predictions": predictions, "metadata": {"billableCharacterCount": billable}})
+    if route == "google-predict":
+        return google_predict(path, request)
     if route == "bedrock-count-tokens":
         # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
         # answered {"inputTokens": n}.

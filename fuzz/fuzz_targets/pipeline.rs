@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 19] = [
+const PATHS: [&str; 20] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -45,6 +45,7 @@ const PATHS: [&str; 19] = [
     "/v1beta1/projects/demo/locations/us-central1/publishers/google/models/text-embedding-005:predict",
     "/v1beta1/publishers/google/models/gemini-embedding-001:embedContent",
     "/v1/images/generations",
+    "/v1/projects/demo/locations/us-central1/publishers/google/models/imagen-4.0-generate-001:predict",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];

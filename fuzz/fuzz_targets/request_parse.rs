@@ -4,21 +4,7 @@ use libfuzzer_sys::fuzz_target;
 use tollgate_core::route::ApiKind;
 
 fuzz_target!(|data: &[u8]| {
-    for kind in [
-        ApiKind::OpenAiChat,
-        ApiKind::OpenAiCompletions,
-        ApiKind::OpenAiEmbeddings,
-        ApiKind::OpenAiResponses,
-        ApiKind::OpenAiInputTokens,
-        ApiKind::AnthropicMessages,
-        ApiKind::AnthropicBatch,
-        ApiKind::GeminiGenerate { stream: true },
-        ApiKind::GeminiCountTokens,
-        ApiKind::GeminiEmbed,
-        ApiKind::GeminiBatch,
-        ApiKind::BedrockConverse { stream: false },
-        ApiKind::BedrockInvoke { stream: true },
-    ] {
+    for kind in ApiKind::ALL {
         let parsed = tollgate_core::request::parse(kind, data);
         if parsed.is_err() && serde_json::from_slice::<serde_json::Value>(data).is_ok() {
             // JSON that is not the API's request is always explained (a 400 naming the field).

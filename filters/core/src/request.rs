@@ -241,6 +241,18 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             }
             info
         }
+        ApiKind::GooglePredict => {
+            let v: GooglePredictView = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(false));
+            info.max_output_tokens = Some(0);
+            for instance in v.instances {
+                info.messages += 1;
+                add_text(&mut info, instance.prompt);
+                add_text(&mut info, instance.text);
+            }
+            add_text(&mut info, v.parameters.and_then(|p| p.negative_prompt));
+            info
+        }
         ApiKind::OpenAiModels => return no_body(),
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
@@ -849,6 +861,31 @@ struct VertexInstance {
     title: Option<PromptText>,
 }
 
+/// Any other Google model's `:predict` / `:predictLongRunning` (Imagen, Veo, the multimodal
+/// embeddings): `instances[]` of `prompt` (or `text`), and `parameters.negativePrompt`.
+#[derive(Deserialize)]
+struct GooglePredictView {
+    #[serde(default)]
+    instances: Vec<GooglePredictInstance>,
+    #[serde(default)]
+    parameters: Option<GooglePredictParameters>,
+}
+
+#[derive(Deserialize)]
+struct GooglePredictInstance {
+    #[serde(default)]
+    prompt: Option<PromptText>,
+    #[serde(default)]
+    text: Option<PromptText>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GooglePredictParameters {
+    #[serde(default)]
+    negative_prompt: Option<PromptText>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GeminiGenerationConfig {
@@ -1283,6 +1320,14 @@ mod tests {
             parse_ok(ApiKind::VertexEmbedPredict, same_texts).info.features.estimate(),
             "the task type is not text; the title is"
         );
+        // Imagen's (Veo's) `:predict`: the prompts, generating no tokens.
+        let imagen = r#"{"instances":[{"prompt":"A watercolor of a lighthouse at dawn"}],
+            "parameters":{"sampleCount":4,"negativePrompt":"people, boats","aspectRatio":"16:9"}}"#;
+        let imagen = parse_ok(ApiKind::GooglePredict, imagen).info;
+        assert_eq!((imagen.messages, imagen.max_output_tokens, imagen.stream, imagen.model), (1, Some(0), false, None));
+        let texts = r#"{"instances":[{"prompt":"A watercolor of a lighthouse at dawn"},{"text":"people, boats"}]}"#;
+        assert_eq!(imagen.features.estimate(), parse_ok(ApiKind::GooglePredict, texts).info.features.estimate());
+        assert!(imagen.features.estimate() >= 10);
     }
 
     #[test]

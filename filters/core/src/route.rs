@@ -46,6 +46,12 @@ pub enum ApiKind {
     /// models other than Gemini's): `instances[].content` (and `title`), answered with
     /// `predictions[].embeddings.statistics.token_count` per instance.
     VertexEmbedPredict,
+    /// `POST …/models/{model}:predict` / `:predictLongRunning` of any other Google model (Imagen's
+    /// image generation and editing, Veo's videos, the multimodal embeddings; Vertex AI or the
+    /// Gemini API): prompts in `instances[].prompt` (or `text`) and `parameters.negativePrompt`,
+    /// answered with images, vectors or a long-running operation and no token counts. Billed per
+    /// image, second or call: guarded, not metered.
+    GooglePredict,
     /// `POST …/models/{model}:batchGenerateContent` (Gemini Batch Mode): generate requests
     /// inlined in `batch.inputConfig.requests.requests[].request`, answered at once with the
     /// pending batch (a long-running operation); the usage comes with its results.
@@ -65,6 +71,33 @@ pub enum ApiKind {
 }
 
 impl ApiKind {
+    /// Every kind, each flag both ways (for tests and fuzzing).
+    pub const ALL: [ApiKind; 23] = [
+        ApiKind::OpenAiChat,
+        ApiKind::OpenAiCompletions,
+        ApiKind::OpenAiEmbeddings,
+        ApiKind::OpenAiResponses,
+        ApiKind::OpenAiImages,
+        ApiKind::OpenAiInputTokens,
+        ApiKind::AnthropicMessages,
+        ApiKind::AnthropicCountTokens,
+        ApiKind::AnthropicBatch,
+        ApiKind::GeminiGenerate { stream: false },
+        ApiKind::GeminiGenerate { stream: true },
+        ApiKind::GeminiCountTokens,
+        ApiKind::GeminiEmbed { usage: false },
+        ApiKind::GeminiEmbed { usage: true },
+        ApiKind::VertexEmbedPredict,
+        ApiKind::GooglePredict,
+        ApiKind::GeminiBatch,
+        ApiKind::BedrockConverse { stream: false },
+        ApiKind::BedrockConverse { stream: true },
+        ApiKind::BedrockCountTokens,
+        ApiKind::BedrockInvoke { stream: false },
+        ApiKind::BedrockInvoke { stream: true },
+        ApiKind::OpenAiModels,
+    ];
+
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
     pub fn operation(self) -> &'static str {
         match self {
@@ -75,6 +108,7 @@ impl ApiKind {
             ApiKind::OpenAiCompletions => "text_completion",
             ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed { .. } | ApiKind::VertexEmbedPredict => "embeddings",
             ApiKind::OpenAiImages => "image_generation",
+            ApiKind::GooglePredict => "predict",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
@@ -87,7 +121,8 @@ impl ApiKind {
     }
 
     /// Whether responses of this API report token usage (a model list and a token count do not:
-    /// nothing is generated, nothing billed; nor do the Gemini API's embeddings, unlike Vertex AI's).
+    /// nothing is generated, nothing billed; nor do the Gemini API's embeddings, unlike Vertex AI's,
+    /// nor Imagen's and Veo's predictions, billed per image or second).
     pub fn has_usage(self) -> bool {
         !matches!(
             self,
@@ -97,6 +132,7 @@ impl ApiKind {
                 | ApiKind::BedrockCountTokens
                 | ApiKind::GeminiCountTokens
                 | ApiKind::GeminiEmbed { usage: false }
+                | ApiKind::GooglePredict
         )
     }
 
@@ -128,6 +164,7 @@ impl ApiKind {
             ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
+            | ApiKind::GooglePredict
             | ApiKind::GeminiBatch => UsageFormat::Gemini,
             ApiKind::VertexEmbedPredict => UsageFormat::VertexPredict,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
@@ -149,6 +186,7 @@ impl ApiKind {
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
             | ApiKind::VertexEmbedPredict
+            | ApiKind::GooglePredict
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
@@ -232,6 +270,7 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
             "embedContent" | "batchEmbedContents" => ApiKind::GeminiEmbed { usage: vertex },
             "batchGenerateContent" => ApiKind::GeminiBatch,
             "predict" if vertex && is_text_embedding_model(model) => ApiKind::VertexEmbedPredict,
+            "predict" | "predictLongRunning" => ApiKind::GooglePredict,
             _ => return None,
         };
         return Some(Route {
@@ -271,7 +310,7 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
 /// A Vertex AI text embedding model (`text-embedding-005`, `textembedding-gecko@003`,
 /// `text-multilingual-embedding-002`, `gemini-embedding-001`): its `:predict` answers report
 /// tokens. Other models answer `:predict` with no token counts (Imagen's images, the multimodal
-/// embeddings' vectors) and pass untouched.
+/// embeddings' vectors): [`ApiKind::GooglePredict`].
 fn is_text_embedding_model(model: &str) -> bool {
     let model = model.to_ascii_lowercase();
     (model.contains("embedding-") || model.starts_with("textembedding")) && !model.starts_with("multimodal")
@@ -428,11 +467,49 @@ mod tests {
             assert_eq!((route.kind, route.provider), (expected, "gemini"), "{action}");
             assert!(!route.kind.has_usage() && !route.kind.answers_with_text(), "{action}");
         }
-        assert_eq!(kind("POST", "/v1beta/models/text-embedding-004:predict"), None, "the Gemini API has no predict");
+        // The Gemini API's predicts (Imagen, Veo) report no tokens, like every non-embedding one.
+        for action in ["predict", "predictLongRunning"] {
+            let route = classify("POST", &format!("/v1beta/models/veo-3.1-generate-preview:{action}"), "g").unwrap();
+            assert_eq!(
+                (route.kind, route.provider, route.kind.operation()),
+                (ApiKind::GooglePredict, "gemini", "predict")
+            );
+        }
         let batch = classify("POST", "/v1beta/models/gemini-2.5-flash:batchGenerateContent", "g").unwrap();
         assert_eq!((batch.kind, batch.path_model.as_deref()), (ApiKind::GeminiBatch, Some("gemini-2.5-flash")));
         assert!(batch.kind.has_usage() && !batch.kind.answers_with_text());
         assert_eq!(kind("POST", "/v1beta/models/gemini-2.5-flash:asyncBatchEmbedContent"), None);
+    }
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        // A new variant fails to compile here until it has a place, then fails the test until
+        // `ApiKind::ALL` lists it.
+        fn place(kind: ApiKind) -> usize {
+            match kind {
+                ApiKind::OpenAiChat => 0,
+                ApiKind::OpenAiCompletions => 1,
+                ApiKind::OpenAiEmbeddings => 2,
+                ApiKind::OpenAiResponses => 3,
+                ApiKind::OpenAiImages => 4,
+                ApiKind::OpenAiInputTokens => 5,
+                ApiKind::AnthropicMessages => 6,
+                ApiKind::AnthropicCountTokens => 7,
+                ApiKind::AnthropicBatch => 8,
+                ApiKind::GeminiGenerate { stream } => 9 + usize::from(stream),
+                ApiKind::GeminiCountTokens => 11,
+                ApiKind::GeminiEmbed { usage } => 12 + usize::from(usage),
+                ApiKind::VertexEmbedPredict => 14,
+                ApiKind::GooglePredict => 15,
+                ApiKind::GeminiBatch => 16,
+                ApiKind::BedrockConverse { stream } => 17 + usize::from(stream),
+                ApiKind::BedrockCountTokens => 19,
+                ApiKind::BedrockInvoke { stream } => 20 + usize::from(stream),
+                ApiKind::OpenAiModels => 22,
+            }
+        }
+        let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();
+        assert_eq!(places, (0..ApiKind::ALL.len()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -455,10 +532,21 @@ mod tests {
                 );
                 assert!(route.kind.has_usage() && !route.kind.answers_with_text());
             }
-            // Images and multimodal vectors report no tokens: not read.
-            for model in ["imagen-4.0-generate-001", "multimodalembedding@001"] {
-                assert_eq!(kind("POST", &format!("{base}/{model}:predict")), None, "{model}");
+            // Images, videos and multimodal vectors report no tokens: their prompts are read (to
+            // be guarded), nothing is metered.
+            for (model, action) in [
+                ("imagen-4.0-generate-001", "predict"),
+                ("multimodalembedding@001", "predict"),
+                ("veo-3.1-generate-001", "predictLongRunning"),
+            ] {
+                let route = classify("POST", &format!("{base}/{model}:{action}"), "gw").unwrap();
+                assert_eq!(
+                    (route.kind, route.provider, route.path_model.as_deref()),
+                    (ApiKind::GooglePredict, "vertex", Some(model))
+                );
+                assert!(!route.kind.has_usage() && !route.kind.answers_with_text(), "{model}");
             }
+            assert_eq!(kind("POST", &format!("{base}/veo-3.1-generate-001:fetchPredictOperation")), None);
         }
         assert_eq!(kind("POST", "/v1/projects/p/locations/l/endpoints/123:predict"), None, "a deployed endpoint");
     }

@@ -13,6 +13,8 @@
 //!   which Gemini's protobuf JSON accepts too: `system_instruction`); Bedrock `messages[].content[].text`, `system[].text`.
 //! - Bedrock InvokeModel: `messages`/`system` (Anthropic, Nova), `prompt`, `inputText`, `texts`,
 //!   `message`, `chat_history` (Llama, Mistral, Titan, Cohere).
+//! - Google `:predict`/`:predictLongRunning` other than text embeddings (Imagen, Veo, multimodal
+//!   embeddings): `instances[].prompt`, `instances[].text`, `parameters.negativePrompt`.
 //! - Anthropic Message Batches: each `requests[].params` as a Messages request; Gemini Batch Mode:
 //!   each `batch.inputConfig.requests.requests[].request` as a generateContent request.
 //!
@@ -142,6 +144,26 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 for instance in instances.iter_mut().filter_map(Value::as_object_mut) {
                     embedded_texts(instance, f);
                 }
+            }
+        }
+        // Imagen's, Veo's and the multimodal embeddings' `:predict`: each instance's `prompt`
+        // (`text`), and what the images must not show (`parameters.negativePrompt`).
+        ApiKind::GooglePredict => {
+            if !wants(Role::User) {
+                return;
+            }
+            if let Some(Value::Array(instances)) = object.get_mut("instances") {
+                for instance in instances.iter_mut().filter_map(Value::as_object_mut) {
+                    for key in ["prompt", "text"] {
+                        if let Some(text @ Value::String(_)) = instance.get_mut(key) {
+                            strings_in(text, Role::User, 0, f);
+                        }
+                    }
+                }
+            }
+            let negative = object.get_mut("parameters").and_then(|p| p.get_mut("negativePrompt"));
+            if let Some(text @ Value::String(_)) = negative {
+                strings_in(text, Role::User, 0, f);
             }
         }
         // Gemini Batch Mode: `batch.inputConfig.requests.requests[].request` (either spelling).
@@ -431,6 +453,20 @@ mod tests {
             "parameters":{"outputDimensionality":256}}"#;
         let texts = collect(predict, ApiKind::VertexEmbedPredict, &RequestScope::default());
         assert_eq!(texts, ["a", "t", "b"].map(|t| (Role::User, t.to_string())));
+    }
+
+    #[test]
+    fn imagen_veo_and_multimodal_predicts_show_their_prompts() {
+        // What the Gen AI SDK sends for `generate_images` (and `generate_videos`, the same shape).
+        let imagen = r#"{"instances":[{"prompt":"a cat"}],"parameters":{"sampleCount":2,"negativePrompt":"dogs",
+            "personGeneration":"dont_allow","outputOptions":{"mimeType":"image/png"}}}"#;
+        let texts = collect(imagen, ApiKind::GooglePredict, &RequestScope::default());
+        assert_eq!(texts, ["a cat", "dogs"].map(|t| (Role::User, t.to_string())), "not the settings");
+        let multimodal = r#"{"instances":[{"text":"a","image":{"bytesBase64Encoded":"iVBORw0KGgo="}},{"prompt":"b"}]}"#;
+        let texts = collect(multimodal, ApiKind::GooglePredict, &RequestScope::default());
+        assert_eq!(texts, ["a", "b"].map(|t| (Role::User, t.to_string())), "not the image's bytes");
+        let system_only = RequestScope { roles: vec![Role::System], ..RequestScope::default() };
+        assert!(collect(imagen, ApiKind::GooglePredict, &system_only).is_empty(), "a user's prompt");
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl OutputMeter {
             | ApiKind::GeminiEmbed { .. }
             | ApiKind::OpenAiImages
             | ApiKind::VertexEmbedPredict
+            | ApiKind::GooglePredict
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {
