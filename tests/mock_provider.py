@@ -9,7 +9,8 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
 `POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
 `stream` is true) with its `usage`, OpenAI's
-`POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`, and Bedrock's
+`POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`,
+`POST /v1/responses/compact` the compacted conversation (`response.compaction`) with its `usage`, and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict`,
@@ -83,6 +84,7 @@ WITHOUT_USAGE = {}
 COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 # Required body fields, as each API reference lists them (Azure names the model in the path).
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
+            "openai-responses-compact": ("model",),
             "openai-images": ("prompt",),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
             "anthropic-batch": ("requests",),
@@ -172,6 +174,8 @@ def route_of(path):
         return "openai-responses"
     if p.endswith("/responses/input_tokens"):
         return "openai-input-tokens"
+    if p.endswith("/responses/compact"):
+        return "openai-responses-compact"
     if p.endswith("/images/generations"):
         return "openai-images"
     if p.endswith("/messages"):
@@ -191,6 +195,7 @@ def default_case(route, stream, path):
         ("openai-embeddings", False): "openai-embeddings",
         ("openai-images", False): "openai-images", ("openai-images", True): "openai-images-stream",
         ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
+        ("openai-responses-compact", False): "openai-responses-compact",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
         ("gemini", False): "vertex-generate" if vertex else "gemini-generate",

@@ -209,6 +209,17 @@ def test_image_prompts_are_guarded(guard, mock):
     assert len(mock.requests()) == before, "nothing reached the provider"
 
 
+def test_compaction_is_guarded(guard, mock):
+    """A compaction carries the whole conversation to OpenAI: masked like a Responses request."""
+    client = openai.OpenAI(base_url=guard.url + "/v1", api_key="sk-test", max_retries=0)
+    compacted = client.responses.compact(model="gpt-5.5", input=[
+        {"role": "user", "content": f"Meu CPF é {CPF}, planeje um passeio por Lisboa."},
+        {"role": "assistant", "content": "Dia 1: Alfama."}])
+    assert compacted.usage.total_tokens == 1582
+    sent = json.loads(mock.last_request("/responses/compact")["body"])
+    assert sent["input"][0]["content"] == "Meu CPF é [CPF_1], planeje um passeio por Lisboa."
+
+
 def test_vertex_embeddings_are_guarded(guard, mock):
     """What the Gen AI SDK's Vertex AI client embeds (`instances[].content` of a text embedding
     model's `:predict`, Gemini's `content` of `:embedContent`) is masked before it leaves."""

@@ -173,6 +173,20 @@ def test_openai_sdk_image_generation_is_counted(gateway):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 272 + 272
 
 
+def test_openai_sdk_compaction_is_counted(gateway):
+    """`responses.compact` sends the whole conversation and bills tokens: counted from its usage."""
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-compact")
+    compacted = client.responses.compact(model="gpt-5.5", instructions="You are a travel planner.", input=[
+        {"role": "user", "content": "Plan a three-day walking tour of Lisbon."},
+        {"role": "assistant", "content": "Day 1: Alfama and the castle. Day 2: Baixa and Chiado. Day 3: Belém."}])
+    assert compacted.object == "response.compaction" and [o.type for o in compacted.output] == ["message", "compaction"]
+    after = metrics_after(gateway, before, "sdk-compact", 1)
+    labels = {"consumer": "sdk-compact", "gen_ai_operation_name": "compact", "gen_ai_request_model": "gpt-5.5"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 1264
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 318
+
+
 def test_azure_openai_sdk(gateway):
     before = gateway.metrics()
     client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="azure-test-key", api_version="2024-10-21",

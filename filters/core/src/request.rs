@@ -179,10 +179,11 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.prompt);
             info
         }
-        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => {
+        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiCompact => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
-            let stream = if kind == ApiKind::OpenAiInputTokens { Some(false) } else { v.stream };
+            // A count and a compaction answer at once, whatever `stream` says.
+            let stream = if kind == ApiKind::OpenAiResponses { v.stream } else { Some(false) };
             let mut info = base(v.model, stream);
             info.max_output_tokens = v.max_output_tokens;
             info.background = v.background == Some(true);
@@ -1320,6 +1321,16 @@ mod tests {
             parse_ok(ApiKind::VertexEmbedPredict, same_texts).info.features.estimate(),
             "the task type is not text; the title is"
         );
+        // A compaction reads like a Responses request, and answers at once.
+        let compact = r#"{"model":"gpt-5.5","instructions":"Be brief.","input":[{"role":"user","content":"Plan a tour"}],
+            "previous_response_id":"resp_1","stream":true}"#;
+        let compacted = parse_ok(ApiKind::OpenAiCompact, compact).info;
+        assert_eq!(
+            (compacted.model.as_deref(), compacted.stream, compacted.max_output_tokens),
+            (Some("gpt-5.5"), false, None)
+        );
+        let as_responses = parse_ok(ApiKind::OpenAiResponses, compact).info;
+        assert_eq!(compacted.estimated_prompt_tokens(), as_responses.estimated_prompt_tokens());
         // Imagen's (Veo's) `:predict`: the prompts, generating no tokens.
         let imagen = r#"{"instances":[{"prompt":"A watercolor of a lighthouse at dawn"}],
             "parameters":{"sampleCount":4,"negativePrompt":"people, boats","aspectRatio":"16:9"}}"#;

@@ -21,6 +21,11 @@ pub enum ApiKind {
     /// and `usage` in Responses' names (`input_tokens`, `output_tokens`), or streamed as
     /// `image_generation.*` events, the last with `usage`.
     OpenAiImages,
+    /// `POST …/responses/compact`: a Responses body (`input`, `instructions`,
+    /// `previous_response_id`), never streamed, answered with the compacted conversation
+    /// (`object: "response.compaction"`, the user's messages and one encrypted `compaction` item)
+    /// and `usage` in Responses' names.
+    OpenAiCompact,
     /// `POST …/responses/input_tokens`: a Responses body, answered
     /// `{"object": "response.input_tokens", "input_tokens": n}`.
     OpenAiInputTokens,
@@ -72,7 +77,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 23] = [
+    pub const ALL: [ApiKind; 24] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -96,6 +101,7 @@ impl ApiKind {
         ApiKind::BedrockInvoke { stream: false },
         ApiKind::BedrockInvoke { stream: true },
         ApiKind::OpenAiModels,
+        ApiKind::OpenAiCompact,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -110,6 +116,7 @@ impl ApiKind {
             ApiKind::OpenAiImages => "image_generation",
             ApiKind::GooglePredict => "predict",
             ApiKind::OpenAiResponses => "responses",
+            ApiKind::OpenAiCompact => "compact",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens
@@ -155,7 +162,7 @@ impl ApiKind {
         match self {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
-            ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiImages => {
+            ApiKind::OpenAiResponses | ApiKind::OpenAiCompact | ApiKind::OpenAiInputTokens | ApiKind::OpenAiImages => {
                 UsageFormat::OpenAiResponses
             }
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
@@ -180,6 +187,7 @@ impl ApiKind {
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiResponses
+            | ApiKind::OpenAiCompact
             | ApiKind::OpenAiInputTokens
             | ApiKind::OpenAiImages
             | ApiKind::GeminiGenerate { .. }
@@ -216,6 +224,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/embeddings")
         || path.ends_with("/responses")
         || path.ends_with("/responses/input_tokens")
+        || path.ends_with("/responses/compact")
         || path.ends_with("/images/generations")
         || path.ends_with("messages")
         || path.ends_with("/count_tokens")
@@ -290,6 +299,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiResponses
     } else if path.ends_with("/responses/input_tokens") {
         ApiKind::OpenAiInputTokens
+    } else if path.ends_with("/responses/compact") {
+        ApiKind::OpenAiCompact
     } else if path.ends_with("/images/generations") {
         ApiKind::OpenAiImages
     } else if path.ends_with("/v1/messages") || path == "/messages" {
@@ -383,6 +394,14 @@ mod tests {
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
         assert!(!count.kind.has_usage() && count.kind.operation() == "count_tokens");
         assert_eq!(kind("POST", "/v1/responses/resp_1/input_items"), None);
+        // A compaction: the whole conversation in, a compacted one and its usage out.
+        let compact = classify("POST", "/v1/responses/compact", "api.openai.com").unwrap();
+        assert_eq!(
+            (compact.kind, compact.provider, compact.kind.operation()),
+            (ApiKind::OpenAiCompact, "openai", "compact")
+        );
+        assert!(compact.kind.has_usage() && compact.kind.answers_with_text());
+        assert_eq!(compact.kind.usage_format(), UsageFormat::OpenAiResponses);
         assert_eq!(classify("POST", "/v1/chat/completions", "api.openai.com").unwrap().provider, "openai");
     }
 
@@ -506,6 +525,7 @@ mod tests {
                 ApiKind::BedrockCountTokens => 19,
                 ApiKind::BedrockInvoke { stream } => 20 + usize::from(stream),
                 ApiKind::OpenAiModels => 22,
+                ApiKind::OpenAiCompact => 23,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();
@@ -598,6 +618,9 @@ mod tests {
             "/v1/completions",
             "/v1/embeddings",
             "/v1/responses",
+            "/v1/responses/compact",
+            "/v1/responses/input_tokens",
+            "/v1/images/generations",
             "/v1/messages",
             "/messages",
             "/openai/deployments/x/chat/completions?api-version=1",

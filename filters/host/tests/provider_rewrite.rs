@@ -227,6 +227,40 @@ fn image_generations_reach_openai_backends_only() {
         send(&mut driver, "/v1/images/generations", &json!({"model": "claude-sonnet", "prompt": "A lighthouse"}));
     let reply = ex.host.local_reply.clone().expect("refused");
     assert_eq!(reply.status, 400);
+    let message = String::from_utf8_lossy(&reply.body).into_owned();
+    assert!(
+        message.contains("'claude-sonnet'") && message.contains("does not offer the image_generation API"),
+        "{message}"
+    );
+}
+
+/// A compaction (`POST /v1/responses/compact`) is OpenAI's own: routed to OpenAI-family
+/// backends with the alias resolved, refused for the others, and counted from its answer.
+#[test]
+fn compactions_reach_openai_backends_only_and_are_counted() {
+    let mut driver = driver(&config());
+    let request =
+        json!({"model": "fast", "input": [{"role": "user", "content": "Plan a three-day walking tour of Lisbon."}]});
+    let (mut ex, action) = send(&mut driver, "/v1/responses/compact", &request);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.request_header_value(":path"), Some("/v1/responses/compact"));
+    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
+    let sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini", "the alias resolved");
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    let answer = fixture("openai/responses-compact.json");
+    ex.response_body(&[&answer], 1, true);
+    ex.log();
+    assert_eq!(ex.host.client_body, answer);
+    assert_eq!(ex.host.filter_state.get("tollgate.total_tokens").map(String::as_str), Some("1582"));
+    assert_eq!(ex.host.filter_state.get("tollgate.operation").map(String::as_str), Some("compact"));
+
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/responses/compact", &json!({"model": "claude-sonnet", "input": "Hi"}));
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    let message = String::from_utf8_lossy(&reply.body).into_owned();
+    assert!(message.contains("'claude-sonnet'") && message.contains("does not offer the compact API"), "{message}");
 }
 
 /// Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`) names its provider

@@ -8,7 +8,8 @@
 //! - Anthropic Messages: `system` (string or text blocks), `messages[].content` (string or
 //!   `text`, `tool_use.input` (every string in it), `tool_result.content`, which is role `tool`).
 //! - Embeddings `input`, completions `prompt` (string or array of strings): role `user`.
-//! - Responses: `instructions` (system), `input` (string, or items with `content` strings/parts).
+//! - Responses (also its `input_tokens` count and `compact`): `instructions` (system), `input`
+//!   (string, or items with `content` strings/parts).
 //! - Gemini `contents[].parts[].text`, `systemInstruction` (or any field by its snake_case name,
 //!   which Gemini's protobuf JSON accepts too: `system_instruction`); Bedrock `messages[].content[].text`, `system[].text`.
 //! - Bedrock InvokeModel: `messages`/`system` (Anthropic, Nova), `prompt`, `inputText`, `texts`,
@@ -68,7 +69,7 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
-        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens => {
+        ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiCompact => {
             if wants(Role::System) {
                 if let Some(instructions) = object.get_mut("instructions") {
                     strings_in(instructions, Role::System, 0, f);

@@ -893,6 +893,7 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
             | ApiKind::OpenAiEmbeddings
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiResponses
+            | ApiKind::OpenAiCompact
             | ApiKind::OpenAiImages),
         ) => Some(k),
         (

@@ -12,6 +12,7 @@ pub fn path(backend: &Backend, api: ApiKind) -> Option<String> {
         ApiKind::OpenAiEmbeddings => "/embeddings",
         ApiKind::OpenAiResponses => "/responses",
         ApiKind::OpenAiInputTokens => "/responses/input_tokens",
+        ApiKind::OpenAiCompact => "/responses/compact",
         ApiKind::OpenAiImages => "/images/generations",
         _ => return None,
     };

@@ -76,6 +76,7 @@ impl OutputMeter {
             | ApiKind::BedrockConverse { .. }
             | ApiKind::OpenAiModels
             | ApiKind::OpenAiInputTokens
+            | ApiKind::OpenAiCompact
             | ApiKind::AnthropicCountTokens
             | ApiKind::BedrockCountTokens
             | ApiKind::BedrockInvoke { .. }

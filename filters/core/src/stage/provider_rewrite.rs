@@ -245,6 +245,7 @@ fn routed(route: &crate::route::Route) -> bool {
                 | ApiKind::OpenAiEmbeddings
                 | ApiKind::OpenAiResponses
                 | ApiKind::OpenAiInputTokens
+                | ApiKind::OpenAiCompact
                 | ApiKind::OpenAiImages
                 | ApiKind::AnthropicMessages
                 | ApiKind::AnthropicCountTokens
