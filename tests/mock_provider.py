@@ -10,7 +10,9 @@ Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthro
 `POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
 `stream` is true) with its `usage`, OpenAI's
 `POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`,
-`POST /v1/responses/compact` the compacted conversation (`response.compaction`) with its `usage`, and Bedrock's
+`POST /v1/responses/compact` the compacted conversation (`response.compaction`) with its `usage`,
+`POST /v1/conversations` the conversation (and `…/conversations/{id}/items` the items added), Gemini's
+`POST …/cachedContents` the CachedContent resource, and Bedrock's
 `POST /model/{id}/count-tokens` `{"inputTokens": 14}` (COUNT_TOKENS_INPUT). Anthropic's
 `POST /v1/messages/batches` answers the created batch, `in_progress` (its results are not served).
 Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`, `:streamRawPredict`,
@@ -176,6 +178,10 @@ def route_of(path):
         return "openai-input-tokens"
     if p.endswith("/responses/compact"):
         return "openai-responses-compact"
+    if p.endswith("/cachedContents"):
+        return "gemini-cache"
+    if p.endswith("/conversations") or re.search(r"/conversations/[^/]+/items$", p):
+        return "openai-conversation"
     if p.endswith("/images/generations"):
         return "openai-images"
     if p.endswith("/messages"):
@@ -235,6 +241,46 @@ def google_predict(path, request):
     mime = (parameters.get("outputOptions") or {}).get("mimeType", "image/png")
     count = parameters.get("sampleCount", 4)
     return json_reply(200, {"predictions": [{"bytesBase64Encoded": PNG_1X1, "mimeType": mime} for _ in range(count)]})
+
+
+def gemini_cache(path, request):
+    """Gemini's `cachedContents.create`: `model` and the contents to cache (`contents`,
+    `systemInstruction`, `tools`), answered with the CachedContent resource, its size in
+    `usageMetadata.totalTokenCount` (the mock's count: words and punctuation marks)."""
+    if not isinstance(request.get("model"), str):
+        return json_reply(400, error_body("gemini", 400, "* CreateCachedContentRequest.cached_content.model: model is required"))
+    texts = [part.get("text", "") for content in (request.get("contents") or []) + [request.get("systemInstruction") or {}]
+             for part in (content.get("parts") or []) if isinstance(part, dict)]
+    p = urlsplit(path).path
+    parent = p.rsplit("/cachedContents", 1)[0].split("/", 2)[2] if "/projects/" in p else ""
+    name = (parent + "/" if parent else "") + "cachedContents/" + hashlib.sha256(json.dumps(request).encode()).hexdigest()[:12]
+    stamp = "2026-11-28T12:00:00.000000Z"
+    return json_reply(200, {"name": name, "model": request["model"], "createTime": stamp, "updateTime": stamp,
+                            "expireTime": "2026-11-28T13:00:00.000000Z",
+                            "usageMetadata": {"totalTokenCount": sum(embed_tokens(t) for t in texts)}})
+
+
+def openai_conversation(path, request):
+    """OpenAI's Conversations API: `POST /v1/conversations` (`items`, up to 20, and `metadata`)
+    answers the conversation object; `POST /v1/conversations/{id}/items` the list of the items
+    added, each a message whose string content becomes an `input_text` part."""
+    items = request.get("items") or []
+    if not isinstance(items, list) or len(items) > 20:
+        return json_reply(400, error_body("openai", 400, "Invalid 'items': expected an array of at most 20 items."))
+    p = urlsplit(path).path
+    digest = hashlib.sha256(json.dumps(request).encode()).hexdigest()
+    if p.endswith("/conversations"):
+        return json_reply(200, {"id": "conv_" + digest[:24], "object": "conversation", "created_at": 1764331200,
+                                "metadata": request.get("metadata") or {}})
+    added = []
+    for i, item in enumerate(items):
+        content = item.get("content")
+        kind = "output_text" if item.get("role") == "assistant" else "input_text"
+        parts = [{"type": kind, "text": content}] if isinstance(content, str) else content
+        added.append({"type": "message", "id": f"msg_{digest[:20]}{i:02d}", "status": "completed",
+                      "role": item.get("role", "user"), "content": parts})
+    return json_reply(200, {"object": "list", "data": added, "first_id": added[0]["id"] if added else None,
+                            "last_id": added[-1]["id"] if added else None, "has_more": False})
 
 
 def anthropic_batch(request):
@@ -451,6 +497,10 @@ def handle(method, path, headers, body):
         return json_reply(200, {"predictions": predictions, "metadata": {"billableCharacterCount": billable}})
     if route == "google-predict":
         return google_predict(path, request)
+    if route == "gemini-cache":
+        return gemini_cache(path, request)
+    if route == "openai-conversation":
+        return openai_conversation(path, request)
     if route == "bedrock-count-tokens":
         # Bedrock's CountTokens: {"input": {"converse": {...}} or {"invokeModel": {...}}} (a union),
         # answered {"inputTokens": n}.

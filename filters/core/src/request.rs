@@ -254,6 +254,19 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.parameters.and_then(|p| p.negative_prompt));
             info
         }
+        ApiKind::GeminiCache => {
+            let v: GeminiView<'_> = serde_json::from_slice(body)?;
+            let mut info = gemini_info(v, false);
+            info.max_output_tokens = Some(0);
+            info
+        }
+        ApiKind::OpenAiConversation => {
+            let v: ConversationView = serde_json::from_slice(body)?;
+            let mut info = base(None, Some(false));
+            info.max_output_tokens = Some(0);
+            add_text(&mut info, v.items);
+            info
+        }
         ApiKind::OpenAiModels => return no_body(),
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
@@ -702,6 +715,13 @@ struct ResponsesView<'a> {
     background: Option<bool>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
+}
+
+/// OpenAI's Conversations API: `items` to store (Responses' input items).
+#[derive(Deserialize)]
+struct ConversationView {
+    #[serde(default)]
+    items: Option<PromptText>,
 }
 
 #[derive(Deserialize)]
@@ -1331,6 +1351,21 @@ mod tests {
         );
         let as_responses = parse_ok(ApiKind::OpenAiResponses, compact).info;
         assert_eq!(compacted.estimated_prompt_tokens(), as_responses.estimated_prompt_tokens());
+        // Stored contents: read like the requests that will name them, generating nothing.
+        let cache = r#"{"model":"models/gemini-2.5-flash","systemInstruction":{"parts":[{"text":"Be brief."}]},
+            "contents":[{"role":"user","parts":[{"text":"A long manual."}]}],"ttl":"300s"}"#;
+        let cached = parse_ok(ApiKind::GeminiCache, cache).info;
+        assert_eq!((cached.messages, cached.max_output_tokens), (1, Some(0)));
+        let generate = parse_ok(ApiKind::GeminiGenerate { stream: false }, cache).info;
+        assert_eq!(cached.estimated_prompt_tokens(), generate.estimated_prompt_tokens());
+        let items = r#"{"items":[{"type":"message","role":"user","content":"Hello"}],"metadata":{"topic":"demo"}}"#;
+        let conversation = parse_ok(ApiKind::OpenAiConversation, items).info;
+        let as_input = r#"{"input":[{"type":"message","role":"user","content":"Hello"}]}"#;
+        assert_eq!(
+            conversation.features.estimate(),
+            parse_ok(ApiKind::OpenAiResponses, as_input).info.features.estimate(),
+            "items are input items; the metadata is not text"
+        );
         // Imagen's (Veo's) `:predict`: the prompts, generating no tokens.
         let imagen = r#"{"instances":[{"prompt":"A watercolor of a lighthouse at dawn"}],
             "parameters":{"sampleCount":4,"negativePrompt":"people, boats","aspectRatio":"16:9"}}"#;

@@ -57,6 +57,14 @@ pub enum ApiKind {
     /// answered with images, vectors or a long-running operation and no token counts. Billed per
     /// image, second or call: guarded, not metered.
     GooglePredict,
+    /// `POST …/cachedContents` (Gemini API, Vertex AI): contents stored for later `generateContent`
+    /// calls to name in `cachedContent` — `contents`, `systemInstruction`, `tools`, as a generate
+    /// body has them. Billed per token-hour of storage, nothing generated: guarded, not metered.
+    GeminiCache,
+    /// `POST …/conversations` and `POST …/conversations/{id}/items` (OpenAI's Conversations API):
+    /// `items`, Responses' input items, stored for later Responses requests to name in
+    /// `conversation`. Nothing generated: guarded, not metered.
+    OpenAiConversation,
     /// `POST …/models/{model}:batchGenerateContent` (Gemini Batch Mode): generate requests
     /// inlined in `batch.inputConfig.requests.requests[].request`, answered at once with the
     /// pending batch (a long-running operation); the usage comes with its results.
@@ -77,7 +85,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 24] = [
+    pub const ALL: [ApiKind; 26] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -102,6 +110,8 @@ impl ApiKind {
         ApiKind::BedrockInvoke { stream: true },
         ApiKind::OpenAiModels,
         ApiKind::OpenAiCompact,
+        ApiKind::GeminiCache,
+        ApiKind::OpenAiConversation,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -115,6 +125,8 @@ impl ApiKind {
             ApiKind::OpenAiEmbeddings | ApiKind::GeminiEmbed { .. } | ApiKind::VertexEmbedPredict => "embeddings",
             ApiKind::OpenAiImages => "image_generation",
             ApiKind::GooglePredict => "predict",
+            ApiKind::GeminiCache => "cache",
+            ApiKind::OpenAiConversation => "conversation",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::OpenAiCompact => "compact",
             ApiKind::GeminiGenerate { .. } => "generate_content",
@@ -129,7 +141,8 @@ impl ApiKind {
 
     /// Whether responses of this API report token usage (a model list and a token count do not:
     /// nothing is generated, nothing billed; nor do the Gemini API's embeddings, unlike Vertex AI's,
-    /// nor Imagen's and Veo's predictions, billed per image or second).
+    /// nor Imagen's and Veo's predictions, billed per image or second, nor what is only stored:
+    /// Gemini's cached contents, OpenAI's conversation items).
     pub fn has_usage(self) -> bool {
         !matches!(
             self,
@@ -140,6 +153,8 @@ impl ApiKind {
                 | ApiKind::GeminiCountTokens
                 | ApiKind::GeminiEmbed { usage: false }
                 | ApiKind::GooglePredict
+                | ApiKind::GeminiCache
+                | ApiKind::OpenAiConversation
         )
     }
 
@@ -162,9 +177,11 @@ impl ApiKind {
         match self {
             ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::OpenAiModels => UsageFormat::OpenAiChat,
             ApiKind::OpenAiEmbeddings => UsageFormat::OpenAiEmbeddings,
-            ApiKind::OpenAiResponses | ApiKind::OpenAiCompact | ApiKind::OpenAiInputTokens | ApiKind::OpenAiImages => {
-                UsageFormat::OpenAiResponses
-            }
+            ApiKind::OpenAiResponses
+            | ApiKind::OpenAiCompact
+            | ApiKind::OpenAiConversation
+            | ApiKind::OpenAiInputTokens
+            | ApiKind::OpenAiImages => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -172,6 +189,7 @@ impl ApiKind {
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
             | ApiKind::GooglePredict
+            | ApiKind::GeminiCache
             | ApiKind::GeminiBatch => UsageFormat::Gemini,
             ApiKind::VertexEmbedPredict => UsageFormat::VertexPredict,
             ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens => UsageFormat::Bedrock,
@@ -195,6 +213,8 @@ impl ApiKind {
             | ApiKind::GeminiEmbed { .. }
             | ApiKind::VertexEmbedPredict
             | ApiKind::GooglePredict
+            | ApiKind::GeminiCache
+            | ApiKind::OpenAiConversation
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
@@ -230,6 +250,9 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/count_tokens")
         || path.ends_with("/messages/batches")
         || path.ends_with("/models")
+        || path.ends_with("/cachedContents")
+        || path.ends_with("/conversations")
+        || path.ends_with("/items")
 }
 
 /// Classifies a request. `None` means it is not an LLM API call we understand.
@@ -289,6 +312,11 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         });
     }
 
+    if path.ends_with("/cachedContents") {
+        let vertex = path.contains("/projects/") || host.ends_with("aiplatform.googleapis.com");
+        let provider = if vertex { "vertex" } else { "gemini" };
+        return Some(Route { kind: ApiKind::GeminiCache, provider, path_model: None });
+    }
     let kind = if path.ends_with("/chat/completions") {
         ApiKind::OpenAiChat
     } else if path.ends_with("/completions") {
@@ -303,6 +331,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiCompact
     } else if path.ends_with("/images/generations") {
         ApiKind::OpenAiImages
+    } else if path.ends_with("/conversations") || is_conversation_items(path) {
+        ApiKind::OpenAiConversation
     } else if path.ends_with("/v1/messages") || path == "/messages" {
         return Some(Route { kind: ApiKind::AnthropicMessages, provider: "anthropic", path_model: None });
     } else if path.ends_with("/v1/messages/count_tokens") {
@@ -316,6 +346,13 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         path.split_once("/openai/deployments/").and_then(|(_, rest)| rest.split('/').next()).map(percent_decode);
     let azure = deployment.is_some() || host.ends_with(".openai.azure.com") || path.starts_with("/openai/v1/");
     Some(Route { kind, provider: if azure { "azure" } else { "openai" }, path_model: deployment })
+}
+
+/// `…/conversations/{id}/items`.
+fn is_conversation_items(path: &str) -> bool {
+    path.strip_suffix("/items")
+        .and_then(|head| head.rsplit_once('/'))
+        .is_some_and(|(head, id)| !id.is_empty() && head.ends_with("/conversations"))
 }
 
 /// A Vertex AI text embedding model (`text-embedding-005`, `textembedding-gecko@003`,
@@ -501,6 +538,29 @@ mod tests {
     }
 
     #[test]
+    fn stored_contents_are_ai_traffic_but_not_metered() {
+        for (path, host, provider) in [
+            ("/v1beta/cachedContents", "generativelanguage.googleapis.com", "gemini"),
+            ("/v1/projects/p/locations/us-central1/cachedContents", "gw", "vertex"),
+            ("/v1beta1/cachedContents", "us-central1-aiplatform.googleapis.com", "vertex"),
+        ] {
+            let route = classify("POST", path, host).unwrap();
+            assert_eq!((route.kind, route.provider, route.kind.operation()), (ApiKind::GeminiCache, provider, "cache"));
+            assert!(!route.kind.has_usage() && may_be_ai(path), "{path}");
+        }
+        assert_eq!(kind("GET", "/v1beta/cachedContents"), None);
+        assert_eq!(kind("POST", "/v1beta/cachedContents/abc:patch"), None);
+        for path in ["/v1/conversations", "/v1/conversations/conv_68c9/items", "/openai/v1/conversations"] {
+            let route = classify("POST", path, "api.openai.com").unwrap();
+            assert_eq!((route.kind, route.kind.operation()), (ApiKind::OpenAiConversation, "conversation"), "{path}");
+            assert!(!route.kind.has_usage() && may_be_ai(path), "{path}");
+        }
+        assert_eq!(kind("POST", "/v1/conversations/conv_68c9"), None, "metadata only");
+        assert_eq!(kind("POST", "/v1/conversations//items"), None);
+        assert_eq!(kind("POST", "/v1/vector_stores/vs_1/files/items"), None);
+    }
+
+    #[test]
     fn all_lists_every_kind_once() {
         // A new variant fails to compile here until it has a place, then fails the test until
         // `ApiKind::ALL` lists it.
@@ -526,6 +586,8 @@ mod tests {
                 ApiKind::BedrockInvoke { stream } => 20 + usize::from(stream),
                 ApiKind::OpenAiModels => 22,
                 ApiKind::OpenAiCompact => 23,
+                ApiKind::GeminiCache => 24,
+                ApiKind::OpenAiConversation => 25,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();

@@ -16,6 +16,8 @@
 //!   `message`, `chat_history` (Llama, Mistral, Titan, Cohere).
 //! - Google `:predict`/`:predictLongRunning` other than text embeddings (Imagen, Veo, multimodal
 //!   embeddings): `instances[].prompt`, `instances[].text`, `parameters.negativePrompt`.
+//! - Gemini's `cachedContents` (as a generate body) and OpenAI's conversation `items` (as
+//!   Responses input items): stored to be named by later requests, so every item is checked.
 //! - Anthropic Message Batches: each `requests[].params` as a Messages request; Gemini Batch Mode:
 //!   each `batch.inputConfig.requests.requests[].request` as a generateContent request.
 //!
@@ -99,6 +101,19 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 let skip = if latest { contents.len().saturating_sub(1) } else { 0 };
                 for content in contents.iter_mut().skip(skip) {
                     message_texts(content, &wants, f);
+                }
+            }
+        }
+        // Stored for later requests to name, never checked before: every item, whatever
+        // `history` says.
+        ApiKind::GeminiCache => {
+            let every = RequestScope { roles: scope.roles.clone(), history: History::All };
+            for_each_text(body, ApiKind::GeminiGenerate { stream: false }, &every, f);
+        }
+        ApiKind::OpenAiConversation => {
+            if let Some(Value::Array(items)) = object.get_mut("items") {
+                for item in items.iter_mut() {
+                    message_texts(item, &wants, f);
                 }
             }
         }
@@ -454,6 +469,20 @@ mod tests {
             "parameters":{"outputDimensionality":256}}"#;
         let texts = collect(predict, ApiKind::VertexEmbedPredict, &RequestScope::default());
         assert_eq!(texts, ["a", "t", "b"].map(|t| (Role::User, t.to_string())));
+    }
+
+    #[test]
+    fn stored_contents_are_checked_whole() {
+        let latest = RequestScope { history: History::Latest, ..RequestScope::default() };
+        let cache = r#"{"model":"models/gemini-2.5-flash","system_instruction":{"parts":[{"text":"sys"}]},
+            "contents":[{"role":"user","parts":[{"text":"a"}]},{"role":"model","parts":[{"text":"b"}]}],"ttl":"300s"}"#;
+        let texts = collect(cache, ApiKind::GeminiCache, &latest);
+        let expected = [(Role::System, "sys"), (Role::User, "a"), (Role::Assistant, "b")];
+        assert_eq!(texts, expected.map(|(r, t)| (r, t.to_string())), "every content, even with history: latest");
+        let items = r#"{"items":[{"type":"message","role":"user","content":"a"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"b"}]}],"metadata":{"k":"v"}}"#;
+        let texts = collect(items, ApiKind::OpenAiConversation, &latest);
+        assert_eq!(texts, [(Role::User, "a"), (Role::Assistant, "b")].map(|(r, t)| (r, t.to_string())));
     }
 
     #[test]

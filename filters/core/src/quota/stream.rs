@@ -86,6 +86,8 @@ impl OutputMeter {
             | ApiKind::OpenAiImages
             | ApiKind::VertexEmbedPredict
             | ApiKind::GooglePredict
+            | ApiKind::GeminiCache
+            | ApiKind::OpenAiConversation
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {
