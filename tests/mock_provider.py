@@ -178,6 +178,8 @@ def route_of(path):
         return "openai-input-tokens"
     if p.endswith("/responses/compact"):
         return "openai-responses-compact"
+    if p.endswith("/audio/transcriptions") or p.endswith("/audio/translations"):
+        return "openai-transcription"
     if p.endswith("/cachedContents"):
         return "gemini-cache"
     if p.endswith("/conversations") or re.search(r"/conversations/[^/]+/items$", p):
@@ -202,6 +204,8 @@ def default_case(route, stream, path):
         ("openai-images", False): "openai-images", ("openai-images", True): "openai-images-stream",
         ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
         ("openai-responses-compact", False): "openai-responses-compact",
+        ("openai-transcription", False): "openai-transcription",
+        ("openai-transcription", True): "openai-transcription-stream",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
         ("gemini", False): "vertex-generate" if vertex else "gemini-generate",
@@ -241,6 +245,52 @@ def google_predict(path, request):
     mime = (parameters.get("outputOptions") or {}).get("mimeType", "image/png")
     count = parameters.get("sampleCount", 4)
     return json_reply(200, {"predictions": [{"bytesBase64Encoded": PNG_1X1, "mimeType": mime} for _ in range(count)]})
+
+
+def form_fields(content_type, body):
+    """A multipart/form-data body (RFC 7578): its text fields, and its files' sizes; None when
+    it is not one."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        return None
+    fields, files = {}, {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[name] = len(data)
+        else:
+            fields[name] = data.decode("utf-8", errors="replace")
+    return fields, files
+
+
+def transcription_request(route, content_type, body):
+    """OpenAI's transcriptions (and translations): a form with `file` and `model` (required)
+    and text fields such as `prompt`, `stream`, `response_format`. The fields as a dict, or the
+    API's error reply."""
+    parsed = form_fields(content_type, body)
+    if parsed is None:
+        return json_reply(400, error_body(route, 400, "Invalid Content-Type header (application/json), expected multipart/form-data."))
+    fields, files = parsed
+    for required, present in (("file", "file" in files), ("model", "model" in fields)):
+        if not present:
+            return json_reply(400, {"error": {"message": f"Missing required parameter: '{required}'.", "type": "invalid_request_error",
+                                              "param": required, "code": "missing_required_parameter"}})
+    return fields
+
+
+def transcription_without_tokens(request):
+    """whisper-1 is billed by the second (`usage.type: duration`); `response_format: text` is the
+    bare text, without usage."""
+    text = json.loads(BODIES["openai-transcription"])["text"]
+    if request.get("response_format") == "text":
+        return Reply(200, [("content-type", "text/plain; charset=utf-8")], [(text + "\n").encode()])
+    return json_reply(200, {"text": text, "usage": {"type": "duration", "seconds": 4}})
 
 
 def gemini_cache(path, request):
@@ -420,12 +470,19 @@ def handle(method, path, headers, body):
         if problem:
             return json_reply(403, {"message": problem}, {"x-amzn-errortype": "InvalidSignatureException"})
 
-    try:
-        request = json.loads(body) if body else {}
+    if route == "openai-transcription":
+        request = transcription_request(route, h.get("content-type", ""), body)
         if not isinstance(request, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
+            return request  # the error reply
+        if request.get("model") == "whisper-1" or request.get("response_format") == "text":
+            return transcription_without_tokens(request)
+    else:
+        try:
+            request = json.loads(body) if body else {}
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            return json_reply(400, error_body(route, 400, "We could not parse the JSON body of your request."))
     missing = next((f for f in REQUIRED.get(route, ()) if f not in request), None)
     if missing and route.startswith("openai"):
         return json_reply(400, {"error": {"message": f"Missing required parameter: '{missing}'.", "type": "invalid_request_error",
@@ -540,6 +597,8 @@ def handle(method, path, headers, body):
         extra = {"retry-after": "2"} if status == 429 else None
         return json_reply(status, error_body(route, status, f"mock error {status}"), extra)
 
+    if route == "openai-transcription":
+        request["stream"] = request.get("stream") == "true"  # a form's field is text
     stream = bool(request.get("stream")) if not (route.startswith("gemini") or route.startswith("bedrock")) else route.endswith("stream")
     if route == "openai-responses" and request.get("background") is True and not stream:
         # OpenAI's background mode: the response object answers at once, queued, with no output

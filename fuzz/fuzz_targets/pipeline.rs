@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 20] = [
+const PATHS: [&str; 24] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -46,6 +46,10 @@ const PATHS: [&str; 20] = [
     "/v1beta1/publishers/google/models/gemini-embedding-001:embedContent",
     "/v1/images/generations",
     "/v1/projects/demo/locations/us-central1/publishers/google/models/imagen-4.0-generate-001:predict",
+    "/v1/responses/compact",
+    "/v1/conversations",
+    "/v1beta/cachedContents",
+    "/v1/audio/transcriptions",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];
@@ -68,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
     let cut = *cut as usize * answer.len() / 255;
     let content_type = CONTENT_TYPES[(*select as usize >> 3) % 4];
     let status = STATUSES[(*select as usize >> 5) % 4];
+    let form = path.contains("/audio/");
     SPECS.with(|specs| {
         let mut driver = Driver::new(specs[config].pipeline());
         let mut host = FakeHost::new();
@@ -76,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
             (":method", "POST"),
             (":path", path),
             (":authority", "api.openai.com"),
-            ("content-type", "application/json"),
+            ("content-type", if form { "multipart/form-data; boundary=b" } else { "application/json" }),
             ("content-length", length_header.as_str()),
             ("authorization", "Bearer sk-fuzz"),
         ]
@@ -86,7 +91,19 @@ fuzz_target!(|data: &[u8]| {
         host.request_headers_editable = true;
         let action = driver.on_request_headers(&mut host, request.is_empty());
         host.request_headers_editable = action == Action::Pause;
-        if !request.is_empty() {
+        if form && request.len() > 1 {
+            // A form in two pieces: its head may be read from the first.
+            let (head, tail) = request.split_at(request.len() / 2);
+            host.request_body = head.to_vec();
+            let mut forwarded = Vec::new();
+            if driver.on_request_body(&mut host, head.len(), false) == Action::Continue {
+                forwarded = std::mem::take(&mut host.request_body);
+            }
+            host.request_body.extend_from_slice(tail);
+            driver.on_request_body(&mut host, host.request_body.len(), true);
+            forwarded.extend_from_slice(&host.request_body);
+            host.request_body = forwarded;
+        } else if !request.is_empty() {
             host.request_body = request.to_vec();
             driver.on_request_body(&mut host, request.len(), true);
         }

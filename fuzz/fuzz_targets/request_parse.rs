@@ -4,6 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use tollgate_core::route::ApiKind;
 
 fuzz_target!(|data: &[u8]| {
+    // A transcription's form, whole and as a first piece.
+    let _ = tollgate_core::request::parse_form_prefix("b", data, true);
+    let _ = tollgate_core::request::parse_form_prefix("b", data.get(..data.len() / 2).unwrap_or_default(), false);
     for kind in ApiKind::ALL {
         let parsed = tollgate_core::request::parse(kind, data);
         if parsed.is_err() && serde_json::from_slice::<serde_json::Value>(data).is_ok() {

@@ -44,11 +44,29 @@ def auth_headers(provider):
     }[provider]
 
 
+FORM_BOUNDARY = "tollgate-e2e-form-7MA4YWxkTrZu0gW"
+
+
+def case_body(case):
+    """A case's request as its client sends it, and its content type: JSON, or for a `form_file`
+    case a multipart form (the `request` members as text fields, then the file)."""
+    if "form_file" not in case:
+        return json.dumps(case["request"]).encode(), "application/json"
+    file = case["form_file"]
+    body = b"".join(f'--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+                    for name, value in case["request"].items())
+    body += (f'--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name="{file["field"]}"; filename="{file["filename"]}"\r\n'
+             f'Content-Type: {file["content_type"]}\r\n\r\n').encode()
+    body += bytes(i % 251 for i in range(file["bytes"])) + f"\r\n--{FORM_BOUNDARY}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={FORM_BOUNDARY}"
+
+
 def send(base, case, consumer, extra=None):
     request_id = str(uuid.uuid4())
-    headers = {"content-type": "application/json", "x-mock-case": case["name"], "x-tollgate-consumer": consumer,
+    body, content_type = case_body(case)
+    headers = {"content-type": content_type, "x-mock-case": case["name"], "x-tollgate-consumer": consumer,
                "x-request-id": request_id, **auth_headers(case["provider"]), **(extra or {})}
-    response = requests.post(base + case["path"], data=json.dumps(case["request"]), headers=headers, timeout=30)
+    response = requests.post(base + case["path"], data=body, headers=headers, timeout=30)
     return response, request_id
 
 
@@ -84,14 +102,17 @@ def test_every_fixture_is_counted_exactly_and_delivered_unaltered(gateway, mock,
     after = gateway.metrics()
     expected_usage_check(gateway, before, after, case, consumer, request_id)
 
-    forwarded = json.loads(mock.last_request(case["path"].split("?")[0])["body"] or "null")
-    if case.get("openai_include_usage") and not (case["request"].get("stream_options") or {}).get("include_usage"):
-        assert forwarded["stream_options"] == {"include_usage": True}, "include_usage injected upstream"
+    body, content_type = case_body(case)
+    recorded = mock.last_request(case["path"].split("?")[0])["body"]
+    if "form_file" in case:
+        assert recorded == body.decode("utf-8", errors="replace"), "the form forwarded unchanged"
+    elif case.get("openai_include_usage") and not (case["request"].get("stream_options") or {}).get("include_usage"):
+        assert json.loads(recorded)["stream_options"] == {"include_usage": True}, "include_usage injected upstream"
     else:
-        assert forwarded == case["request"], "forwarded unchanged"
+        assert json.loads(recorded or "null") == case["request"], "forwarded unchanged"
     # The client gets exactly what the provider sends for the request the client sent.
-    direct = requests.post(mock.url + case["path"], data=json.dumps(case["request"]), timeout=30,
-                           headers={"content-type": "application/json", "x-mock-case": case["name"], **auth_headers(case["provider"])})
+    direct = requests.post(mock.url + case["path"], data=body, timeout=30,
+                           headers={"content-type": content_type, "x-mock-case": case["name"], **auth_headers(case["provider"])})
     assert response.content == direct.content, f"{case['name']}: client bytes differ from the provider's"
 
 
@@ -185,6 +206,30 @@ def test_openai_sdk_compaction_is_counted(gateway):
     labels = {"consumer": "sdk-compact", "gen_ai_operation_name": "compact", "gen_ai_request_model": "gpt-5.5"}
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 1264
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 318
+
+
+def test_openai_sdk_transcription_is_counted(gateway, mock):
+    """GPT transcription models bill tokens: `audio.transcriptions.create` (a multipart form with
+    the audio) is counted from its usage, whole or streamed, with the model its form names; the
+    audio goes through untouched; whisper-1, billed by the second, reports no tokens."""
+    client = openai_client(gateway, "sdk-transcribe")
+    audio = b"RIFF" + b"0123456789abcdef" * 12800  # 200 KiB (text, so the mock's record shows it)
+    before = gateway.metrics()
+    transcript = client.audio.transcriptions.create(model="gpt-transcribe", file=("speech.wav", audio, "audio/wav"),
+                                                    prompt="Tollgate, Envoy")
+    assert transcript.text.startswith("Tollgate counts") and transcript.usage.input_tokens == 57
+    events = list(client.audio.transcriptions.create(model="gpt-transcribe", file=("speech.wav", audio, "audio/wav"),
+                                                     stream=True))
+    assert [e.type for e in events][-1] == "transcript.text.done" and events[-1].usage.total_tokens == 71
+    assert audio.decode() in mock.last_request("/audio/transcriptions")["body"], "the audio reached the provider whole"
+    after = metrics_after(gateway, before, "sdk-transcribe", 2)
+    labels = {"consumer": "sdk-transcribe", "gen_ai_operation_name": "transcription", "gen_ai_request_model": "gpt-transcribe"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 57 + 57
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 14 + 14
+    whisper = client.audio.transcriptions.create(model="whisper-1", file=("speech.wav", audio, "audio/wav"))
+    assert whisper.usage.type == "duration"
+    later = metrics_after(gateway, after, "sdk-transcribe", 1)
+    assert delta(after, later, USAGE_METRIC, consumer="sdk-transcribe") == 0, "seconds are no tokens"
 
 
 def test_azure_openai_sdk(gateway):
@@ -458,8 +503,25 @@ def test_body_over_envoys_buffer_limit_gets_a_json_413(work, mock):
         assert response.status_code == 413
         assert response.json()["error"]["type"] == "request_too_large"
         assert metric_sum(gateway.metrics(), "tollgate_errors", reason="payload_too_large") == 2
+        assert_a_form_is_not_held(gateway)
     finally:
         gateway.stop()
+
+
+def assert_a_form_is_not_held(gateway):
+    """A transcription's form, far over the limit, is passed on as it comes once its fields are
+    read: counted, never refused for its size."""
+    case = next(c for c in MANIFEST if c["name"] == "openai-transcription")
+    body, content_type = case_body(case)
+    before = gateway.metrics()
+    response = requests.post(gateway.url + case["path"], data=body, timeout=10,
+                             headers={"content-type": content_type, "authorization": "Bearer sk-test"})
+    assert response.status_code == 200 and response.json()["usage"]["total_tokens"] == 71, response.text[:200]
+    def counted():
+        after = gateway.metrics()
+        return after if delta(before, after, USAGE_METRIC, gen_ai_token_type="total") else None
+    after = wait_until(counted, timeout=10, what="the form counted")
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="total", gen_ai_request_model="gpt-transcribe") == 71
 
 
 def test_configured_request_limit_and_consumer_property(work, mock):
@@ -474,6 +536,7 @@ def test_configured_request_limit_and_consumer_property(work, mock):
         openai.OpenAI(base_url=gateway.url + "/v1", api_key="sk-test", default_headers={"x-team": "payments"}).chat.completions.create(
             model="gpt-4.1", messages=[])
         assert delta(before, gateway.metrics(), USAGE_METRIC, consumer="payments", gen_ai_token_type="total") == 29
+        assert_a_form_is_not_held(gateway)
     finally:
         gateway.stop()
 

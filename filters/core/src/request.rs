@@ -268,6 +268,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info
         }
         ApiKind::OpenAiModels => return no_body(),
+        ApiKind::OpenAiTranscription => return Err(de::Error::custom("a form body: see parse_form_prefix")),
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(stream));
@@ -455,6 +456,107 @@ fn expected(serde_message: &str) -> Option<&'static str> {
 }
 
 /// A request without a body (`GET /v1/models`): nothing to parse.
+/// How much of a form is held to read its leading text fields (the file's part begins before
+/// this in any form a client builds: fields are small).
+pub const FORM_PREFIX_BYTES: usize = 64 * 1024;
+
+/// What the leading part of a `multipart/form-data` body tells.
+#[derive(Debug)]
+pub enum FormPrefix {
+    /// More bytes are needed: no file part has begun and the prefix is short.
+    NeedMore,
+    /// The text fields before the first file part (or all of them).
+    Ready(Box<Parsed>),
+    /// Not a form with a usable boundary.
+    NotAForm,
+}
+
+/// The `boundary` of a `multipart/form-data` content type (quoted or not), per RFC 2046: 1 to 70
+/// characters.
+pub fn form_boundary(content_type: &str) -> Option<&str> {
+    let mut params = content_type.split(';');
+    let media = params.next()?.trim();
+    if !media.eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    let value = params.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("boundary").then_some(value.trim())
+    })?;
+    let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+    (1..=70).contains(&value.len()).then_some(value)
+}
+
+/// Reads the text fields of a form (an audio transcription's) that come before its first file
+/// part: `model`, `stream`, `prompt`. `complete` says the prefix is the whole body. Never holds
+/// the file: a part with a `filename` ends the reading, as does a prefix of
+/// [`FORM_PREFIX_BYTES`].
+pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormPrefix {
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    let Some(first) = find(prefix, delimiter) else {
+        return if complete || prefix.len() >= FORM_PREFIX_BYTES { FormPrefix::NotAForm } else { FormPrefix::NeedMore };
+    };
+    let mut info = base(None, None);
+    let mut at = first + delimiter.len();
+    let ended = loop {
+        let rest = prefix.get(at..).unwrap_or_default();
+        if rest.starts_with(b"--") {
+            break true; // the closing delimiter: no file at all
+        }
+        let Some(head_end) = find(rest, b"\r\n\r\n") else { break false };
+        let head = String::from_utf8_lossy(rest.get(..head_end).unwrap_or_default());
+        let (name, file) = disposition(&head);
+        if file {
+            break true; // the file: the fields before it are all there is to read
+        }
+        let value_start = head_end + 4;
+        let close = [b"\r\n".as_slice(), delimiter].concat();
+        let Some(value_len) = rest.get(value_start..).and_then(|v| find(v, &close)) else { break false };
+        let value = String::from_utf8_lossy(rest.get(value_start..value_start + value_len).unwrap_or_default());
+        match name.as_deref() {
+            Some("model") => info.model = base(Some(Cow::Borrowed(value.trim())), None).model,
+            Some("stream") => info.stream = value.trim().eq_ignore_ascii_case("true"),
+            Some("prompt") => {
+                info.features.add_str(&value);
+                info.messages = 1;
+            }
+            _ => {}
+        }
+        at += value_start + value_len + close.len();
+    };
+    if !ended && !complete && prefix.len() < FORM_PREFIX_BYTES {
+        return FormPrefix::NeedMore;
+    }
+    FormPrefix::Ready(Box::new(Parsed { info, include_usage_splice: None, model_span: None }))
+}
+
+/// `name` and whether the part is a file, from a part's headers.
+fn disposition(head: &str) -> (Option<String>, bool) {
+    let Some(line) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")) else {
+        return (None, false);
+    };
+    let mut name = None;
+    let mut file = false;
+    for param in line.split(';').skip(1) {
+        let Some((key, value)) = param.split_once('=') else { continue };
+        let value = value.trim().trim_matches('"');
+        match key.trim().to_ascii_lowercase().as_str() {
+            "name" => name = Some(value.to_string()),
+            "filename" | "filename*" => file = true,
+            _ => {}
+        }
+    }
+    (name, file)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 fn no_body() -> Result<Parsed, serde_json::Error> {
     Err(de::Error::custom("this API takes no request body"))
 }
@@ -1097,6 +1199,88 @@ mod tests {
     fn spliced(body: &str) -> Option<String> {
         let mut parsed = parse_ok(ApiKind::OpenAiChat, body);
         parsed.include_usage_splice.take().map(|s| String::from_utf8(apply_splices(body.as_bytes(), &mut [s])).unwrap())
+    }
+
+    fn form(fields: &[(&str, &str)], file: Option<usize>) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend(
+                format!("--b0und\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+            );
+        }
+        if let Some(size) = file {
+            body.extend(b"--b0und\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n");
+            body.extend(b"Content-Type: audio/wav\r\n\r\n");
+            body.extend((0..size).map(|i| (i % 251) as u8));
+            body.extend(b"\r\n");
+        }
+        body.extend(b"--b0und--\r\n");
+        body
+    }
+
+    fn ready(prefix: FormPrefix) -> RequestInfo {
+        match prefix {
+            FormPrefix::Ready(parsed) => parsed.info,
+            other => panic!("not ready: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_forms_leading_fields_are_read_and_its_file_never_held() {
+        let fields =
+            [("model", "gpt-transcribe"), ("language", "pt"), ("prompt", "Tollgate, Envoy"), ("stream", "true")];
+        let body = form(&fields, Some(100_000));
+        let file_at = body.windows(8).position(|w| w == b"filename").unwrap();
+        let head_end = file_at + body[file_at..].windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let whole = ready(parse_form_prefix("b0und", &body, true));
+        assert_eq!((whole.model.as_deref(), whole.stream, whole.messages), (Some("gpt-transcribe"), true, 1));
+        let mut prompt = Features::default();
+        prompt.add_str("Tollgate, Envoy");
+        assert_eq!(whole.features.estimate(), prompt.estimate(), "only the prompt is text");
+        // Cut anywhere: more is asked for until the file's part has begun, and then the same is read.
+        for cut in 0..=head_end + 10 {
+            match parse_form_prefix("b0und", &body[..cut], false) {
+                FormPrefix::NeedMore => assert!(cut < head_end, "{cut}: the file has begun"),
+                FormPrefix::Ready(parsed) => {
+                    assert!(cut >= head_end - 4, "{cut}: ready too early");
+                    assert_eq!(parsed.info.model, whole.model, "{cut}");
+                    assert_eq!(
+                        (parsed.info.stream, parsed.info.features.estimate()),
+                        (true, whole.features.estimate())
+                    );
+                }
+                FormPrefix::NotAForm => panic!("{cut}"),
+            }
+        }
+        // A file first (curl -F file=@a.wav -F model=…): the fields after it are not read.
+        let mut late = form(&[], Some(10));
+        late.splice(late.len() - 11.., form(&fields[..1], None));
+        let info = ready(parse_form_prefix("b0und", &late, true));
+        assert_eq!((info.model, info.stream), (None, false));
+        // No file at all, whole: every field.
+        assert_eq!(
+            ready(parse_form_prefix("b0und", &form(&fields[..1], None), true)).model.as_deref(),
+            Some("gpt-transcribe")
+        );
+        // A field that never ends within the bound is given up on, not waited for.
+        let endless = form(&[("model", "gpt-transcribe"), ("prompt", &"x".repeat(FORM_PREFIX_BYTES))], None);
+        let info = ready(parse_form_prefix("b0und", &endless[..FORM_PREFIX_BYTES], false));
+        assert_eq!(info.model.as_deref(), Some("gpt-transcribe"));
+        // Not this boundary: not a form, once whole or long enough to say.
+        assert!(matches!(parse_form_prefix("other", &body, true), FormPrefix::NotAForm));
+        assert!(matches!(parse_form_prefix("other", &body[..100], false), FormPrefix::NeedMore));
+        assert!(matches!(parse_form_prefix("other", &body[..FORM_PREFIX_BYTES], false), FormPrefix::NotAForm));
+    }
+
+    #[test]
+    fn the_boundary_comes_from_the_content_type() {
+        assert_eq!(form_boundary("multipart/form-data; boundary=abc123"), Some("abc123"));
+        assert_eq!(form_boundary("Multipart/Form-Data;charset=utf-8; BOUNDARY=\"a b:c\""), Some("a b:c"));
+        assert_eq!(form_boundary("multipart/form-data"), None);
+        assert_eq!(form_boundary("multipart/mixed; boundary=abc"), None);
+        assert_eq!(form_boundary("application/json"), None);
+        assert_eq!(form_boundary("multipart/form-data; boundary="), None);
+        assert_eq!(form_boundary(&format!("multipart/form-data; boundary={}", "x".repeat(71))), None);
     }
 
     #[test]

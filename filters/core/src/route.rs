@@ -26,6 +26,13 @@ pub enum ApiKind {
     /// (`object: "response.compaction"`, the user's messages and one encrypted `compaction` item)
     /// and `usage` in Responses' names.
     OpenAiCompact,
+    /// `POST …/audio/transcriptions` and `…/audio/translations`: a `multipart/form-data` body, the
+    /// audio file and text fields (`model`, `stream`, `prompt`, …), up to 25 MB; only the fields
+    /// before the file are read, the body is never held whole. Answered with the text and, for
+    /// the models billed in tokens (`gpt-transcribe`, `gpt-4o-transcribe`, …), `usage` in
+    /// Responses' names (`input_tokens`, `output_tokens`), JSON or in the `transcript.text.done`
+    /// event of a stream; `whisper-1` reports seconds, not tokens.
+    OpenAiTranscription,
     /// `POST …/responses/input_tokens`: a Responses body, answered
     /// `{"object": "response.input_tokens", "input_tokens": n}`.
     OpenAiInputTokens,
@@ -85,7 +92,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 26] = [
+    pub const ALL: [ApiKind; 27] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -112,6 +119,7 @@ impl ApiKind {
         ApiKind::OpenAiCompact,
         ApiKind::GeminiCache,
         ApiKind::OpenAiConversation,
+        ApiKind::OpenAiTranscription,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -129,6 +137,7 @@ impl ApiKind {
             ApiKind::OpenAiConversation => "conversation",
             ApiKind::OpenAiResponses => "responses",
             ApiKind::OpenAiCompact => "compact",
+            ApiKind::OpenAiTranscription => "transcription",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens
@@ -170,7 +179,14 @@ impl ApiKind {
                     | ApiKind::GeminiEmbed { .. }
                     | ApiKind::VertexEmbedPredict
                     | ApiKind::OpenAiImages
+                    | ApiKind::OpenAiTranscription
             )
+    }
+
+    /// Whether the request body is a `multipart/form-data` form whose leading text fields are
+    /// read and whose file is passed on as it comes (see [`crate::request::parse_form_prefix`]).
+    pub fn reads_form(self) -> bool {
+        self == ApiKind::OpenAiTranscription
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -180,6 +196,7 @@ impl ApiKind {
             ApiKind::OpenAiResponses
             | ApiKind::OpenAiCompact
             | ApiKind::OpenAiConversation
+            | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiInputTokens
             | ApiKind::OpenAiImages => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
@@ -215,6 +232,7 @@ impl ApiKind {
             | ApiKind::GooglePredict
             | ApiKind::GeminiCache
             | ApiKind::OpenAiConversation
+            | ApiKind::OpenAiTranscription
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
@@ -253,6 +271,8 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/cachedContents")
         || path.ends_with("/conversations")
         || path.ends_with("/items")
+        || path.ends_with("/audio/transcriptions")
+        || path.ends_with("/audio/translations")
 }
 
 /// Classifies a request. `None` means it is not an LLM API call we understand.
@@ -331,6 +351,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiCompact
     } else if path.ends_with("/images/generations") {
         ApiKind::OpenAiImages
+    } else if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
+        ApiKind::OpenAiTranscription
     } else if path.ends_with("/conversations") || is_conversation_items(path) {
         ApiKind::OpenAiConversation
     } else if path.ends_with("/v1/messages") || path == "/messages" {
@@ -431,6 +453,15 @@ mod tests {
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
         assert!(!count.kind.has_usage() && count.kind.operation() == "count_tokens");
         assert_eq!(kind("POST", "/v1/responses/resp_1/input_items"), None);
+        for path in
+            ["/v1/audio/transcriptions", "/v1/audio/translations", "/openai/deployments/whisper/audio/transcriptions"]
+        {
+            let route = classify("POST", path, "api.openai.com").unwrap();
+            assert_eq!((route.kind, route.kind.operation()), (ApiKind::OpenAiTranscription, "transcription"), "{path}");
+            assert!(route.kind.has_usage() && !route.kind.answers_with_text() && route.kind.reads_form());
+            assert!(may_be_ai(path));
+        }
+        assert_eq!(kind("POST", "/v1/audio/speech"), None, "speech: audio out, no usage");
         // A compaction: the whole conversation in, a compacted one and its usage out.
         let compact = classify("POST", "/v1/responses/compact", "api.openai.com").unwrap();
         assert_eq!(
@@ -588,6 +619,7 @@ mod tests {
                 ApiKind::OpenAiCompact => 23,
                 ApiKind::GeminiCache => 24,
                 ApiKind::OpenAiConversation => 25,
+                ApiKind::OpenAiTranscription => 26,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();

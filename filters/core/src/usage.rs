@@ -591,6 +591,20 @@ mod tests {
     }
 
     #[test]
+    fn transcriptions_report_tokens_or_seconds() {
+        // The models billed in tokens: Responses' names, with `input_token_details` (audio, text).
+        let tokens = r#"{"text":"Hi","usage":{"type":"tokens","input_tokens":57,"input_token_details":
+            {"text_tokens":6,"audio_tokens":51},"output_tokens":14,"total_tokens":71}}"#;
+        let (usage, _) = track(UsageFormat::OpenAiResponses, &[tokens]);
+        assert_eq!(usage.map(|u| (u.input, u.output, u.cached_input, u.total)), Some((57, 14, 0, 71)));
+        // whisper-1 is billed by the minute: seconds are no tokens.
+        let seconds = r#"{"text":"Hi","usage":{"type":"duration","seconds":9}}"#;
+        let mut tracker = UsageTracker::new(UsageFormat::OpenAiResponses);
+        let observed = tracker.observe_document(seconds.as_bytes());
+        assert!(observed.is_ok() && tracker.usage().is_none(), "{observed:?}: no usage, and no error");
+    }
+
+    #[test]
     fn embeddings_have_zero_output() {
         let (usage, _) = track(UsageFormat::OpenAiEmbeddings, &[r#"{"usage":{"prompt_tokens":8,"total_tokens":8}}"#]);
         assert_eq!(usage.map(|u| (u.input, u.output, u.total)), Some((8, 0, 8)));

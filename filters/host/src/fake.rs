@@ -27,6 +27,8 @@ pub struct FakeHost {
     pub properties: BTreeMap<Vec<String>, Vec<u8>>,
     /// Request body buffered so far.
     pub request_body: Vec<u8>,
+    /// Everything the filter let through to the upstream, in order (a body forwarded in pieces).
+    pub forwarded_request: Vec<u8>,
     /// The current response chunk (what the callback sees and may replace).
     pub response_chunk: Vec<u8>,
     /// Everything the client received so far.
@@ -258,6 +260,7 @@ impl<'a> Exchange<'a> {
             action = self.driver.on_request_body(&mut self.host, size, i == last);
             if action == Action::Continue {
                 self.host.request_headers_editable = false;
+                self.host.forwarded_request.extend_from_slice(&self.host.request_body);
             }
         }
         action

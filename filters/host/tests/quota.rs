@@ -686,6 +686,78 @@ fn vertex_embeddings_are_reserved_and_settled_to_their_counts() {
     }
 }
 
+/// An audio transcription's form: its `model` and `prompt` fields, then a file of `size` bytes.
+fn transcription_form(model: &str, size: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in [("model", model), ("prompt", "Tollgate, Envoy")] {
+        body.extend(format!("--xyz\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+    }
+    body.extend(b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n");
+    body.extend((0..size).map(|i| (i % 251) as u8));
+    body.extend(b"\r\n--xyz--\r\n");
+    body
+}
+
+/// Sends a transcription form from `sk-a` in 16 KiB pieces.
+fn send_form<'a>(gw: &Gateway, driver: &'a mut Driver, form: &[u8]) -> (Exchange<'a>, Action) {
+    let mut ex = exchange(gw, driver);
+    let length = form.len().to_string();
+    let action = ex.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/v1/audio/transcriptions"),
+            (":authority", "api.openai.com"),
+            ("content-type", "multipart/form-data; boundary=xyz"),
+            ("content-length", &length),
+            ("x-api-key", "sk-a"),
+        ],
+        false,
+    );
+    assert_eq!(action, Action::Pause, "held until the fields are read");
+    let chunks: Vec<&[u8]> = form.chunks(16 * 1024).collect();
+    let action = ex.request_body(&chunks);
+    (ex, action)
+}
+
+/// A transcription (GPT transcription models bill tokens) is reserved once its form's leading
+/// fields are read — the model's limits too — and settled to its usage; its file, larger than
+/// `max_request_bytes`, is passed on as it comes, never held.
+#[test]
+fn a_transcription_is_reserved_from_its_forms_fields_and_settled_to_its_usage() {
+    let mut config = tpm(1000);
+    config["default_max_output_tokens"] = json!(100);
+    config["limits"].as_array_mut().unwrap().push(
+        json!({"name": "transcribe_tokens", "meter": "total_tokens", "per": "consumer_model", "models": ["gpt-transcribe"],
+               "window": "minute", "limit": 150}),
+    );
+    let spec = json!({"token_counter": {"max_request_bytes": 4096}, "quota": config});
+    let gw =
+        Gateway { spec: compose::parse(spec.to_string().as_bytes()).unwrap(), shared: Rc::new(MemoryStore::default()) };
+    let record = record_of("sk-a");
+    let used = |gw: &Gateway| gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    let form = transcription_form("gpt-transcribe", 200_000);
+    let mut driver = gw.driver();
+    let (mut ex, action) = send_form(&gw, &mut driver, &form);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.forwarded_request, form, "the whole form, unchanged, over max_request_bytes");
+    let reserved = used(&gw);
+    assert!((101..110).contains(&reserved), "the prompt's estimate and the default output: {reserved}");
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    let answer = json!({"text": "Hi", "usage": {"type": "tokens", "input_tokens": 57, "output_tokens": 14, "total_tokens": 71,
+                                                "input_token_details": {"text_tokens": 6, "audio_tokens": 51}}});
+    ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+    ex.log();
+    assert_eq!(used(&gw), 71, "settled to the usage");
+    assert_eq!(ex.host.filter_state.get("tollgate.request_model").map(String::as_str), Some("gpt-transcribe"));
+    // The model's own limit (150) holds the next one: 71 used, 100 more would not fit.
+    let mut driver = gw.driver();
+    let (ex, _) = send_form(&gw, &mut driver, &form);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 429);
+    assert!(String::from_utf8_lossy(&reply.body).contains("transcribe_tokens"));
+    assert!(ex.host.forwarded_request.is_empty(), "nothing of it left");
+}
+
 /// A SigV4 `authorization` (Bedrock's SDKs) differs on every request (its date and signature):
 /// the caller is its access key id, so signing anew is no way round the limit.
 #[test]

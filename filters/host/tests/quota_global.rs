@@ -217,6 +217,41 @@ fn check_report_holds_the_request_until_every_reservation_is_answered() {
     assert_eq!(report.descriptors[0][0], ("limit".into(), "tpm".into()));
 }
 
+/// A transcription's form goes on coming while its fields' reservation is asked: every later
+/// piece is held too, and the whole request goes on only once the answers are in.
+#[test]
+fn check_report_holds_a_forms_file_until_the_reservation_is_answered() {
+    let spec = check_report(json!({}));
+    let mut driver = new_driver(&spec);
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let mut form = b"--xyz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-transcribe\r\n".to_vec();
+    form.extend(b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n");
+    form.extend(std::iter::repeat_n(7u8, 100_000));
+    form.extend(b"\r\n--xyz--\r\n");
+    let length = form.len().to_string();
+    let headers = [
+        (":method", "POST"),
+        (":path", "/v1/audio/transcriptions"),
+        (":authority", "api.openai.com"),
+        ("content-type", "multipart/form-data; boundary=xyz"),
+        ("content-length", length.as_str()),
+        ("x-api-key", "sk-a"),
+    ];
+    assert_eq!(ex.request_headers(&headers, false), Action::Pause);
+    let chunks: Vec<&[u8]> = form.chunks(8 * 1024).collect();
+    // The fields are in the first piece (asked at once); the other twelve come while it waits.
+    assert_eq!(ex.request_body(&chunks), Action::Pause, "the file is held while the answers are awaited");
+    assert_eq!(ex.host.grpc_calls.len(), 2, "tpm and rpm, asked once");
+    assert!(ex.host.forwarded_request.is_empty() && !ex.host.resumed, "no piece went on before the answers");
+    let calls = ex.host.grpc_calls.clone();
+    assert_eq!(ex.grpc_answer(calls[1].0, Ok(&ok(vec![status(Code::Ok, "rpm", 100, 99, 20)]))), None);
+    let answer = ok(vec![status(Code::Ok, "tpm", 10000, 9000, 20)]);
+    assert_eq!(ex.grpc_answer(calls[0].0, Ok(&answer)), Some(Action::Continue));
+    assert!(ex.host.resumed);
+    assert_eq!(ex.host.request_body, form, "all of it buffered, unchanged, and let go at once");
+}
+
 #[test]
 fn check_report_refuses_on_over_limit_in_the_clients_dialect() {
     let spec = check_report(json!({}));

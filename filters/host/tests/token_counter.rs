@@ -88,11 +88,37 @@ struct Run {
     forwarded: Vec<u8>,
 }
 
+const FORM_BOUNDARY: &str = "tollgate-form-7MA4YWxkTrZu0gW";
+
+/// A case's request body and content type: JSON, or for a `form_file` case the form a client
+/// sends — the `request` members as text fields, then the file (byte i = i mod 251).
+fn request_body(case: &Value) -> (Vec<u8>, String) {
+    let Some(file) = case.get("form_file") else {
+        return (serde_json::to_vec(&case["request"]).unwrap(), "application/json".into());
+    };
+    let mut body = Vec::new();
+    for (name, value) in case["request"].as_object().unwrap() {
+        let value = value.as_str().unwrap();
+        body.extend(
+            format!("--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
+    }
+    let (field, filename, kind) =
+        (file["field"].as_str().unwrap(), file["filename"].as_str().unwrap(), file["content_type"].as_str().unwrap());
+    body.extend(
+        format!("--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: {kind}\r\n\r\n")
+            .bytes(),
+    );
+    body.extend((0..file["bytes"].as_u64().unwrap()).map(|i| (i % 251) as u8));
+    body.extend(format!("\r\n--{FORM_BOUNDARY}--\r\n").bytes());
+    (body, format!("multipart/form-data; boundary={FORM_BOUNDARY}"))
+}
+
 /// Plays a full exchange for `case`, with the response body cut into `chunks`.
 fn run_case(case: &Value, factory: &TokenCounter, split: impl Fn(&[u8]) -> Vec<Vec<u8>>) -> Run {
     let mut driver = driver_with(factory, None);
     let mut ex = Exchange::new(&mut driver);
-    let body = serde_json::to_vec(&case["request"]).unwrap();
+    let (body, content_type) = request_body(case);
     let length = body.len().to_string();
     let path = case["path"].as_str().unwrap();
     let action = ex.request_headers(
@@ -100,14 +126,20 @@ fn run_case(case: &Value, factory: &TokenCounter, split: impl Fn(&[u8]) -> Vec<V
             (":method", "POST"),
             (":path", path),
             (":authority", "api.example.com"),
-            ("content-type", "application/json"),
+            ("content-type", &content_type),
             ("content-length", &length),
         ],
         false,
     );
     assert_eq!(action, Action::Pause, "{}: headers held while the body is read", case["name"]);
-    assert_eq!(ex.request_body(&[&body]), Action::Continue);
-    let forwarded = ex.host.request_body.clone();
+    // A form goes in the pieces a client writes; its head is read, the rest passed on.
+    let pieces: Vec<&[u8]> =
+        if case.get("form_file").is_some() { body.chunks(16 * 1024).collect() } else { vec![&body] };
+    assert_eq!(ex.request_body(&pieces), Action::Continue);
+    let forwarded = ex.host.forwarded_request.clone();
+    if case.get("form_file").is_some() {
+        assert_eq!(forwarded, body, "{}: the form passed on unchanged", case["name"]);
+    }
     if forwarded != body {
         assert_eq!(ex.host.request_header_value("content-length"), Some(forwarded.len().to_string().as_str()));
     }

@@ -204,7 +204,8 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
-        ApiKind::OpenAiModels => {}
+        // A form, not JSON: not guarded (see the guardrails stage).
+        ApiKind::OpenAiModels | ApiKind::OpenAiTranscription => {}
     }
 }
 

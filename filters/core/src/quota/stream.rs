@@ -88,6 +88,7 @@ impl OutputMeter {
             | ApiKind::GooglePredict
             | ApiKind::GeminiCache
             | ApiKind::OpenAiConversation
+            | ApiKind::OpenAiTranscription
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {

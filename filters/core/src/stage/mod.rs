@@ -20,6 +20,9 @@ use crate::error::{Dialect, Error};
 use crate::request::{Parsed, Splice};
 use crate::route::Route;
 
+/// Bytes of a form held before its head is first read (a client's first write holds the fields).
+const FORM_FIRST_LOOK: usize = 1024;
+
 /// The host's clock, read at most once per callback and only if a stage asks: each read is a
 /// host call.
 pub struct Now<'a> {
@@ -508,7 +511,9 @@ impl Pipeline {
             tier: None,
             replacement: None,
         };
-        if let (Some(limit), Some(length)) = (self.max_request_bytes, head.content_length) {
+        // A form's file is passed on as it comes, whatever its size (only its head is held).
+        let limit = self.max_request_bytes.filter(|_| !ex.route.kind.reads_form());
+        if let (Some(limit), Some(length)) = (limit, head.content_length) {
             if length > limit {
                 let dialect = ex.dialect();
                 self.exchange = Some(ex);
@@ -553,12 +558,19 @@ impl Pipeline {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> BodyFlow {
+        if self.request == RequestState::Waiting {
+            // A form's file keeps coming while its head waits for the answers: held too.
+            return BodyFlow::Buffer;
+        }
         if self.request != RequestState::Buffering {
             return BodyFlow::Continue(None);
         }
         let Some(ex) = self.exchange.as_mut() else {
             return BodyFlow::Continue(None);
         };
+        if ex.route.kind.reads_form() {
+            return self.request_form(buffered, end_of_stream, body, host, out);
+        }
         if let Some(limit) = self.max_request_bytes {
             if buffered > limit {
                 self.request = RequestState::Done;
@@ -625,6 +637,67 @@ impl Pipeline {
             BodyFlow::Wait(body)
         } else {
             BodyFlow::Continue(body)
+        }
+    }
+
+    /// A form body (an audio transcription's): held only until its leading text fields are read
+    /// (the file's part begins, the body ends, or [`crate::request::FORM_PREFIX_BYTES`] are
+    /// held), then passed on unchanged, the rest as it comes. The stages see what the fields
+    /// tell in [`Exchange::parsed`], and the prefix as the body.
+    fn request_form(
+        &mut self,
+        buffered: u64,
+        end_of_stream: bool,
+        body: impl FnOnce() -> Option<Vec<u8>>,
+        host: &dyn StageHost,
+        out: &mut Outbox,
+    ) -> BodyFlow {
+        let Some(ex) = self.exchange.as_mut() else {
+            return BodyFlow::Continue(None);
+        };
+        let held = usize::try_from(buffered).unwrap_or(usize::MAX);
+        if !end_of_stream && held < FORM_FIRST_LOOK {
+            return BodyFlow::Buffer; // not worth a read yet
+        }
+        let content_type = host.request_header("content-type").unwrap_or_default();
+        let prefix = body().unwrap_or_default();
+        let parsed = match crate::request::form_boundary(&content_type) {
+            Some(boundary) => crate::request::parse_form_prefix(boundary, &prefix, end_of_stream),
+            None => crate::request::FormPrefix::NotAForm,
+        };
+        match parsed {
+            crate::request::FormPrefix::NeedMore => return BodyFlow::Buffer,
+            crate::request::FormPrefix::Ready(parsed) => ex.parsed = Some(*parsed),
+            crate::request::FormPrefix::NotAForm => ex.unparsed_reason = Some("not_a_form"),
+        }
+        self.request = RequestState::Done;
+        for stage in &mut self.stages {
+            if let Err((error, dialect)) = stage.plan(ex, host, out) {
+                let (error, dialect) = reply(error, dialect, out);
+                return BodyFlow::Reply(error, dialect);
+            }
+        }
+        let mut splices = Vec::new();
+        for (index, stage) in self.stages.iter_mut().enumerate() {
+            let before = out.calls.len();
+            let result = stage.request_body(ex, &prefix, &mut splices, host, out);
+            for call in out.calls.iter_mut().skip(before) {
+                call.stage = index;
+            }
+            if let Err((error, dialect)) = result {
+                out.calls.retain(|c| c.detached);
+                let (error, dialect) = reply(error, dialect, out);
+                return BodyFlow::Reply(error, dialect);
+            }
+        }
+        // A form is never rewritten (no stage splices one, and a replacement is dropped).
+        ex.replacement = None;
+        self.pending = out.calls.iter().filter(|c| !c.detached).count();
+        if self.pending > 0 {
+            self.request = RequestState::Waiting;
+            BodyFlow::Wait(None)
+        } else {
+            BodyFlow::Continue(None)
         }
     }
 
