@@ -158,41 +158,27 @@ def route_of(path):
         if text_embedding and "/publishers/google/models/" in p and p.endswith(":predict"):
             return "vertex-predict"
         return "google-predict"
-    if p.endswith(":countTokens"):
-        return "gemini-count-tokens"
-    if p.endswith(":embedContent") or p.endswith(":batchEmbedContents"):
-        return "gemini-embed"
-    if p.endswith(":batchGenerateContent"):
-        return "gemini-batch"
     if ":streamGenerateContent" in p:
         return "gemini-stream"
     if ":generateContent" in p:
         return "gemini"
     if p.endswith("/chat/completions"):
         return "azure-chat" if p.startswith("/openai/deployments/") else "openai-chat"
-    if p.endswith("/embeddings"):
-        return "openai-embeddings"
-    if p.endswith("/responses"):
-        return "openai-responses"
-    if p.endswith("/responses/input_tokens"):
-        return "openai-input-tokens"
-    if p.endswith("/responses/compact"):
-        return "openai-responses-compact"
-    if p.endswith("/audio/transcriptions") or p.endswith("/audio/translations"):
-        return "openai-transcription"
-    if p.endswith("/cachedContents"):
-        return "gemini-cache"
-    if p.endswith("/conversations") or re.search(r"/conversations/[^/]+/items$", p):
+    if re.search(r"/conversations/[^/]+/items$", p):
         return "openai-conversation"
-    if p.endswith("/images/generations"):
-        return "openai-images"
-    if p.endswith("/messages"):
-        return "anthropic"
-    if p.endswith("/messages/count_tokens"):
-        return "anthropic-count-tokens"
-    if p.endswith("/messages/batches"):
-        return "anthropic-batch"
-    return None
+    return next((route for suffix, route in SUFFIX_ROUTES if p.endswith(suffix)), None)
+
+
+# The routes a path's ending names (the first that matches).
+SUFFIX_ROUTES = (
+    (":countTokens", "gemini-count-tokens"), (":embedContent", "gemini-embed"), (":batchEmbedContents", "gemini-embed"),
+    (":batchGenerateContent", "gemini-batch"), ("/embeddings", "openai-embeddings"), ("/responses", "openai-responses"),
+    ("/responses/input_tokens", "openai-input-tokens"), ("/responses/compact", "openai-responses-compact"),
+    ("/audio/transcriptions", "openai-transcription"), ("/audio/translations", "openai-transcription"),
+    ("/cachedContents", "gemini-cache"), ("/conversations", "openai-conversation"),
+    ("/images/generations", "openai-images"), ("/messages", "anthropic"),
+    ("/messages/count_tokens", "anthropic-count-tokens"), ("/messages/batches", "anthropic-batch"),
+)
 
 
 def default_case(route, stream, path):

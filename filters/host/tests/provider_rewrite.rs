@@ -209,44 +209,47 @@ fn responses_input_token_counts_reach_openai_backends_only() {
     assert!(body["error"]["message"].as_str().unwrap().contains("count_tokens"), "{body}");
 }
 
-/// Image generation is OpenAI's: routed to OpenAI-family backends with their key, refused
-/// (400) for a model that resolves to another provider, which has no such API.
+/// OpenAI's own APIs — image generation, conversation compaction — go to OpenAI-family backends
+/// (the alias resolved, the backend's credentials) and are refused (400, naming the API) for a
+/// model that resolves to another provider, which has no such API.
 #[test]
-fn image_generations_reach_openai_backends_only() {
-    let mut driver = driver(&config());
-    let request = json!({"model": "fast", "prompt": "A lighthouse at dawn", "n": 2, "size": "1024x1024"});
-    let (ex, action) = send(&mut driver, "/v1/images/generations", &request);
-    assert_eq!(action, Action::Continue);
-    assert_eq!(ex.host.request_header_value(":path"), Some("/v1/images/generations"));
-    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
-    let sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
-    assert_eq!((sent["model"].as_str(), sent["n"].as_u64()), (Some("gpt-4o-mini"), Some(2)), "the alias resolved");
+fn openai_only_apis_reach_openai_backends_only() {
+    let image = json!({"model": "fast", "prompt": "A lighthouse at dawn", "n": 2, "size": "1024x1024"});
+    let compact =
+        json!({"model": "fast", "input": [{"role": "user", "content": "Plan a three-day walking tour of Lisbon."}]});
+    for (path, request, api) in
+        [("/v1/images/generations", image, "image_generation"), ("/v1/responses/compact", compact, "compact")]
+    {
+        let mut driver = driver(&config());
+        let (ex, action) = send(&mut driver, path, &request);
+        assert_eq!(action, Action::Continue, "{path}");
+        assert_eq!(ex.host.request_header_value(":path"), Some(path));
+        assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
+        let mut sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
+        assert_eq!(sent["model"], "gpt-4o-mini", "{path}: the alias resolved");
+        sent["model"] = request["model"].clone();
+        assert_eq!(sent, request, "{path}: nothing else changed");
 
-    let mut driver = self::driver(&config());
-    let (ex, _) =
-        send(&mut driver, "/v1/images/generations", &json!({"model": "claude-sonnet", "prompt": "A lighthouse"}));
-    let reply = ex.host.local_reply.clone().expect("refused");
-    assert_eq!(reply.status, 400);
-    let message = String::from_utf8_lossy(&reply.body).into_owned();
-    assert!(
-        message.contains("'claude-sonnet'") && message.contains("does not offer the image_generation API"),
-        "{message}"
-    );
+        let mut claude = request.clone();
+        claude["model"] = json!("claude-sonnet");
+        let mut driver = self::driver(&config());
+        let (ex, _) = send(&mut driver, path, &claude);
+        let reply = ex.host.local_reply.clone().expect("refused");
+        assert_eq!(reply.status, 400);
+        let message = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(
+            message.contains("'claude-sonnet'") && message.contains(&format!("does not offer the {api} API")),
+            "{message}"
+        );
+    }
 }
 
-/// A compaction (`POST /v1/responses/compact`) is OpenAI's own: routed to OpenAI-family
-/// backends with the alias resolved, refused for the others, and counted from its answer.
+/// A compaction is counted from its answer, passed on unchanged.
 #[test]
-fn compactions_reach_openai_backends_only_and_are_counted() {
+fn a_compaction_is_counted() {
     let mut driver = driver(&config());
-    let request =
-        json!({"model": "fast", "input": [{"role": "user", "content": "Plan a three-day walking tour of Lisbon."}]});
-    let (mut ex, action) = send(&mut driver, "/v1/responses/compact", &request);
-    assert_eq!(action, Action::Continue);
-    assert_eq!(ex.host.request_header_value(":path"), Some("/v1/responses/compact"));
-    assert_eq!(ex.host.request_header_value("authorization"), Some("Bearer sk-test-openai"));
-    let sent: Value = serde_json::from_slice(&ex.host.request_body).unwrap();
-    assert_eq!(sent["model"], "gpt-4o-mini", "the alias resolved");
+    let request = json!({"model": "fast", "input": "Plan a three-day walking tour of Lisbon."});
+    let (mut ex, _) = send(&mut driver, "/v1/responses/compact", &request);
     ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
     let answer = fixture("openai/responses-compact.json");
     ex.response_body(&[&answer], 1, true);
@@ -254,13 +257,6 @@ fn compactions_reach_openai_backends_only_and_are_counted() {
     assert_eq!(ex.host.client_body, answer);
     assert_eq!(ex.host.filter_state.get("tollgate.total_tokens").map(String::as_str), Some("1582"));
     assert_eq!(ex.host.filter_state.get("tollgate.operation").map(String::as_str), Some("compact"));
-
-    let mut driver = self::driver(&config());
-    let (ex, _) = send(&mut driver, "/v1/responses/compact", &json!({"model": "claude-sonnet", "input": "Hi"}));
-    let reply = ex.host.local_reply.clone().expect("refused");
-    assert_eq!(reply.status, 400);
-    let message = String::from_utf8_lossy(&reply.body).into_owned();
-    assert!(message.contains("'claude-sonnet'") && message.contains("does not offer the compact API"), "{message}");
 }
 
 /// Claude on Vertex AI (`…/publishers/anthropic/models/{model}:rawPredict`) names its provider

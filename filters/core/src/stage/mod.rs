@@ -595,6 +595,15 @@ impl Pipeline {
                 ex.unreadable = error;
             }
         }
+        self.run_stages(body, true, host, out)
+    }
+
+    /// Plans and runs every stage on the read `body`; `rewritable` lets stages change it (a
+    /// form's head is passed on as it came). Holds the request while stages' calls are pending.
+    fn run_stages(&mut self, body: Vec<u8>, rewritable: bool, host: &dyn StageHost, out: &mut Outbox) -> BodyFlow {
+        let Some(ex) = self.exchange.as_mut() else {
+            return BodyFlow::Continue(None);
+        };
         for stage in &mut self.stages {
             if let Err((error, dialect)) = stage.plan(ex, host, out) {
                 let (error, dialect) = reply(error, dialect, out);
@@ -607,7 +616,7 @@ impl Pipeline {
         for (index, stage) in self.stages.iter_mut().enumerate() {
             let before = out.calls.len();
             let result = stage.request_body(ex, &body, &mut splices, host, out);
-            if let Some(new_body) = ex.replacement.take() {
+            if let Some(new_body) = ex.replacement.take().filter(|_| rewritable) {
                 // Earlier splices are part of the new body; later stages read it, re-parsed
                 // (a second parse, only for a rewritten request).
                 body = new_body;
@@ -626,7 +635,7 @@ impl Pipeline {
                 return BodyFlow::Reply(error, dialect);
             }
         }
-        let body = if splices.is_empty() {
+        let body = if splices.is_empty() || !rewritable {
             replaced.then_some(body)
         } else {
             Some(crate::request::apply_splices(&body, &mut splices))
@@ -671,34 +680,7 @@ impl Pipeline {
             crate::request::FormPrefix::NotAForm => ex.unparsed_reason = Some("not_a_form"),
         }
         self.request = RequestState::Done;
-        for stage in &mut self.stages {
-            if let Err((error, dialect)) = stage.plan(ex, host, out) {
-                let (error, dialect) = reply(error, dialect, out);
-                return BodyFlow::Reply(error, dialect);
-            }
-        }
-        let mut splices = Vec::new();
-        for (index, stage) in self.stages.iter_mut().enumerate() {
-            let before = out.calls.len();
-            let result = stage.request_body(ex, &prefix, &mut splices, host, out);
-            for call in out.calls.iter_mut().skip(before) {
-                call.stage = index;
-            }
-            if let Err((error, dialect)) = result {
-                out.calls.retain(|c| c.detached);
-                let (error, dialect) = reply(error, dialect, out);
-                return BodyFlow::Reply(error, dialect);
-            }
-        }
-        // A form is never rewritten (no stage splices one, and a replacement is dropped).
-        ex.replacement = None;
-        self.pending = out.calls.iter().filter(|c| !c.detached).count();
-        if self.pending > 0 {
-            self.request = RequestState::Waiting;
-            BodyFlow::Wait(None)
-        } else {
-            BodyFlow::Continue(None)
-        }
+        self.run_stages(prefix, false, host, out)
     }
 
     /// Whether the request is held for gRPC answers.
