@@ -8,7 +8,9 @@ encoder). It validates what the real APIs validate (credentials present, require
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
 `POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
-`stream` is true) with its `usage`, OpenAI's
+`stream` is true) with its `usage` (`/v1/images/edits`, a multipart form, likewise with
+`image_edit.*` events), `/v1/audio/transcriptions` (a form) the transcript with token usage (or
+`whisper-1`'s seconds), OpenAI's
 `POST /v1/responses/input_tokens` `{"object": "response.input_tokens", "input_tokens": 14}`,
 `POST /v1/responses/compact` the compacted conversation (`response.compaction`) with its `usage`,
 `POST /v1/conversations` the conversation (and `…/conversations/{id}/items` the items added), Gemini's
@@ -176,7 +178,7 @@ SUFFIX_ROUTES = (
     ("/responses/input_tokens", "openai-input-tokens"), ("/responses/compact", "openai-responses-compact"),
     ("/audio/transcriptions", "openai-transcription"), ("/audio/translations", "openai-transcription"),
     ("/cachedContents", "gemini-cache"), ("/conversations", "openai-conversation"),
-    ("/images/generations", "openai-images"), ("/messages", "anthropic"),
+    ("/images/generations", "openai-images"), ("/images/edits", "openai-images-edit"), ("/messages", "anthropic"),
     ("/messages/count_tokens", "anthropic-count-tokens"), ("/messages/batches", "anthropic-batch"),
 )
 
@@ -191,6 +193,7 @@ def default_case(route, stream, path):
         ("openai-responses", False): "openai-responses", ("openai-responses", True): "openai-responses-stream",
         ("openai-responses-compact", False): "openai-responses-compact",
         ("openai-transcription", False): "openai-transcription",
+        ("openai-images-edit", False): "openai-images-edit", ("openai-images-edit", True): "openai-images-edit-stream",
         ("openai-transcription", True): "openai-transcription-stream",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
@@ -255,15 +258,21 @@ def form_fields(content_type, body):
     return fields, files
 
 
-def transcription_request(route, content_type, body):
-    """OpenAI's transcriptions (and translations): a form with `file` and `model` (required)
-    and text fields such as `prompt`, `stream`, `response_format`. The fields as a dict, or the
-    API's error reply."""
+# The APIs that take a multipart form: its required file and text fields. OpenAI's
+# transcriptions (and translations): `file` and `model`, with `prompt`, `stream`,
+# `response_format`…; image edits: `image` (or `image[]`) and `prompt`, with `model`, `n`, `stream`….
+FORM_ROUTES = {"openai-transcription": ("file", "model"), "openai-images-edit": ("image", "prompt")}
+
+
+def form_request(route, content_type, body):
+    """A form's text fields as a dict, or the API's error reply."""
     parsed = form_fields(content_type, body)
     if parsed is None:
         return json_reply(400, error_body(route, 400, "Invalid Content-Type header (application/json), expected multipart/form-data."))
     fields, files = parsed
-    for required, present in (("file", "file" in files), ("model", "model" in fields)):
+    file_field, text_field = FORM_ROUTES[route]
+    present_file = file_field in files or f"{file_field}[]" in files
+    for required, present in ((file_field, present_file), (text_field, text_field in fields)):
         if not present:
             return json_reply(400, {"error": {"message": f"Missing required parameter: '{required}'.", "type": "invalid_request_error",
                                               "param": required, "code": "missing_required_parameter"}})
@@ -456,11 +465,11 @@ def handle(method, path, headers, body):
         if problem:
             return json_reply(403, {"message": problem}, {"x-amzn-errortype": "InvalidSignatureException"})
 
-    if route == "openai-transcription":
-        request = transcription_request(route, h.get("content-type", ""), body)
+    if route in FORM_ROUTES:
+        request = form_request(route, h.get("content-type", ""), body)
         if not isinstance(request, dict):
             return request  # the error reply
-        if request.get("model") == "whisper-1" or request.get("response_format") == "text":
+        if route == "openai-transcription" and (request.get("model") == "whisper-1" or request.get("response_format") == "text"):
             return transcription_without_tokens(request)
     else:
         try:
@@ -583,7 +592,7 @@ def handle(method, path, headers, body):
         extra = {"retry-after": "2"} if status == 429 else None
         return json_reply(status, error_body(route, status, f"mock error {status}"), extra)
 
-    if route == "openai-transcription":
+    if route in FORM_ROUTES:
         request["stream"] = request.get("stream") == "true"  # a form's field is text
     stream = bool(request.get("stream")) if not (route.startswith("gemini") or route.startswith("bedrock")) else route.endswith("stream")
     if route == "openai-responses" and request.get("background") is True and not stream:

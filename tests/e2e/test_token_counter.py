@@ -194,6 +194,25 @@ def test_openai_sdk_image_generation_is_counted(gateway):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 272 + 272
 
 
+def test_openai_sdk_image_edits_are_counted(gateway, mock):
+    """`images.edit` sends a multipart form (the prompt and model, then the image): counted from
+    its usage, whole or streamed, the image passed on untouched."""
+    client = openai_client(gateway, "sdk-image-edits")
+    image = b"\x89PNG\r\n\x1a\n" + b"IDAT" * 10000
+    before = gateway.metrics()
+    edited = client.images.edit(model="gpt-image-1", image=("lighthouse.png", image, "image/png"),
+                                prompt="Add a red sailboat near the lighthouse")
+    assert edited.usage.input_tokens == 354 and len(edited.data) == 1
+    events = list(client.images.edit(model="gpt-image-1", image=("lighthouse.png", image, "image/png"),
+                                     prompt="Add a red sailboat near the lighthouse", stream=True, partial_images=1))
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    assert "IDAT" * 10000 in mock.last_request("/images/edits")["body"], "the image reached the provider whole"
+    after = metrics_after(gateway, before, "sdk-image-edits", 2)
+    labels = {"consumer": "sdk-image-edits", "gen_ai_operation_name": "image_edit", "gen_ai_request_model": "gpt-image-1"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 354 + 354
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 272 + 272
+
+
 def test_openai_sdk_compaction_is_counted(gateway):
     """`responses.compact` sends the whole conversation and bills tokens: counted from its usage."""
     before = gateway.metrics()

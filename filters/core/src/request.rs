@@ -268,7 +268,9 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             info
         }
         ApiKind::OpenAiModels => return no_body(),
-        ApiKind::OpenAiTranscription => return Err(de::Error::custom("a form body: see parse_form_prefix")),
+        ApiKind::OpenAiTranscription | ApiKind::OpenAiImageEdits => {
+            return Err(de::Error::custom("a form body: see parse_form_prefix"))
+        }
         ApiKind::BedrockConverse { stream } => {
             let v: BedrockView<'_> = serde_json::from_slice(body)?;
             let mut info = base(None, Some(stream));
@@ -487,8 +489,8 @@ pub fn form_boundary(content_type: &str) -> Option<&str> {
     (1..=70).contains(&value.len()).then_some(value)
 }
 
-/// Reads the text fields of a form (an audio transcription's) that come before its first file
-/// part: `model`, `stream`, `prompt`. `complete` says the prefix is the whole body. Never holds
+/// Reads the text fields of a form (an audio transcription's, an image edit's) that come before
+/// its first file part: `model`, `stream`, `prompt`, `n`. `complete` says the prefix is the whole body. Never holds
 /// the file: a part with a `filename` ends the reading, as does a prefix of
 /// [`FORM_PREFIX_BYTES`].
 pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormPrefix {
@@ -517,6 +519,7 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
         match name.as_deref() {
             Some("model") => info.model = base(Some(Cow::Borrowed(value.trim())), None).model,
             Some("stream") => info.stream = value.trim().eq_ignore_ascii_case("true"),
+            Some("n") => info.choices = choices(&[value.trim().parse().ok()]),
             Some("prompt") => {
                 info.features.add_str(&value);
                 info.messages = 1;
@@ -1257,6 +1260,9 @@ mod tests {
         late.splice(late.len() - 11.., form(&fields[..1], None));
         let info = ready(parse_form_prefix("b0und", &late, true));
         assert_eq!((info.model, info.stream), (None, false));
+        // An image edit's `n`: each image reserves its output.
+        let edit = ready(parse_form_prefix("b0und", &form(&[("prompt", "a boat"), ("n", "3")], Some(10)), false));
+        assert_eq!((edit.choices, edit.output_cap(100)), (3, 300));
         // No file at all, whole: every field.
         assert_eq!(
             ready(parse_form_prefix("b0und", &form(&fields[..1], None), true)).model.as_deref(),

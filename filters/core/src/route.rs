@@ -21,6 +21,10 @@ pub enum ApiKind {
     /// and `usage` in Responses' names (`input_tokens`, `output_tokens`), or streamed as
     /// `image_generation.*` events, the last with `usage`.
     OpenAiImages,
+    /// `POST …/images/edits` (GPT Image models): a `multipart/form-data` form — `prompt`, `model`,
+    /// `n`, `stream`, then the images (and a mask); only its head is read, as for a transcription.
+    /// Answered as image generation is, the stream's events named `image_edit.*`.
+    OpenAiImageEdits,
     /// `POST …/responses/compact`: a Responses body (`input`, `instructions`,
     /// `previous_response_id`), never streamed, answered with the compacted conversation
     /// (`object: "response.compaction"`, the user's messages and one encrypted `compaction` item)
@@ -92,7 +96,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 27] = [
+    pub const ALL: [ApiKind; 28] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -120,6 +124,7 @@ impl ApiKind {
         ApiKind::GeminiCache,
         ApiKind::OpenAiConversation,
         ApiKind::OpenAiTranscription,
+        ApiKind::OpenAiImageEdits,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -138,6 +143,7 @@ impl ApiKind {
             ApiKind::OpenAiResponses => "responses",
             ApiKind::OpenAiCompact => "compact",
             ApiKind::OpenAiTranscription => "transcription",
+            ApiKind::OpenAiImageEdits => "image_edit",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens
@@ -179,6 +185,7 @@ impl ApiKind {
                     | ApiKind::GeminiEmbed { .. }
                     | ApiKind::VertexEmbedPredict
                     | ApiKind::OpenAiImages
+                    | ApiKind::OpenAiImageEdits
                     | ApiKind::OpenAiTranscription
             )
     }
@@ -186,7 +193,7 @@ impl ApiKind {
     /// Whether the request body is a `multipart/form-data` form whose leading text fields are
     /// read and whose file is passed on as it comes (see [`crate::request::parse_form_prefix`]).
     pub fn reads_form(self) -> bool {
-        self == ApiKind::OpenAiTranscription
+        matches!(self, ApiKind::OpenAiTranscription | ApiKind::OpenAiImageEdits)
     }
 
     pub fn usage_format(self) -> UsageFormat {
@@ -198,7 +205,8 @@ impl ApiKind {
             | ApiKind::OpenAiConversation
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiInputTokens
-            | ApiKind::OpenAiImages => UsageFormat::OpenAiResponses,
+            | ApiKind::OpenAiImages
+            | ApiKind::OpenAiImageEdits => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -233,6 +241,7 @@ impl ApiKind {
             | ApiKind::GeminiCache
             | ApiKind::OpenAiConversation
             | ApiKind::OpenAiTranscription
+            | ApiKind::OpenAiImageEdits
             | ApiKind::GeminiBatch
             | ApiKind::BedrockConverse { .. }
             | ApiKind::BedrockCountTokens
@@ -264,6 +273,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/responses/input_tokens")
         || path.ends_with("/responses/compact")
         || path.ends_with("/images/generations")
+        || path.ends_with("/images/edits")
         || path.ends_with("messages")
         || path.ends_with("/count_tokens")
         || path.ends_with("/messages/batches")
@@ -351,6 +361,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiCompact
     } else if path.ends_with("/images/generations") {
         ApiKind::OpenAiImages
+    } else if path.ends_with("/images/edits") {
+        ApiKind::OpenAiImageEdits
     } else if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
         ApiKind::OpenAiTranscription
     } else if path.ends_with("/conversations") || is_conversation_items(path) {
@@ -447,7 +459,10 @@ mod tests {
             (ApiKind::OpenAiImages, "azure", Some("img"))
         );
         assert!(may_be_ai("/v1/images/generations"));
-        assert_eq!(kind("POST", "/v1/images/edits"), None, "multipart: not read");
+        let edits = classify("POST", "/v1/images/edits", "api.openai.com").unwrap();
+        assert_eq!((edits.kind, edits.kind.operation()), (ApiKind::OpenAiImageEdits, "image_edit"));
+        assert!(edits.kind.has_usage() && edits.kind.reads_form() && !edits.kind.answers_with_text());
+        assert_eq!(kind("POST", "/v1/images/variations"), None, "dall-e-2: no usage");
         assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
         let count = classify("POST", "/v1/responses/input_tokens?beta=true", "api.openai.com").unwrap();
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
@@ -620,6 +635,7 @@ mod tests {
                 ApiKind::GeminiCache => 24,
                 ApiKind::OpenAiConversation => 25,
                 ApiKind::OpenAiTranscription => 26,
+                ApiKind::OpenAiImageEdits => 27,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();

@@ -205,7 +205,7 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
             }
         }
         // A form, not JSON: not guarded (see the guardrails stage).
-        ApiKind::OpenAiModels | ApiKind::OpenAiTranscription => {}
+        ApiKind::OpenAiModels | ApiKind::OpenAiTranscription | ApiKind::OpenAiImageEdits => {}
     }
 }
 

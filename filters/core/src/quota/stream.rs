@@ -89,6 +89,7 @@ impl OutputMeter {
             | ApiKind::GeminiCache
             | ApiKind::OpenAiConversation
             | ApiKind::OpenAiTranscription
+            | ApiKind::OpenAiImageEdits
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {

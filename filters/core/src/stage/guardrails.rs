@@ -73,10 +73,11 @@ struct GuardStream {
     answer: Answer,
 }
 
-/// The model list has no body; a transcription's form carries audio, whose text no filter can
-/// read (its `prompt` field is a spelling hint), and is never held whole.
+/// The model list has no body; a form (a transcription's audio, an image edit's images) is never
+/// held whole, so it cannot be rewritten: a transcription's `prompt` is a spelling hint, and an
+/// image edit's prompt is not checked.
 fn guarded(kind: ApiKind) -> bool {
-    !matches!(kind, ApiKind::OpenAiModels | ApiKind::OpenAiTranscription)
+    !matches!(kind, ApiKind::OpenAiModels | ApiKind::OpenAiTranscription | ApiKind::OpenAiImageEdits)
 }
 
 fn count(out: &mut Outbox, direction: &str, tally: &Tally) {
