@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 24] = [
+const PATHS: [&str; 25] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -50,6 +50,7 @@ const PATHS: [&str; 24] = [
     "/v1/conversations",
     "/v1beta/cachedContents",
     "/v1/audio/transcriptions",
+    "/v1/images/edits",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];
@@ -72,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let cut = *cut as usize * answer.len() / 255;
     let content_type = CONTENT_TYPES[(*select as usize >> 3) % 4];
     let status = STATUSES[(*select as usize >> 5) % 4];
-    let form = path.contains("/audio/");
+    let form = path.contains("/audio/") || path.ends_with("/edits");
     SPECS.with(|specs| {
         let mut driver = Driver::new(specs[config].pipeline());
         let mut host = FakeHost::new();
@@ -100,7 +101,8 @@ fuzz_target!(|data: &[u8]| {
                 forwarded = std::mem::take(&mut host.request_body);
             }
             host.request_body.extend_from_slice(tail);
-            driver.on_request_body(&mut host, host.request_body.len(), true);
+            let size = host.request_body.len();
+            driver.on_request_body(&mut host, size, true);
             forwarded.extend_from_slice(&host.request_body);
             host.request_body = forwarded;
         } else if !request.is_empty() {
