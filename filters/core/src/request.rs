@@ -494,9 +494,10 @@ pub fn form_boundary(content_type: &str) -> Option<&str> {
 /// the file: a part with a `filename` ends the reading, as does a prefix of
 /// [`FORM_PREFIX_BYTES`].
 pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormPrefix {
+    use memchr::memmem;
     let delimiter = format!("--{boundary}");
     let delimiter = delimiter.as_bytes();
-    let Some(first) = find(prefix, delimiter) else {
+    let Some(first) = memmem::find(prefix, delimiter) else {
         return if complete || prefix.len() >= FORM_PREFIX_BYTES { FormPrefix::NotAForm } else { FormPrefix::NeedMore };
     };
     let mut info = base(None, None);
@@ -506,7 +507,7 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
         if rest.starts_with(b"--") {
             break true; // the closing delimiter: no file at all
         }
-        let Some(head_end) = find(rest, b"\r\n\r\n") else { break false };
+        let Some(head_end) = memmem::find(rest, b"\r\n\r\n") else { break false };
         let head = String::from_utf8_lossy(rest.get(..head_end).unwrap_or_default());
         let (name, file) = disposition(&head);
         if file {
@@ -514,7 +515,7 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
         }
         let value_start = head_end + 4;
         let close = [b"\r\n".as_slice(), delimiter].concat();
-        let Some(value_len) = rest.get(value_start..).and_then(|v| find(v, &close)) else { break false };
+        let Some(value_len) = rest.get(value_start..).and_then(|v| memmem::find(v, &close)) else { break false };
         let value = String::from_utf8_lossy(rest.get(value_start..value_start + value_len).unwrap_or_default());
         match name.as_deref() {
             Some("model") => info.model = base(Some(Cow::Borrowed(value.trim())), None).model,
@@ -551,13 +552,6 @@ fn disposition(head: &str) -> (Option<String>, bool) {
         }
     }
     (name, file)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn no_body() -> Result<Parsed, serde_json::Error> {
