@@ -490,13 +490,15 @@ pub fn form_boundary(content_type: &str) -> Option<&str> {
 }
 
 /// Reads the text fields of a form (an audio transcription's, an image edit's) that come before
-/// its first file part: `model`, `stream`, `prompt`, `n`. `complete` says the prefix is the whole body. Never holds
-/// the file: a part with a `filename` ends the reading, as does a prefix of
+/// its first file part: `model`, `stream`, `prompt`, `n`. `complete` says the prefix is the whole
+/// body. Never holds the file: a part with a `filename` ends the reading, as does a prefix of
 /// [`FORM_PREFIX_BYTES`].
 pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormPrefix {
     use memchr::memmem;
-    let delimiter = format!("--{boundary}");
-    let delimiter = delimiter.as_bytes();
+    // Each part ends at CRLF and the next delimiter; the first delimiter has no CRLF before it.
+    let close = format!("\r\n--{boundary}");
+    let close = close.as_bytes();
+    let delimiter = close.get(2..).unwrap_or_default();
     let Some(first) = memmem::find(prefix, delimiter) else {
         return if complete || prefix.len() >= FORM_PREFIX_BYTES { FormPrefix::NotAForm } else { FormPrefix::NeedMore };
     };
@@ -514,11 +516,10 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
             break true; // the file: the fields before it are all there is to read
         }
         let value_start = head_end + 4;
-        let close = [b"\r\n".as_slice(), delimiter].concat();
-        let Some(value_len) = rest.get(value_start..).and_then(|v| memmem::find(v, &close)) else { break false };
+        let Some(value_len) = rest.get(value_start..).and_then(|v| memmem::find(v, close)) else { break false };
         let value = String::from_utf8_lossy(rest.get(value_start..value_start + value_len).unwrap_or_default());
         match name.as_deref() {
-            Some("model") => info.model = base(Some(Cow::Borrowed(value.trim())), None).model,
+            Some("model") => info.model = model_name(Some(Cow::Borrowed(value.trim()))),
             Some("stream") => info.stream = value.trim().eq_ignore_ascii_case("true"),
             Some("n") => info.choices = choices(&[value.trim().parse().ok()]),
             Some("prompt") => {
@@ -558,9 +559,14 @@ fn no_body() -> Result<Parsed, serde_json::Error> {
     Err(de::Error::custom("this API takes no request body"))
 }
 
+/// A model name worth keeping: not empty, not absurdly long.
+fn model_name(model: Option<Cow<'_, str>>) -> Option<String> {
+    model.filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN).map(Cow::into_owned)
+}
+
 fn base(model: Option<Cow<'_, str>>, stream: Option<bool>) -> RequestInfo {
     RequestInfo {
-        model: model.filter(|m| !m.is_empty() && m.len() <= MAX_MODEL_LEN).map(Cow::into_owned),
+        model: model_name(model),
         stream: stream.unwrap_or(false),
         include_usage: None,
         max_output_tokens: None,
