@@ -1,4 +1,5 @@
-//! The streaming guard over any bytes, in both dialects, at a fuzzer-chosen cut.
+//! The streaming guard over any bytes, in every stream grammar (chat chunks, Anthropic's events,
+//! Responses' events, Gemini's), at a fuzzer-chosen cut.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -19,10 +20,15 @@ fn policy() -> &'static Policy {
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |b| *b as usize) % (data.len() + 1);
-    for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+    for format in 0..4 {
         let policy = policy();
         let mut masker = policy.masker();
-        let mut guard = StreamGuard::new(dialect, 16);
+        let mut guard = match format {
+            0 => StreamGuard::new(Dialect::OpenAi, 16),
+            1 => StreamGuard::new(Dialect::Anthropic, 16),
+            2 => StreamGuard::gemini(16),
+            _ => StreamGuard::responses(16),
+        };
         let mut out = Vec::new();
         let mut tally = Tally::new();
         let _ = guard.push(&data[..cut], policy, &mut masker, &mut tally, &mut out);

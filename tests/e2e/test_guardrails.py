@@ -81,6 +81,54 @@ def test_a_streamed_answer_with_pii_split_across_chunks_is_masked_and_restored(g
     assert usage.total_tokens == 28
 
 
+def test_a_streamed_responses_answer_is_masked_and_restored_in_every_copy(guard, mock):
+    """The OpenAI SDK's `responses.stream` helper builds its final response from the events: the
+    deltas (cut every 7 bytes by the mock), the `….done` events and `response.completed` all carry
+    the text as the guard released it — the client's CPF restored, the model's masked."""
+    before = guard.metrics()
+    client = oai(guard, **{"x-mock-case": "openai-responses-pii-stream", "x-mock-chunking": "bytes:7"})
+    with client.responses.stream(model="gpt-5-mini", instructions="Responda em português.",
+                                 input=f"Meu CPF é {CPF}") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    expected = f"Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == expected
+    assert [e.text for e in events if e.type == "response.output_text.done"] == [expected]
+    assert final.output_text == expected
+    assert [e.sequence_number for e in events] == list(range(15)), "the provider's events, in order"
+    assert final.usage.output_tokens == 84
+    sent = json.loads(mock.last_request("/v1/responses")["body"])
+    assert sent["input"] == "Meu CPF é [CPF_1]"
+    after = guard.metrics()
+    assert delta(before, after, FINDINGS, direction="response", entity="CPF", action="mask") == 1
+    assert delta(before, after, "tollgate_guardrails_unchecked", direction="response") == 0
+
+
+def test_a_streamed_gemini_answer_is_masked_and_restored(guard, mock):
+    """Google's Gen AI SDK streams with `alt=sse`: each chunk's parts are guarded as they come
+    (cut every 7 bytes by the mock), the thoughts kept apart from the answer."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key="AIza-test", http_options=types.HttpOptions(
+        base_url=guard.url, headers={"x-mock-case": "gemini-stream-pii", "x-mock-chunking": "bytes:7"}))
+    text, thoughts, usage = "", "", None
+    for chunk in client.models.generate_content_stream(
+            model="gemini-2.5-flash", contents=f"Meu CPF é {CPF}",
+            config=types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=True))):
+        for part in chunk.candidates[0].content.parts or []:
+            if part.thought:
+                thoughts += part.text or ""
+            else:
+                text += part.text or ""
+        usage = chunk.usage_metadata or usage
+    assert text == f"Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."
+    assert thoughts.startswith("**Checking the document**")
+    assert usage.total_token_count == 73
+    sent = mock.last_request(":streamGenerateContent")
+    assert json.loads(sent["body"])["contents"][0]["parts"][0]["text"] == "Meu CPF é [CPF_1]"
+
+
 def test_anthropic_sdk_streaming_through_the_gateway(guard, mock):
     with claude(guard, **{"x-mock-case": "anthropic-pii-stream"}).messages.stream(
             model="claude", max_tokens=100, messages=[{"role": "user", "content": f"Meu CPF é {CPF}"}]) as stream:

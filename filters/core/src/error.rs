@@ -255,6 +255,41 @@ impl Error {
             Dialect::Anthropic => format!("event: error\ndata: {data}\n\n").into_bytes(),
         }
     }
+
+    /// The same for a Gemini or Vertex AI stream (`alt=sse`): Google's error object
+    /// (`{"error":{"code","message","status"}}`, `code` the HTTP status), on which Google's Gen AI
+    /// SDK raises its `ClientError`/`ServerError` as for an error answer.
+    pub fn google_sse_event(&self) -> Vec<u8> {
+        let status = self.spec().status;
+        let name = match status {
+            400 | 413 | 415 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            404 => "NOT_FOUND",
+            429 => "RESOURCE_EXHAUSTED",
+            502 | 503 => "UNAVAILABLE",
+            504 => "DEADLINE_EXCEEDED",
+            _ => "INTERNAL",
+        };
+        let value = json!({"error": {"code": status, "message": self.message(), "status": name}});
+        format!("data: {value}\n\n").into_bytes()
+    }
+
+    /// The same for a Responses-API stream: its `error` event (`type`, `code`, `message`,
+    /// `param`, `sequence_number`), which typed clients read, with the `error` object beside
+    /// them, on which OpenAI's SDKs raise as they do on any stream.
+    pub fn responses_sse_event(&self, sequence_number: u64) -> Vec<u8> {
+        let mut value = self.json(Dialect::OpenAi);
+        let spec = self.spec();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("type".into(), json!("error"));
+            object.insert("code".into(), json!(spec.openai_code));
+            object.insert("message".into(), json!(self.message()));
+            object.insert("param".into(), json!(self.param()));
+            object.insert("sequence_number".into(), json!(sequence_number));
+        }
+        format!("event: error\ndata: {value}\n\n").into_bytes()
+    }
 }
 
 impl std::fmt::Display for Error {

@@ -593,6 +593,99 @@ fn a_streamed_answer_with_pii_split_across_chunks_is_masked_and_token_usage_stil
     }
 }
 
+/// A Responses-API stream (the provider's full event sequence, `openai/responses-pii-stream.sse`)
+/// through token-counter and guardrails, cut every 7 bytes: every copy of the text the client
+/// gets is restored or masked alike, and the usage in `response.completed` is still read once.
+#[test]
+fn a_responses_stream_is_masked_and_restored_and_still_counted() {
+    let stream = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/responses/openai/responses-pii-stream.sse"
+    ))
+    .unwrap();
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let body = serde_json::to_vec(&json!({"model": "gpt-5-mini", "stream": true, "instructions": "Seja breve.",
+                                          "input": format!("Meu CPF é {CPF}")}))
+    .unwrap();
+    let (mut ex, action) = send(&mut driver, "/v1/responses", &body, &[]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["input"], "Meu CPF é [CPF_1]");
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let chunks: Vec<&[u8]> = stream.chunks(7).collect();
+    ex.response_body(&chunks, 1, true);
+    let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    let events: Vec<Value> = client
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap())
+        .collect();
+    let expected = format!("Seu CPF é {CPF}; o do fiador é [CPF_2], confirme.");
+    let streamed: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, expected);
+    let done = events.iter().find(|e| e["type"] == "response.output_text.done").unwrap();
+    assert_eq!(done["text"], expected.as_str());
+    let completed = events.last().unwrap();
+    assert_eq!(completed["type"], "response.completed");
+    assert_eq!(completed.pointer("/response/output/1/content/0/text").unwrap(), expected.as_str());
+    assert_eq!(events.len(), 15, "the provider's events, none added");
+    assert!(!client.contains("111.444"));
+    ex.log();
+    assert_eq!(ex.host.counter(FINDINGS, &["direction=response", "entity=CPF", "action=mask"]), 1);
+    assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=output"]), 84);
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &[]), 0, "{:?}", ex.host.counters);
+}
+
+/// A Gemini stream (`alt=sse`, CRLF-framed, thoughts first) through token-counter and
+/// guardrails: the answer restored and masked, the usage of its last event counted; the same
+/// stream as a JSON array (no `alt=sse`) is passed on unchecked and counted as such.
+#[test]
+fn a_gemini_stream_is_masked_and_restored_and_a_json_array_stream_counted_unchecked() {
+    let stream =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/responses/gemini/stream-pii.sse"))
+            .unwrap();
+    let body =
+        serde_json::to_vec(&json!({"contents": [{"role": "user", "parts": [{"text": format!("Meu CPF é {CPF}")}]}]}))
+            .unwrap();
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+    let (mut ex, action) = send(&mut driver, path, &body, &[]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["contents"][0]["parts"][0]["text"], "Meu CPF é [CPF_1]");
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let chunks: Vec<&[u8]> = stream.chunks(11).collect();
+    ex.response_body(&chunks, 1, true);
+    let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    let text: String = client
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str::<Value>(data).unwrap())
+        .flat_map(|event| event["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|part| part["thought"] != true)
+        .map(|part| part["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, format!("Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."));
+    ex.log();
+    assert_eq!(ex.host.counter(FINDINGS, &["direction=response", "entity=CPF", "action=mask"]), 1);
+    assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=output"]), 59);
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &[]), 0);
+
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let (mut ex, _) = send(&mut driver, "/v1beta/models/gemini-2.5-flash:streamGenerateContent", &body, &[]);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    let array =
+        br#"[{"candidates":[{"content":{"parts":[{"text":"ok"}],"role":"model"},"finishReason":"STOP","index":0}]}]"#;
+    ex.response_body(&[array], 1, true);
+    assert_eq!(ex.host.client_body, array);
+    ex.log();
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=stream_format"]), 1);
+}
+
 #[test]
 fn the_callers_tier_picks_its_guardrail_profile() {
     let mut guard = guard_config();

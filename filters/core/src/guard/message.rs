@@ -211,7 +211,8 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
 
 /// Calls `f` with every text of a (non-streamed) answer: OpenAI chat `choices[].message`
 /// (content, tool-call arguments), completions `choices[].text`, Anthropic `content[]` (text,
-/// thinking, tool inputs), Responses `output[]`, Gemini `candidates[].content`, Bedrock
+/// thinking, tool inputs), Responses `output[]` (message parts and refusals, tool-call arguments,
+/// reasoning summaries), Gemini `candidates[].content`, Bedrock
 /// `output.message`, and the InvokeModel families' own: Llama `generation`, Cohere `text` and
 /// `generations[].text`, Claude's legacy `completion`, Titan `results[].outputText`, Mistral
 /// `outputs[].text`.
@@ -231,9 +232,15 @@ pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     for key in ["content", "output", "candidates"] {
         if let Some(Value::Array(items)) = object.get_mut(key) {
             for item in items {
-                match item.get_mut("content") {
-                    Some(content) if key != "content" => strings_in(content, Role::Assistant, 0, &mut g),
-                    _ => content_block(item, Role::Assistant, &mut g),
+                if key != "content" && item.get("content").is_some() {
+                    // A Responses reasoning item may have a summary beside its content.
+                    for part in ["content", "summary"] {
+                        if let Some(value) = item.get_mut(part) {
+                            strings_in(value, Role::Assistant, 0, &mut g);
+                        }
+                    }
+                } else {
+                    content_block(item, Role::Assistant, &mut g);
                 }
             }
         }
@@ -325,6 +332,8 @@ fn content_block(block: &mut Value, role: Role, f: &mut dyn FnMut(Role, &mut Str
             for key in [
                 "text",
                 "thinking",
+                "refusal",
+                "summary",
                 "input",
                 "content",
                 "arguments",
@@ -600,6 +609,19 @@ mod tests {
             for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
             assert_eq!(seen.first().map(String::as_str), Some("a"), "{answer}");
         }
+        // Every text of a Responses answer: reasoning summary and text, refusal, tool arguments.
+        let mut value: Value = serde_json::from_str(
+            r#"{"output":[
+                {"type":"reasoning","id":"rs","summary":[{"type":"summary_text","text":"s1"}],
+                 "content":[{"type":"reasoning_text","text":"r1"}],"encrypted_content":"gAAA"},
+                {"type":"reasoning","id":"rs2","summary":[{"type":"summary_text","text":"s2"}]},
+                {"type":"message","content":[{"type":"refusal","refusal":"no"},{"type":"output_text","text":"a"}]},
+                {"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}"#,
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
+        assert_eq!(seen, ["r1", "s1", "s2", "no", "a", "{}"]);
         // A Responses answer's `text` is its format settings, not text.
         let mut value: Value = serde_json::from_str(r#"{"output":[],"text":{"format":{"type":"text"}}}"#).unwrap();
         let mut seen = Vec::new();

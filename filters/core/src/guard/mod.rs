@@ -427,11 +427,15 @@ mod robustness {
 
         #[test]
         fn any_stream_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024),
-                                        cut in any::<usize>(), anthropic in any::<bool>()) {
+                                        cut in any::<usize>(), format in 0..4u8) {
             let p = policy();
             let mut masker = p.masker();
-            let dialect = if anthropic { Dialect::Anthropic } else { Dialect::OpenAi };
-            let mut guard = StreamGuard::new(dialect, 16);
+            let mut guard = match format {
+                0 => StreamGuard::new(Dialect::OpenAi, 16),
+                1 => StreamGuard::new(Dialect::Anthropic, 16),
+                2 => StreamGuard::gemini(16),
+                _ => StreamGuard::responses(16),
+            };
             let (a, b) = input.split_at(cut % (input.len() + 1));
             let mut out = Vec::new();
             let mut tally = Tally::new();
@@ -441,16 +445,27 @@ mod robustness {
         }
 
         #[test]
-        fn any_texts_in_a_stream_never_panic(parts in proptest::collection::vec(texty(), 1..6), cut in any::<usize>()) {
+        fn any_texts_in_a_stream_never_panic(parts in proptest::collection::vec(texty(), 1..6), cut in any::<usize>(),
+                                             responses in any::<bool>()) {
             let p = policy();
             let mut masker = p.masker();
             let mut stream = Vec::new();
-            for part in &parts {
-                let chunk = serde_json::json!({"id":"c","choices":[{"index":0,"delta":{"content":part},"finish_reason":null}]});
+            for (n, part) in parts.iter().enumerate() {
+                let chunk = if responses {
+                    serde_json::json!({"type":"response.output_text.delta","sequence_number":n,"output_index":0,"content_index":0,"delta":part})
+                } else {
+                    serde_json::json!({"id":"c","choices":[{"index":0,"delta":{"content":part},"finish_reason":null}]})
+                };
                 crate::convert::sse_data(&mut stream, &chunk);
             }
-            stream.extend_from_slice(b"data: [DONE]\n\n");
-            let mut guard = StreamGuard::new(Dialect::OpenAi, 16);
+            if responses {
+                let text: String = parts.concat();
+                let done = serde_json::json!({"type":"response.completed","response":{"output":[{"type":"message","content":[{"type":"output_text","text":text}]}]}});
+                crate::convert::sse_data(&mut stream, &done);
+            } else {
+                stream.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            let mut guard = if responses { StreamGuard::responses(16) } else { StreamGuard::new(Dialect::OpenAi, 16) };
             let (a, b) = stream.split_at(cut % (stream.len() + 1));
             let mut out = Vec::new();
             let mut tally = Tally::new();

@@ -14,13 +14,24 @@
 //! restored (if configured). A `block` finding ends the stream with one error event in the
 //! client's dialect; everything after it is dropped. Events without text pass byte-exact.
 //!
+//! Gemini streams (`alt=sse`) too: a candidate's text and thoughts are its channels (see
+//! [`gemini`]). Responses-API streams (`response.output_text.delta`, …) are guarded the same way, with two
+//! differences their grammar asks for (see [`responses`]): each channel's latest delta event is
+//! held until the next (so the tail released at the channel's end rides on an event the provider
+//! sent, and the client gets the same events with the same `sequence_number`s), and the events
+//! that repeat the whole text (`….done`, `response.completed`) carry the text as released.
+//!
 //! Memory per stream: the SSE decoder's pending event plus, per channel, `holdback` characters
-//! and the current chunk's text.
+//! and the current chunk's text (for a Responses stream also the channel's released text, which
+//! its closing events repeat, and its latest delta event).
 
 use super::policy::{Action, Finding, Masker, Policy};
 use crate::error::{Dialect, Error};
 use crate::sse::{Event, SseDecoder};
 use serde_json::{json, Value};
+
+mod gemini;
+mod responses;
 
 /// What a guarded answer produced, for metrics: (rule, entity, action) per finding released.
 pub type Tally = Vec<(String, String, Action)>;
@@ -37,13 +48,38 @@ enum Field {
     PartialJson,
     /// Anthropic `thinking_delta`.
     Thinking,
+    /// Responses: the `output_text` part at this content index of a message item.
+    OutputText(u64),
+    /// Responses: the `refusal` part at this content index of a message item.
+    Refusal(u64),
+    /// Responses: a tool call item's `arguments` (or a custom tool call's `input`).
+    Arguments,
+    /// Responses: a reasoning item's summary part at this index.
+    Summary(u64),
+    /// Responses: a reasoning item's `reasoning_text` part at this content index.
+    Reasoning(u64),
 }
 
 struct Channel {
-    /// Choice (OpenAI) or content block (Anthropic) index.
+    /// Choice (OpenAI) or content block (Anthropic) index; a Responses output item's index.
     index: u64,
     field: Field,
     window: String,
+    /// Responses only: see [`responses::Lane`].
+    lane: Option<Box<responses::Lane>>,
+}
+
+/// The grammar of the guarded stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// OpenAI chat completions and legacy completions chunks (`choices[]`), ended by `[DONE]`.
+    Chunks,
+    /// Anthropic Messages events.
+    Anthropic,
+    /// OpenAI Responses events (`type`, `sequence_number`).
+    Responses,
+    /// Gemini and Vertex AI `GenerateContentResponse` events (`alt=sse`).
+    Gemini,
 }
 
 /// Why the stream was ended early.
@@ -60,6 +96,9 @@ pub struct StreamGuard {
 
 struct State {
     dialect: Dialect,
+    format: Format,
+    /// Responses: the last `sequence_number` seen, for an error event that ends the stream.
+    sequence: u64,
     holdback: usize,
     channels: Vec<Channel>,
     /// The stream's first OpenAI chunk, for synthetic flush chunks (id, model, created):
@@ -69,10 +108,29 @@ struct State {
 }
 
 impl StreamGuard {
+    /// A chat completions or legacy completions stream (OpenAI dialect), or Anthropic's Messages.
     pub fn new(dialect: Dialect, holdback_chars: usize) -> StreamGuard {
+        let format = match dialect {
+            Dialect::OpenAi => Format::Chunks,
+            Dialect::Anthropic => Format::Anthropic,
+        };
+        StreamGuard::with_format(dialect, format, holdback_chars)
+    }
+
+    /// An OpenAI Responses-API stream.
+    pub fn responses(holdback_chars: usize) -> StreamGuard {
+        StreamGuard::with_format(Dialect::OpenAi, Format::Responses, holdback_chars)
+    }
+
+    /// A Gemini or Vertex AI `streamGenerateContent?alt=sse` stream.
+    pub fn gemini(holdback_chars: usize) -> StreamGuard {
+        StreamGuard::with_format(Dialect::OpenAi, Format::Gemini, holdback_chars)
+    }
+
+    fn with_format(dialect: Dialect, format: Format, holdback: usize) -> StreamGuard {
         StreamGuard {
             decoder: SseDecoder::default(),
-            state: State { dialect, holdback: holdback_chars, channels: Vec::new(), template: None, ended: false },
+            state: State { dialect, format, sequence: 0, holdback, channels: Vec::new(), template: None, ended: false },
         }
     }
 
@@ -125,7 +183,11 @@ impl StreamGuard {
             };
             self.state.event(&event, policy, masker, tally, out)?;
         }
-        self.state.flush(None, policy, masker, tally, out)?;
+        if self.state.format == Format::Responses {
+            self.state.close_all(policy, masker, tally, out)?;
+        } else {
+            self.state.flush(None, policy, masker, tally, out)?;
+        }
         out.extend_from_slice(&rest);
         Ok(())
     }
@@ -137,15 +199,24 @@ impl State {
     fn unreadable(&mut self, out: &mut Vec<u8>) -> Blocked {
         self.ended = true;
         let detail = "the provider's stream could not be read, so the rest of the answer was withheld unchecked";
-        out.extend_from_slice(&Error::UpstreamInvalid { detail: detail.into() }.sse_event(self.dialect));
+        self.error_event(&Error::UpstreamInvalid { detail: detail.into() }, out);
         Blocked { rule: "response_unreadable".to_string(), entity: "SSE".to_string() }
     }
 
     fn end(&mut self, out: &mut Vec<u8>, rule: &str, entity: &str) -> Blocked {
         self.ended = true;
         let error = Error::Blocked { rule: rule.to_string(), entity: Some(entity.to_string()) };
-        out.extend_from_slice(&error.sse_event(self.dialect));
+        self.error_event(&error, out);
         Blocked { rule: rule.to_string(), entity: entity.to_string() }
+    }
+
+    /// The one event that ends the stream early, in its grammar.
+    fn error_event(&self, error: &Error, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Responses => out.extend_from_slice(&error.responses_sse_event(self.sequence + 1)),
+            Format::Gemini => out.extend_from_slice(&error.google_sse_event()),
+            Format::Chunks | Format::Anthropic => out.extend_from_slice(&error.sse_event(self.dialect)),
+        }
     }
 
     fn event(
@@ -169,9 +240,11 @@ impl State {
             // Text we cannot read is text we cannot check.
             return Err(self.unreadable(out));
         };
-        let touched = match self.dialect {
-            Dialect::OpenAi => self.openai(data, &mut value, policy, masker, tally, out)?,
-            Dialect::Anthropic => self.anthropic(&mut value, policy, masker, tally, out)?,
+        let touched = match self.format {
+            Format::Chunks => self.openai(data, &mut value, policy, masker, tally, out)?,
+            Format::Anthropic => self.anthropic(&mut value, policy, masker, tally, out)?,
+            Format::Responses => return self.responses(event, value, policy, masker, tally, out),
+            Format::Gemini => self.gemini(data, &mut value, policy, masker, tally, out)?,
         };
         if touched {
             write_event(out, event, &value);
@@ -305,8 +378,9 @@ impl State {
         if text.is_empty() {
             return;
         }
-        let (event, value) = match (self.dialect, field) {
-            (Dialect::Anthropic, field) => {
+        let (event, value) = match (self.format, field) {
+            (Format::Gemini, field) => (None, self.gemini_synthetic(index, field, text)),
+            (Format::Anthropic, field) => {
                 let delta = match field {
                     Field::PartialJson => json!({"type": "input_json_delta", "partial_json": text}),
                     Field::Thinking => json!({"type": "thinking_delta", "thinking": text}),
@@ -314,7 +388,7 @@ impl State {
                 };
                 (Some("content_block_delta"), json!({"type": "content_block_delta", "index": index, "delta": delta}))
             }
-            (Dialect::OpenAi, field) => {
+            (Format::Chunks | Format::Responses, field) => {
                 let mut chunk = template.clone();
                 let choice = match field {
                     Field::CompletionText => json!({"index": index, "text": text, "finish_reason": null}),
@@ -390,7 +464,8 @@ impl State {
         let position = match self.channels.iter().position(|c| c.index == index && c.field == field) {
             Some(p) => p,
             None => {
-                self.channels.push(Channel { index, field, window: String::new() });
+                let lane = (self.format == Format::Responses).then(Box::default);
+                self.channels.push(Channel { index, field, window: String::new(), lane });
                 self.channels.len() - 1
             }
         };
@@ -435,12 +510,16 @@ impl State {
 }
 
 fn write_event(out: &mut Vec<u8>, event: &Event<'_>, value: &Value) {
-    if let Some(name) = event.event {
+    write_parts(out, event.event, event.id, value);
+}
+
+fn write_parts(out: &mut Vec<u8>, name: Option<&[u8]>, id: Option<&[u8]>, value: &Value) {
+    if let Some(name) = name {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name);
         out.push(b'\n');
     }
-    if let Some(id) = event.id {
+    if let Some(id) = id {
         out.extend_from_slice(b"id: ");
         out.extend_from_slice(id);
         out.push(b'\n');
@@ -615,6 +694,341 @@ mod tests {
             assert_eq!(order.last().map(String::as_str), Some("message_stop"));
             let stop = order.iter().position(|t| t == "content_block_stop").unwrap();
             assert!(order[..stop].iter().filter(|t| *t == "content_block_delta").count() >= 2);
+        }
+    }
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/../../tests/fixtures/responses/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    /// Each event of a stream: its `event:` name and data.
+    fn events(stream: &[u8]) -> Vec<(String, Value)> {
+        let mut decoder = SseDecoder::default();
+        decoder.push(stream).unwrap();
+        let mut events = Vec::new();
+        while let Some(event) = decoder.next_event() {
+            let name = String::from_utf8(event.event.unwrap_or_default().to_vec()).unwrap();
+            events.push((name, serde_json::from_slice(&event.data.unwrap()).unwrap()));
+        }
+        events
+    }
+
+    /// A masker that masked the request's CPF as `[CPF_1]`.
+    fn request_masker(p: &Policy) -> Masker {
+        let mut masker = p.masker();
+        let findings = vec![Finding { start: 0, end: 14, entity: "CPF", rule: "pii", action: Action::Mask }];
+        assert_eq!(masker.apply("529.982.247-25", &findings).unwrap(), "[CPF_1]");
+        masker.freeze();
+        masker
+    }
+
+    /// Every text a Responses stream shows: the deltas joined, then each closing event's copy.
+    fn responses_texts(events: &[(String, Value)]) -> (String, Vec<String>) {
+        let mut streamed = String::new();
+        let mut copies = Vec::new();
+        for (_, value) in events {
+            match value["type"].as_str().unwrap() {
+                "response.output_text.delta" => streamed.push_str(value["delta"].as_str().unwrap()),
+                "response.output_text.done" => copies.push(value["text"].as_str().unwrap().to_string()),
+                "response.content_part.done" => copies.push(value["part"]["text"].as_str().unwrap().to_string()),
+                "response.output_item.done" => {
+                    if let Some(text) = value.pointer("/item/content/0/text") {
+                        copies.push(text.as_str().unwrap().to_string());
+                    }
+                }
+                "response.completed" => copies
+                    .push(value.pointer("/response/output/1/content/0/text").unwrap().as_str().unwrap().to_string()),
+                _ => {}
+            }
+        }
+        (streamed, copies)
+    }
+
+    fn run_responses(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut guard = StreamGuard::responses(p.response.holdback_chars);
+        let mut out = Vec::new();
+        let mut tally = Tally::new();
+        for chunk in chunks {
+            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
+                return out;
+            }
+        }
+        let _ = guard.finish(p, masker, &mut tally, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_responses_stream_is_masked_and_restored_in_every_copy_of_its_text_at_every_byte_split() {
+        let p = policy(true);
+        let masker = request_masker(&p);
+        let stream = fixture("openai/responses-pii-stream.sse");
+        let sent = events(&stream);
+        let expected = "Seu CPF é 529.982.247-25; o do fiador é [CPF_2], confirme.";
+        let check = |out: &[u8], what: &str| {
+            let got = events(out);
+            let order = |e: &[(String, Value)]| -> Vec<(String, u64)> {
+                e.iter().map(|(name, v)| (name.clone(), v["sequence_number"].as_u64().unwrap())).collect()
+            };
+            assert_eq!(order(&got), order(&sent), "{what}: the same events, in order, with their numbers");
+            let (streamed, copies) = responses_texts(&got);
+            assert_eq!(streamed, expected, "{what}");
+            assert_eq!(copies, vec![expected; 4], "{what}: done, part, item, completed");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+            for ((_, before), (_, after)) in sent.iter().zip(&got) {
+                let mut before = before.clone();
+                let mut after = after.clone();
+                for v in [&mut before, &mut after] {
+                    for pointer in
+                        ["/delta", "/text", "/part/text", "/item/content/0/text", "/response/output/1/content/0/text"]
+                    {
+                        if let Some(t) = v.pointer_mut(pointer) {
+                            *t = Value::Null;
+                        }
+                    }
+                }
+                assert_eq!(before, after, "{what}: nothing but the text changes");
+            }
+        };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run_responses(&p, &mut masker.clone(), &[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run_responses(&p, &mut masker.clone(), &bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn a_responses_stream_stays_live_one_delta_behind() {
+        let p = policy(false);
+        let long = "palavra ".repeat(20);
+        let mut stream = Vec::new();
+        for (n, part) in [&long, &long, &long].iter().enumerate() {
+            let value = json!({"type":"response.output_text.delta","sequence_number":n,"item_id":"m","output_index":0,"content_index":0,"delta":part});
+            stream.extend_from_slice(b"event: response.output_text.delta\n");
+            crate::convert::sse_data(&mut stream, &value);
+        }
+        let mut guard = StreamGuard::responses(32);
+        let mut out = Vec::new();
+        guard.push(&stream, &p, &mut p.masker(), &mut Tally::new(), &mut out).unwrap();
+        let got = events(&out);
+        assert_eq!(got.len(), 2, "the third delta is held until the next event");
+        let sent: String = got.iter().map(|(_, v)| v["delta"].as_str().unwrap()).collect();
+        assert_eq!(sent.len(), 3 * long.len() - 32, "all but the hold-back window is out");
+    }
+
+    fn responses_event(out: &mut Vec<u8>, value: Value) {
+        out.extend_from_slice(format!("event: {}\n", value["type"].as_str().unwrap()).as_bytes());
+        crate::convert::sse_data(out, &value);
+    }
+
+    #[test]
+    fn a_block_ends_a_responses_stream_with_its_error_event() {
+        let p = policy(false);
+        let mut stream = Vec::new();
+        for (n, part) in ["cartão 4111 1111 ", "1111 1111 e mais texto depois disso tudo aqui."].iter().enumerate() {
+            responses_event(
+                &mut stream,
+                json!({"type":"response.output_text.delta","sequence_number":n + 3,"item_id":"m","output_index":0,"content_index":0,"delta":part}),
+            );
+        }
+        responses_event(
+            &mut stream,
+            json!({"type":"response.output_text.done","sequence_number":5,"item_id":"m","output_index":0,"content_index":0,"text":"…"}),
+        );
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let out = run_responses(&p, &mut p.masker(), &[a, b]);
+            let got = events(&out);
+            let (name, last) = got.last().unwrap();
+            assert_eq!(name, "error", "split at {cut}");
+            assert_eq!(last["type"], "error");
+            assert_eq!(last["code"], "content_blocked");
+            assert_eq!(last["sequence_number"], 5, "after the last event seen");
+            assert!(last["error"]["message"].as_str().unwrap().contains("CREDIT_CARD"));
+            assert!(!String::from_utf8_lossy(&out).contains("1111"), "split at {cut}");
+            assert_eq!(got.iter().filter(|(n, _)| n == "error").count(), 1);
+        }
+    }
+
+    #[test]
+    fn tool_arguments_reasoning_and_texts_that_never_streamed_are_guarded_in_a_responses_stream() {
+        let p = policy(false);
+        let mut stream = Vec::new();
+        let call = |args: &str| json!({"id":"fc_1","type":"function_call","call_id":"call_1","name":"lookup","arguments":args,"status":"completed"});
+        for (n, part) in [r#"{"email":"ana@exem"#, r#"plo.com.br"}"#].iter().enumerate() {
+            responses_event(
+                &mut stream,
+                json!({"type":"response.function_call_arguments.delta","sequence_number":n,"item_id":"fc_1","output_index":0,"delta":part}),
+            );
+        }
+        let whole = r#"{"email":"ana@exemplo.com.br"}"#;
+        responses_event(
+            &mut stream,
+            json!({"type":"response.function_call_arguments.done","sequence_number":2,"item_id":"fc_1","output_index":0,"arguments":whole}),
+        );
+        responses_event(
+            &mut stream,
+            json!({"type":"response.output_item.done","sequence_number":3,"output_index":0,"item":call(whole)}),
+        );
+        let summary = json!({"id":"rs_1","type":"reasoning","summary":[{"type":"summary_text","text":"O CPF 111.444.777-35 confere."}]});
+        responses_event(
+            &mut stream,
+            json!({"type":"response.completed","sequence_number":4,"response":{"id":"r","output":[call(whole), summary],"usage":{"input_tokens":1,"output_tokens":2,"total_tokens":3}}}),
+        );
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let got = events(&run_responses(&p, &mut p.masker(), &[a, b]));
+            assert_eq!(got.len(), 5, "split at {cut}");
+            let streamed: String = got.iter().filter_map(|(_, v)| v.get("delta").and_then(Value::as_str)).collect();
+            let masked = r#"{"email":"[EMAIL_1]"}"#;
+            assert_eq!(streamed, masked, "split at {cut}");
+            assert_eq!(got[2].1["arguments"], masked);
+            assert_eq!(got[3].1["item"]["arguments"], masked);
+            assert_eq!(got[4].1.pointer("/response/output/0/arguments").unwrap(), masked);
+            assert_eq!(
+                got[4].1.pointer("/response/output/1/summary/0/text").unwrap(),
+                "O CPF [CPF_1] confere.",
+                "a text that never streamed is checked where it comes"
+            );
+            assert_eq!(got[4].1.pointer("/response/usage/total_tokens").unwrap(), 3);
+        }
+    }
+
+    #[test]
+    fn a_tail_after_another_event_goes_out_in_a_copy_of_the_last_delta() {
+        let p = policy(false);
+        let mut stream = Vec::new();
+        for (n, part) in ["Escreva para ana@exem", "plo.com.br hoje."].iter().enumerate() {
+            responses_event(
+                &mut stream,
+                json!({"type":"response.output_text.delta","sequence_number":n,"item_id":"m","output_index":0,"content_index":0,"delta":part}),
+            );
+        }
+        responses_event(
+            &mut stream,
+            json!({"type":"response.output_text.annotation.added","sequence_number":2,"item_id":"m","output_index":0,"content_index":0,"annotation_index":0,"annotation":{"type":"url_citation","url":"https://example.com"}}),
+        );
+        responses_event(
+            &mut stream,
+            json!({"type":"response.output_text.done","sequence_number":3,"item_id":"m","output_index":0,"content_index":0,"text":"…"}),
+        );
+        let got = events(&run_responses(&p, &mut p.masker(), &[&stream]));
+        let types: Vec<&str> = got.iter().map(|(_, v)| v["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.annotation.added",
+                "response.output_text.delta",
+                "response.output_text.done"
+            ]
+        );
+        let streamed: String = got.iter().filter_map(|(_, v)| v.get("delta").and_then(Value::as_str)).collect();
+        assert_eq!(streamed, "Escreva para [EMAIL_1] hoje.");
+        assert_eq!(got[3].1["sequence_number"], 1, "the copy keeps its template's number");
+        assert_eq!(got[4].1["text"], "Escreva para [EMAIL_1] hoje.");
+    }
+
+    fn run_gemini(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut guard = StreamGuard::gemini(p.response.holdback_chars);
+        let mut out = Vec::new();
+        let mut tally = Tally::new();
+        for chunk in chunks {
+            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
+                return out;
+            }
+        }
+        let _ = guard.finish(p, masker, &mut tally, &mut out);
+        out
+    }
+
+    /// A Gemini stream's thoughts and answer, as Google's SDK joins them, and its events.
+    fn gemini_texts(stream: &[u8]) -> (String, String, Vec<Value>) {
+        let (mut thoughts, mut text) = (String::new(), String::new());
+        let values: Vec<Value> = events(stream).into_iter().map(|(_, v)| v).collect();
+        for value in &values {
+            for part in value.pointer("/candidates/0/content/parts").and_then(Value::as_array).into_iter().flatten() {
+                let into = if part["thought"] == true { &mut thoughts } else { &mut text };
+                into.push_str(part["text"].as_str().unwrap_or_default());
+            }
+        }
+        (thoughts, text, values)
+    }
+
+    #[test]
+    fn a_gemini_stream_is_masked_and_restored_at_every_byte_split() {
+        let p = policy(true);
+        let masker = request_masker(&p);
+        let stream = fixture("gemini/stream-pii.sse");
+        let sent = events(&stream);
+        let check = |out: &[u8], what: &str| {
+            let (thoughts, text, got) = gemini_texts(out);
+            assert_eq!(text, "Seu CPF é 529.982.247-25; o do fiador é [CPF_2], confirme.", "{what}");
+            assert!(thoughts.starts_with("**Checking the document**"), "{what}: thoughts are their own channel");
+            assert_eq!(got.len(), sent.len(), "{what}: no event added");
+            assert_eq!(got.last().unwrap()["usageMetadata"]["totalTokenCount"], 73, "{what}");
+            assert_eq!(got.last().unwrap().pointer("/candidates/0/finishReason").unwrap(), "STOP");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+        };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run_gemini(&p, &mut masker.clone(), &[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run_gemini(&p, &mut masker.clone(), &bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn a_gemini_tail_finds_a_part_and_a_call_is_checked_whole() {
+        let p = policy(false);
+        let event = |parts: Value, finish: bool| {
+            let mut candidate = json!({"content":{"parts":parts,"role":"model"},"index":0});
+            if finish {
+                candidate["finishReason"] = json!("STOP");
+            }
+            let mut out = Vec::new();
+            crate::convert::sse_data(&mut out, &json!({"candidates":[candidate],"modelVersion":"gemini-2.5-flash"}));
+            out
+        };
+        // The last event carries no text, only a call: the tail gets a part of its own, first.
+        let stream = [
+            event(json!([{"text":"Vou escrever para ana@exemplo.com.br agora"}]), false),
+            event(json!([{"functionCall":{"name":"send","args":{"to":["ana@exemplo.com.br"],"n":1}}}]), true),
+        ]
+        .concat();
+        let (_, text, got) = gemini_texts(&run_gemini(&p, &mut p.masker(), &[&stream]));
+        assert_eq!(text, "Vou escrever para [EMAIL_1] agora");
+        let parts = got[1].pointer("/candidates/0/content/parts").unwrap();
+        assert!(parts[0]["text"].is_string(), "{parts}");
+        assert_eq!(parts[1]["functionCall"]["args"], json!({"to":["[EMAIL_1]"],"n":1}));
+        // No finishReason: the tail comes in one last event.
+        let stream = event(json!([{"text":"Contato: ana@exemplo.com.br"}]), false);
+        let (_, text, got) = gemini_texts(&run_gemini(&p, &mut p.masker(), &[&stream]));
+        assert_eq!(text, "Contato: [EMAIL_1]");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1]["modelVersion"], "gemini-2.5-flash");
+    }
+
+    #[test]
+    fn a_block_ends_a_gemini_stream_with_googles_error_object() {
+        let p = policy(false);
+        let mut stream = Vec::new();
+        for part in ["cartão 4111 1111 ", "1111 1111 e mais texto depois disso tudo aqui."] {
+            crate::convert::sse_data(
+                &mut stream,
+                &json!({"candidates":[{"content":{"parts":[{"text":part}],"role":"model"},"index":0}]}),
+            );
+        }
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let out = run_gemini(&p, &mut p.masker(), &[a, b]);
+            let got = events(&out);
+            let last = &got.last().unwrap().1;
+            assert_eq!(last["error"]["code"], 400, "split at {cut}: {last}");
+            assert_eq!(last["error"]["status"], "INVALID_ARGUMENT");
+            assert!(last["error"]["message"].as_str().unwrap().contains("CREDIT_CARD"));
+            assert!(!String::from_utf8_lossy(&out).contains("1111"), "split at {cut}");
         }
     }
 }

@@ -287,8 +287,6 @@ impl Stage for GuardStream {
         {
             return;
         }
-        let dialect_ok =
-            matches!(ex.route.kind, ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages);
         if head.content_encoding.as_deref().is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
             out.counter(
                 metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "response_compressed")]),
@@ -299,12 +297,19 @@ impl Stage for GuardStream {
         // The client's format, not the backend's: provider-rewrite (if any) translates the
         // answer before this stage reads it.
         self.answer = if ex.streaming() {
-            if dialect_ok {
+            let holdback = self.policy.profile(self.profile).response.holdback_chars;
+            let guard = match ex.route.kind {
+                ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => {
+                    Some(StreamGuard::new(ex.dialect(), holdback))
+                }
+                ApiKind::OpenAiResponses => Some(StreamGuard::responses(holdback)),
+                // `alt=sse`; without it Gemini streams a JSON array, which is not read here.
+                ApiKind::GeminiGenerate { .. } if is_event_stream(head) => Some(StreamGuard::gemini(holdback)),
+                _ => None,
+            };
+            if let Some(guard) = guard {
                 out.response_headers.push(HeaderEdit::Remove("content-length"));
-                Answer::Stream(Box::new(StreamGuard::new(
-                    ex.dialect(),
-                    self.policy.profile(self.profile).response.holdback_chars,
-                )))
+                Answer::Stream(Box::new(guard))
             } else {
                 out.counter(
                     metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "stream_format")]),
@@ -426,6 +431,12 @@ impl GuardStream {
         }
         serde_json::to_vec(&value).unwrap_or(held)
     }
+}
+
+fn is_event_stream(head: &ResponseHead) -> bool {
+    head.content_type
+        .as_deref()
+        .is_some_and(|t| t.split(';').next().is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream")))
 }
 
 /// Parses the guardrails configuration (JSON); errors name the field.

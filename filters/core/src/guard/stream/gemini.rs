@@ -1,0 +1,146 @@
+//! Guarding a Gemini or Vertex AI stream (`streamGenerateContent?alt=sse`).
+//!
+//! Each event is a whole `GenerateContentResponse`; a candidate's text comes in its
+//! `content.parts[].text`, thought summaries in parts marked `thought: true`. Each candidate keeps
+//! two channels, text and thoughts: a part's text is replaced by what its window releases (possibly
+//! `""`), and the event that ends the candidate (`finishReason`) carries the held tail, appended to
+//! its last part of that kind or, when it has none, in a part of its own put before its other parts.
+//! A function call comes whole (Gemini does not stream its arguments): every string in its `args` is
+//! checked there. A stream that ends without a `finishReason` gets its tails in one last event.
+
+use super::{Blocked, Field, State, Tally};
+use crate::guard::policy::{Masker, Policy};
+use serde_json::{json, Value};
+
+/// How deep into a function call's `args` strings are looked for.
+const MAX_ARGS_DEPTH: usize = 32;
+
+impl State {
+    pub(super) fn gemini(
+        &mut self,
+        data: &[u8],
+        value: &mut Value,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Blocked> {
+        let Some(Value::Array(candidates)) = value.get_mut("candidates") else { return Ok(false) };
+        if self.template.is_none() {
+            self.template = Some(data.to_vec());
+        }
+        let mut touched = false;
+        for candidate in candidates.iter_mut() {
+            let index = candidate.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if let Some(Value::Array(parts)) = candidate.pointer_mut("/content/parts") {
+                for part in parts.iter_mut() {
+                    let field = if is_thought(part) { Field::Thinking } else { Field::Text };
+                    if let Some(Value::String(text)) = part.get_mut("text") {
+                        *text = self.feed(index, field, text, false, policy, masker, tally, out)?;
+                        touched = true;
+                    }
+                    if let Some(args) = part.pointer_mut("/functionCall/args") {
+                        touched |= self.whole_strings(index, args, 0, policy, masker, tally, out)?;
+                    }
+                }
+            }
+            if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
+                for field in [Field::Thinking, Field::Text] {
+                    if !self.channels.iter().any(|c| c.index == index && c.field == field && !c.window.is_empty()) {
+                        continue;
+                    }
+                    let tail = self.feed(index, field, "", true, policy, masker, tally, out)?;
+                    if !tail.is_empty() {
+                        put_tail(candidate, field, tail);
+                        touched = true;
+                    }
+                }
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Checks every string in `value` whole (a function call's arguments). Whether any changed.
+    #[allow(clippy::too_many_arguments)]
+    fn whole_strings(
+        &mut self,
+        index: u64,
+        value: &mut Value,
+        depth: usize,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Blocked> {
+        if depth > MAX_ARGS_DEPTH {
+            return Ok(false);
+        }
+        let mut changed = false;
+        match value {
+            Value::String(text) => {
+                let checked = self.feed(index, Field::Arguments, text, true, policy, masker, tally, out)?;
+                changed = checked != *text;
+                *text = checked;
+            }
+            Value::Array(items) => {
+                for item in items {
+                    changed |= self.whole_strings(index, item, depth + 1, policy, masker, tally, out)?;
+                }
+            }
+            Value::Object(object) => {
+                for item in object.values_mut() {
+                    changed |= self.whole_strings(index, item, depth + 1, policy, masker, tally, out)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(changed)
+    }
+
+    /// The last event of a stream that ended without a `finishReason`: the held tail of one
+    /// channel, in the stream's first event's frame (`modelVersion`, `responseId`).
+    pub(super) fn gemini_synthetic(&self, index: u64, field: Field, text: &str) -> Value {
+        let mut event = self
+            .template
+            .as_deref()
+            .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        let mut candidate = json!({"content": {"parts": [], "role": "model"}, "index": index});
+        put_tail(&mut candidate, field, text.to_string());
+        if let Some(object) = event.as_object_mut() {
+            object.insert("candidates".into(), json!([candidate]));
+            object.remove("usageMetadata");
+        }
+        event
+    }
+}
+
+fn is_thought(part: &Value) -> bool {
+    part.get("thought").and_then(Value::as_bool) == Some(true)
+}
+
+/// Appends `tail` to the candidate's last part of `field`'s kind, or puts it in a part of its own
+/// before the others (thoughts first, then text, then calls and the rest).
+fn put_tail(candidate: &mut Value, field: Field, tail: String) {
+    let thought = field == Field::Thinking;
+    let Some(object) = candidate.as_object_mut() else { return };
+    let content = object.entry("content").or_insert_with(|| json!({"role": "model"}));
+    if !content.is_object() {
+        *content = json!({"role": "model"});
+    }
+    let Some(content) = content.as_object_mut() else { return };
+    let parts = content.entry("parts").or_insert_with(|| json!([]));
+    if !parts.is_array() {
+        *parts = json!([]);
+    }
+    let Some(parts) = parts.as_array_mut() else { return };
+    let last = parts.iter_mut().rev().find(|p| is_thought(p) == thought && p.get("text").is_some_and(Value::is_string));
+    if let Some(Value::String(text)) = last.and_then(|p| p.get_mut("text")) {
+        text.push_str(&tail);
+        return;
+    }
+    let at = if thought { 0 } else { parts.iter().take_while(|p| is_thought(p)).count() };
+    let part = if thought { json!({"text": tail, "thought": true}) } else { json!({"text": tail}) };
+    parts.insert(at.min(parts.len()), part);
+}
