@@ -69,6 +69,7 @@ for c in m:
     if c["response"].endswith(".events.json"):
         answer = frames(answer)
         open(f"corpus/eventstream/{c['name']}", "wb").write(answer)
+        open(f"corpus/guard_stream/{c['name']}", "wb").write(answer)
     for config in range(4):
         head = bytes([(path & 7) | content_type << 3 | status << 5, config | (path >> 3) << 7, 128,
                       len(request) & 255, len(request) >> 8 & 255])

@@ -458,7 +458,8 @@ def handle(method, path, headers, body):
     if (route.startswith("gemini") or route in ("vertex-predict", "google-predict")) and not (
             h.get("x-goog-api-key") or "key=" in path or h.get("authorization")):
         return json_reply(403, error_body(route, 403, "Method doesn't allow unregistered callers."))
-    if route.startswith("bedrock") and not h.get("authorization", "").startswith("AWS4-HMAC-SHA256"):
+    # Bedrock takes a SigV4 signature or a Bedrock API key (`Bearer`, long-term keys `ABSK…`).
+    if route.startswith("bedrock") and not h.get("authorization", "").startswith(("AWS4-HMAC-SHA256", "Bearer ")):
         return json_reply(403, {"message": "Missing Authentication Token"}, {"x-amzn-errortype": "MissingAuthenticationTokenException"})
     if route.startswith("bedrock") and h["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTOLLGATEMOCK/"):
         problem = sigv4_problem(method, path, h, body)

@@ -1,5 +1,5 @@
 //! The streaming guard over any bytes, in every stream grammar (chat chunks, Anthropic's events,
-//! Responses' events, Gemini's), at a fuzzer-chosen cut.
+//! Responses' events, Gemini's, Bedrock's event-stream frames), at a fuzzer-chosen cut.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
@@ -20,13 +20,14 @@ fn policy() -> &'static Policy {
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |b| *b as usize) % (data.len() + 1);
-    for format in 0..4 {
+    for format in 0..5 {
         let policy = policy();
         let mut masker = policy.masker();
         let mut guard = match format {
             0 => StreamGuard::new(Dialect::OpenAi, 16),
             1 => StreamGuard::new(Dialect::Anthropic, 16),
             2 => StreamGuard::gemini(16),
+            3 => StreamGuard::bedrock(16),
             _ => StreamGuard::responses(16),
         };
         let mut out = Vec::new();

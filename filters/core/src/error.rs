@@ -15,6 +15,11 @@ pub enum Dialect {
     OpenAi,
     /// `{"type":"error","error":{"type","message"}}` (Anthropic Messages).
     Anthropic,
+    /// `{"error":{"code","message","status"}}`, `code` the HTTP status (Gemini API, Vertex AI).
+    Google,
+    /// `{"message"}` with the exception's name in `x-amzn-errortype` (Bedrock Runtime), and in a
+    /// stream an exception frame.
+    Aws,
 }
 
 /// Everything that makes a filter answer instead of the upstream.
@@ -236,7 +241,21 @@ impl Error {
                 "type": "error",
                 "error": { "type": spec.anthropic_type, "message": self.message() }
             }),
+            Dialect::Google => json!({
+                "error": { "code": spec.status, "message": self.message(), "status": google_status(spec.status) }
+            }),
+            Dialect::Aws => json!({ "message": self.message() }),
         }
+    }
+
+    /// The headers a dialect adds to [`Error::headers`] on a local reply: AWS SDKs take the
+    /// error's name from `x-amzn-errortype`.
+    pub fn dialect_headers(&self, dialect: Dialect) -> Vec<(&'static str, String)> {
+        let mut headers = self.headers();
+        if dialect == Dialect::Aws {
+            headers.push(("x-amzn-errortype", aws_exception(self.spec().status).to_string()));
+        }
+        headers
     }
 
     /// The JSON body of the local reply.
@@ -244,35 +263,28 @@ impl Error {
         self.json(dialect).to_string().into_bytes()
     }
 
-    /// One SSE event that ends a stream whose `200` headers were already sent.
+    /// The one event that ends a stream whose `200` headers were already sent.
     ///
-    /// OpenAI's SDKs raise on a `data:` line holding an `error` object; Anthropic's stream has a
-    /// named `error` event for this.
+    /// OpenAI's SDKs raise on a `data:` line holding an `error` object, and Google's Gen AI SDK on
+    /// one holding Google's; Anthropic's stream has a named `error` event for this; a Bedrock
+    /// stream (AWS event-stream, not SSE) an exception frame, which AWS SDKs raise.
     pub fn sse_event(&self, dialect: Dialect) -> Vec<u8> {
         let data = self.json(dialect).to_string();
         match dialect {
-            Dialect::OpenAi => format!("data: {data}\n\n").into_bytes(),
+            Dialect::OpenAi | Dialect::Google => format!("data: {data}\n\n").into_bytes(),
             Dialect::Anthropic => format!("event: error\ndata: {data}\n\n").into_bytes(),
+            Dialect::Aws => {
+                let kind = match self.spec().status {
+                    400 | 413 | 415 => "validationException",
+                    429 => "throttlingException",
+                    503 => "serviceUnavailableException",
+                    _ => "internalServerException",
+                };
+                let headers =
+                    [(":exception-type", kind), (":content-type", "application/json"), (":message-type", "exception")];
+                crate::eventstream::encode(&headers, data.as_bytes())
+            }
         }
-    }
-
-    /// The same for a Gemini or Vertex AI stream (`alt=sse`): Google's error object
-    /// (`{"error":{"code","message","status"}}`, `code` the HTTP status), on which Google's Gen AI
-    /// SDK raises its `ClientError`/`ServerError` as for an error answer.
-    pub fn google_sse_event(&self) -> Vec<u8> {
-        let status = self.spec().status;
-        let name = match status {
-            400 | 413 | 415 => "INVALID_ARGUMENT",
-            401 => "UNAUTHENTICATED",
-            403 => "PERMISSION_DENIED",
-            404 => "NOT_FOUND",
-            429 => "RESOURCE_EXHAUSTED",
-            502 | 503 => "UNAVAILABLE",
-            504 => "DEADLINE_EXCEEDED",
-            _ => "INTERNAL",
-        };
-        let value = json!({"error": {"code": status, "message": self.message(), "status": name}});
-        format!("data: {value}\n\n").into_bytes()
     }
 
     /// The same for a Responses-API stream: its `error` event (`type`, `code`, `message`,
@@ -289,6 +301,34 @@ impl Error {
             object.insert("sequence_number".into(), json!(sequence_number));
         }
         format!("event: error\ndata: {value}\n\n").into_bytes()
+    }
+}
+
+/// Google's canonical status name for an HTTP status.
+fn google_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 415 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        502 | 503 => "UNAVAILABLE",
+        504 | 408 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}
+
+/// Bedrock Runtime's exception name for an HTTP status.
+fn aws_exception(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 415 => "ValidationException",
+        401 => "UnrecognizedClientException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        504 | 408 => "ModelTimeoutException",
+        _ => "InternalServerException",
     }
 }
 
@@ -435,6 +475,33 @@ mod tests {
             assert_eq!(body["error"]["type"], error.spec().anthropic_type);
             assert_eq!(body["error"]["message"], error.message());
         }
+    }
+
+    #[test]
+    fn every_variant_renders_googles_and_aws_shapes() {
+        for error in all() {
+            let status = error.status();
+            let google: Value = serde_json::from_slice(&error.body(Dialect::Google)).unwrap();
+            assert_eq!(google["error"]["code"], status, "{error:?}");
+            assert_eq!(google["error"]["message"], error.message());
+            assert!(google["error"]["status"].as_str().unwrap().bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+            let aws: Value = serde_json::from_slice(&error.body(Dialect::Aws)).unwrap();
+            assert_eq!(aws, serde_json::json!({"message": error.message()}));
+            let kind = error.dialect_headers(Dialect::Aws).into_iter().find(|(k, _)| *k == "x-amzn-errortype");
+            assert!(kind.is_some_and(|(_, v)| v.ends_with("Exception")), "{error:?}");
+            assert!(!error.dialect_headers(Dialect::OpenAi).iter().any(|(k, _)| *k == "x-amzn-errortype"));
+        }
+        let throttled = Error::RateLimited { limit: "tpm".into(), retry_after_secs: 3 };
+        assert_eq!(throttled.dialect_headers(Dialect::Aws).last().unwrap().1, "ThrottlingException");
+        let google: Value = serde_json::from_slice(&throttled.body(Dialect::Google)).unwrap();
+        assert_eq!(google["error"]["status"], "RESOURCE_EXHAUSTED");
+        // In a Bedrock stream: one exception frame, which the event-stream decoder reads back.
+        let mut decoder = crate::eventstream::EventStreamDecoder::new(1 << 16);
+        decoder.push(&throttled.sse_event(Dialect::Aws)).unwrap();
+        let frame = decoder.next_message().unwrap().unwrap();
+        assert_eq!(frame.header_str(":message-type"), Some("exception"));
+        assert_eq!(frame.header_str(":exception-type"), Some("throttlingException"));
+        assert!(decoder.next_message().is_none());
     }
 
     #[test]

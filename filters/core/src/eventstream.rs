@@ -77,6 +77,11 @@ impl<'a> Message<'a> {
         })
     }
 
+    /// The same message (its headers byte for byte) with another payload, framed anew.
+    pub fn with_payload(&self, payload: &[u8]) -> Vec<u8> {
+        frame(self.headers, payload)
+    }
+
     /// A string header by name (`:event-type`, `:message-type`, `:exception-type`, …).
     pub fn header_str(&self, name: &str) -> Option<&'a str> {
         self.headers().find_map(|(n, v)| match v {
@@ -250,7 +255,8 @@ fn parse_header(bytes: &[u8]) -> Option<(&[u8], HeaderValue<'_>, &[u8])> {
     Some((name, value, next))
 }
 
-/// Encodes one message with string headers (what Bedrock sends). For tests, fuzzing and mocks.
+/// Encodes one message with string headers (what Bedrock sends): for tests, fuzzing and mocks,
+/// and the events a guarded stream adds.
 pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
     let mut header_bytes = Vec::new();
     for (name, value) in headers {
@@ -260,13 +266,18 @@ pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
         header_bytes.extend_from_slice(&(value.len() as u16).to_be_bytes());
         header_bytes.extend_from_slice(value.as_bytes());
     }
+    frame(&header_bytes, payload)
+}
+
+/// One message from its encoded headers and its payload: prelude, CRCs.
+fn frame(header_bytes: &[u8], payload: &[u8]) -> Vec<u8> {
     let total = 12 + header_bytes.len() + payload.len() + 4;
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&(total as u32).to_be_bytes());
     out.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
     let prelude_crc = crc32(&out);
     out.extend_from_slice(&prelude_crc.to_be_bytes());
-    out.extend_from_slice(&header_bytes);
+    out.extend_from_slice(header_bytes);
     out.extend_from_slice(payload);
     let message_crc = crc32(&out);
     out.extend_from_slice(&message_crc.to_be_bytes());

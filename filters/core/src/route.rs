@@ -233,20 +233,20 @@ impl ApiKind {
             | ApiKind::OpenAiCompact
             | ApiKind::OpenAiInputTokens
             | ApiKind::OpenAiImages
-            | ApiKind::GeminiGenerate { .. }
+            | ApiKind::OpenAiConversation
+            | ApiKind::OpenAiTranscription
+            | ApiKind::OpenAiImageEdits
+            | ApiKind::OpenAiModels => Dialect::OpenAi,
+            ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
             | ApiKind::GeminiEmbed { .. }
             | ApiKind::VertexEmbedPredict
             | ApiKind::GooglePredict
             | ApiKind::GeminiCache
-            | ApiKind::OpenAiConversation
-            | ApiKind::OpenAiTranscription
-            | ApiKind::OpenAiImageEdits
-            | ApiKind::GeminiBatch
-            | ApiKind::BedrockConverse { .. }
-            | ApiKind::BedrockCountTokens
-            | ApiKind::BedrockInvoke { .. }
-            | ApiKind::OpenAiModels => Dialect::OpenAi,
+            | ApiKind::GeminiBatch => Dialect::Google,
+            ApiKind::BedrockConverse { .. } | ApiKind::BedrockCountTokens | ApiKind::BedrockInvoke { .. } => {
+                Dialect::Aws
+            }
         }
     }
 }

@@ -438,7 +438,7 @@ impl Driver {
         extra: &[(&'static str, String)],
     ) -> Action {
         self.replied = true;
-        let mut headers = error.headers();
+        let mut headers = error.dialect_headers(dialect);
         headers.extend(extra.iter().filter(|(k, _)| !headers.iter().any(|(h, _)| h == k)).cloned().collect::<Vec<_>>());
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         if let Err(HostError(status)) = host.send_local_reply(error.status(), &headers, &error.body(dialect)) {

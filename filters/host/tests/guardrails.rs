@@ -686,6 +686,93 @@ fn a_gemini_stream_is_masked_and_restored_and_a_json_array_stream_counted_unchec
     assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=stream_format"]), 1);
 }
 
+/// A Bedrock ConverseStream answer (AWS event-stream frames) through token-counter and
+/// guardrails, cut every 13 bytes: each block's text restored or masked, re-framed with valid
+/// CRCs, and the usage of its `metadata` frame counted.
+#[test]
+fn a_bedrock_stream_is_masked_and_restored_and_still_counted() {
+    use tollgate_core::eventstream::{encode, EventStreamDecoder, DEFAULT_MAX_MESSAGE_BYTES};
+    let events: Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/responses/bedrock/converse-stream-pii.events.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut stream = Vec::new();
+    for event in events.as_array().unwrap() {
+        let headers = [
+            (":event-type", event["event"].as_str().unwrap()),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ];
+        stream.extend_from_slice(&encode(&headers, event["payload"].to_string().as_bytes()));
+    }
+    let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+    let body =
+        serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [{"text": format!("Meu CPF é {CPF}")}]}]}))
+            .unwrap();
+    let path = "/model/anthropic.claude-sonnet-4-20250514-v1%3A0/converse-stream";
+    let (mut ex, action) = send(&mut driver, path, &body, &[("authorization", "Bearer bedrock-api-key-test")]);
+    assert_eq!(action, Action::Continue);
+    let sent: Value = serde_json::from_str(&upstream_text(&ex)).unwrap();
+    assert_eq!(sent["messages"][0]["content"][0]["text"], "Meu CPF é [CPF_1]");
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")], false);
+    let chunks: Vec<&[u8]> = stream.chunks(13).collect();
+    ex.response_body(&chunks, 1, true);
+    let mut decoder = EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES);
+    decoder.push(&ex.host.client_body).unwrap();
+    let mut text = String::new();
+    while let Some(message) = decoder.next_message() {
+        let message = message.unwrap();
+        let payload: Value = serde_json::from_slice(message.payload).unwrap();
+        if let Some(t) = payload.pointer("/delta/text").and_then(Value::as_str) {
+            text.push_str(t);
+        }
+    }
+    decoder.finish().unwrap();
+    assert_eq!(text, format!("Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."));
+    ex.log();
+    assert_eq!(ex.host.counter(FINDINGS, &["direction=response", "entity=EMAIL", "action=mask"]), 1, "the tool input");
+    assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=output"]), 58);
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &[]), 0);
+}
+
+/// SigV4 signs the payload's hash: a Bedrock body the client signed cannot be masked (AWS would
+/// refuse it with a signature error). It is refused here, naming the cause and the way out; a
+/// clean signed body, a block, and a Bedrock API key's request (`authorization: Bearer`, which
+/// signs nothing) are as before.
+#[test]
+fn a_signed_bedrock_request_is_never_altered() {
+    let sigv4 = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=0f1e";
+    let path = "/model/anthropic.claude-sonnet-4-20250514-v1%3A0/converse";
+    let body =
+        |text: &str| serde_json::to_vec(&json!({"messages": [{"role": "user", "content": [{"text": text}]}]})).unwrap();
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (mut ex, _) = send(&mut driver, path, &body(&format!("Meu CPF é {CPF}")), &[("authorization", sigv4)]);
+    let reply = ex.host.local_reply.clone().expect("refused");
+    assert_eq!(reply.status, 400);
+    let message = String::from_utf8_lossy(&reply.body).to_string();
+    assert!(message.contains("CPF") && message.contains("SigV4") && message.contains("Bearer"), "{message}");
+    assert!(!message.contains(CPF), "no prompt text in the error");
+    ex.log();
+    assert_eq!(ex.host.counter("tollgate.guardrails.refusals", &["reason=signed_request"]), 1);
+
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let clean = body("Qual é a capital do Brasil?");
+    let (ex, action) = send(&mut driver, path, &clean, &[("authorization", sigv4)]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.request_body, clean, "a clean signed body goes as signed");
+
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, action) =
+        send(&mut driver, path, &body(&format!("Meu CPF é {CPF}")), &[("authorization", "Bearer ABSK-key")]);
+    assert_eq!(action, Action::Continue);
+    assert!(upstream_text(&ex).contains("Meu CPF é [CPF_1]"), "a Bedrock API key signs nothing: masked");
+}
+
 #[test]
 fn the_callers_tier_picks_its_guardrail_profile() {
     let mut guard = guard_config();

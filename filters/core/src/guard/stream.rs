@@ -27,9 +27,11 @@
 
 use super::policy::{Action, Finding, Masker, Policy};
 use crate::error::{Dialect, Error};
+use crate::eventstream::{EventStreamDecoder, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::sse::{Event, SseDecoder};
 use serde_json::{json, Value};
 
+mod bedrock;
 mod gemini;
 mod responses;
 
@@ -80,6 +82,8 @@ enum Format {
     Responses,
     /// Gemini and Vertex AI `GenerateContentResponse` events (`alt=sse`).
     Gemini,
+    /// Bedrock ConverseStream: AWS event-stream frames.
+    Bedrock,
 }
 
 /// Why the stream was ended early.
@@ -91,6 +95,8 @@ pub struct Blocked {
 
 pub struct StreamGuard {
     decoder: SseDecoder,
+    /// Bedrock's frames, read instead of SSE.
+    frames: Option<EventStreamDecoder>,
     state: State,
 }
 
@@ -111,7 +117,7 @@ impl StreamGuard {
     /// A chat completions or legacy completions stream (OpenAI dialect), or Anthropic's Messages.
     pub fn new(dialect: Dialect, holdback_chars: usize) -> StreamGuard {
         let format = match dialect {
-            Dialect::OpenAi => Format::Chunks,
+            Dialect::OpenAi | Dialect::Google | Dialect::Aws => Format::Chunks,
             Dialect::Anthropic => Format::Anthropic,
         };
         StreamGuard::with_format(dialect, format, holdback_chars)
@@ -124,12 +130,18 @@ impl StreamGuard {
 
     /// A Gemini or Vertex AI `streamGenerateContent?alt=sse` stream.
     pub fn gemini(holdback_chars: usize) -> StreamGuard {
-        StreamGuard::with_format(Dialect::OpenAi, Format::Gemini, holdback_chars)
+        StreamGuard::with_format(Dialect::Google, Format::Gemini, holdback_chars)
+    }
+
+    /// A Bedrock `converse-stream` answer (AWS event-stream).
+    pub fn bedrock(holdback_chars: usize) -> StreamGuard {
+        StreamGuard::with_format(Dialect::Aws, Format::Bedrock, holdback_chars)
     }
 
     fn with_format(dialect: Dialect, format: Format, holdback: usize) -> StreamGuard {
         StreamGuard {
             decoder: SseDecoder::default(),
+            frames: (format == Format::Bedrock).then(|| EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES)),
             state: State { dialect, format, sequence: 0, holdback, channels: Vec::new(), template: None, ended: false },
         }
     }
@@ -151,6 +163,18 @@ impl StreamGuard {
         if self.state.ended {
             return Ok(());
         }
+        if let Some(frames) = &mut self.frames {
+            if frames.push(bytes).is_err() {
+                return Err(self.state.unreadable(out));
+            }
+            while let Some(message) = frames.next_message() {
+                match message {
+                    Ok(message) => self.state.bedrock(&message, policy, masker, tally, out)?,
+                    Err(_) => return Err(self.state.unreadable(out)),
+                }
+            }
+            return Ok(());
+        }
         if self.decoder.push(bytes).is_err() {
             return Err(self.state.unreadable(out));
         }
@@ -170,6 +194,10 @@ impl StreamGuard {
     ) -> Result<(), Blocked> {
         if self.state.ended {
             return Ok(());
+        }
+        if self.frames.is_some() {
+            // A frame cut short is not sent: it could not be read, let alone checked.
+            return self.state.flush(None, policy, masker, tally, out);
         }
         let (last, rest) = self.decoder.finish();
         let rest = rest.to_vec();
@@ -214,7 +242,8 @@ impl State {
     fn error_event(&self, error: &Error, out: &mut Vec<u8>) {
         match self.format {
             Format::Responses => out.extend_from_slice(&error.responses_sse_event(self.sequence + 1)),
-            Format::Gemini => out.extend_from_slice(&error.google_sse_event()),
+            Format::Gemini => out.extend_from_slice(&error.sse_event(Dialect::Google)),
+            Format::Bedrock => out.extend_from_slice(&error.sse_event(Dialect::Aws)),
             Format::Chunks | Format::Anthropic => out.extend_from_slice(&error.sse_event(self.dialect)),
         }
     }
@@ -245,6 +274,8 @@ impl State {
             Format::Anthropic => self.anthropic(&mut value, policy, masker, tally, out)?,
             Format::Responses => return self.responses(event, value, policy, masker, tally, out),
             Format::Gemini => self.gemini(data, &mut value, policy, masker, tally, out)?,
+            // Bedrock's frames never reach the SSE path.
+            Format::Bedrock => false,
         };
         if touched {
             write_event(out, event, &value);
@@ -379,6 +410,7 @@ impl State {
             return;
         }
         let (event, value) = match (self.format, field) {
+            (Format::Bedrock, field) => return self.bedrock_synthetic(index, field, text, out),
             (Format::Gemini, field) => (None, self.gemini_synthetic(index, field, text)),
             (Format::Anthropic, field) => {
                 let delta = match field {
@@ -1030,5 +1062,120 @@ mod tests {
             assert!(last["error"]["message"].as_str().unwrap().contains("CREDIT_CARD"));
             assert!(!String::from_utf8_lossy(&out).contains("1111"), "split at {cut}");
         }
+    }
+
+    /// A Bedrock `*.events.json` fixture as the frames Bedrock sends.
+    fn bedrock_frames(events: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        for event in events.as_array().unwrap() {
+            let headers = [
+                (":event-type", event["event"].as_str().unwrap()),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ];
+            out.extend_from_slice(&crate::eventstream::encode(&headers, event["payload"].to_string().as_bytes()));
+        }
+        out
+    }
+
+    /// Each frame of a Bedrock stream: its `:event-type` (or `:exception-type`) and payload.
+    fn frames_of(stream: &[u8]) -> Vec<(String, Value)> {
+        let mut decoder = EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES);
+        decoder.push(stream).unwrap();
+        let mut frames = Vec::new();
+        while let Some(message) = decoder.next_message() {
+            let message = message.unwrap();
+            let name = message.header_str(":event-type").or(message.header_str(":exception-type")).unwrap();
+            frames.push((name.to_string(), serde_json::from_slice(message.payload).unwrap()));
+        }
+        decoder.finish().unwrap();
+        frames
+    }
+
+    fn run_bedrock(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut guard = StreamGuard::bedrock(p.response.holdback_chars);
+        let mut out = Vec::new();
+        let mut tally = Tally::new();
+        for chunk in chunks {
+            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
+                return out;
+            }
+        }
+        let _ = guard.finish(p, masker, &mut tally, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_bedrock_stream_is_masked_and_restored_frame_by_frame_at_every_byte_split() {
+        let p = policy(true);
+        let masker = request_masker(&p);
+        let events: Value = serde_json::from_slice(&fixture("bedrock/converse-stream-pii.events.json")).unwrap();
+        let stream = bedrock_frames(&events);
+        let metadata = crate::eventstream::encode(
+            &[(":event-type", "metadata"), (":content-type", "application/json"), (":message-type", "event")],
+            events.as_array().unwrap().last().unwrap()["payload"].to_string().as_bytes(),
+        );
+        let check = |out: &[u8], what: &str| {
+            let frames = frames_of(out);
+            let joined = |index: u64, pointer: &str| -> String {
+                frames
+                    .iter()
+                    .filter(|(name, v)| name == "contentBlockDelta" && v["contentBlockIndex"] == index)
+                    .filter_map(|(_, v)| v.pointer(pointer).and_then(Value::as_str))
+                    .collect()
+            };
+            assert_eq!(joined(0, "/delta/reasoningContent/text"), "The user shared a CPF; confirm it.", "{what}");
+            assert_eq!(
+                joined(1, "/delta/text"),
+                "Seu CPF é 529.982.247-25; o do fiador é [CPF_2], confirme.",
+                "{what}"
+            );
+            assert_eq!(joined(2, "/delta/toolUse/input"), r#"{"to": "[EMAIL_1]", "body": "ok"}"#, "{what}");
+            for index in 0..3u64 {
+                let stop = frames
+                    .iter()
+                    .position(|(name, v)| name == "contentBlockStop" && v["contentBlockIndex"] == index)
+                    .unwrap();
+                assert!(
+                    frames[stop..]
+                        .iter()
+                        .all(|(name, v)| name != "contentBlockDelta" || v["contentBlockIndex"] != index),
+                    "{what}: block {index}'s text comes before its stop"
+                );
+            }
+            assert!(out.ends_with(&metadata), "{what}: frames without text pass byte for byte");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+        };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run_bedrock(&p, &mut masker.clone(), &[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run_bedrock(&p, &mut masker.clone(), &bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn a_block_ends_a_bedrock_stream_with_an_exception_frame() {
+        let p = policy(false);
+        let delta =
+            |text: &str| json!({"event":"contentBlockDelta","payload":{"contentBlockIndex":0,"delta":{"text":text}}});
+        let stream = bedrock_frames(&json!([
+            delta("cartão 4111 1111 "),
+            delta("1111 1111 e mais texto depois disso tudo aqui."),
+            {"event":"contentBlockStop","payload":{"contentBlockIndex":0}}
+        ]));
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            let out = run_bedrock(&p, &mut p.masker(), &[a, b]);
+            let frames = frames_of(&out);
+            let (name, last) = frames.last().unwrap();
+            assert_eq!(name, "validationException", "split at {cut}");
+            assert!(last["message"].as_str().unwrap().contains("CREDIT_CARD"));
+            assert!(!String::from_utf8_lossy(&out).contains("1111"), "split at {cut}");
+        }
+        let mut corrupt = stream.clone();
+        corrupt[20] ^= 1;
+        let frames = frames_of(&run_bedrock(&p, &mut p.masker(), &[&corrupt]));
+        assert_eq!(frames.last().unwrap().0, "internalServerException", "an unreadable stream is not passed on");
     }
 }

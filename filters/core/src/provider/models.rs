@@ -14,7 +14,9 @@ const MAX_LIMIT: usize = 1000;
 
 fn object(dialect: Dialect, id: &str, kind: Kind) -> Value {
     match dialect {
-        Dialect::OpenAi => json!({"id": id, "object": "model", "created": 0, "owned_by": kind.label()}),
+        Dialect::OpenAi | Dialect::Google | Dialect::Aws => {
+            json!({"id": id, "object": "model", "created": 0, "owned_by": kind.label()})
+        }
         Dialect::Anthropic => {
             json!({"type": "model", "id": id, "display_name": id, "created_at": UNKNOWN_RELEASE})
         }

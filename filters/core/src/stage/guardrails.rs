@@ -51,6 +51,7 @@ impl StageFactory for Guardrails {
             masker: self.policy.masker(),
             report: None,
             answer: Answer::Off,
+            signed: false,
         })
     }
 }
@@ -71,6 +72,8 @@ struct GuardStream {
     /// The header value for the response (decision and entity names).
     report: Option<String>,
     answer: Answer,
+    /// A Bedrock request the client signed (AWS SigV4): its body cannot change.
+    signed: bool,
 }
 
 /// The model list has no body; a form (a transcription's audio, an image edit's images) is never
@@ -130,6 +133,10 @@ impl Stage for GuardStream {
             return HeadersFlow::Continue;
         }
         let dialect = ex.dialect();
+        // SigV4 signs the payload's hash: AWS refuses a signed body that was changed on the way.
+        // (A Bedrock API key, `authorization: Bearer`, signs nothing.)
+        self.signed = ex.route.provider == "bedrock"
+            && host.request_header("authorization").is_some_and(|a| a.trim_start().starts_with("AWS4-HMAC-SHA256"));
         if let Some((reason, error)) = super::unreadable_by_headers(host) {
             if let Err(refusal) = self.unreadable(reason, error, dialect, out) {
                 return refusal.into();
@@ -256,6 +263,16 @@ impl Stage for GuardStream {
         out.log(super::LogLevel::Info, format!("guardrails: request {} ({} findings)", decision.name(), tally.len()));
         match (decision, blocked) {
             (Decision::Block, Some((rule, entity))) => Err((Error::Blocked { rule, entity: Some(entity) }, dialect)),
+            _ if changed && self.signed => {
+                out.counter(metrics::name("guardrails.refusals", &[("reason", "signed_request")]), 1);
+                let message = format!(
+                    "guardrails must mask {} in this request, but the client signed it (AWS SigV4) and AWS refuses a \
+                     signed body that was changed: send it with a Bedrock API key (authorization: Bearer), or to \
+                     the gateway's OpenAI or Anthropic API with a Bedrock backend, which signs after masking",
+                    entities.join(",")
+                );
+                Err((Error::InvalidRequest { param: None, message }, dialect))
+            }
             _ if changed => {
                 if ex.injected_include_usage {
                     // token-counter's splice was on the client's bytes: carry it over.
@@ -304,7 +321,12 @@ impl Stage for GuardStream {
                 }
                 ApiKind::OpenAiResponses => Some(StreamGuard::responses(holdback)),
                 // `alt=sse`; without it Gemini streams a JSON array, which is not read here.
-                ApiKind::GeminiGenerate { .. } if is_event_stream(head) => Some(StreamGuard::gemini(holdback)),
+                ApiKind::GeminiGenerate { .. } if has_type(head, "text/event-stream") => {
+                    Some(StreamGuard::gemini(holdback))
+                }
+                ApiKind::BedrockConverse { .. } if has_type(head, "application/vnd.amazon.eventstream") => {
+                    Some(StreamGuard::bedrock(holdback))
+                }
                 _ => None,
             };
             if let Some(guard) = guard {
@@ -433,10 +455,11 @@ impl GuardStream {
     }
 }
 
-fn is_event_stream(head: &ResponseHead) -> bool {
+/// Whether the answer's media type (parameters aside) is `mime`.
+fn has_type(head: &ResponseHead, mime: &str) -> bool {
     head.content_type
         .as_deref()
-        .is_some_and(|t| t.split(';').next().is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream")))
+        .is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(mime)))
 }
 
 /// Parses the guardrails configuration (JSON); errors name the field.
