@@ -1075,6 +1075,35 @@ fn a_stream_that_outgrows_its_consumers_quota_is_cut_off_with_one_error_event() 
     assert!(!start(&gw, &mut driver, "sk-a", stream_request(), NOW).admitted, "the consumer is out");
 }
 
+/// A Gemini stream (`alt=sse`) is cut with Google's error object, which Google's Gen AI SDK
+/// raises as a `ClientError` (it reads `code` as the HTTP status: OpenAI's string code broke it).
+#[test]
+fn a_gemini_stream_is_cut_off_with_googles_error_object() {
+    let gw = Gateway::new(cut_off_config(300));
+    let mut driver = gw.driver();
+    let mut ex = Exchange::new(&mut driver);
+    ex.host.shared = gw.shared.clone();
+    ex.host.now_ns = NOW * 1_000_000_000;
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "Tell me a long story"}]}]}).to_string();
+    ex.chat_request_headers(
+        body.len(),
+        &[(":path", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"), ("x-api-key", "sk-a")],
+    );
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    ex.response_headers(&[(":status", "200"), ("content-type", "text/event-stream")], false);
+    let text = "stream ".repeat(10);
+    let chunk = json!({"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}]});
+    let chunks: Vec<Vec<u8>> = (0..40).map(|_| format!("data: {chunk}\r\n\r\n").into_bytes()).collect();
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    ex.response_body(&refs, 1, true);
+    let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
+    let last = client.trim_end().rsplit("data: ").next().unwrap();
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(error["error"]["code"], 429, "{error}");
+    assert_eq!(error["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert!(error["error"]["message"].as_str().unwrap().contains("tpm"));
+}
+
 #[test]
 fn a_cut_stream_without_reported_usage_is_settled_to_what_was_estimated() {
     let gw = Gateway::new(cut_off_config(300));
