@@ -20,7 +20,7 @@ fn policy() -> &'static Policy {
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |b| *b as usize) % (data.len() + 1);
-    for format in 0..5 {
+    for format in 0..6 {
         let policy = policy();
         let mut masker = policy.masker();
         let mut guard = match format {
@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
             1 => StreamGuard::new(Dialect::Anthropic, 16),
             2 => StreamGuard::gemini(16),
             3 => StreamGuard::bedrock(16),
+            4 => StreamGuard::bedrock_invoke_claude(16),
             _ => StreamGuard::responses(16),
         };
         let mut out = Vec::new();

@@ -413,6 +413,22 @@ def test_a_bedrock_stream_is_guarded_for_boto3(guard, mock):
     assert delta(before, after, FINDINGS, direction="response", entity="EMAIL", action="mask") == 1
 
 
+def test_a_claude_stream_from_bedrock_invoke_is_guarded(guard, mock):
+    """The Anthropic SDK's Bedrock client streams through `invoke-with-response-stream`: Claude's
+    events, base64 inside event-stream frames, are guarded as an Anthropic stream and re-encoded;
+    the SDK decodes the result (signed, and checked by the mock: the clean body went as signed)."""
+    client = anthropic.AnthropicBedrock(base_url=guard.url, aws_access_key=MOCK_AWS["aws_access_key_id"],
+                                        aws_secret_key=MOCK_AWS["aws_secret_access_key"], aws_region="us-east-1",
+                                        default_headers={"x-mock-case": "bedrock-invoke-claude-pii-stream"})
+    with client.messages.stream(model="us.anthropic.claude-sonnet-4-20250514-v1:0", max_tokens=512,
+                                messages=[{"role": "user", "content": "Confira o contrato."}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.endswith("o do fiador é [CPF_1], confirme."), text
+    assert "111.444" not in text
+    assert final.content[0].text == text and final.usage.output_tokens == 21
+
+
 def test_a_body_the_client_signed_is_never_masked(guard, mock):
     """SigV4 signs the payload's hash (the mock checks it, as AWS does): a signed body with an
     entity to mask is refused by the gateway, naming why, instead of reaching AWS changed and

@@ -741,8 +741,8 @@ fn a_bedrock_stream_is_masked_and_restored_and_still_counted() {
 
 /// SigV4 signs the payload's hash: a Bedrock body the client signed cannot be masked (AWS would
 /// refuse it with a signature error). It is refused here, naming the cause and the way out; a
-/// clean signed body, a block, and a Bedrock API key's request (`authorization: Bearer`, which
-/// signs nothing) are as before.
+/// clean signed body goes on untouched, headers included; a Bedrock API key's request
+/// (`authorization: Bearer`, which signs nothing) is masked as any other.
 #[test]
 fn a_signed_bedrock_request_is_never_altered() {
     let sigv4 = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/bedrock/aws4_request, \
@@ -765,12 +765,18 @@ fn a_signed_bedrock_request_is_never_altered() {
     let (ex, action) = send(&mut driver, path, &clean, &[("authorization", sigv4)]);
     assert_eq!(action, Action::Continue);
     assert_eq!(ex.host.request_body, clean, "a clean signed body goes as signed");
+    assert_eq!(
+        ex.host.request_header_value("accept-encoding"),
+        Some("gzip"),
+        "its headers too: the Anthropic SDK's Bedrock client signs accept-encoding"
+    );
 
     let mut driver = pipeline(&json!({"guardrails": guard_config()}));
     let (ex, action) =
         send(&mut driver, path, &body(&format!("Meu CPF é {CPF}")), &[("authorization", "Bearer ABSK-key")]);
     assert_eq!(action, Action::Continue);
     assert!(upstream_text(&ex).contains("Meu CPF é [CPF_1]"), "a Bedrock API key signs nothing: masked");
+    assert_eq!(ex.host.request_header_value("accept-encoding"), None, "the answer asked uncompressed, to be checked");
 }
 
 #[test]

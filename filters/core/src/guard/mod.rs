@@ -427,7 +427,7 @@ mod robustness {
 
         #[test]
         fn any_stream_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024),
-                                        cut in any::<usize>(), format in 0..5u8) {
+                                        cut in any::<usize>(), format in 0..6u8) {
             let p = policy();
             let mut masker = p.masker();
             let mut guard = match format {
@@ -435,6 +435,7 @@ mod robustness {
                 1 => StreamGuard::new(Dialect::Anthropic, 16),
                 2 => StreamGuard::gemini(16),
                 3 => StreamGuard::bedrock(16),
+                4 => StreamGuard::bedrock_invoke_claude(16),
                 _ => StreamGuard::responses(16),
             };
             let (a, b) = input.split_at(cut % (input.len() + 1));

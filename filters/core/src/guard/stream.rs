@@ -84,6 +84,8 @@ enum Format {
     Gemini,
     /// Bedrock ConverseStream: AWS event-stream frames.
     Bedrock,
+    /// Bedrock InvokeModel with a Claude model: Anthropic's events, base64 in `chunk` frames.
+    BedrockInvoke,
 }
 
 /// Why the stream was ended early.
@@ -138,10 +140,17 @@ impl StreamGuard {
         StreamGuard::with_format(Dialect::Aws, Format::Bedrock, holdback_chars)
     }
 
+    /// A Bedrock `invoke-with-response-stream` answer of a Claude model (Anthropic's events,
+    /// base64 inside AWS event-stream `chunk` frames).
+    pub fn bedrock_invoke_claude(holdback_chars: usize) -> StreamGuard {
+        StreamGuard::with_format(Dialect::Aws, Format::BedrockInvoke, holdback_chars)
+    }
+
     fn with_format(dialect: Dialect, format: Format, holdback: usize) -> StreamGuard {
         StreamGuard {
             decoder: SseDecoder::default(),
-            frames: (format == Format::Bedrock).then(|| EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES)),
+            frames: matches!(format, Format::Bedrock | Format::BedrockInvoke)
+                .then(|| EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES)),
             state: State { dialect, format, sequence: 0, holdback, channels: Vec::new(), template: None, ended: false },
         }
     }
@@ -169,7 +178,7 @@ impl StreamGuard {
             }
             while let Some(message) = frames.next_message() {
                 match message {
-                    Ok(message) => self.state.bedrock(&message, policy, masker, tally, out)?,
+                    Ok(message) => self.state.frame(&message, policy, masker, tally, out)?,
                     Err(_) => return Err(self.state.unreadable(out)),
                 }
             }
@@ -243,7 +252,7 @@ impl State {
         match self.format {
             Format::Responses => out.extend_from_slice(&error.responses_sse_event(self.sequence + 1)),
             Format::Gemini => out.extend_from_slice(&error.sse_event(Dialect::Google)),
-            Format::Bedrock => out.extend_from_slice(&error.sse_event(Dialect::Aws)),
+            Format::Bedrock | Format::BedrockInvoke => out.extend_from_slice(&error.sse_event(Dialect::Aws)),
             Format::Chunks | Format::Anthropic => out.extend_from_slice(&error.sse_event(self.dialect)),
         }
     }
@@ -275,7 +284,7 @@ impl State {
             Format::Responses => return self.responses(event, value, policy, masker, tally, out),
             Format::Gemini => self.gemini(data, &mut value, policy, masker, tally, out)?,
             // Bedrock's frames never reach the SSE path.
-            Format::Bedrock => false,
+            Format::Bedrock | Format::BedrockInvoke => false,
         };
         if touched {
             write_event(out, event, &value);
@@ -412,7 +421,7 @@ impl State {
         let (event, value) = match (self.format, field) {
             (Format::Bedrock, field) => return self.bedrock_synthetic(index, field, text, out),
             (Format::Gemini, field) => (None, self.gemini_synthetic(index, field, text)),
-            (Format::Anthropic, field) => {
+            (Format::Anthropic | Format::BedrockInvoke, field) => {
                 let delta = match field {
                     Field::PartialJson => json!({"type": "input_json_delta", "partial_json": text}),
                     Field::Thinking => json!({"type": "thinking_delta", "thinking": text}),
@@ -436,6 +445,9 @@ impl State {
                 (None, chunk)
             }
         };
+        if self.format == Format::BedrockInvoke {
+            return bedrock::invoke_chunk(&value, out);
+        }
         if let Some(event) = event {
             out.extend_from_slice(b"event: ");
             out.extend_from_slice(event.as_bytes());
@@ -1177,5 +1189,49 @@ mod tests {
         corrupt[20] ^= 1;
         let frames = frames_of(&run_bedrock(&p, &mut p.masker(), &[&corrupt]));
         assert_eq!(frames.last().unwrap().0, "internalServerException", "an unreadable stream is not passed on");
+    }
+
+    #[test]
+    fn a_claude_invoke_stream_is_masked_and_restored_inside_its_base64_chunks_at_every_byte_split() {
+        use base64::Engine as _;
+        let p = policy(true);
+        let masker = request_masker(&p);
+        let events: Value = serde_json::from_slice(&fixture("bedrock/invoke-claude-pii-stream.events.json")).unwrap();
+        let stream = bedrock_frames(&events);
+        let inner = |out: &[u8]| -> Vec<Value> {
+            frames_of(out)
+                .into_iter()
+                .map(|(name, payload)| {
+                    assert_eq!(name, "chunk");
+                    let bytes =
+                        base64::engine::general_purpose::STANDARD.decode(payload["bytes"].as_str().unwrap()).unwrap();
+                    serde_json::from_slice(&bytes).unwrap()
+                })
+                .collect()
+        };
+        let check = |out: &[u8], what: &str| {
+            let got = inner(out);
+            let text: String = got.iter().filter_map(|e| e.pointer("/delta/text").and_then(Value::as_str)).collect();
+            assert_eq!(text, "Seu CPF é 529.982.247-25; o do fiador é [CPF_2], confirme.", "{what}");
+            let stop = got.iter().position(|e| e["type"] == "content_block_stop").unwrap();
+            assert!(got[stop..].iter().all(|e| e["type"] != "content_block_delta"), "{what}: the tail before the stop");
+            assert_eq!(got.last().unwrap()["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 21, "{what}");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+        };
+        let run = |chunks: &[&[u8]]| {
+            let mut guard = StreamGuard::bedrock_invoke_claude(p.response.holdback_chars);
+            let (mut out, mut tally, mut m) = (Vec::new(), Tally::new(), masker.clone());
+            for chunk in chunks {
+                guard.push(chunk, &p, &mut m, &mut tally, &mut out).unwrap();
+            }
+            guard.finish(&p, &mut m, &mut tally, &mut out).unwrap();
+            out
+        };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run(&[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run(&bytes), "one byte at a time");
     }
 }

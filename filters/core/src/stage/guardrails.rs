@@ -142,8 +142,10 @@ impl Stage for GuardStream {
                 return refusal.into();
             }
         }
-        if self.policy.response.enabled {
-            // The answer is checked: it must arrive uncompressed.
+        if self.policy.response.enabled && !self.signed {
+            // The answer is checked: it must arrive uncompressed. (Not a signed request's: its
+            // signature may cover `accept-encoding`, as the Anthropic SDK's Bedrock client signs
+            // every header; an answer compressed anyway is counted unchecked.)
             out.request_headers.push(HeaderEdit::Remove("accept-encoding"));
         }
         if !self.policy.hold_request_headers {
@@ -326,6 +328,13 @@ impl Stage for GuardStream {
                 }
                 ApiKind::BedrockConverse { .. } if has_type(head, "application/vnd.amazon.eventstream") => {
                     Some(StreamGuard::bedrock(holdback))
+                }
+                // Claude's events inside the frames; the other families' are not read.
+                ApiKind::BedrockInvoke { .. }
+                    if has_type(head, "application/vnd.amazon.eventstream")
+                        && ex.route.path_model.as_deref().is_some_and(|m| m.contains("anthropic.claude")) =>
+                {
+                    Some(StreamGuard::bedrock_invoke_claude(holdback))
                 }
                 _ => None,
             };

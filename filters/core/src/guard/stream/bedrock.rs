@@ -1,4 +1,6 @@
-//! Guarding a Bedrock ConverseStream answer: AWS event-stream frames, not SSE.
+//! Guarding a Bedrock ConverseStream answer: AWS event-stream frames, not SSE. (And an
+//! InvokeModel stream of a Claude model: Anthropic's events, base64 in `chunk` frames, guarded
+//! as an Anthropic stream and re-encoded.)
 //!
 //! A `contentBlockDelta` frame's text (`delta.text`, a tool call's `delta.toolUse.input`, the
 //! reasoning's `delta.reasoningContent.text`) goes through its block's window, as an Anthropic
@@ -9,13 +11,67 @@
 //! read), which AWS SDKs raise as the stream's error. Other frames pass
 //! byte for byte.
 
-use super::{Blocked, Field, State, Tally};
+use super::{Blocked, Field, Format, State, Tally};
 use crate::eventstream::{encode, Message};
 use crate::guard::policy::{Masker, Policy};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{json, Value};
 
 impl State {
-    pub(super) fn bedrock(
+    /// One frame of a Bedrock stream, ConverseStream's or a Claude InvokeModel's.
+    pub(super) fn frame(
+        &mut self,
+        message: &Message<'_>,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Blocked> {
+        match self.format {
+            Format::BedrockInvoke => self.invoke(message, policy, masker, tally, out),
+            _ => self.bedrock(message, policy, masker, tally, out),
+        }
+    }
+
+    /// An InvokeModel `chunk` frame (`{"bytes": "<base64 of one Anthropic event>"}`): the event
+    /// is guarded as an Anthropic stream's is, and the frame sent again around it re-encoded.
+    fn invoke(
+        &mut self,
+        message: &Message<'_>,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Blocked> {
+        if message.header_str(":message-type") != Some("event") || message.header_str(":event-type") != Some("chunk") {
+            out.extend_from_slice(message.raw);
+            return Ok(());
+        }
+        let Ok(mut payload) = serde_json::from_slice::<Value>(message.payload) else {
+            return Err(self.unreadable(out));
+        };
+        let Some(encoded) = payload.get("bytes").and_then(Value::as_str) else {
+            out.extend_from_slice(message.raw);
+            return Ok(());
+        };
+        let Some(mut event) =
+            STANDARD.decode(encoded).ok().and_then(|inner| serde_json::from_slice::<Value>(&inner).ok())
+        else {
+            return Err(self.unreadable(out));
+        };
+        if !self.anthropic(&mut event, policy, masker, tally, out)? {
+            out.extend_from_slice(message.raw);
+            return Ok(());
+        }
+        if let Some(object) = payload.as_object_mut() {
+            object.insert("bytes".into(), Value::String(STANDARD.encode(event.to_string())));
+        }
+        out.extend_from_slice(&message.with_payload(payload.to_string().as_bytes()));
+        Ok(())
+    }
+
+    fn bedrock(
         &mut self,
         message: &Message<'_>,
         policy: &Policy,
@@ -80,4 +136,11 @@ impl State {
             [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
         out.extend_from_slice(&encode(&headers, payload.as_bytes()));
     }
+}
+
+/// One Anthropic event as an InvokeModel `chunk` frame: a held tail's own delta.
+pub(super) fn invoke_chunk(event: &Value, out: &mut Vec<u8>) {
+    let payload = json!({"bytes": STANDARD.encode(event.to_string())}).to_string();
+    let headers = [(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")];
+    out.extend_from_slice(&encode(&headers, payload.as_bytes()));
 }
