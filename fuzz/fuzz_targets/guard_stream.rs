@@ -1,9 +1,8 @@
-//! The streaming guard over any bytes, in every stream grammar (chat chunks, Anthropic's events,
-//! Responses' events, Gemini's, Bedrock's event-stream frames), at a fuzzer-chosen cut.
+//! The streaming guard over any bytes, in every stream grammar (`StreamGuard::of_grammar`: chat
+//! chunks, Anthropic's, Gemini's, Bedrock's frames, Claude's InvokeModel chunks, Responses'), at a fuzzer-chosen cut.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use tollgate_core::error::Dialect;
 use tollgate_core::guard::policy::Policy;
 use tollgate_core::guard::stream::{StreamGuard, Tally};
 
@@ -20,17 +19,10 @@ fn policy() -> &'static Policy {
 
 fuzz_target!(|data: &[u8]| {
     let cut = data.first().map_or(0, |b| *b as usize) % (data.len() + 1);
-    for format in 0..6 {
+    for grammar in 0..StreamGuard::GRAMMARS {
         let policy = policy();
         let mut masker = policy.masker();
-        let mut guard = match format {
-            0 => StreamGuard::new(Dialect::OpenAi, 16),
-            1 => StreamGuard::new(Dialect::Anthropic, 16),
-            2 => StreamGuard::gemini(16),
-            3 => StreamGuard::bedrock(16),
-            4 => StreamGuard::bedrock_invoke_claude(16),
-            _ => StreamGuard::responses(16),
-        };
+        let mut guard = StreamGuard::of_grammar(grammar, 16);
         let mut out = Vec::new();
         let mut tally = Tally::new();
         let _ = guard.push(&data[..cut], policy, &mut masker, &mut tally, &mut out);

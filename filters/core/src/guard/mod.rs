@@ -427,17 +427,10 @@ mod robustness {
 
         #[test]
         fn any_stream_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024),
-                                        cut in any::<usize>(), format in 0..6u8) {
+                                        cut in any::<usize>(), grammar in 0..StreamGuard::GRAMMARS) {
             let p = policy();
             let mut masker = p.masker();
-            let mut guard = match format {
-                0 => StreamGuard::new(Dialect::OpenAi, 16),
-                1 => StreamGuard::new(Dialect::Anthropic, 16),
-                2 => StreamGuard::gemini(16),
-                3 => StreamGuard::bedrock(16),
-                4 => StreamGuard::bedrock_invoke_claude(16),
-                _ => StreamGuard::responses(16),
-            };
+            let mut guard = StreamGuard::of_grammar(grammar, 16);
             let (a, b) = input.split_at(cut % (input.len() + 1));
             let mut out = Vec::new();
             let mut tally = Tally::new();

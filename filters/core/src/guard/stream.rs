@@ -146,6 +146,22 @@ impl StreamGuard {
         StreamGuard::with_format(Dialect::Aws, Format::BedrockInvoke, holdback_chars)
     }
 
+    /// How many stream grammars there are: [`StreamGuard::of_grammar`] numbers them.
+    pub const GRAMMARS: u8 = 6;
+
+    /// The guard of grammar `n % GRAMMARS` (chat chunks, Anthropic's, Gemini's, ConverseStream's,
+    /// Claude's InvokeModel's, Responses'): for tests and fuzzing.
+    pub fn of_grammar(n: u8, holdback_chars: usize) -> StreamGuard {
+        match n % StreamGuard::GRAMMARS {
+            0 => StreamGuard::new(Dialect::OpenAi, holdback_chars),
+            1 => StreamGuard::new(Dialect::Anthropic, holdback_chars),
+            2 => StreamGuard::gemini(holdback_chars),
+            3 => StreamGuard::bedrock(holdback_chars),
+            4 => StreamGuard::bedrock_invoke_claude(holdback_chars),
+            _ => StreamGuard::responses(holdback_chars),
+        }
+    }
+
     fn with_format(dialect: Dialect, format: Format, holdback: usize) -> StreamGuard {
         StreamGuard {
             decoder: SseDecoder::default(),
@@ -617,7 +633,11 @@ mod tests {
     }
 
     fn run(policy: &Policy, masker: &mut Masker, dialect: Dialect, chunks: &[&[u8]]) -> (Vec<u8>, Tally) {
-        let mut guard = StreamGuard::new(dialect, policy.response.holdback_chars);
+        drive(StreamGuard::new(dialect, policy.response.holdback_chars), policy, masker, chunks)
+    }
+
+    /// Pushes `chunks` through `guard` and finishes it (unless a push ended the stream).
+    fn drive(mut guard: StreamGuard, policy: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> (Vec<u8>, Tally) {
         let mut out = Vec::new();
         let mut tally = Tally::new();
         for chunk in chunks {
@@ -789,16 +809,7 @@ mod tests {
     }
 
     fn run_responses(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
-        let mut guard = StreamGuard::responses(p.response.holdback_chars);
-        let mut out = Vec::new();
-        let mut tally = Tally::new();
-        for chunk in chunks {
-            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
-                return out;
-            }
-        }
-        let _ = guard.finish(p, masker, &mut tally, &mut out);
-        out
+        drive(StreamGuard::responses(p.response.holdback_chars), p, masker, chunks).0
     }
 
     #[test]
@@ -975,16 +986,7 @@ mod tests {
     }
 
     fn run_gemini(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
-        let mut guard = StreamGuard::gemini(p.response.holdback_chars);
-        let mut out = Vec::new();
-        let mut tally = Tally::new();
-        for chunk in chunks {
-            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
-                return out;
-            }
-        }
-        let _ = guard.finish(p, masker, &mut tally, &mut out);
-        out
+        drive(StreamGuard::gemini(p.response.holdback_chars), p, masker, chunks).0
     }
 
     /// A Gemini stream's thoughts and answer, as Google's SDK joins them, and its events.
@@ -1105,16 +1107,7 @@ mod tests {
     }
 
     fn run_bedrock(p: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
-        let mut guard = StreamGuard::bedrock(p.response.holdback_chars);
-        let mut out = Vec::new();
-        let mut tally = Tally::new();
-        for chunk in chunks {
-            if guard.push(chunk, p, masker, &mut tally, &mut out).is_err() {
-                return out;
-            }
-        }
-        let _ = guard.finish(p, masker, &mut tally, &mut out);
-        out
+        drive(StreamGuard::bedrock(p.response.holdback_chars), p, masker, chunks).0
     }
 
     #[test]
@@ -1219,13 +1212,7 @@ mod tests {
             assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
         };
         let run = |chunks: &[&[u8]]| {
-            let mut guard = StreamGuard::bedrock_invoke_claude(p.response.holdback_chars);
-            let (mut out, mut tally, mut m) = (Vec::new(), Tally::new(), masker.clone());
-            for chunk in chunks {
-                guard.push(chunk, &p, &mut m, &mut tally, &mut out).unwrap();
-            }
-            guard.finish(&p, &mut m, &mut tally, &mut out).unwrap();
-            out
+            drive(StreamGuard::bedrock_invoke_claude(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
         };
         for cut in 0..=stream.len() {
             let (a, b) = stream.split_at(cut);
