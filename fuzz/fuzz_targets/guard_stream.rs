@@ -1,5 +1,5 @@
 //! The streaming guard over any bytes, in every stream grammar (`StreamGuard::of_grammar`: chat
-//! chunks, Anthropic's, Gemini's, Bedrock's frames, Claude's InvokeModel chunks, Responses'), at a fuzzer-chosen cut.
+//! chunks, Anthropic's, Gemini's, Bedrock's frames, InvokeModel chunks, Responses'), at a fuzzer-chosen cut.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

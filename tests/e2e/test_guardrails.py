@@ -429,6 +429,22 @@ def test_a_claude_stream_from_bedrock_invoke_is_guarded(guard, mock):
     assert final.content[0].text == text and final.usage.output_tokens == 21
 
 
+def test_a_llama_stream_from_bedrock_invoke_is_read_and_re_framed_for_boto3(guard, mock):
+    """Llama's InvokeModel stream (`generation` in base64 chunks) is guarded too: its text is
+    held back and re-encoded, and botocore still decodes every frame to the same answer."""
+    import boto3
+
+    client = boto3.client("bedrock-runtime", endpoint_url=guard.url, **MOCK_AWS)
+    before = guard.metrics()
+    body = json.dumps({"prompt": "How far is the moon?", "max_gen_len": 256})
+    streamed = client.invoke_model_with_response_stream(modelId="meta.llama3-1-70b-instruct-v1:0", body=body)
+    chunks = [json.loads(event["chunk"]["bytes"]) for event in streamed["body"]]
+    assert "".join(c["generation"] for c in chunks) == "The Moon is about 384,400 km from Earth."
+    assert chunks[-1]["stop_reason"] == "stop"
+    after = guard.metrics()
+    assert delta(before, after, "tollgate_guardrails_unchecked", direction="response") == 0
+
+
 def test_a_body_the_client_signed_is_never_masked(guard, mock):
     """SigV4 signs the payload's hash (the mock checks it, as AWS does): a signed body with an
     entity to mask is refused by the gateway, naming why, instead of reaching AWS changed and

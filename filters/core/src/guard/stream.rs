@@ -84,7 +84,8 @@ enum Format {
     Gemini,
     /// Bedrock ConverseStream: AWS event-stream frames.
     Bedrock,
-    /// Bedrock InvokeModel with a Claude model: Anthropic's events, base64 in `chunk` frames.
+    /// Bedrock InvokeModel: Claude's Anthropic events, or Llama's, Titan's or Mistral's text,
+    /// base64 in `chunk` frames.
     BedrockInvoke,
 }
 
@@ -107,6 +108,8 @@ struct State {
     format: Format,
     /// Responses: the last `sequence_number` seen, for an error event that ends the stream.
     sequence: u64,
+    /// InvokeModel of a family with one text field: where it is (see `bedrock::FAMILY_TEXT`).
+    family: Option<&'static str>,
     holdback: usize,
     channels: Vec<Channel>,
     /// The stream's first OpenAI chunk, for synthetic flush chunks (id, model, created):
@@ -140,9 +143,9 @@ impl StreamGuard {
         StreamGuard::with_format(Dialect::Aws, Format::Bedrock, holdback_chars)
     }
 
-    /// A Bedrock `invoke-with-response-stream` answer of a Claude model (Anthropic's events,
-    /// base64 inside AWS event-stream `chunk` frames).
-    pub fn bedrock_invoke_claude(holdback_chars: usize) -> StreamGuard {
+    /// A Bedrock `invoke-with-response-stream` answer (base64 inside AWS event-stream `chunk`
+    /// frames) of a Claude model (Anthropic's events) or of Llama, Titan or Mistral (one text field).
+    pub fn bedrock_invoke(holdback_chars: usize) -> StreamGuard {
         StreamGuard::with_format(Dialect::Aws, Format::BedrockInvoke, holdback_chars)
     }
 
@@ -150,14 +153,14 @@ impl StreamGuard {
     pub const GRAMMARS: u8 = 6;
 
     /// The guard of grammar `n % GRAMMARS` (chat chunks, Anthropic's, Gemini's, ConverseStream's,
-    /// Claude's InvokeModel's, Responses'): for tests and fuzzing.
+    /// InvokeModel's, Responses'): for tests and fuzzing.
     pub fn of_grammar(n: u8, holdback_chars: usize) -> StreamGuard {
         match n % StreamGuard::GRAMMARS {
             0 => StreamGuard::new(Dialect::OpenAi, holdback_chars),
             1 => StreamGuard::new(Dialect::Anthropic, holdback_chars),
             2 => StreamGuard::gemini(holdback_chars),
             3 => StreamGuard::bedrock(holdback_chars),
-            4 => StreamGuard::bedrock_invoke_claude(holdback_chars),
+            4 => StreamGuard::bedrock_invoke(holdback_chars),
             _ => StreamGuard::responses(holdback_chars),
         }
     }
@@ -167,7 +170,16 @@ impl StreamGuard {
             decoder: SseDecoder::default(),
             frames: matches!(format, Format::Bedrock | Format::BedrockInvoke)
                 .then(|| EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES)),
-            state: State { dialect, format, sequence: 0, holdback, channels: Vec::new(), template: None, ended: false },
+            state: State {
+                dialect,
+                format,
+                sequence: 0,
+                family: None,
+                holdback,
+                channels: Vec::new(),
+                template: None,
+                ended: false,
+            },
         }
     }
 
@@ -462,6 +474,7 @@ impl State {
             }
         };
         if self.format == Format::BedrockInvoke {
+            let value = self.family.map_or(value, |pointer| bedrock::family_chunk(pointer, text));
             return bedrock::invoke_chunk(&value, out);
         }
         if let Some(event) = event {
@@ -1212,7 +1225,7 @@ mod tests {
             assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
         };
         let run = |chunks: &[&[u8]]| {
-            drive(StreamGuard::bedrock_invoke_claude(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
+            drive(StreamGuard::bedrock_invoke(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
         };
         for cut in 0..=stream.len() {
             let (a, b) = stream.split_at(cut);
@@ -1220,5 +1233,56 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         check(&run(&bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn llama_titan_and_mistral_invoke_streams_are_masked_in_their_own_text_field_at_every_byte_split() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let p = policy(false);
+        let parts = ["O fiador tem CPF 111.44", "4.777", "-35, confirme."];
+        let expected = "O fiador tem CPF [CPF_1], confirme.";
+        type Shape = fn(&str, bool) -> Value;
+        let shapes: [(&str, Shape); 3] = [
+            (
+                "/generation",
+                |t, last| json!({"generation": t, "stop_reason": if last { json!("stop") } else { Value::Null }}),
+            ),
+            (
+                "/outputText",
+                |t, last| json!({"outputText": t, "index": 0, "completionReason": if last { json!("FINISH") } else { Value::Null }}),
+            ),
+            (
+                "/outputs/0/text",
+                |t, last| json!({"outputs": [{"text": t, "stop_reason": if last { json!("stop") } else { Value::Null }}]}),
+            ),
+        ];
+        for (pointer, shape) in shapes {
+            for ends in [true, false] {
+                let events: Vec<Value> = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let inner = shape(t, ends && i == parts.len() - 1);
+                        json!({"event": "chunk", "payload": {"bytes": b64.encode(inner.to_string())}})
+                    })
+                    .collect();
+                let stream = bedrock_frames(&Value::Array(events));
+                for cut in 0..=stream.len() {
+                    let (a, b) = stream.split_at(cut);
+                    let out = drive(StreamGuard::bedrock_invoke(32), &p, &mut p.masker(), &[a, b]).0;
+                    let text: String = frames_of(&out)
+                        .iter()
+                        .map(|(_, payload)| {
+                            let inner: Value =
+                                serde_json::from_slice(&b64.decode(payload["bytes"].as_str().unwrap()).unwrap())
+                                    .unwrap();
+                            inner.pointer(pointer).and_then(Value::as_str).unwrap().to_string()
+                        })
+                        .collect();
+                    assert_eq!(text, expected, "{pointer}, ends {ends}, split at {cut}");
+                }
+            }
+        }
     }
 }

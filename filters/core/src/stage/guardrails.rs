@@ -329,12 +329,16 @@ impl Stage for GuardStream {
                 ApiKind::BedrockConverse { .. } if has_type(head, "application/vnd.amazon.eventstream") => {
                     Some(StreamGuard::bedrock(holdback))
                 }
-                // Claude's events inside the frames; the other families' are not read.
+                // The families whose events inside the frames are read; the others' are not.
                 ApiKind::BedrockInvoke { .. }
                     if has_type(head, "application/vnd.amazon.eventstream")
-                        && ex.route.path_model.as_deref().is_some_and(|m| m.contains("anthropic.claude")) =>
+                        && ex.route.path_model.as_deref().is_some_and(|m| {
+                            ["anthropic.claude", "meta.llama", "amazon.titan-text", "mistral."]
+                                .iter()
+                                .any(|family| m.contains(family))
+                        }) =>
                 {
-                    Some(StreamGuard::bedrock_invoke_claude(holdback))
+                    Some(StreamGuard::bedrock_invoke(holdback))
                 }
                 _ => None,
             };

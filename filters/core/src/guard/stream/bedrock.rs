@@ -1,6 +1,6 @@
 //! Guarding a Bedrock ConverseStream answer: AWS event-stream frames, not SSE. (And an
-//! InvokeModel stream of a Claude model: Anthropic's events, base64 in `chunk` frames, guarded
-//! as an Anthropic stream and re-encoded.)
+//! InvokeModel stream: base64 in `chunk` frames, a Claude model's Anthropic events, guarded as an
+//! Anthropic stream, or Llama's, Titan's or Mistral's one text field; re-encoded.)
 //!
 //! A `contentBlockDelta` frame's text (`delta.text`, a tool call's `delta.toolUse.input`, the
 //! reasoning's `delta.reasoningContent.text`) goes through its block's window, as an Anthropic
@@ -60,7 +60,12 @@ impl State {
         else {
             return Err(self.unreadable(out));
         };
-        if !self.anthropic(&mut event, policy, masker, tally, out)? {
+        let touched = if event.get("type").is_some_and(Value::is_string) {
+            self.anthropic(&mut event, policy, masker, tally, out)?
+        } else {
+            self.family_text(&mut event, policy, masker, tally, out)?
+        };
+        if !touched {
             out.extend_from_slice(message.raw);
             return Ok(());
         }
@@ -69,6 +74,38 @@ impl State {
         }
         out.extend_from_slice(&message.with_payload(payload.to_string().as_bytes()));
         Ok(())
+    }
+
+    /// A chunk of a model family that streams one text field (Llama's `generation`, Titan's
+    /// `outputText`, Mistral's `outputs[0].text`): the text goes through the one channel; the
+    /// chunk that ends the answer (a stop reason, or Bedrock's invocation metrics) carries the
+    /// tail. Whether the chunk changed.
+    fn family_text(
+        &mut self,
+        event: &mut Value,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Blocked> {
+        let last = ["/stop_reason", "/completionReason", "/outputs/0/stop_reason"]
+            .iter()
+            .any(|p| event.pointer(p).is_some_and(|v| !v.is_null()))
+            || event.get("amazon-bedrock-invocationMetrics").is_some();
+        let Some(pointer) = FAMILY_TEXT.iter().find(|p| event.pointer(p).is_some_and(Value::is_string)) else {
+            if last {
+                self.flush(None, policy, masker, tally, out)?;
+            }
+            return Ok(false);
+        };
+        self.family = Some(pointer);
+        match event.pointer_mut(pointer) {
+            Some(Value::String(text)) => {
+                *text = self.feed(0, Field::Text, text, last, policy, masker, tally, out)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn bedrock(
@@ -135,6 +172,18 @@ impl State {
         let headers =
             [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
         out.extend_from_slice(&encode(&headers, payload.as_bytes()));
+    }
+}
+
+/// Where the model families that stream one text field put it.
+const FAMILY_TEXT: [&str; 3] = ["/generation", "/outputText", "/outputs/0/text"];
+
+/// A held tail in a chunk of the family's own shape (`{"generation": tail}`, …).
+pub(super) fn family_chunk(pointer: &str, text: &str) -> Value {
+    match pointer {
+        "/outputs/0/text" => json!({"outputs": [{"text": text, "stop_reason": null}]}),
+        "/outputText" => json!({"outputText": text, "index": 0}),
+        _ => json!({"generation": text}),
     }
 }
 
