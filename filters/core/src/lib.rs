@@ -11,6 +11,7 @@ pub mod decompress;
 pub mod error;
 pub mod estimate;
 pub mod eventstream;
+pub mod form;
 pub mod fxhash;
 pub mod guard;
 pub mod json_scan;

@@ -537,7 +537,7 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
 }
 
 /// `name` and whether the part is a file, from a part's headers.
-fn disposition(head: &str) -> (Option<String>, bool) {
+pub(crate) fn disposition(head: &str) -> (Option<String>, bool) {
     let Some(line) = head.lines().find(|l| l.to_ascii_lowercase().starts_with("content-disposition:")) else {
         return (None, false);
     };

@@ -246,8 +246,13 @@ impl<'a> Exchange<'a> {
     /// Sends the request body in the given chunks, buffering as Envoy does on `Pause`. Returns
     /// the action of the last callback.
     pub fn request_body(&mut self, chunks: &[&[u8]]) -> Action {
+        self.request_body_pieces(chunks, true)
+    }
+
+    /// Sends request body chunks, the last one ending the body only if `ends`.
+    pub fn request_body_pieces(&mut self, chunks: &[&[u8]], ends: bool) -> Action {
         let mut action = Action::Continue;
-        let last = chunks.len().saturating_sub(1);
+        let last = if ends { chunks.len().saturating_sub(1) } else { usize::MAX };
         for (i, chunk) in chunks.iter().enumerate() {
             if self.host.local_reply.is_some() {
                 break; // Envoy stops feeding the body once the filter answered

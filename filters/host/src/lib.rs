@@ -216,7 +216,7 @@ impl Driver {
             &*host,
             &mut out,
         );
-        self.finish_request_body(host, flow, body_size, out)
+        self.finish_request_body(host, flow, body_size, end_of_stream, out)
     }
 
     /// Request trailers end the body: a body that ends with trailers is read here, so it is
@@ -229,17 +229,28 @@ impl Driver {
         let body = host.request_body(usize::MAX);
         let size = body.as_ref().map_or(0, Vec::len);
         let flow = self.pipeline.request_body(size as u64, true, || body, &*host, &mut out);
-        self.finish_request_body(host, flow, size, out)
+        self.finish_request_body(host, flow, size, true, out)
     }
 
-    fn finish_request_body(&mut self, host: &mut dyn HttpHost, flow: BodyFlow, size: usize, mut out: Outbox) -> Action {
+    fn finish_request_body(
+        &mut self,
+        host: &mut dyn HttpHost,
+        flow: BodyFlow,
+        size: usize,
+        complete: bool,
+        mut out: Outbox,
+    ) -> Action {
         let reply_headers = take_reply_headers(matches!(flow, BodyFlow::Reply(..)), &mut out);
         let failed = self.apply(host, &mut out);
         match flow {
             BodyFlow::Buffer => Action::Pause,
+            BodyFlow::Hold(body) => {
+                self.rewrite_request_body(host, size, &body, false);
+                Action::Pause
+            }
             BodyFlow::Wait(body) => {
                 if let Some(body) = body {
-                    self.rewrite_request_body(host, size, &body);
+                    self.rewrite_request_body(host, size, &body, complete);
                 }
                 // Calls the host refused are answered now, as failures.
                 for (stage, tag, status) in failed {
@@ -255,7 +266,7 @@ impl Driver {
                 Action::Continue
             }
             BodyFlow::Continue(Some(body)) => {
-                self.rewrite_request_body(host, size, &body);
+                self.rewrite_request_body(host, size, &body, complete);
                 self.request_headers_held = false;
                 Action::Continue
             }
@@ -263,12 +274,21 @@ impl Driver {
         }
     }
 
-    fn rewrite_request_body(&mut self, host: &mut dyn HttpHost, size: usize, body: &[u8]) {
+    /// Replaces the `size` bytes Envoy holds with `body`: all of the request's body when
+    /// `complete`, else its beginning (a form's, whose declared length then moves by as much).
+    fn rewrite_request_body(&mut self, host: &mut dyn HttpHost, size: usize, body: &[u8], complete: bool) {
         match host.set_request_body(size, body) {
             Ok(()) => {
                 if self.request_headers_held {
-                    let length = body.len().to_string();
-                    if host.set_request_header("content-length", Some(&length)).is_err() {
+                    let length = if complete {
+                        Some(body.len())
+                    } else {
+                        host.request_header("content-length")
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .map(|declared| (declared + body.len()).saturating_sub(size))
+                    };
+                    let set = length.map(|length| host.set_request_header("content-length", Some(&length.to_string())));
+                    if let Some(Err(_)) = set {
                         host.log(LogLevel::Warn, "could not set content-length after rewriting the request body");
                     }
                 }

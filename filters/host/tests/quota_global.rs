@@ -362,3 +362,70 @@ fn check_report_in_check_mode_reports_exact_usage() {
         ex.host.grpc_calls.iter().skip(2).map(|(_, c)| rls::decode_request(&c.message).unwrap().hits_addend).collect();
     assert_eq!(hits, vec![30, 1], "the exact usage, and the request");
 }
+
+/// With guardrails too, a form's prompt after its file is checked and masked wherever the
+/// reservation's answers come: before the prompt (the held file goes on, the prompt is held
+/// when it comes), while it is half in (the request goes on once it is whole), after all of it
+/// (masked in what is held).
+#[test]
+fn check_report_and_guardrails_mask_a_prompt_after_the_file_whenever_the_answers_come() {
+    let config = json!({"token_counter": {}, "guardrails": {"entities": {"default": "mask"}}, "quota": {
+        "consumer": {"header": "x-api-key", "salt": "s"},
+        "limits": [{"name": "rpm", "meter": "requests", "per": "consumer", "window": "minute", "limit": 100}],
+        "global": {"backend": "check_report", "cluster": "rls", "domain": "tollgate"}}});
+    let spec = compose::parse(config.to_string().as_bytes()).unwrap();
+    let field = |name: &str, value: &str| {
+        format!("--xyz\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").into_bytes()
+    };
+    let form_with = |prompt: &str| {
+        let mut form = field("model", "gpt-image-1");
+        form.extend(b"--xyz\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n");
+        form.extend((0..50_000).map(|i| (i % 251) as u8));
+        form.extend(b"\r\n");
+        form.extend(field("prompt", prompt));
+        form.extend(b"--xyz--\r\n");
+        form
+    };
+    let form = form_with("a hat for ana@exemplo.com.br");
+    let masked = form_with("a hat for [EMAIL_1]");
+    let prompt_at = form.windows(13).position(|w| w == b"name=\"prompt\"").unwrap();
+    // Where the answers come: after the first piece, half-way through the prompt, after all.
+    for answers_after in [4_096, prompt_at + 40, form.len()] {
+        let mut driver = new_driver(&spec);
+        let mut ex = Exchange::new(&mut driver);
+        ex.host.now_ns = NOW * 1_000_000_000;
+        let length = form.len().to_string();
+        let headers = [
+            (":method", "POST"),
+            (":path", "/v1/images/edits"),
+            (":authority", "api.openai.com"),
+            ("content-type", "multipart/form-data; boundary=xyz"),
+            ("content-length", length.as_str()),
+            ("x-api-key", "sk-a"),
+        ];
+        assert_eq!(ex.request_headers(&headers, false), Action::Pause);
+        let (first, rest) = form.split_at(answers_after);
+        let first: Vec<&[u8]> = first.chunks(4_096).collect();
+        assert_eq!(
+            ex.request_body_pieces(&first, rest.is_empty()),
+            Action::Pause,
+            "{answers_after}: held for the answer"
+        );
+        let call = ex.host.grpc_calls[0].0;
+        let resumed = ex.grpc_answer(call, Ok(&ok(vec![status(Code::Ok, "rpm", 100, 99, 20)])));
+        if resumed.is_some() {
+            // Envoy lets go of what it held.
+            let held = std::mem::take(&mut ex.host.request_body);
+            ex.host.forwarded_request.extend(held);
+        } else {
+            assert!(ex.host.forwarded_request.is_empty(), "{answers_after}: the prompt is not whole: still held");
+        }
+        if !rest.is_empty() {
+            let rest: Vec<&[u8]> = rest.chunks(4_096).collect();
+            assert_eq!(ex.request_body(&rest), Action::Continue, "{answers_after}");
+        }
+        assert!(ex.host.forwarded_request == masked, "{answers_after}: the prompt masked, the rest as sent");
+        let length = ex.host.request_header_value("content-length");
+        assert!(length.is_none_or(|l| l == masked.len().to_string()), "{answers_after}: {length:?}");
+    }
+}

@@ -40,6 +40,13 @@ fn role_of(name: &str) -> Role {
     }
 }
 
+/// Whether a form's field named `name` is text the request checks: the `prompt` of an image
+/// edit (what the user asks for) and of a transcription (a hint of words and spellings the audio
+/// holds), the user's. The other fields are settings (`model`, `size`, `language`, …).
+pub fn form_field_is_text(kind: ApiKind, name: &str, scope: &RequestScope) -> bool {
+    kind.reads_form() && name == "prompt" && scope.roles.contains(&Role::User)
+}
+
 /// Calls `f` with every checked string of the request `body` and its role.
 pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &mut dyn FnMut(Role, &mut String)) {
     let wants = |role: Role| scope.roles.contains(&role);

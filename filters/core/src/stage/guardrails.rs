@@ -76,11 +76,11 @@ struct GuardStream {
     signed: bool,
 }
 
-/// The model list has no body; a form (a transcription's audio, an image edit's images) is never
-/// held whole, so it cannot be rewritten: a transcription's `prompt` is a spelling hint, and an
-/// image edit's prompt is not checked.
+/// Every API with a request body (the model list has none). A form (a transcription's audio, an
+/// image edit's images) is never held whole: its text fields are checked, and masked where they
+/// are, as it passes (see `form_field`).
 fn guarded(kind: ApiKind) -> bool {
-    !matches!(kind, ApiKind::OpenAiModels | ApiKind::OpenAiTranscription | ApiKind::OpenAiImageEdits)
+    kind != ApiKind::OpenAiModels
 }
 
 fn count(out: &mut Outbox, direction: &str, tally: &Tally) {
@@ -121,6 +121,77 @@ impl GuardStream {
     }
 }
 
+/// Hands each text of a request (under the policy's scope) to a checker that may rewrite it.
+type TextWalk<'a> = dyn FnMut(&Policy, &mut dyn FnMut(&mut String)) + 'a;
+
+impl GuardStream {
+    /// Checks the request's texts `walk` hands to its checker (which masks them in enforce mode):
+    /// counts the findings, records the decision, refuses a block — or a mask the body cannot
+    /// take, the client having signed it. `Ok(true)` when a text was changed.
+    fn check_request(
+        &mut self,
+        ex: &Exchange,
+        out: &mut Outbox,
+        walk: &mut TextWalk<'_>,
+    ) -> Result<bool, (Error, Dialect)> {
+        let base = self.policy.clone();
+        let policy = base.profile(self.profile);
+        let enforce = policy.mode == Mode::Enforce;
+        let mut tally = Tally::new();
+        let mut decision = Decision::Allow;
+        let mut changed = false;
+        let mut blocked: Option<(String, String)> = None;
+        let masker = &mut self.masker;
+        walk(policy, &mut |text| {
+            let mut findings = Vec::new();
+            policy.scan(text, &mut findings);
+            if findings.is_empty() {
+                return;
+            }
+            decision = decision.max(policy.decide(&findings));
+            tally.extend(findings.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
+            if blocked.is_none() {
+                if let Some(f) = findings.iter().find(|f| f.action == Action::Block) {
+                    blocked = Some((f.rule.to_string(), f.entity.to_string()));
+                }
+            }
+            if enforce {
+                if let Some(masked) = masker.apply(text, &findings) {
+                    *text = masked;
+                    changed = true;
+                }
+            }
+        });
+        self.masker.freeze();
+        count(out, "request", &tally);
+        decision_metric(out, "request", decision);
+        out.state("tollgate.guardrails.decision", decision.name());
+        if decision == Decision::Allow {
+            return Ok(false);
+        }
+        let mut entities: Vec<&str> = tally.iter().map(|(_, e, _)| e.as_str()).collect();
+        entities.sort_unstable();
+        entities.dedup();
+        self.report = Some(format!("{}; entities={}", decision.name(), entities.join(",")));
+        out.log(super::LogLevel::Info, format!("guardrails: request {} ({} findings)", decision.name(), tally.len()));
+        let dialect = ex.dialect();
+        match (decision, blocked) {
+            (Decision::Block, Some((rule, entity))) => Err((Error::Blocked { rule, entity: Some(entity) }, dialect)),
+            _ if changed && self.signed => {
+                out.counter(metrics::name("guardrails.refusals", &[("reason", "signed_request")]), 1);
+                let message = format!(
+                    "guardrails must mask {} in this request, but the client signed it (AWS SigV4) and AWS refuses a \
+                     signed body that was changed: send it with a Bedrock API key (authorization: Bearer), or to \
+                     the gateway's OpenAI or Anthropic API with a Bedrock backend, which signs after masking",
+                    entities.join(",")
+                );
+                Err((Error::InvalidRequest { param: None, message }, dialect))
+            }
+            _ => Ok(changed),
+        }
+    }
+}
+
 impl Stage for GuardStream {
     fn request_headers(
         &mut self,
@@ -137,7 +208,11 @@ impl Stage for GuardStream {
         // (A Bedrock API key, `authorization: Bearer`, signs nothing.)
         self.signed = ex.route.provider == "bedrock"
             && host.request_header("authorization").is_some_and(|a| a.trim_start().starts_with("AWS4-HMAC-SHA256"));
-        if let Some((reason, error)) = super::unreadable_by_headers(host) {
+        // (A form is read as a form: its content type is not JSON.)
+        let form = ex.route.kind.reads_form();
+        let unreadable =
+            super::unreadable_by_headers(host).filter(|(reason, _)| !form || *reason != "request_not_json");
+        if let Some((reason, error)) = unreadable {
             if let Err(refusal) = self.unreadable(reason, error, dialect, out) {
                 return refusal.into();
             }
@@ -209,6 +284,15 @@ impl Stage for GuardStream {
                 ));
             }
         }
+        // The tier an auth-driven access policy resolved (at request headers) picks the profile.
+        self.profile = self.policy.profile_index(ex.tier.as_deref());
+        if self.profile.is_some() {
+            self.masker = self.policy.profile(self.profile).masker();
+            out.state("tollgate.guardrails.profile", ex.tier.clone().unwrap_or_default());
+        }
+        if ex.route.kind.reads_form() {
+            return Ok(()); // its text fields come to `form_field`, as the form passes
+        }
         let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return self.unreadable(
                 "request_malformed_json",
@@ -217,81 +301,72 @@ impl Stage for GuardStream {
                 out,
             );
         };
-        // The tier an auth-driven access policy resolved (at request headers) picks the profile.
-        let base = self.policy.clone();
-        self.profile = base.profile_index(ex.tier.as_deref());
-        let policy = base.profile(self.profile);
-        if self.profile.is_some() {
-            self.masker = policy.masker();
-            out.state("tollgate.guardrails.profile", ex.tier.clone().unwrap_or_default());
-        }
-        let enforce = policy.mode == Mode::Enforce;
-        let mut tally = Tally::new();
-        let mut decision = Decision::Allow;
-        let mut changed = false;
-        let mut blocked: Option<(String, String)> = None;
-        let masker = &mut self.masker;
-        message::for_each_text(&mut value, ex.route.kind, &policy.request, &mut |_, text| {
-            let mut findings = Vec::new();
-            policy.scan(text, &mut findings);
-            if findings.is_empty() {
-                return;
-            }
-            decision = decision.max(policy.decide(&findings));
-            tally.extend(findings.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
-            if blocked.is_none() {
-                if let Some(f) = findings.iter().find(|f| f.action == Action::Block) {
-                    blocked = Some((f.rule.to_string(), f.entity.to_string()));
-                }
-            }
-            if enforce {
-                if let Some(masked) = masker.apply(text, &findings) {
-                    *text = masked;
-                    changed = true;
-                }
-            }
-        });
-        self.masker.freeze();
-        count(out, "request", &tally);
-        decision_metric(out, "request", decision);
-        out.state("tollgate.guardrails.decision", decision.name());
-        if decision == Decision::Allow {
+        let kind = ex.route.kind;
+        let changed = self.check_request(ex, out, &mut |policy, check| {
+            message::for_each_text(&mut value, kind, &policy.request, &mut |_, text| check(text));
+        })?;
+        if !changed {
             return Ok(());
         }
-        let mut entities: Vec<&str> = tally.iter().map(|(_, e, _)| e.as_str()).collect();
-        entities.sort_unstable();
-        entities.dedup();
-        self.report = Some(format!("{}; entities={}", decision.name(), entities.join(",")));
-        out.log(super::LogLevel::Info, format!("guardrails: request {} ({} findings)", decision.name(), tally.len()));
-        match (decision, blocked) {
-            (Decision::Block, Some((rule, entity))) => Err((Error::Blocked { rule, entity: Some(entity) }, dialect)),
-            _ if changed && self.signed => {
-                out.counter(metrics::name("guardrails.refusals", &[("reason", "signed_request")]), 1);
-                let message = format!(
-                    "guardrails must mask {} in this request, but the client signed it (AWS SigV4) and AWS refuses a \
-                     signed body that was changed: send it with a Bedrock API key (authorization: Bearer), or to \
-                     the gateway's OpenAI or Anthropic API with a Bedrock backend, which signs after masking",
-                    entities.join(",")
-                );
-                Err((Error::InvalidRequest { param: None, message }, dialect))
-            }
-            _ if changed => {
-                if ex.injected_include_usage {
-                    // token-counter's splice was on the client's bytes: carry it over.
-                    if let Some(object) = value.as_object_mut() {
-                        let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-                        if let Some(options) = options.as_object_mut() {
-                            options.insert("include_usage".into(), serde_json::Value::Bool(true));
-                        }
-                    }
+        if ex.injected_include_usage {
+            // token-counter's splice was on the client's bytes: carry it over.
+            if let Some(object) = value.as_object_mut() {
+                let options = object.entry("stream_options").or_insert_with(|| serde_json::json!({}));
+                if let Some(options) = options.as_object_mut() {
+                    options.insert("include_usage".into(), serde_json::Value::Bool(true));
                 }
-                let bytes = serde_json::to_vec(&value)
-                    .map_err(|_| (Error::Internal { detail: "re-serialising the masked request".into() }, dialect))?;
-                ex.replacement = Some(bytes);
-                Ok(())
             }
-            _ => Ok(()),
         }
+        let bytes = serde_json::to_vec(&value)
+            .map_err(|_| (Error::Internal { detail: "re-serialising the masked request".into() }, dialect))?;
+        ex.replacement = Some(bytes);
+        Ok(())
+    }
+
+    fn reads_form_fields(&self, ex: &Exchange) -> Option<bool> {
+        guarded(ex.route.kind).then_some(self.policy.profile(self.profile).mode == Mode::Enforce)
+    }
+
+    fn form_field(
+        &mut self,
+        ex: &mut Exchange,
+        name: &str,
+        value: &[u8],
+        out: &mut Outbox,
+    ) -> Result<Option<Vec<u8>>, (Error, Dialect)> {
+        let kind = ex.route.kind;
+        let policy = self.policy.profile(self.profile);
+        if !message::form_field_is_text(kind, name, &policy.request) {
+            return Ok(None);
+        }
+        let Ok(text) = std::str::from_utf8(value) else {
+            let error = Error::InvalidRequest {
+                param: Some(name.to_string()),
+                message: "this text field of the form is not UTF-8, so guardrails cannot check it".into(),
+            };
+            return self.unreadable("form_field_not_utf8", error, ex.dialect(), out).map(|()| None);
+        };
+        let mut text = text.to_string();
+        let changed = self.check_request(ex, out, &mut |_, check| check(&mut text))?;
+        Ok(changed.then(|| text.into_bytes()))
+    }
+
+    fn form_unreadable(
+        &mut self,
+        ex: &Exchange,
+        reason: &'static str,
+        out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        let message = match reason {
+            "form_field_too_long" => format!(
+                "a text field of the form is over {} KiB, more than guardrails reads to check it",
+                crate::form::MAX_FIELD / 1024
+            ),
+            _ => "the multipart form cannot be read to its end (a part or the closing boundary is missing or \
+                  malformed), so guardrails cannot check its text fields"
+                .to_string(),
+        };
+        self.unreadable(reason, Error::InvalidRequest { param: None, message }, ex.dialect(), out)
     }
 
     fn response_headers(&mut self, ex: &Exchange, head: &ResponseHead, _host: &dyn StageHost, out: &mut Outbox) {

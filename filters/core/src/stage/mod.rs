@@ -187,6 +187,9 @@ pub enum BodyFlow {
     Continue(Option<Vec<u8>>),
     /// Like `Continue`, but hold the request until the stages' gRPC calls are answered.
     Wait(Option<Vec<u8>>),
+    /// Replace what Envoy holds of the body (not all of it yet: `content-length` is adjusted,
+    /// if the headers are still held) and keep buffering.
+    Hold(Vec<u8>),
     Reply(Error, Dialect),
 }
 
@@ -353,6 +356,35 @@ pub trait Stage {
         false
     }
 
+    /// Whether this stage reads a form's text fields wherever they are — before its files or
+    /// after them — as the body passes (`Some`), and may rewrite them (`Some(true)`).
+    fn reads_form_fields(&self, _ex: &Exchange) -> Option<bool> {
+        None
+    }
+
+    /// A text field of a form, its value as sent (after the `request_body` of every stage).
+    /// `Some` replaces the value.
+    fn form_field(
+        &mut self,
+        _ex: &mut Exchange,
+        _name: &str,
+        _value: &[u8],
+        _out: &mut Outbox,
+    ) -> Result<Option<Vec<u8>>, (Error, Dialect)> {
+        Ok(None)
+    }
+
+    /// The form cannot be followed further (`reason`, for a metric): its fields from here on
+    /// go unread. May refuse the request.
+    fn form_unreadable(
+        &mut self,
+        _ex: &Exchange,
+        _reason: &'static str,
+        _out: &mut Outbox,
+    ) -> Result<(), (Error, Dialect)> {
+        Ok(())
+    }
+
     /// A response body chunk. Returning `Some` replaces the chunk sent to the client.
     fn response_chunk(
         &mut self,
@@ -424,6 +456,8 @@ pub struct Pipeline {
     finished: bool,
     /// gRPC calls the request waits for.
     pending: usize,
+    /// A form whose fields stages read as it passes.
+    form: Option<crate::form::FormWalker>,
 }
 
 impl Pipeline {
@@ -437,6 +471,7 @@ impl Pipeline {
             route_header: None,
             finished: false,
             pending: 0,
+            form: None,
         }
     }
 
@@ -457,7 +492,7 @@ impl Pipeline {
 
     /// Whether the request body is still being collected (Envoy's own 413 then is ours to word).
     pub fn buffering_request(&self) -> bool {
-        self.request == RequestState::Buffering
+        self.request == RequestState::Buffering || self.form.as_ref().is_some_and(crate::form::FormWalker::holding)
     }
 
     /// Request headers. Reads only what it needs through `host`: a request that is not a
@@ -558,6 +593,9 @@ impl Pipeline {
         host: &dyn StageHost,
         out: &mut Outbox,
     ) -> BodyFlow {
+        if self.form.is_some() {
+            return self.form_body(end_of_stream, body, out);
+        }
         if self.request == RequestState::Waiting {
             // A form's file keeps coming while its head waits for the answers: held too.
             return BodyFlow::Buffer;
@@ -680,7 +718,112 @@ impl Pipeline {
             crate::request::FormPrefix::NotAForm => ex.unparsed_reason = Some("not_a_form"),
         }
         self.request = RequestState::Done;
-        self.run_stages(prefix, false, host, out)
+        let rewrites = self.stages.iter().filter_map(|s| s.reads_form_fields(ex)).reduce(|a, b| a || b);
+        let boundary = crate::request::form_boundary(&content_type).filter(|_| ex.parsed.is_some());
+        let (Some(rewrites), Some(boundary)) = (rewrites, boundary) else {
+            return self.run_stages(prefix, false, host, out);
+        };
+        // Stages read every text field as the form passes: from its first byte, once every
+        // stage has seen the head.
+        self.form = Some(crate::form::FormWalker::new(boundary));
+        let flow = self.run_stages(prefix.clone(), false, host, out);
+        if let BodyFlow::Reply(..) = flow {
+            self.form = None;
+            return flow;
+        }
+        let walked = self.form_body(end_of_stream, || Some(prefix), out);
+        let flow = match (flow, walked) {
+            // Held for the calls (the walk goes on as the body comes).
+            (BodyFlow::Wait(_), BodyFlow::Hold(data) | BodyFlow::Continue(Some(data))) => BodyFlow::Wait(Some(data)),
+            (BodyFlow::Wait(_), walked @ BodyFlow::Reply(..)) => walked,
+            (BodyFlow::Wait(_), _) => BodyFlow::Wait(None),
+            (_, walked) => walked,
+        };
+        if rewrites && self.form.is_some() {
+            // A field yet to come may be rewritten after the headers have gone: the length is unknown.
+            out.request_headers.push(HeaderEdit::Remove("content-length"));
+        }
+        flow
+    }
+
+    /// A form's body as it passes, read by the stages that read its fields (see
+    /// [`crate::form`]): held only while a field (or a part's headers) is incomplete, or while
+    /// gRPC calls are pending; a field a stage rewrites is rewritten where Envoy holds it.
+    fn form_body(&mut self, end_of_stream: bool, body: impl FnOnce() -> Option<Vec<u8>>, out: &mut Outbox) -> BodyFlow {
+        use crate::form::Next;
+        let waiting = self.request == RequestState::Waiting;
+        let (Some(walker), Some(ex)) = (self.form.as_mut(), self.exchange.as_mut()) else {
+            return BodyFlow::Continue(None);
+        };
+        let mut unreadable = None;
+        let mut changed = false;
+        let mut data = body().unwrap_or_default();
+        let hold = loop {
+            match walker.next(&data) {
+                Next::Field { name, value } => {
+                    let mut replacement: Option<Vec<u8>> = None;
+                    for stage in &mut self.stages {
+                        let current = match &replacement {
+                            Some(new) => new.as_slice(),
+                            None => data.get(value.clone()).unwrap_or_default(),
+                        };
+                        match stage.form_field(ex, &name, current, out) {
+                            Ok(Some(new)) => replacement = Some(new),
+                            Ok(None) => {}
+                            Err((error, dialect)) => {
+                                self.form = None;
+                                self.request = RequestState::Done;
+                                let (error, dialect) = reply(error, dialect, out);
+                                return BodyFlow::Reply(error, dialect);
+                            }
+                        }
+                    }
+                    if let Some(new) = replacement {
+                        let old = value.len();
+                        walker.replaced(old, new.len());
+                        data.splice(value, new);
+                        changed = true;
+                    }
+                }
+                Next::NeedMore if !end_of_stream => break true,
+                Next::NeedMore => {
+                    unreadable = Some("form_unterminated");
+                    break false;
+                }
+                Next::Release => {
+                    if end_of_stream {
+                        unreadable = Some("form_unterminated");
+                    } else if !waiting {
+                        walker.released();
+                    }
+                    break false;
+                }
+                Next::Done => {
+                    self.form = None;
+                    break false;
+                }
+                Next::Unreadable(reason) => {
+                    unreadable = Some(reason);
+                    break false;
+                }
+            }
+        };
+        if let Some(reason) = unreadable {
+            self.form = None;
+            for stage in &mut self.stages {
+                if let Err((error, dialect)) = stage.form_unreadable(ex, reason, out) {
+                    self.request = RequestState::Done;
+                    let (error, dialect) = reply(error, dialect, out);
+                    return BodyFlow::Reply(error, dialect);
+                }
+            }
+        }
+        let data = changed.then_some(data);
+        match (hold || waiting, data) {
+            (true, Some(data)) => BodyFlow::Hold(data),
+            (true, None) => BodyFlow::Buffer,
+            (false, data) => BodyFlow::Continue(data),
+        }
     }
 
     /// Whether the request is held for gRPC answers.
@@ -721,7 +864,16 @@ impl Pipeline {
             }
             Ok(()) if self.pending == 0 => {
                 self.request = RequestState::Done;
-                GrpcFlow::Resume
+                match self.form.as_mut() {
+                    // A form's field is not whole yet: the body callback that completes it lets
+                    // the request go.
+                    Some(walker) if walker.holding() => GrpcFlow::Wait,
+                    Some(walker) => {
+                        walker.released();
+                        GrpcFlow::Resume
+                    }
+                    None => GrpcFlow::Resume,
+                }
             }
             Ok(()) => GrpcFlow::Wait,
         }
