@@ -28,7 +28,8 @@ its images (a 1×1 PNG each) and Veo's `:predictLongRunning` the operation's nam
 pending batch operation. Bedrock's `/model/{id}/invoke` answers Claude bodies in Anthropic's
 format and `prompt` bodies in Llama's, with Bedrock's `x-amzn-bedrock-*-token-count` headers;
 `invoke-with-response-stream` answers the same families as event-stream `chunk` events (each
-model event base64 in `bytes`, the last with `amazon-bedrock-invocationMetrics`).
+model event base64 in `bytes`, the last with `amazon-bedrock-invocationMetrics`), and Nova's
+Converse-shaped `messages` with Nova's stream (ConverseStream's events in chunks).
 
 Which case answers a request: the `x-mock-case` header, else the default case for the route and
 stream flag. OpenAI chat streams carry usage only when the request asked for
@@ -565,7 +566,8 @@ def handle(method, path, headers, body):
     invoke_case = None
     if route in ("bedrock-invoke", "bedrock-invoke-stream"):
         # InvokeModel answers in the model family's own format: Anthropic Messages for Claude
-        # (its body names `anthropic_version`), Llama's `generation` for a `prompt`.
+        # (its body names `anthropic_version`), Llama's `generation` for a `prompt`, Nova's
+        # ConverseStream events in chunks for a stream of Converse-shaped `messages`.
         if "anthropic_version" in request:
             if "max_tokens" not in request or "messages" not in request:
                 return json_reply(400, {"message": "Malformed input request: required key [max_tokens] not found"},
@@ -573,6 +575,8 @@ def handle(method, path, headers, body):
             family = "claude"
         elif isinstance(request.get("prompt"), str):
             family = "llama"
+        elif isinstance(request.get("messages"), list) and route.endswith("stream"):
+            family = "nova-pii"  # Nova's Converse-shaped body (only its stream is a case)
         else:
             return json_reply(400, {"message": "Malformed input request, please reformat your input and try again."},
                               {"x-amzn-errortype": "ValidationException"})

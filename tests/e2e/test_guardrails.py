@@ -497,6 +497,25 @@ def test_a_llama_stream_from_bedrock_invoke_is_read_and_re_framed_for_boto3(guar
     assert delta(before, after, "tollgate_guardrails_unchecked", direction="response") == 0
 
 
+def test_a_nova_stream_from_bedrock_invoke_is_guarded_for_boto3(guard, mock):
+    """Nova's InvokeModel stream (ConverseStream's events, each the member of a base64 chunk named
+    for it) is guarded: the CPF the model wrote, split across chunks, reaches boto3 masked."""
+    import boto3
+
+    client = boto3.client("bedrock-runtime", endpoint_url=guard.url, **MOCK_AWS)
+    before = guard.metrics()
+    body = json.dumps({"schemaVersion": "messages-v1", "inferenceConfig": {"maxTokens": 512},
+                       "messages": [{"role": "user", "content": [{"text": "Confira o contrato."}]}]})
+    streamed = client.invoke_model_with_response_stream(modelId="us.amazon.nova-lite-v1:0", body=body)
+    chunks = [json.loads(event["chunk"]["bytes"]) for event in streamed["body"]]
+    text = "".join(c["contentBlockDelta"]["delta"]["text"] for c in chunks if "contentBlockDelta" in c)
+    assert text == "Anotei. O fiador tem CPF [CPF_1], confirme."
+    assert chunks[-1]["metadata"]["usage"]["outputTokens"] == 19
+    after = guard.metrics()
+    assert delta(before, after, FINDINGS, direction="response", entity="CPF", action="mask") == 1
+    assert delta(before, after, "tollgate_guardrails_unchecked", direction="response") == 0
+
+
 def test_a_body_the_client_signed_is_never_masked(guard, mock):
     """SigV4 signs the payload's hash (the mock checks it, as AWS does): a signed body with an
     entity to mask is refused by the gateway, naming why, instead of reaching AWS changed and

@@ -294,7 +294,7 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
                 .or(v.max_gen_len)
                 .or(v.max_completion_tokens)
                 .or(v.titan_config.and_then(|c| c.max_token_count))
-                .or(v.nova_config.and_then(|c| c.max_new_tokens));
+                .or(v.nova_config.and_then(|c| c.max_new_tokens.or(c.max_tokens)));
             info
         }
         ApiKind::BedrockCountTokens => {
@@ -883,7 +883,7 @@ struct GeminiCountView<'a> {
 /// `system`, Llama's and Mistral's `prompt`, Titan's `inputText`, Cohere's `message`,
 /// `chat_history` and `texts`; the output cap as Claude, Mistral, Cohere (`max_tokens`), Llama
 /// (`max_gen_len`), OpenAI's models (`max_completion_tokens`), Titan
-/// (`textGenerationConfig.maxTokenCount`) and Nova (`inferenceConfig.max_new_tokens`) name it.
+/// (`textGenerationConfig.maxTokenCount`) and Nova (`inferenceConfig.max_new_tokens` or `maxTokens`) name it.
 #[derive(Deserialize)]
 struct InvokeView {
     #[serde(default)]
@@ -922,6 +922,9 @@ struct TitanConfig {
 struct NovaConfig {
     #[serde(default)]
     max_new_tokens: Option<u64>,
+    /// Nova's user guide names it so too (`"inferenceConfig": {"maxTokens": 500}`).
+    #[serde(default, rename = "maxTokens")]
+    max_tokens: Option<u64>,
 }
 
 /// `batchGenerateContent`: `{"batch": {"inputConfig": {"requests": {"requests": [{"request": …}]}}}}`
@@ -1449,6 +1452,7 @@ mod tests {
         for (body, cap) in [
             (r#"{"inputText":"Hi","textGenerationConfig":{"maxTokenCount":70,"temperature":0}}"#, 70),
             (r#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"max_new_tokens":80}}"#, 80),
+            (r#"{"messages":[{"role":"user","content":[{"text":"Hi"}]}],"inferenceConfig":{"maxTokens":85}}"#, 85),
             (r#"{"messages":[{"role":"user","content":"Hi"}],"max_completion_tokens":90}"#, 90),
         ] {
             let info = parse_ok(ApiKind::BedrockInvoke { stream: false }, body).info;

@@ -474,7 +474,11 @@ impl State {
             }
         };
         if self.format == Format::BedrockInvoke {
-            let value = self.family.map_or(value, |pointer| bedrock::family_chunk(pointer, text));
+            let value = match self.family {
+                Some(bedrock::NOVA) => json!({"contentBlockDelta": bedrock::converse_delta(index, field, text)}),
+                Some(pointer) => bedrock::family_chunk(pointer, text),
+                None => value,
+            };
             return bedrock::invoke_chunk(&value, out);
         }
         if let Some(event) = event {
@@ -1227,6 +1231,43 @@ mod tests {
         let run = |chunks: &[&[u8]]| {
             drive(StreamGuard::bedrock_invoke(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
         };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run(&[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run(&bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn a_nova_invoke_stream_is_masked_inside_its_converse_shaped_chunks_at_every_byte_split() {
+        use base64::Engine as _;
+        let p = policy(false);
+        let events: Value = serde_json::from_slice(&fixture("bedrock/invoke-nova-pii-stream.events.json")).unwrap();
+        let stream = bedrock_frames(&events);
+        let check = |out: &[u8], what: &str| {
+            let got: Vec<Value> = frames_of(out)
+                .into_iter()
+                .map(|(name, payload)| {
+                    assert_eq!(name, "chunk", "{what}");
+                    let bytes =
+                        base64::engine::general_purpose::STANDARD.decode(payload["bytes"].as_str().unwrap()).unwrap();
+                    serde_json::from_slice(&bytes).unwrap()
+                })
+                .collect();
+            let text: String =
+                got.iter().filter_map(|e| e.pointer("/contentBlockDelta/delta/text").and_then(Value::as_str)).collect();
+            assert_eq!(text, "Anotei. O fiador tem CPF [CPF_1], confirme.", "{what}");
+            let stop = got.iter().position(|e| e.get("contentBlockStop").is_some()).unwrap();
+            assert!(
+                got[stop..].iter().all(|e| e.get("contentBlockDelta").is_none()),
+                "{what}: the tail before the stop"
+            );
+            assert_eq!(got[0], json!({"messageStart": {"role": "assistant"}}), "{what}: the rest as sent");
+            assert_eq!(got.last().unwrap()["amazon-bedrock-invocationMetrics"]["outputTokenCount"], 19, "{what}");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+        };
+        let run = |chunks: &[&[u8]]| drive(StreamGuard::bedrock_invoke(32), &p, &mut p.masker(), chunks).0;
         for cut in 0..=stream.len() {
             let (a, b) = stream.split_at(cut);
             check(&run(&[a, b]), &format!("split at {cut}"));

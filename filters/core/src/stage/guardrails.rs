@@ -408,7 +408,7 @@ impl Stage for GuardStream {
                 ApiKind::BedrockInvoke { .. }
                     if has_type(head, "application/vnd.amazon.eventstream")
                         && ex.route.path_model.as_deref().is_some_and(|m| {
-                            ["anthropic.claude", "meta.llama", "amazon.titan-text", "mistral."]
+                            ["anthropic.claude", "amazon.nova", "meta.llama", "amazon.titan-text", "mistral."]
                                 .iter()
                                 .any(|family| m.contains(family))
                         }) =>

@@ -1,6 +1,7 @@
 //! Guarding a Bedrock ConverseStream answer: AWS event-stream frames, not SSE. (And an
 //! InvokeModel stream: base64 in `chunk` frames, a Claude model's Anthropic events, guarded as an
-//! Anthropic stream, or Llama's, Titan's or Mistral's one text field; re-encoded.)
+//! Anthropic stream, Nova's ConverseStream events, guarded as those frames are, or Llama's,
+//! Titan's or Mistral's one text field; re-encoded.)
 //!
 //! A `contentBlockDelta` frame's text (`delta.text`, a tool call's `delta.toolUse.input`, the
 //! reasoning's `delta.reasoningContent.text`) goes through its block's window, as an Anthropic
@@ -60,8 +61,16 @@ impl State {
         else {
             return Err(self.unreadable(out));
         };
+        let converse = CONVERSE_EVENTS.iter().find(|name| event.get(**name).is_some_and(Value::is_object));
         let touched = if event.get("type").is_some_and(Value::is_string) {
             self.anthropic(&mut event, policy, masker, tally, out)?
+        } else if let Some(name) = converse {
+            // Nova: ConverseStream's events, each as the chunk's member named for it.
+            self.family = Some(NOVA);
+            match event.get_mut(*name) {
+                Some(value) => self.converse_event(name, value, policy, masker, tally, out)?,
+                None => false,
+            }
         } else {
             self.family_text(&mut event, policy, masker, tally, out)?
         };
@@ -120,20 +129,38 @@ impl State {
             Some("event") => message.header_str(":event-type").unwrap_or_default(),
             _ => "",
         };
-        if !matches!(event, "contentBlockDelta" | "contentBlockStop" | "messageStop" | "metadata") {
+        if !CONVERSE_EVENTS.contains(&event) {
             out.extend_from_slice(message.raw);
             return Ok(());
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(message.payload) else {
             return Err(self.unreadable(out));
         };
+        if self.converse_event(event, &mut value, policy, masker, tally, out)? {
+            out.extend_from_slice(&message.with_payload(value.to_string().as_bytes()));
+        } else {
+            out.extend_from_slice(message.raw);
+        }
+        Ok(())
+    }
+
+    /// One ConverseStream event (a frame's payload, or the member of a Nova InvokeModel chunk
+    /// named for the event): a `contentBlockDelta`'s text goes through its block's window; the
+    /// end of a block (or of the message) first sends what its window held, in events of its own.
+    /// Whether `value` changed.
+    fn converse_event(
+        &mut self,
+        event: &str,
+        value: &mut Value,
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Blocked> {
         let index = value.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
         match event {
             "contentBlockDelta" => {
-                let Some(delta) = value.get_mut("delta") else {
-                    out.extend_from_slice(message.raw);
-                    return Ok(());
-                };
+                let Some(delta) = value.get_mut("delta") else { return Ok(false) };
                 let (field, pointer) = if delta.get("text").is_some() {
                     (Field::Text, "/text")
                 } else if delta.get("toolUse").is_some() {
@@ -144,35 +171,46 @@ impl State {
                 match delta.pointer_mut(pointer) {
                     Some(Value::String(text)) => {
                         *text = self.feed(index, field, text, false, policy, masker, tally, out)?;
-                        out.extend_from_slice(&message.with_payload(value.to_string().as_bytes()));
+                        Ok(true)
                     }
-                    _ => out.extend_from_slice(message.raw),
+                    _ => Ok(false),
                 }
             }
             "contentBlockStop" => {
                 self.flush(Some(index), policy, masker, tally, out)?;
-                out.extend_from_slice(message.raw);
+                Ok(false)
             }
             _ => {
                 self.flush(None, policy, masker, tally, out)?;
-                out.extend_from_slice(message.raw);
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// A block's held tail, in a `contentBlockDelta` frame of its own.
     pub(super) fn bedrock_synthetic(&self, index: u64, field: Field, text: &str, out: &mut Vec<u8>) {
-        let delta = match field {
-            Field::PartialJson => json!({"toolUse": {"input": text}}),
-            Field::Thinking => json!({"reasoningContent": {"text": text}}),
-            _ => json!({"text": text}),
-        };
-        let payload = json!({"contentBlockIndex": index, "delta": delta}).to_string();
+        let payload = converse_delta(index, field, text).to_string();
         let headers =
             [(":event-type", "contentBlockDelta"), (":content-type", "application/json"), (":message-type", "event")];
         out.extend_from_slice(&encode(&headers, payload.as_bytes()));
     }
+}
+
+/// The ConverseStream events a guard reads (the others pass byte for byte).
+const CONVERSE_EVENTS: [&str; 4] = ["contentBlockDelta", "contentBlockStop", "messageStop", "metadata"];
+
+/// Marks a Nova InvokeModel stream in `State::family`: its chunks hold ConverseStream's events,
+/// each as the member named for it (`{"contentBlockDelta": {…}}`).
+pub(super) const NOVA: &str = "nova";
+
+/// A `contentBlockDelta` event's payload for a held tail.
+pub(super) fn converse_delta(index: u64, field: Field, text: &str) -> Value {
+    let delta = match field {
+        Field::PartialJson => json!({"toolUse": {"input": text}}),
+        Field::Thinking => json!({"reasoningContent": {"text": text}}),
+        _ => json!({"text": text}),
+    };
+    json!({"contentBlockIndex": index, "delta": delta})
 }
 
 /// Where the model families that stream one text field put it.
