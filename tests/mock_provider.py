@@ -631,7 +631,7 @@ def handle(method, path, headers, body):
         pieces = events
         is_stream = True
         content_type = "text/event-stream; charset=utf-8"
-    elif name == "gemini-stream-array":
+    elif name.startswith("gemini-stream-array"):
         text = raw.decode()
         # Stream the array element by element, as Gemini does without alt=sse.
         parts = text.split(",\r\n")

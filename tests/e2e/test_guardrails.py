@@ -135,6 +135,24 @@ def test_a_streamed_gemini_answer_is_masked_and_restored(guard, mock):
     assert "injection" in refused.value.message
 
 
+def test_a_gemini_json_array_stream_is_masked_and_restored(guard, mock):
+    """Without `alt=sse` (REST clients, curl) Gemini streams one JSON array whose elements come as
+    they are generated: each element is guarded as an SSE event is, the array stays one valid
+    JSON document, and the bytes between elements are Gemini's."""
+    reply = requests.post(guard.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent", stream=True,
+                          timeout=30, json={"contents": [{"role": "user", "parts": [{"text": f"Meu CPF é {CPF}"}]}]},
+                          headers={"x-goog-api-key": "AIza-test", "x-mock-case": "gemini-stream-array-pii",
+                                   "x-mock-chunking": "bytes:7"})
+    raw = b"".join(reply.iter_content(None))
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("application/json")
+    elements = json.loads(raw)
+    text = "".join(p.get("text", "") for e in elements for p in e["candidates"][0]["content"]["parts"]
+                   if not p.get("thought"))
+    assert text == f"Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."
+    assert len(elements) == 6 and elements[-1]["usageMetadata"]["totalTokenCount"] == 73
+    assert b"111.444" not in raw and raw.count(b",\r\n") == 5
+
+
 def test_anthropic_sdk_streaming_through_the_gateway(guard, mock):
     with claude(guard, **{"x-mock-case": "anthropic-pii-stream"}).messages.stream(
             model="claude", max_tokens=100, messages=[{"role": "user", "content": f"Meu CPF é {CPF}"}]) as stream:

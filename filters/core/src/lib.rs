@@ -14,6 +14,7 @@ pub mod eventstream;
 pub mod form;
 pub mod fxhash;
 pub mod guard;
+pub mod json_array;
 pub mod json_scan;
 pub mod metrics;
 pub mod provider;

@@ -644,7 +644,7 @@ fn a_responses_stream_is_masked_and_restored_and_still_counted() {
 /// guardrails: the answer restored and masked, the usage of its last event counted; the same
 /// stream as a JSON array (no `alt=sse`) is passed on unchecked and counted as such.
 #[test]
-fn a_gemini_stream_is_masked_and_restored_and_a_json_array_stream_counted_unchecked() {
+fn a_gemini_stream_is_masked_and_restored_with_alt_sse_or_as_a_json_array() {
     let stream =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/responses/gemini/stream-pii.sse"))
             .unwrap();
@@ -675,15 +675,29 @@ fn a_gemini_stream_is_masked_and_restored_and_a_json_array_stream_counted_unchec
     assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=output"]), 59);
     assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &[]), 0);
 
+    // Without `alt=sse`: one JSON array, its elements guarded as they come.
+    let array = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/responses/gemini/stream-array-pii.json"
+    ))
+    .unwrap();
     let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
     let (mut ex, _) = send(&mut driver, "/v1beta/models/gemini-2.5-flash:streamGenerateContent", &body, &[]);
-    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
-    let array =
-        br#"[{"candidates":[{"content":{"parts":[{"text":"ok"}],"role":"model"},"finishReason":"STOP","index":0}]}]"#;
-    ex.response_body(&[array], 1, true);
-    assert_eq!(ex.host.client_body, array);
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json; charset=UTF-8")], false);
+    let chunks: Vec<&[u8]> = array.chunks(11).collect();
+    ex.response_body(&chunks, 1, true);
+    let elements: Vec<Value> = serde_json::from_slice(&ex.host.client_body).unwrap();
+    let text: String = elements
+        .iter()
+        .flat_map(|e| e["candidates"][0]["content"]["parts"].as_array().cloned().unwrap_or_default())
+        .filter(|part| part["thought"] != true)
+        .map(|part| part["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, format!("Seu CPF é {CPF}; o do fiador é [CPF_2], confirme."));
     ex.log();
-    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=stream_format"]), 1);
+    assert_eq!(ex.host.counter(FINDINGS, &["direction=response", "entity=CPF", "action=mask"]), 1);
+    assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &["gen_ai_token_type=output"]), 59);
+    assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &[]), 0);
 }
 
 /// A Bedrock ConverseStream answer (AWS event-stream frames) through token-counter and

@@ -28,6 +28,7 @@
 use super::policy::{Action, Finding, Masker, Policy};
 use crate::error::{Dialect, Error};
 use crate::eventstream::{EventStreamDecoder, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::json_array::{ArraySplitter, Piece};
 use crate::sse::{Event, SseDecoder};
 use serde_json::{json, Value};
 
@@ -80,7 +81,8 @@ enum Format {
     Anthropic,
     /// OpenAI Responses events (`type`, `sequence_number`).
     Responses,
-    /// Gemini and Vertex AI `GenerateContentResponse` events (`alt=sse`).
+    /// Gemini and Vertex AI `GenerateContentResponse` events (`alt=sse`, or the elements of a
+    /// streamed JSON array without it).
     Gemini,
     /// Bedrock ConverseStream: AWS event-stream frames.
     Bedrock,
@@ -88,6 +90,9 @@ enum Format {
     /// base64 in `chunk` frames.
     BedrockInvoke,
 }
+
+/// The most bytes of one element of a streamed JSON array held to read it (an SSE event's bound).
+const MAX_ARRAY_ELEMENT: usize = crate::sse::DEFAULT_MAX_EVENT_BYTES;
 
 /// Why the stream was ended early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +105,16 @@ pub struct StreamGuard {
     decoder: SseDecoder,
     /// Bedrock's frames, read instead of SSE.
     frames: Option<EventStreamDecoder>,
+    /// Gemini without `alt=sse`: a streamed JSON array, read instead of SSE.
+    array: Option<ArraySplitter>,
     state: State,
+}
+
+/// What of a streamed JSON array went to the client.
+#[derive(Debug, Clone, Copy, Default)]
+struct ArrayOut {
+    opened: bool,
+    elements: u64,
 }
 
 struct State {
@@ -115,6 +129,8 @@ struct State {
     /// The stream's first OpenAI chunk, for synthetic flush chunks (id, model, created):
     /// kept as bytes, parsed only if a flush needs it.
     template: Option<Vec<u8>>,
+    /// The stream is a JSON array (Gemini without `alt=sse`): what of it was written.
+    array: Option<ArrayOut>,
     ended: bool,
 }
 
@@ -138,6 +154,15 @@ impl StreamGuard {
         StreamGuard::with_format(Dialect::Google, Format::Gemini, holdback_chars)
     }
 
+    /// A Gemini or Vertex AI `streamGenerateContent` stream without `alt=sse`: a JSON array
+    /// whose elements come as they are generated.
+    pub fn gemini_array(holdback_chars: usize) -> StreamGuard {
+        let mut guard = StreamGuard::with_format(Dialect::Google, Format::Gemini, holdback_chars);
+        guard.array = Some(ArraySplitter::new(MAX_ARRAY_ELEMENT));
+        guard.state.array = Some(ArrayOut::default());
+        guard
+    }
+
     /// A Bedrock `converse-stream` answer (AWS event-stream).
     pub fn bedrock(holdback_chars: usize) -> StreamGuard {
         StreamGuard::with_format(Dialect::Aws, Format::Bedrock, holdback_chars)
@@ -150,10 +175,10 @@ impl StreamGuard {
     }
 
     /// How many stream grammars there are: [`StreamGuard::of_grammar`] numbers them.
-    pub const GRAMMARS: u8 = 6;
+    pub const GRAMMARS: u8 = 7;
 
     /// The guard of grammar `n % GRAMMARS` (chat chunks, Anthropic's, Gemini's, ConverseStream's,
-    /// InvokeModel's, Responses'): for tests and fuzzing.
+    /// InvokeModel's, Responses', Gemini's JSON array): for tests and fuzzing.
     pub fn of_grammar(n: u8, holdback_chars: usize) -> StreamGuard {
         match n % StreamGuard::GRAMMARS {
             0 => StreamGuard::new(Dialect::OpenAi, holdback_chars),
@@ -161,7 +186,8 @@ impl StreamGuard {
             2 => StreamGuard::gemini(holdback_chars),
             3 => StreamGuard::bedrock(holdback_chars),
             4 => StreamGuard::bedrock_invoke(holdback_chars),
-            _ => StreamGuard::responses(holdback_chars),
+            5 => StreamGuard::responses(holdback_chars),
+            _ => StreamGuard::gemini_array(holdback_chars),
         }
     }
 
@@ -170,6 +196,7 @@ impl StreamGuard {
             decoder: SseDecoder::default(),
             frames: matches!(format, Format::Bedrock | Format::BedrockInvoke)
                 .then(|| EventStreamDecoder::new(DEFAULT_MAX_MESSAGE_BYTES)),
+            array: None,
             state: State {
                 dialect,
                 format,
@@ -178,6 +205,7 @@ impl StreamGuard {
                 holdback,
                 channels: Vec::new(),
                 template: None,
+                array: None,
                 ended: false,
             },
         }
@@ -212,6 +240,17 @@ impl StreamGuard {
             }
             return Ok(());
         }
+        if let Some(array) = &mut self.array {
+            array.push(bytes);
+            loop {
+                match array.next_piece() {
+                    Ok(Some(Piece::Element(element))) => self.state.element(&element, policy, masker, tally, out)?,
+                    Ok(Some(Piece::Between(between))) => self.state.between(&between, policy, masker, tally, out)?,
+                    Ok(None) => return Ok(()),
+                    Err(_) => return Err(self.state.unreadable(out)),
+                }
+            }
+        }
         if self.decoder.push(bytes).is_err() {
             return Err(self.state.unreadable(out));
         }
@@ -235,6 +274,16 @@ impl StreamGuard {
         if self.frames.is_some() {
             // A frame cut short is not sent: it could not be read, let alone checked.
             return self.state.flush(None, policy, masker, tally, out);
+        }
+        if let Some(array) = &self.array {
+            if array.finish().is_err() {
+                return Err(self.state.unreadable(out));
+            }
+            if !array.closed() {
+                // Cut short between elements: the tails go out as elements of their own.
+                self.state.flush(None, policy, masker, tally, out)?;
+            }
+            return Ok(());
         }
         let (last, rest) = self.decoder.finish();
         let rest = rest.to_vec();
@@ -277,6 +326,17 @@ impl State {
 
     /// The one event that ends the stream early, in its grammar.
     fn error_event(&self, error: &Error, out: &mut Vec<u8>) {
+        if let Some(array) = self.array {
+            // The error object as the array's last element, and the array closed.
+            out.extend_from_slice(match (array.opened, array.elements) {
+                (false, _) => b"[",
+                (true, 0) => b"",
+                (true, _) => b",\r\n",
+            });
+            out.extend_from_slice(&error.body(Dialect::Google));
+            out.extend_from_slice(b"]");
+            return;
+        }
         match self.format {
             Format::Responses => out.extend_from_slice(&error.responses_sse_event(self.sequence + 1)),
             Format::Gemini => out.extend_from_slice(&error.sse_event(Dialect::Google)),
@@ -442,13 +502,22 @@ impl State {
         Ok(())
     }
 
-    fn synthetic(&self, index: u64, field: Field, text: &str, template: &Value, out: &mut Vec<u8>) {
+    fn synthetic(&mut self, index: u64, field: Field, text: &str, template: &Value, out: &mut Vec<u8>) {
         if text.is_empty() {
             return;
         }
         let (event, value) = match (self.format, field) {
             (Format::Bedrock, field) => return self.bedrock_synthetic(index, field, text, out),
-            (Format::Gemini, field) => (None, self.gemini_synthetic(index, field, text)),
+            (Format::Gemini, field) => {
+                let value = self.gemini_synthetic(index, field, text);
+                if let Some(array) = self.array {
+                    if array.elements > 0 {
+                        out.extend_from_slice(b",\r\n");
+                    }
+                    return self.write_element(&value.to_string().into_bytes(), out);
+                }
+                (None, value)
+            }
             (Format::Anthropic | Format::BedrockInvoke, field) => {
                 let delta = match field {
                     Field::PartialJson => json!({"type": "input_json_delta", "partial_json": text}),
@@ -1040,6 +1109,85 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         check(&run_gemini(&p, &mut masker.clone(), &bytes), "one byte at a time");
+    }
+
+    /// A streamed JSON array's elements, the output parsed whole as the SDKs read it.
+    fn array_elements(out: &[u8]) -> Vec<Value> {
+        match serde_json::from_slice::<Value>(out) {
+            Ok(Value::Array(elements)) => elements,
+            other => panic!("not a JSON array: {other:?}: {}", String::from_utf8_lossy(out)),
+        }
+    }
+
+    #[test]
+    fn a_gemini_json_array_stream_is_masked_and_restored_at_every_byte_split() {
+        let p = policy(true);
+        let masker = request_masker(&p);
+        let stream = fixture("gemini/stream-array-pii.json");
+        let sent = array_elements(&stream);
+        let check = |out: &[u8], what: &str| {
+            let got = array_elements(out);
+            let mut as_sse = Vec::new();
+            for element in &got {
+                crate::convert::sse_data(&mut as_sse, element);
+            }
+            let (thoughts, text, _) = gemini_texts(&as_sse);
+            assert_eq!(text, "Seu CPF é 529.982.247-25; o do fiador é [CPF_2], confirme.", "{what}");
+            assert!(thoughts.starts_with("**Checking the document**"), "{what}");
+            assert_eq!(got.len(), sent.len(), "{what}: no element added");
+            assert_eq!(got.last().unwrap()["usageMetadata"]["totalTokenCount"], 73, "{what}");
+            assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
+            assert!(
+                out.windows(3).filter(|w| w == b",\r\n").count() >= sent.len() - 1,
+                "{what}: Gemini's separators kept"
+            );
+        };
+        let run = |chunks: &[&[u8]]| {
+            drive(StreamGuard::gemini_array(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
+        };
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run(&[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run(&bytes), "one byte at a time");
+    }
+
+    #[test]
+    fn a_gemini_json_array_stream_gets_its_tail_before_the_bracket_and_a_block_closes_it() {
+        let p = policy(false);
+        let run = |stream: &[u8]| -> (Vec<u8>, bool) {
+            let (mut out, mut tally) = (Vec::new(), Tally::new());
+            let mut guard = StreamGuard::gemini_array(32);
+            let mut masker = p.masker();
+            let ended = guard.push(stream, &p, &mut masker, &mut tally, &mut out).is_err()
+                || guard.finish(&p, &mut masker, &mut tally, &mut out).is_err();
+            (out, ended)
+        };
+        let element =
+            |text: &str| json!({"candidates":[{"content":{"parts":[{"text": text}],"role":"model"},"index":0}]});
+        // No finishReason: the tail is an element of its own, before the closing bracket.
+        let stream = format!("[{},\r\n{}]", element("Escreva para ana@exem"), element("plo.com.br hoje"));
+        let (out, ended) = run(stream.as_bytes());
+        assert!(!ended);
+        let got = array_elements(&out);
+        let text: String =
+            got.iter().filter_map(|e| e.pointer("/candidates/0/content/parts/0/text")?.as_str()).collect();
+        assert_eq!((text.as_str(), got.len()), ("Escreva para [EMAIL_1] hoje", 3));
+        // Cut short before the bracket: every text still goes out.
+        let (out, _) = run(&stream.as_bytes()[..stream.len() - 1]);
+        assert!(String::from_utf8_lossy(&out).contains("[EMAIL_1] hoje"));
+        // A block: Google's error object is the last element, and the array is closed.
+        let stream = format!("[{},\r\n{}]", element("ok"), element("card 4111 1111 1111 1111 now"));
+        let (out, ended) = run(stream.as_bytes());
+        assert!(ended);
+        let got = array_elements(&out);
+        assert_eq!(got.last().unwrap()["error"]["status"], "INVALID_ARGUMENT", "{got:?}");
+        assert!(!String::from_utf8_lossy(&out).contains("4111"));
+        // Not an array: ended as unreadable, in a closed array.
+        let (out, ended) = run(b"data: {}\n\n");
+        assert!(ended);
+        assert_eq!(array_elements(&out).len(), 1);
     }
 
     #[test]

@@ -397,10 +397,11 @@ impl Stage for GuardStream {
                     Some(StreamGuard::new(ex.dialect(), holdback))
                 }
                 ApiKind::OpenAiResponses => Some(StreamGuard::responses(holdback)),
-                // `alt=sse`; without it Gemini streams a JSON array, which is not read here.
                 ApiKind::GeminiGenerate { .. } if has_type(head, "text/event-stream") => {
                     Some(StreamGuard::gemini(holdback))
                 }
+                // Without `alt=sse`: a JSON array, its elements as they are generated.
+                ApiKind::GeminiGenerate { .. } => Some(StreamGuard::gemini_array(holdback)),
                 ApiKind::BedrockConverse { .. } if has_type(head, "application/vnd.amazon.eventstream") => {
                     Some(StreamGuard::bedrock(holdback))
                 }

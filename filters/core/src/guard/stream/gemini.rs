@@ -1,4 +1,7 @@
-//! Guarding a Gemini or Vertex AI stream (`streamGenerateContent?alt=sse`).
+//! Guarding a Gemini or Vertex AI stream (`streamGenerateContent?alt=sse`, or without `alt=sse`
+//! a JSON array whose elements come as they are generated: each element is read as an event is,
+//! the bytes between them pass as they came, and a tail the stream did not end with its
+//! `finishReason` goes in an element of its own before the closing bracket).
 //!
 //! Each event is a whole `GenerateContentResponse`; a candidate's text comes in its
 //! `content.parts[].text`, thought summaries in parts marked `thought: true`. Each candidate keeps
@@ -58,6 +61,60 @@ impl State {
             }
         }
         Ok(touched)
+    }
+
+    /// One element of a streamed JSON array: guarded as an SSE event's data is.
+    pub(super) fn element(
+        &mut self,
+        element: &[u8],
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Blocked> {
+        let Ok(mut value) = serde_json::from_slice::<Value>(element) else {
+            return Err(self.unreadable(out));
+        };
+        if self.gemini(element, &mut value, policy, masker, tally, out)? {
+            self.write_element(&value.to_string().into_bytes(), out);
+        } else {
+            self.write_element(element, out);
+        }
+        Ok(())
+    }
+
+    /// What lies between a streamed array's elements, as it came; the tails held when the
+    /// closing bracket comes go out first, in elements of their own.
+    pub(super) fn between(
+        &mut self,
+        between: &[u8],
+        policy: &Policy,
+        masker: &mut Masker,
+        tally: &mut Tally,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Blocked> {
+        let (before, after) = match between.iter().position(|&b| b == b']') {
+            Some(at) => between.split_at(at),
+            None => (between, &[][..]),
+        };
+        out.extend_from_slice(before);
+        if let Some(array) = self.array.as_mut() {
+            array.opened |= before.contains(&b'[');
+        }
+        if !after.is_empty() {
+            self.flush(None, policy, masker, tally, out)?;
+            out.extend_from_slice(after);
+        }
+        Ok(())
+    }
+
+    /// An element of a streamed array (a synthetic one after the comma it needs; the provider's
+    /// own come after the provider's own commas).
+    pub(super) fn write_element(&mut self, element: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(element);
+        if let Some(array) = self.array.as_mut() {
+            array.elements += 1;
+        }
     }
 
     /// Checks every string in `value` whole (a function call's arguments). Whether any changed.
