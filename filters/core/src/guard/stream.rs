@@ -723,6 +723,17 @@ mod tests {
     }
 
     /// Pushes `chunks` through `guard` and finishes it (unless a push ended the stream).
+    /// Runs `run` on `stream` cut in two at every byte and fed one byte at a time, and checks
+    /// each output.
+    fn at_every_split(stream: &[u8], run: impl Fn(&[&[u8]]) -> Vec<u8>, check: impl Fn(&[u8], &str)) {
+        for cut in 0..=stream.len() {
+            let (a, b) = stream.split_at(cut);
+            check(&run(&[a, b]), &format!("split at {cut}"));
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        check(&run(&bytes), "one byte at a time");
+    }
+
     fn drive(mut guard: StreamGuard, policy: &Policy, masker: &mut Masker, chunks: &[&[u8]]) -> (Vec<u8>, Tally) {
         let mut out = Vec::new();
         let mut tally = Tally::new();
@@ -1103,12 +1114,7 @@ mod tests {
             assert_eq!(got.last().unwrap().pointer("/candidates/0/finishReason").unwrap(), "STOP");
             assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
         };
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            check(&run_gemini(&p, &mut masker.clone(), &[a, b]), &format!("split at {cut}"));
-        }
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        check(&run_gemini(&p, &mut masker.clone(), &bytes), "one byte at a time");
+        at_every_split(&stream, |chunks| run_gemini(&p, &mut masker.clone(), chunks), check);
     }
 
     /// A streamed JSON array's elements, the output parsed whole as the SDKs read it.
@@ -1145,12 +1151,7 @@ mod tests {
         let run = |chunks: &[&[u8]]| {
             drive(StreamGuard::gemini_array(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
         };
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            check(&run(&[a, b]), &format!("split at {cut}"));
-        }
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        check(&run(&bytes), "one byte at a time");
+        at_every_split(&stream, run, check);
     }
 
     #[test]
@@ -1379,12 +1380,7 @@ mod tests {
         let run = |chunks: &[&[u8]]| {
             drive(StreamGuard::bedrock_invoke(p.response.holdback_chars), &p, &mut masker.clone(), chunks).0
         };
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            check(&run(&[a, b]), &format!("split at {cut}"));
-        }
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        check(&run(&bytes), "one byte at a time");
+        at_every_split(&stream, run, check);
     }
 
     #[test]
@@ -1416,12 +1412,7 @@ mod tests {
             assert!(!String::from_utf8_lossy(out).contains("111.444"), "{what}");
         };
         let run = |chunks: &[&[u8]]| drive(StreamGuard::bedrock_invoke(32), &p, &mut p.masker(), chunks).0;
-        for cut in 0..=stream.len() {
-            let (a, b) = stream.split_at(cut);
-            check(&run(&[a, b]), &format!("split at {cut}"));
-        }
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        check(&run(&bytes), "one byte at a time");
+        at_every_split(&stream, run, check);
     }
 
     #[test]
