@@ -101,6 +101,15 @@ pub struct Blocked {
     pub entity: String,
 }
 
+/// What guarding a piece of a stream works with: the policy, the request's masker, the findings
+/// so far, and the bytes that go to the client.
+struct Ctx<'a> {
+    policy: &'a Policy,
+    masker: &'a mut Masker,
+    tally: &'a mut Tally,
+    out: &'a mut Vec<u8>,
+}
+
 pub struct StreamGuard {
     decoder: SseDecoder,
     /// Bedrock's frames, read instead of SSE.
@@ -228,14 +237,15 @@ impl StreamGuard {
         if self.state.ended {
             return Ok(());
         }
+        let cx = &mut Ctx { policy, masker, tally, out };
         if let Some(frames) = &mut self.frames {
             if frames.push(bytes).is_err() {
-                return Err(self.state.unreadable(out));
+                return Err(self.state.unreadable(cx.out));
             }
             while let Some(message) = frames.next_message() {
                 match message {
-                    Ok(message) => self.state.frame(&message, policy, masker, tally, out)?,
-                    Err(_) => return Err(self.state.unreadable(out)),
+                    Ok(message) => self.state.frame(&message, cx)?,
+                    Err(_) => return Err(self.state.unreadable(cx.out)),
                 }
             }
             return Ok(());
@@ -244,18 +254,18 @@ impl StreamGuard {
             array.push(bytes);
             loop {
                 match array.next_piece() {
-                    Ok(Some(Piece::Element(element))) => self.state.element(&element, policy, masker, tally, out)?,
-                    Ok(Some(Piece::Between(between))) => self.state.between(&between, policy, masker, tally, out)?,
+                    Ok(Some(Piece::Element(element))) => self.state.element(&element, cx)?,
+                    Ok(Some(Piece::Between(between))) => self.state.between(&between, cx)?,
                     Ok(None) => return Ok(()),
-                    Err(_) => return Err(self.state.unreadable(out)),
+                    Err(_) => return Err(self.state.unreadable(cx.out)),
                 }
             }
         }
         if self.decoder.push(bytes).is_err() {
-            return Err(self.state.unreadable(out));
+            return Err(self.state.unreadable(cx.out));
         }
         while let Some(event) = self.decoder.next_event() {
-            self.state.event(&event, policy, masker, tally, out)?;
+            self.state.event(&event, cx)?;
         }
         Ok(())
     }
@@ -271,17 +281,18 @@ impl StreamGuard {
         if self.state.ended {
             return Ok(());
         }
+        let cx = &mut Ctx { policy, masker, tally, out };
         if self.frames.is_some() {
             // A frame cut short is not sent: it could not be read, let alone checked.
-            return self.state.flush(None, policy, masker, tally, out);
+            return self.state.flush(None, cx);
         }
         if let Some(array) = &self.array {
             if array.finish().is_err() {
-                return Err(self.state.unreadable(out));
+                return Err(self.state.unreadable(cx.out));
             }
             if !array.closed() {
                 // Cut short between elements: the tails go out as elements of their own.
-                self.state.flush(None, policy, masker, tally, out)?;
+                self.state.flush(None, cx)?;
             }
             return Ok(());
         }
@@ -295,14 +306,14 @@ impl StreamGuard {
                 id: event.id,
                 retry: event.retry,
             };
-            self.state.event(&event, policy, masker, tally, out)?;
+            self.state.event(&event, cx)?;
         }
         if self.state.format == Format::Responses {
-            self.state.close_all(policy, masker, tally, out)?;
+            self.state.close_all(cx)?;
         } else {
-            self.state.flush(None, policy, masker, tally, out)?;
+            self.state.flush(None, cx)?;
         }
-        out.extend_from_slice(&rest);
+        cx.out.extend_from_slice(&rest);
         Ok(())
     }
 }
@@ -345,52 +356,37 @@ impl State {
         }
     }
 
-    fn event(
-        &mut self,
-        event: &Event<'_>,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    fn event(&mut self, event: &Event<'_>, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let Some(data) = event.data.as_deref() else {
-            out.extend_from_slice(event.raw);
+            cx.out.extend_from_slice(event.raw);
             return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
-            self.flush(None, policy, masker, tally, out)?;
-            out.extend_from_slice(event.raw);
+            self.flush(None, cx)?;
+            cx.out.extend_from_slice(event.raw);
             return Ok(());
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(data) else {
             // Text we cannot read is text we cannot check.
-            return Err(self.unreadable(out));
+            return Err(self.unreadable(cx.out));
         };
         let touched = match self.format {
-            Format::Chunks => self.openai(data, &mut value, policy, masker, tally, out)?,
-            Format::Anthropic => self.anthropic(&mut value, policy, masker, tally, out)?,
-            Format::Responses => return self.responses(event, value, policy, masker, tally, out),
-            Format::Gemini => self.gemini(data, &mut value, policy, masker, tally, out)?,
+            Format::Chunks => self.openai(data, &mut value, cx)?,
+            Format::Anthropic => self.anthropic(&mut value, cx)?,
+            Format::Responses => return self.responses(event, value, cx),
+            Format::Gemini => self.gemini(data, &mut value, cx)?,
             // Bedrock's frames never reach the SSE path.
             Format::Bedrock | Format::BedrockInvoke => false,
         };
         if touched {
-            write_event(out, event, &value);
+            write_event(cx.out, event, &value);
         } else {
-            out.extend_from_slice(event.raw);
+            cx.out.extend_from_slice(event.raw);
         }
         Ok(())
     }
 
-    fn openai(
-        &mut self,
-        data: &[u8],
-        value: &mut Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    fn openai(&mut self, data: &[u8], value: &mut Value, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let mut touched = false;
         let mut finishing = Vec::new();
         if let Some(Value::Array(choices)) = value.get("choices") {
@@ -403,7 +399,7 @@ impl State {
         // Channels of a finishing choice that this chunk does not carry are flushed first, in
         // a chunk of their own (their text precedes this one's).
         for index in &finishing {
-            self.flush_absent(*index, value, policy, masker, tally, out)?;
+            self.flush_absent(*index, value, cx)?;
         }
         if self.template.is_none() && value.get("choices").is_some() {
             self.template = Some(data.to_vec());
@@ -413,20 +409,19 @@ impl State {
                 let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let last = finishing.contains(&index);
                 if let Some(Value::String(text)) = choice.get_mut("text") {
-                    *text = self.feed(index, Field::CompletionText, text, last, policy, masker, tally, out)?;
+                    *text = self.feed(index, Field::CompletionText, text, last, cx)?;
                     touched = true;
                 }
                 let Some(delta) = choice.get_mut("delta") else { continue };
                 if let Some(Value::String(text)) = delta.get_mut("content") {
-                    *text = self.feed(index, Field::Text, text, last, policy, masker, tally, out)?;
+                    *text = self.feed(index, Field::Text, text, last, cx)?;
                     touched = true;
                 }
                 if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
                     for call in calls {
                         let at = call.get("index").and_then(Value::as_u64).unwrap_or(0);
                         if let Some(Value::String(args)) = call.pointer_mut("/function/arguments") {
-                            *args =
-                                self.feed(index, Field::ToolArguments(at), args, last, policy, masker, tally, out)?;
+                            *args = self.feed(index, Field::ToolArguments(at), args, last, cx)?;
                             touched = true;
                         }
                     }
@@ -437,15 +432,7 @@ impl State {
     }
 
     /// Flushes the channels of choice `index` that `chunk` has no text for.
-    fn flush_absent(
-        &mut self,
-        index: u64,
-        chunk: &Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    fn flush_absent(&mut self, index: u64, chunk: &Value, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let choice = chunk
             .get("choices")
             .and_then(Value::as_array)
@@ -469,21 +456,14 @@ impl State {
         let fields: Vec<Field> =
             self.channels.iter().filter(|c| c.index == index && !carries(c.field)).map(|c| c.field).collect();
         for field in fields {
-            let text = self.feed(index, field, "", true, policy, masker, tally, out)?;
-            self.synthetic(index, field, &text, chunk, out);
+            let text = self.feed(index, field, "", true, cx)?;
+            self.synthetic(index, field, &text, chunk, cx.out);
         }
         Ok(())
     }
 
     /// Everything held (of block/choice `only`, or of all) goes out in synthetic events.
-    fn flush(
-        &mut self,
-        only: Option<u64>,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    fn flush(&mut self, only: Option<u64>, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let keys: Vec<(u64, Field)> = self
             .channels
             .iter()
@@ -491,13 +471,13 @@ impl State {
             .map(|c| (c.index, c.field))
             .collect();
         for (index, field) in keys {
-            let text = self.feed(index, field, "", true, policy, masker, tally, out)?;
+            let text = self.feed(index, field, "", true, cx)?;
             let template = self
                 .template
                 .as_deref()
                 .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
                 .unwrap_or_else(|| json!({}));
-            self.synthetic(index, field, &text, &template, out);
+            self.synthetic(index, field, &text, &template, cx.out);
         }
         Ok(())
     }
@@ -558,14 +538,7 @@ impl State {
         crate::convert::sse_data(out, &value);
     }
 
-    fn anthropic(
-        &mut self,
-        value: &mut Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    fn anthropic(&mut self, value: &mut Value, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let index = value.get("index").and_then(Value::as_u64).unwrap_or(0);
         match value.get("type").and_then(Value::as_str) {
             Some("content_block_delta") => {
@@ -577,17 +550,17 @@ impl State {
                     _ => return Ok(false),
                 };
                 if let Some(Value::String(text)) = delta.get_mut(key) {
-                    *text = self.feed(index, field, text, false, policy, masker, tally, out)?;
+                    *text = self.feed(index, field, text, false, cx)?;
                     return Ok(true);
                 }
                 Ok(false)
             }
             Some("content_block_stop") => {
-                self.flush(Some(index), policy, masker, tally, out)?;
+                self.flush(Some(index), cx)?;
                 Ok(false)
             }
             Some("message_delta" | "message_stop") => {
-                self.flush(None, policy, masker, tally, out)?;
+                self.flush(None, cx)?;
                 Ok(false)
             }
             _ => Ok(false),
@@ -595,18 +568,7 @@ impl State {
     }
 
     /// Appends `text` to the channel and returns what may be released now (masked, restored).
-    #[allow(clippy::too_many_arguments)]
-    fn feed(
-        &mut self,
-        index: u64,
-        field: Field,
-        text: &str,
-        last: bool,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<String, Blocked> {
+    fn feed(&mut self, index: u64, field: Field, text: &str, last: bool, cx: &mut Ctx<'_>) -> Result<String, Blocked> {
         let position = match self.channels.iter().position(|c| c.index == index && c.field == field) {
             Some(p) => p,
             None => {
@@ -620,7 +582,7 @@ impl State {
         channel.window.push_str(text);
         let window = &channel.window;
         let mut findings: Vec<Finding<'_>> = Vec::new();
-        policy.scan(window, &mut findings);
+        cx.policy.scan(window, &mut findings);
         let mut cut = if last {
             window.len()
         } else {
@@ -631,22 +593,23 @@ impl State {
                 cut = cut.min(f.start);
             }
         }
-        if policy.response.restore {
-            cut = masker.safe_cut(window, cut);
+        if cx.policy.response.restore {
+            cut = cx.masker.safe_cut(window, cut);
         }
         let released: Vec<Finding<'_>> = findings.into_iter().filter(|f| f.end <= cut).collect();
         if let Some(block) =
-            released.iter().find(|f| f.action == Action::Block && policy.mode == super::policy::Mode::Enforce)
+            released.iter().find(|f| f.action == Action::Block && cx.policy.mode == super::policy::Mode::Enforce)
         {
             let (rule, entity) = (block.rule.to_string(), block.entity.to_string());
-            tally.extend(released.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
-            return Err(self.end(out, &rule, &entity));
+            cx.tally.extend(released.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
+            return Err(self.end(cx.out, &rule, &entity));
         }
-        tally.extend(released.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
+        cx.tally.extend(released.iter().map(|f| (f.rule.to_string(), f.entity.to_string(), f.action)));
         let head = window.get(..cut).unwrap_or_default();
-        let masked = if policy.mode == super::policy::Mode::Enforce { masker.apply(head, &released) } else { None };
+        let masked =
+            if cx.policy.mode == super::policy::Mode::Enforce { cx.masker.apply(head, &released) } else { None };
         let masked = masked.as_deref().unwrap_or(head);
-        let restored = if policy.response.restore { masker.restore(masked) } else { None };
+        let restored = if cx.policy.response.restore { cx.masker.restore(masked) } else { None };
         let result = restored.unwrap_or_else(|| masked.to_string());
         if let Some(channel) = self.channels.get_mut(position) {
             channel.window.drain(..cut);

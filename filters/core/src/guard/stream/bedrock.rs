@@ -12,76 +12,61 @@
 //! read), which AWS SDKs raise as the stream's error. Other frames pass
 //! byte for byte.
 
-use super::{Blocked, Field, Format, State, Tally};
+use super::{Blocked, Ctx, Field, Format, State};
 use crate::eventstream::{encode, Message};
-use crate::guard::policy::{Masker, Policy};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
 impl State {
     /// One frame of a Bedrock stream, ConverseStream's or a Claude InvokeModel's.
-    pub(super) fn frame(
-        &mut self,
-        message: &Message<'_>,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    pub(super) fn frame(&mut self, message: &Message<'_>, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         match self.format {
-            Format::BedrockInvoke => self.invoke(message, policy, masker, tally, out),
-            _ => self.bedrock(message, policy, masker, tally, out),
+            Format::BedrockInvoke => self.invoke(message, cx),
+            _ => self.bedrock(message, cx),
         }
     }
 
     /// An InvokeModel `chunk` frame (`{"bytes": "<base64 of one Anthropic event>"}`): the event
     /// is guarded as an Anthropic stream's is, and the frame sent again around it re-encoded.
-    fn invoke(
-        &mut self,
-        message: &Message<'_>,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    fn invoke(&mut self, message: &Message<'_>, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         if message.header_str(":message-type") != Some("event") || message.header_str(":event-type") != Some("chunk") {
-            out.extend_from_slice(message.raw);
+            cx.out.extend_from_slice(message.raw);
             return Ok(());
         }
         let Ok(mut payload) = serde_json::from_slice::<Value>(message.payload) else {
-            return Err(self.unreadable(out));
+            return Err(self.unreadable(cx.out));
         };
         let Some(encoded) = payload.get("bytes").and_then(Value::as_str) else {
-            out.extend_from_slice(message.raw);
+            cx.out.extend_from_slice(message.raw);
             return Ok(());
         };
         let Some(mut event) =
             STANDARD.decode(encoded).ok().and_then(|inner| serde_json::from_slice::<Value>(&inner).ok())
         else {
-            return Err(self.unreadable(out));
+            return Err(self.unreadable(cx.out));
         };
         let converse = CONVERSE_EVENTS.iter().find(|name| event.get(**name).is_some_and(Value::is_object));
         let touched = if event.get("type").is_some_and(Value::is_string) {
-            self.anthropic(&mut event, policy, masker, tally, out)?
+            self.anthropic(&mut event, cx)?
         } else if let Some(name) = converse {
             // Nova: ConverseStream's events, each as the chunk's member named for it.
             self.family = Some(NOVA);
             match event.get_mut(*name) {
-                Some(value) => self.converse_event(name, value, policy, masker, tally, out)?,
+                Some(value) => self.converse_event(name, value, cx)?,
                 None => false,
             }
         } else {
-            self.family_text(&mut event, policy, masker, tally, out)?
+            self.family_text(&mut event, cx)?
         };
         if !touched {
-            out.extend_from_slice(message.raw);
+            cx.out.extend_from_slice(message.raw);
             return Ok(());
         }
         if let Some(object) = payload.as_object_mut() {
             object.insert("bytes".into(), Value::String(STANDARD.encode(event.to_string())));
         }
-        out.extend_from_slice(&message.with_payload(payload.to_string().as_bytes()));
+        cx.out.extend_from_slice(&message.with_payload(payload.to_string().as_bytes()));
         Ok(())
     }
 
@@ -89,57 +74,43 @@ impl State {
     /// `outputText`, Mistral's `outputs[0].text`): the text goes through the one channel; the
     /// chunk that ends the answer (a stop reason, or Bedrock's invocation metrics) carries the
     /// tail. Whether the chunk changed.
-    fn family_text(
-        &mut self,
-        event: &mut Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    fn family_text(&mut self, event: &mut Value, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let last = ["/stop_reason", "/completionReason", "/outputs/0/stop_reason"]
             .iter()
             .any(|p| event.pointer(p).is_some_and(|v| !v.is_null()))
             || event.get("amazon-bedrock-invocationMetrics").is_some();
         let Some(pointer) = FAMILY_TEXT.iter().find(|p| event.pointer(p).is_some_and(Value::is_string)) else {
             if last {
-                self.flush(None, policy, masker, tally, out)?;
+                self.flush(None, cx)?;
             }
             return Ok(false);
         };
         self.family = Some(pointer);
         match event.pointer_mut(pointer) {
             Some(Value::String(text)) => {
-                *text = self.feed(0, Field::Text, text, last, policy, masker, tally, out)?;
+                *text = self.feed(0, Field::Text, text, last, cx)?;
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
-    fn bedrock(
-        &mut self,
-        message: &Message<'_>,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    fn bedrock(&mut self, message: &Message<'_>, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let event = match message.header_str(":message-type") {
             Some("event") => message.header_str(":event-type").unwrap_or_default(),
             _ => "",
         };
         if !CONVERSE_EVENTS.contains(&event) {
-            out.extend_from_slice(message.raw);
+            cx.out.extend_from_slice(message.raw);
             return Ok(());
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(message.payload) else {
-            return Err(self.unreadable(out));
+            return Err(self.unreadable(cx.out));
         };
-        if self.converse_event(event, &mut value, policy, masker, tally, out)? {
-            out.extend_from_slice(&message.with_payload(value.to_string().as_bytes()));
+        if self.converse_event(event, &mut value, cx)? {
+            cx.out.extend_from_slice(&message.with_payload(value.to_string().as_bytes()));
         } else {
-            out.extend_from_slice(message.raw);
+            cx.out.extend_from_slice(message.raw);
         }
         Ok(())
     }
@@ -148,15 +119,7 @@ impl State {
     /// named for the event): a `contentBlockDelta`'s text goes through its block's window; the
     /// end of a block (or of the message) first sends what its window held, in events of its own.
     /// Whether `value` changed.
-    fn converse_event(
-        &mut self,
-        event: &str,
-        value: &mut Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    fn converse_event(&mut self, event: &str, value: &mut Value, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let index = value.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(0);
         match event {
             "contentBlockDelta" => {
@@ -170,18 +133,18 @@ impl State {
                 };
                 match delta.pointer_mut(pointer) {
                     Some(Value::String(text)) => {
-                        *text = self.feed(index, field, text, false, policy, masker, tally, out)?;
+                        *text = self.feed(index, field, text, false, cx)?;
                         Ok(true)
                     }
                     _ => Ok(false),
                 }
             }
             "contentBlockStop" => {
-                self.flush(Some(index), policy, masker, tally, out)?;
+                self.flush(Some(index), cx)?;
                 Ok(false)
             }
             _ => {
-                self.flush(None, policy, masker, tally, out)?;
+                self.flush(None, cx)?;
                 Ok(false)
             }
         }

@@ -11,23 +11,14 @@
 //! A function call comes whole (Gemini does not stream its arguments): every string in its `args` is
 //! checked there. A stream that ends without a `finishReason` gets its tails in one last event.
 
-use super::{Blocked, Field, State, Tally};
-use crate::guard::policy::{Masker, Policy};
+use super::{Blocked, Ctx, Field, State};
 use serde_json::{json, Value};
 
 /// How deep into a function call's `args` strings are looked for.
 const MAX_ARGS_DEPTH: usize = 32;
 
 impl State {
-    pub(super) fn gemini(
-        &mut self,
-        data: &[u8],
-        value: &mut Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    pub(super) fn gemini(&mut self, data: &[u8], value: &mut Value, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let Some(Value::Array(candidates)) = value.get_mut("candidates") else { return Ok(false) };
         if self.template.is_none() {
             self.template = Some(data.to_vec());
@@ -39,11 +30,11 @@ impl State {
                 for part in parts.iter_mut() {
                     let field = if is_thought(part) { Field::Thinking } else { Field::Text };
                     if let Some(Value::String(text)) = part.get_mut("text") {
-                        *text = self.feed(index, field, text, false, policy, masker, tally, out)?;
+                        *text = self.feed(index, field, text, false, cx)?;
                         touched = true;
                     }
                     if let Some(args) = part.pointer_mut("/functionCall/args") {
-                        touched |= self.whole_strings(index, args, 0, policy, masker, tally, out)?;
+                        touched |= self.whole_strings(index, args, 0, cx)?;
                     }
                 }
             }
@@ -52,7 +43,7 @@ impl State {
                     if !self.channels.iter().any(|c| c.index == index && c.field == field && !c.window.is_empty()) {
                         continue;
                     }
-                    let tail = self.feed(index, field, "", true, policy, masker, tally, out)?;
+                    let tail = self.feed(index, field, "", true, cx)?;
                     if !tail.is_empty() {
                         put_tail(candidate, field, tail);
                         touched = true;
@@ -64,46 +55,32 @@ impl State {
     }
 
     /// One element of a streamed JSON array: guarded as an SSE event's data is.
-    pub(super) fn element(
-        &mut self,
-        element: &[u8],
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    pub(super) fn element(&mut self, element: &[u8], cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let Ok(mut value) = serde_json::from_slice::<Value>(element) else {
-            return Err(self.unreadable(out));
+            return Err(self.unreadable(cx.out));
         };
-        if self.gemini(element, &mut value, policy, masker, tally, out)? {
-            self.write_element(&value.to_string().into_bytes(), out);
+        if self.gemini(element, &mut value, cx)? {
+            self.write_element(&value.to_string().into_bytes(), cx.out);
         } else {
-            self.write_element(element, out);
+            self.write_element(element, cx.out);
         }
         Ok(())
     }
 
     /// What lies between a streamed array's elements, as it came; the tails held when the
     /// closing bracket comes go out first, in elements of their own.
-    pub(super) fn between(
-        &mut self,
-        between: &[u8],
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    pub(super) fn between(&mut self, between: &[u8], cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let (before, after) = match between.iter().position(|&b| b == b']') {
             Some(at) => between.split_at(at),
             None => (between, &[][..]),
         };
-        out.extend_from_slice(before);
+        cx.out.extend_from_slice(before);
         if let Some(array) = self.array.as_mut() {
             array.opened |= before.contains(&b'[');
         }
         if !after.is_empty() {
-            self.flush(None, policy, masker, tally, out)?;
-            out.extend_from_slice(after);
+            self.flush(None, cx)?;
+            cx.out.extend_from_slice(after);
         }
         Ok(())
     }
@@ -118,16 +95,12 @@ impl State {
     }
 
     /// Checks every string in `value` whole (a function call's arguments). Whether any changed.
-    #[allow(clippy::too_many_arguments)]
     fn whole_strings(
         &mut self,
         index: u64,
         value: &mut Value,
         depth: usize,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
+        cx: &mut Ctx<'_>,
     ) -> Result<bool, Blocked> {
         if depth > MAX_ARGS_DEPTH {
             return Ok(false);
@@ -135,18 +108,18 @@ impl State {
         let mut changed = false;
         match value {
             Value::String(text) => {
-                let checked = self.feed(index, Field::Arguments, text, true, policy, masker, tally, out)?;
+                let checked = self.feed(index, Field::Arguments, text, true, cx)?;
                 changed = checked != *text;
                 *text = checked;
             }
             Value::Array(items) => {
                 for item in items {
-                    changed |= self.whole_strings(index, item, depth + 1, policy, masker, tally, out)?;
+                    changed |= self.whole_strings(index, item, depth + 1, cx)?;
                 }
             }
             Value::Object(object) => {
                 for item in object.values_mut() {
-                    changed |= self.whole_strings(index, item, depth + 1, policy, masker, tally, out)?;
+                    changed |= self.whole_strings(index, item, depth + 1, cx)?;
                 }
             }
             _ => {}

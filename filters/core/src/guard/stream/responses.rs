@@ -20,8 +20,7 @@
 //! `.failed` — close the channel and carry its text as released: masked, placeholders restored.
 //! Text such an event carries for a channel that never streamed is checked whole there.
 
-use super::{write_parts, Blocked, Channel, Field, State, Tally};
-use crate::guard::policy::{Masker, Policy};
+use super::{write_parts, Blocked, Channel, Ctx, Field, State};
 use crate::sse::Event;
 use serde_json::Value;
 
@@ -131,26 +130,18 @@ fn item_texts(item: &mut Value, f: &mut Visit<'_>) -> Result<(), Blocked> {
 }
 
 impl State {
-    pub(super) fn responses(
-        &mut self,
-        event: &Event<'_>,
-        mut value: Value,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    pub(super) fn responses(&mut self, event: &Event<'_>, mut value: Value, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         if let Some(n) = value.get("sequence_number").and_then(Value::as_u64) {
             self.sequence = n;
         }
         let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let index = value.get("output_index").and_then(Value::as_u64).unwrap_or(0);
         if let Some(field) = delta_field(&kind, &value) {
-            return self.delta(event, value, index, field, policy, masker, tally, out);
+            return self.delta(event, value, index, field, cx);
         }
         let mut changed = false;
         let mut close = |state: &mut State, index: u64, field: Field, text: &mut String| -> Result<(), Blocked> {
-            changed |= state.close(index, field, text, policy, masker, tally, out)?;
+            changed |= state.close(index, field, text, cx)?;
             Ok(())
         };
         if let Some((field, key)) = done_field(&kind, &value) {
@@ -187,41 +178,37 @@ impl State {
             }
         }
         // After the closes, which send their channels' held events with their tails.
-        self.send_held(None, out);
+        self.send_held(None, cx.out);
         if changed {
-            super::write_event(out, event, &value);
+            super::write_event(cx.out, event, &value);
         } else {
-            out.extend_from_slice(event.raw);
+            cx.out.extend_from_slice(event.raw);
         }
         Ok(())
     }
 
     /// A delta: its text joins the channel's window, the channel's held event goes out with
     /// what that released, and this event is held in its place.
-    #[allow(clippy::too_many_arguments)]
     fn delta(
         &mut self,
         event: &Event<'_>,
         mut value: Value,
         index: u64,
         field: Field,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
+        cx: &mut Ctx<'_>,
     ) -> Result<(), Blocked> {
-        self.send_held(Some((index, field)), out);
+        self.send_held(Some((index, field)), cx.out);
         let Some(Value::String(text)) = value.get_mut("delta").map(std::mem::take) else {
-            out.extend_from_slice(event.raw);
+            cx.out.extend_from_slice(event.raw);
             return Ok(());
         };
-        let released = self.feed(index, field, &text, false, policy, masker, tally, out)?;
+        let released = self.feed(index, field, &text, false, cx)?;
         let Some(lane) = self.lane(index, field) else { return Ok(()) };
         lane.closed = false;
         lane.ready.push_str(&released);
         lane.full.push_str(&released);
         if let Some(mut held) = lane.held.take() {
-            held.send(std::mem::take(&mut lane.ready), out);
+            held.send(std::mem::take(&mut lane.ready), cx.out);
             lane.last = Some(held);
         }
         lane.held = Some(Held { name: event.event.map(<[u8]>::to_vec), id: event.id.map(<[u8]>::to_vec), value });
@@ -249,37 +236,27 @@ impl State {
     /// Closes channel (`index`, `field`): its tail is released and sent, and `text` (what a
     /// closing event repeats) becomes the channel's text as released. A channel that never
     /// streamed has `text` checked whole instead. Whether `text` changed.
-    #[allow(clippy::too_many_arguments)]
-    fn close(
-        &mut self,
-        index: u64,
-        field: Field,
-        text: &mut String,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, Blocked> {
+    fn close(&mut self, index: u64, field: Field, text: &mut String, cx: &mut Ctx<'_>) -> Result<bool, Blocked> {
         let open = self.lane(index, field).map(|lane| !lane.closed);
         let released = match open {
             Some(true) => {
-                let tail = self.feed(index, field, "", true, policy, masker, tally, out)?;
+                let tail = self.feed(index, field, "", true, cx)?;
                 let Some(lane) = self.lane(index, field) else { return Ok(false) };
                 lane.ready.push_str(&tail);
                 lane.full.push_str(&tail);
                 let ready = std::mem::take(&mut lane.ready);
                 if let Some(mut held) = lane.held.take() {
-                    held.send(ready, out);
+                    held.send(ready, cx.out);
                     lane.last = Some(held);
                 } else if let (false, Some(last)) = (ready.is_empty(), lane.last.as_mut()) {
-                    last.send(ready, out);
+                    last.send(ready, cx.out);
                 }
                 lane.closed = true;
                 lane.full.clone()
             }
             Some(false) => self.lane(index, field).map(|lane| lane.full.clone()).unwrap_or_default(),
             None => {
-                let whole = self.feed(index, field, text, true, policy, masker, tally, out)?;
+                let whole = self.feed(index, field, text, true, cx)?;
                 if let Some(lane) = self.lane(index, field) {
                     lane.full.clone_from(&whole);
                     lane.closed = true;
@@ -295,13 +272,7 @@ impl State {
     }
 
     /// The body ended: every channel still open closes, its tail sent.
-    pub(super) fn close_all(
-        &mut self,
-        policy: &Policy,
-        masker: &mut Masker,
-        tally: &mut Tally,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Blocked> {
+    pub(super) fn close_all(&mut self, cx: &mut Ctx<'_>) -> Result<(), Blocked> {
         let open: Vec<(u64, Field)> = self
             .channels
             .iter()
@@ -309,7 +280,7 @@ impl State {
             .map(|c| (c.index, c.field))
             .collect();
         for (index, field) in open {
-            self.close(index, field, &mut String::new(), policy, masker, tally, out)?;
+            self.close(index, field, &mut String::new(), cx)?;
         }
         Ok(())
     }
