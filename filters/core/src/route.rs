@@ -174,7 +174,7 @@ impl ApiKind {
     }
 
     /// Whether a success answer carries generated text (a token count, a model list, a queued
-    /// batch, embeddings' vectors and images do not).
+    /// batch, embeddings' vectors and images do not; a transcription's transcript does).
     pub fn answers_with_text(self) -> bool {
         self.has_usage()
             && !matches!(
@@ -186,7 +186,6 @@ impl ApiKind {
                     | ApiKind::VertexEmbedPredict
                     | ApiKind::OpenAiImages
                     | ApiKind::OpenAiImageEdits
-                    | ApiKind::OpenAiTranscription
             )
     }
 
@@ -473,7 +472,7 @@ mod tests {
         {
             let route = classify("POST", path, "api.openai.com").unwrap();
             assert_eq!((route.kind, route.kind.operation()), (ApiKind::OpenAiTranscription, "transcription"), "{path}");
-            assert!(route.kind.has_usage() && !route.kind.answers_with_text() && route.kind.reads_form());
+            assert!(route.kind.has_usage() && route.kind.answers_with_text() && route.kind.reads_form());
             assert!(may_be_ai(path));
         }
         assert_eq!(kind("POST", "/v1/audio/speech"), None, "speech: audio out, no usage");

@@ -1050,3 +1050,84 @@ fn a_form_that_cannot_be_read_to_its_end_follows_the_failure_policy() {
     assert_eq!(ex.host.forwarded_request, body, "failure: open forwards it as sent");
     assert_eq!(ex.host.counter("tollgate.guardrails.unchecked", &["reason=form_field_too_long"]), 1);
 }
+
+#[test]
+fn a_transcript_is_checked_as_json_as_plain_text_and_as_a_stream() {
+    let form = String::from_utf8_lossy(&image_edit_form(&[("model", "gpt-transcribe")], 3_000, &[]))
+        .replace("image[]", "file")
+        .into_bytes();
+    let fixture = |name: &str| {
+        std::fs::read(format!("{}/../../tests/fixtures/responses/openai/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let answers: [(&str, Vec<u8>); 3] = [
+        ("application/json", fixture("transcription-pii.json")),
+        ("text/plain; charset=utf-8", "Meu CPF é 529.982.247-25, anote por favor.\n".as_bytes().to_vec()),
+        ("text/event-stream", fixture("transcription-pii-stream.sse")),
+    ];
+    for (content_type, answer) in answers {
+        let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+        let mut form = form.clone();
+        if content_type == "text/event-stream" {
+            let stream_field =
+                format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"stream\"\r\n\r\ntrue\r\n");
+            form.splice(0..0, stream_field.into_bytes());
+        }
+        let (mut ex, action) = send_form(&mut driver, "/v1/audio/transcriptions", &form, &[]);
+        assert_eq!(action, Action::Continue);
+        ex.response_headers(&[(":status", "200"), ("content-type", content_type)], false);
+        let chunks: Vec<&[u8]> = answer.chunks(9).collect();
+        ex.response_body(&chunks, 1, true);
+        let client = String::from_utf8(ex.host.client_body.clone()).unwrap();
+        assert!(
+            !client.contains("529.982") && client.contains("Meu CPF é [CPF_1], anote por favor."),
+            "{content_type}: {client}"
+        );
+        match content_type {
+            "application/json" => {
+                assert_eq!(serde_json::from_str::<Value>(&client).unwrap()["usage"]["total_tokens"], 69)
+            }
+            "text/event-stream" => assert_eq!(client.matches("[CPF_1]").count(), 2, "the deltas and the done event"),
+            _ => assert!(client.ends_with("por favor.\n"), "the body is the text, as it was"),
+        }
+        ex.log();
+        assert_eq!(
+            ex.host.counter(FINDINGS, &["direction=response", "entity=CPF", "action=mask"]),
+            1,
+            "{content_type}"
+        );
+    }
+}
+
+#[test]
+fn a_forms_file_is_never_held_past_its_head() {
+    for (before, after) in [
+        (vec![("prompt", "CPF 529.982.247-25"), ("model", "gpt-image-1")], vec![]),
+        (vec![("model", "gpt-image-1")], vec![("prompt", "CPF 529.982.247-25")]),
+    ] {
+        let body = image_edit_form(&before, 2_000_000, &after);
+        for size in [1_000, 16_384, 65_536, 1 << 20] {
+            let mut driver = pipeline(&json!({"token_counter": {}, "guardrails": guard_config()}));
+            let mut ex = Exchange::new(&mut driver);
+            let length = body.len().to_string();
+            let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+            let headers = [
+                (":method", "POST"),
+                (":path", "/v1/images/edits"),
+                (":authority", "gw"),
+                ("content-type", content_type.as_str()),
+                ("content-length", length.as_str()),
+            ];
+            ex.request_headers(&headers, false);
+            let mut most = 0;
+            for piece in body.chunks(size) {
+                let action = ex.request_body_pieces(&[piece], false);
+                most = most.max(ex.host.request_body.len());
+                if action == Action::Continue {
+                    let passed = std::mem::take(&mut ex.host.request_body);
+                    ex.host.forwarded_request.extend(passed);
+                }
+            }
+            assert!(most <= 2 * size.max(2048), "{size}: {most} bytes held");
+        }
+    }
+}

@@ -222,7 +222,8 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
 /// reasoning summaries), Gemini `candidates[].content`, Bedrock
 /// `output.message`, and the InvokeModel families' own: Llama `generation`, Cohere `text` and
 /// `generations[].text`, Claude's legacy `completion`, Titan `results[].outputText`, Mistral
-/// `outputs[].text`.
+/// `outputs[].text`; a transcription's `text`, `segments[].text` (also diarized) and
+/// `words[].word`.
 pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     let mut g = |_: Role, text: &mut String| f(text);
     let Some(object) = body.as_object_mut() else { return };
@@ -260,7 +261,14 @@ pub fn for_each_answer_text(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
             strings_in(text, Role::Assistant, 0, &mut g);
         }
     }
-    for (list, field) in [("results", "outputText"), ("outputs", "text"), ("generations", "text")] {
+    // (A transcription's `segments[].text` and `words[].word` too: each word is checked alone.)
+    for (list, field) in [
+        ("results", "outputText"),
+        ("outputs", "text"),
+        ("generations", "text"),
+        ("segments", "text"),
+        ("words", "word"),
+    ] {
         if let Some(Value::Array(items)) = object.get_mut(list) {
             for item in items {
                 if let Some(text @ Value::String(_)) = item.get_mut(field) {
@@ -616,6 +624,23 @@ mod tests {
             for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
             assert_eq!(seen.first().map(String::as_str), Some("a"), "{answer}");
         }
+        // A transcription: verbose (segments and words) and diarized.
+        let mut value: Value = serde_json::from_str(
+            r#"{"task":"transcribe","language":"portuguese","duration":3.2,"text":"t",
+                "segments":[{"id":0,"start":0.0,"end":3.2,"text":"s","tokens":[1,2]}],
+                "words":[{"word":"w","start":0.0,"end":0.4}],"usage":{"type":"duration","seconds":4}}"#,
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
+        assert_eq!(seen, ["t", "s", "w"]);
+        let mut value: Value = serde_json::from_str(
+            r#"{"text":"a b","segments":[{"type":"transcript.text.segment","speaker":"A","text":"d"}]}"#,
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        for_each_answer_text(&mut value, &mut |t| seen.push(t.clone()));
+        assert_eq!(seen, ["a b", "d"]);
         // Every text of a Responses answer: reasoning summary and text, refusal, tool arguments.
         let mut value: Value = serde_json::from_str(
             r#"{"output":[

@@ -913,6 +913,28 @@ mod tests {
     }
 
     #[test]
+    fn a_transcription_stream_is_masked_in_its_deltas_and_its_done_event_at_every_byte_split() {
+        let p = policy(true);
+        let stream = fixture("openai/transcription-pii-stream.sse");
+        let sent = events(&stream);
+        let check = |out: &[u8], what: &str| {
+            let got = events(out);
+            let deltas: String = got.iter().filter_map(|(_, v)| v["delta"].as_str()).collect();
+            assert_eq!(deltas, "Meu CPF é [CPF_1], anote por favor.", "{what}");
+            let done = &got.last().unwrap().1;
+            assert_eq!(
+                (done["type"].as_str(), done["text"].as_str()),
+                (Some("transcript.text.done"), Some(deltas.as_str()))
+            );
+            assert_eq!(done["usage"]["total_tokens"], 69, "{what}");
+            assert_eq!(got.len(), sent.len(), "{what}: the provider's events, no more");
+            assert!(!String::from_utf8_lossy(out).contains("529.98"), "{what}");
+        };
+        let run = |chunks: &[&[u8]]| drive(StreamGuard::responses(32), &p, &mut p.masker(), chunks).0;
+        at_every_split(&stream, run, check);
+    }
+
+    #[test]
     fn a_responses_stream_stays_live_one_delta_behind() {
         let p = policy(false);
         let long = "palavra ".repeat(20);

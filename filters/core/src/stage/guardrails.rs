@@ -52,6 +52,7 @@ impl StageFactory for Guardrails {
             report: None,
             answer: Answer::Off,
             signed: false,
+            plain: false,
         })
     }
 }
@@ -74,6 +75,8 @@ struct GuardStream {
     answer: Answer,
     /// A Bedrock request the client signed (AWS SigV4): its body cannot change.
     signed: bool,
+    /// The answer is plain text (a transcript as `text`, `srt`, `vtt`), not JSON.
+    plain: bool,
 }
 
 /// Every API with a request body (the model list has none). A form (a transcription's audio, an
@@ -396,7 +399,8 @@ impl Stage for GuardStream {
                 ApiKind::OpenAiChat | ApiKind::OpenAiCompletions | ApiKind::AnthropicMessages => {
                     Some(StreamGuard::new(ex.dialect(), holdback))
                 }
-                ApiKind::OpenAiResponses => Some(StreamGuard::responses(holdback)),
+                // A transcription's `transcript.text.delta`/`.done` are Responses-like events.
+                ApiKind::OpenAiResponses | ApiKind::OpenAiTranscription => Some(StreamGuard::responses(holdback)),
                 ApiKind::GeminiGenerate { .. } if has_type(head, "text/event-stream") => {
                     Some(StreamGuard::gemini(holdback))
                 }
@@ -430,6 +434,8 @@ impl Stage for GuardStream {
             }
         } else {
             out.response_headers.push(HeaderEdit::Remove("content-length"));
+            // A transcript as `text`, `srt` or `vtt` is the body itself.
+            self.plain = ex.route.kind == ApiKind::OpenAiTranscription && !has_type(head, "application/json");
             Answer::Json(Vec::new())
         };
     }
@@ -492,7 +498,13 @@ impl Stage for GuardStream {
 
 impl GuardStream {
     fn json_answer(&mut self, policy: &Policy, held: Vec<u8>, dialect: Dialect, out: &mut Outbox) -> Vec<u8> {
-        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&held) else {
+        let parsed = match (self.plain, std::str::from_utf8(&held)) {
+            // The whole body is the one text (its changes are written back as text below).
+            (true, Ok(text)) => Ok(serde_json::Value::String(text.to_string())),
+            (true, Err(_)) => Err(()),
+            (false, _) => serde_json::from_slice::<serde_json::Value>(&held).map_err(|_| ()),
+        };
+        let Ok(mut value) = parsed else {
             out.counter(
                 metrics::name("guardrails.unchecked", &[("direction", "response"), ("reason", "response_unreadable")]),
                 1,
@@ -510,7 +522,7 @@ impl GuardStream {
         let mut decision = Decision::Allow;
         let mut changed = false;
         let masker = &mut self.masker;
-        message::for_each_answer_text(&mut value, &mut |text| {
+        let mut check = |text: &mut String| {
             let mut findings = Vec::new();
             policy.scan(text, &mut findings);
             decision = decision.max(policy.decide(&findings));
@@ -527,7 +539,11 @@ impl GuardStream {
                     changed = true;
                 }
             }
-        });
+        };
+        match &mut value {
+            serde_json::Value::String(text) if self.plain => check(text),
+            value => message::for_each_answer_text(value, &mut check),
+        }
         count(out, "response", &tally);
         if !tally.is_empty() {
             decision_metric(out, "response", decision);
@@ -540,7 +556,10 @@ impl GuardStream {
         if !changed {
             return held;
         }
-        serde_json::to_vec(&value).unwrap_or(held)
+        match value {
+            serde_json::Value::String(text) if self.plain => text.into_bytes(),
+            value => serde_json::to_vec(&value).unwrap_or(held),
+        }
     }
 }
 

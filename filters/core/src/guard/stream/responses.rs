@@ -19,6 +19,9 @@
 //! `response.output_item.done`, and the response in `response.completed` / `.incomplete` /
 //! `.failed` — close the channel and carry its text as released: masked, placeholders restored.
 //! Text such an event carries for a channel that never streamed is checked whole there.
+//!
+//! An audio transcription's stream has the same grammar in two events: `transcript.text.delta`
+//! and `transcript.text.done` (the whole transcript), one channel.
 
 use super::{write_parts, Blocked, Channel, Ctx, Field, State};
 use crate::sse::Event;
@@ -66,6 +69,7 @@ fn delta_field(kind: &str, value: &Value) -> Option<Field> {
         | "response.mcp_call_arguments.delta" => Field::Arguments,
         "response.reasoning_summary_text.delta" => Field::Summary(at("summary_index")),
         "response.reasoning_text.delta" => Field::Reasoning(at("content_index")),
+        "transcript.text.delta" => Field::OutputText(0),
         _ => return None,
     })
 }
@@ -80,6 +84,7 @@ fn done_field(kind: &str, value: &Value) -> Option<(Field, &'static str)> {
         "response.custom_tool_call_input.done" => (Field::Arguments, "input"),
         "response.reasoning_summary_text.done" => (Field::Summary(at("summary_index")), "text"),
         "response.reasoning_text.done" => (Field::Reasoning(at("content_index")), "text"),
+        "transcript.text.done" => (Field::OutputText(0), "text"),
         _ => return None,
     })
 }
