@@ -288,6 +288,7 @@ def render(*, wasm=DEFAULT_WASM, provider="mock:8081", listen_port=10000, admin_
         "FILTER_CONFIG": config.replace("'", "''"), "PROVIDER_HOST": host, "PROVIDER_PORT": port,
         "PROVIDER_TLS": tls, "HOST_REWRITE": rewrite, "PROVIDER_DISCOVERY": discovery,
         "PROVIDER_PROTOCOL": H2 if h2 else H1_TRAILERS, "BUFFER_LIMIT": buffer_limit,
+        "BODY_BUFFER_LIMIT": 2 * buffer_limit,
         **global_quota_parts(filter_config, rls_port),
         **provider_parts(filter_config, provider, wasm),
     }
