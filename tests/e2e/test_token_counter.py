@@ -213,6 +213,27 @@ def test_openai_sdk_image_edits_are_counted(gateway, mock):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 272 + 272
 
 
+def test_a_form_that_names_its_model_after_the_file_is_labelled_with_it(gateway):
+    """OpenAI's curl example for transcriptions sends the file first (`-F file=@audio.mp3 -F
+    model=gpt-4o-transcribe`): the model and prompt after 200 KB of audio are read as the form
+    passes (the audio never held) and label the usage."""
+    boundary = "----tollgate-curl-order"
+    audio = bytes(i % 251 for i in range(200_000))
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n").encode() + audio + b"\r\n"
+    for name, value in (("model", "gpt-transcribe"), ("prompt", "Tollgate, Envoy")):
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    body += f"--{boundary}--\r\n".encode()
+    before = gateway.metrics()
+    reply = requests.post(gateway.url + "/v1/audio/transcriptions", data=body, timeout=30,
+                          headers={"content-type": f"multipart/form-data; boundary={boundary}",
+                                   "authorization": "Bearer sk-test", "x-tollgate-consumer": "curl-order"})
+    assert reply.status_code == 200 and reply.json()["usage"]["total_tokens"] == 71
+    after = metrics_after(gateway, before, "curl-order", 1)
+    assert delta(before, after, USAGE_METRIC, consumer="curl-order", gen_ai_token_type="total",
+                 gen_ai_request_model="gpt-transcribe") == 71
+
+
 def test_openai_sdk_compaction_is_counted(gateway):
     """`responses.compact` sends the whole conversation and bills tokens: counted from its usage."""
     before = gateway.metrics()

@@ -517,16 +517,8 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
         }
         let value_start = head_end + 4;
         let Some(value_len) = rest.get(value_start..).and_then(|v| memmem::find(v, close)) else { break false };
-        let value = String::from_utf8_lossy(rest.get(value_start..value_start + value_len).unwrap_or_default());
-        match name.as_deref() {
-            Some("model") => info.model = model_name(Some(Cow::Borrowed(value.trim()))),
-            Some("stream") => info.stream = value.trim().eq_ignore_ascii_case("true"),
-            Some("n") => info.choices = choices(&[value.trim().parse().ok()]),
-            Some("prompt") => {
-                info.features.add_str(&value);
-                info.messages = 1;
-            }
-            _ => {}
+        if let Some(name) = name.as_deref() {
+            form_field_info(&mut info, name, rest.get(value_start..value_start + value_len).unwrap_or_default());
         }
         at += value_start + value_len + close.len();
     };
@@ -534,6 +526,23 @@ pub fn parse_form_prefix(boundary: &str, prefix: &[u8], complete: bool) -> FormP
         return FormPrefix::NeedMore;
     }
     FormPrefix::Ready(Box::new(Parsed { info, include_usage_splice: None, model_span: None }))
+}
+
+/// What a form's text field tells: `model`, `stream`, `n`, and the `prompt` (its estimate) — the
+/// first of each, wherever it is in the form (the fields before the file are read by
+/// [`parse_form_prefix`], those after it as the form passes).
+pub fn form_field_info(info: &mut RequestInfo, name: &str, value: &[u8]) {
+    let value = String::from_utf8_lossy(value);
+    match name {
+        "model" if info.model.is_none() => info.model = model_name(Some(Cow::Borrowed(value.trim()))),
+        "stream" if value.trim().eq_ignore_ascii_case("true") => info.stream = true,
+        "n" if info.choices == 1 => info.choices = choices(&[value.trim().parse().ok()]),
+        "prompt" if info.messages == 0 => {
+            info.features.add_str(&value);
+            info.messages = 1;
+        }
+        _ => {}
+    }
 }
 
 /// `name` and whether the part is a file, from a part's headers.

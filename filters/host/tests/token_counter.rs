@@ -968,3 +968,44 @@ fn arbitrary_bytes_in_every_callback_never_panic() {
         ex.log();
     }
 }
+
+/// curl's order (`-F file=@a.wav -F model=… -F prompt=…`): the fields after the file are read as
+/// the form passes, which is never held, and the usage is labelled with the model they name.
+#[test]
+fn a_model_named_after_the_file_labels_the_usage() {
+    let mut body = format!(
+        "--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend((0..100_000u32).map(|i| (i % 251) as u8));
+    for (name, value) in [("model", "gpt-transcribe"), ("prompt", "Tollgate, Envoy")] {
+        body.extend(
+            format!("\r\n--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}").bytes(),
+        );
+    }
+    body.extend(format!("\r\n--{FORM_BOUNDARY}--\r\n").bytes());
+    let factory = factory(json!({}));
+    let mut driver = driver_with(&factory, None);
+    let mut ex = Exchange::new(&mut driver);
+    let length = body.len().to_string();
+    let content_type = format!("multipart/form-data; boundary={FORM_BOUNDARY}");
+    let headers = [
+        (":method", "POST"),
+        (":path", "/v1/audio/transcriptions"),
+        (":authority", "api.openai.com"),
+        ("content-type", content_type.as_str()),
+        ("content-length", length.as_str()),
+    ];
+    assert_eq!(ex.request_headers(&headers, false), Action::Pause);
+    let pieces: Vec<&[u8]> = body.chunks(8 * 1024).collect();
+    assert_eq!(ex.request_body(&pieces), Action::Continue);
+    assert_eq!(ex.host.forwarded_request, body, "passed on unchanged");
+    assert_eq!(ex.host.request_header_value("content-length"), Some(length.as_str()), "its length kept");
+    let answer = std::fs::read(fixtures().join("responses/openai/transcription.json")).unwrap();
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[&answer], 1, true);
+    ex.log();
+    let usage = "tollgate.gen_ai.client.token.usage";
+    assert_eq!(ex.host.counter(usage, &["gen_ai_token_type=total", "gen_ai_request_model=gpt-transcribe"]), 71);
+    assert_ne!(ex.host.filter_state["tollgate.estimated_input_tokens"], "0", "the prompt after the file estimated");
+}

@@ -718,7 +718,11 @@ impl Pipeline {
             crate::request::FormPrefix::NotAForm => ex.unparsed_reason = Some("not_a_form"),
         }
         self.request = RequestState::Done;
+        // The form is walked for the stages that read its fields, or to learn a model named after
+        // the file (curl's `-F file=@… -F model=…`).
+        let late_model = ex.parsed.as_ref().is_some_and(|p| p.info.model.is_none());
         let rewrites = self.stages.iter().filter_map(|s| s.reads_form_fields(ex)).reduce(|a, b| a || b);
+        let rewrites = rewrites.or(late_model.then_some(false));
         let boundary = crate::request::form_boundary(&content_type).filter(|_| ex.parsed.is_some());
         let (Some(rewrites), Some(boundary)) = (rewrites, boundary) else {
             return self.run_stages(prefix, false, host, out);
@@ -761,6 +765,13 @@ impl Pipeline {
         let hold = loop {
             match walker.next(&data) {
                 Next::Field { name, value } => {
+                    if let Some(parsed) = ex.parsed.as_mut() {
+                        crate::request::form_field_info(
+                            &mut parsed.info,
+                            &name,
+                            data.get(value.clone()).unwrap_or_default(),
+                        );
+                    }
                     let mut replacement: Option<Vec<u8>> = None;
                     for stage in &mut self.stages {
                         let current = match &replacement {
