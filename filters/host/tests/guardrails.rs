@@ -1131,3 +1131,12 @@ fn a_forms_file_is_never_held_past_its_head() {
         }
     }
 }
+
+#[test]
+fn a_forms_decision_is_the_strictest_of_its_fields() {
+    let body = image_edit_form(&[("prompt", &format!("CPF {CPF}"))], 1_000, &[("prompt", "a hat")]);
+    let mut driver = pipeline(&json!({"guardrails": guard_config()}));
+    let (ex, action) = send_form(&mut driver, "/v1/images/edits", &body, &[]);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(ex.host.filter_state["tollgate.guardrails.decision"], "mask", "a clean field after does not undo it");
+}

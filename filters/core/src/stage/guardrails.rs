@@ -50,6 +50,7 @@ impl StageFactory for Guardrails {
             profile: None,
             masker: self.policy.masker(),
             report: None,
+            decided: Decision::Allow,
             answer: Answer::Off,
             signed: false,
             plain: false,
@@ -72,6 +73,8 @@ struct GuardStream {
     masker: Masker,
     /// The header value for the response (decision and entity names).
     report: Option<String>,
+    /// The request's decision so far (a form's fields are checked one by one).
+    decided: Decision,
     answer: Answer,
     /// A Bedrock request the client signed (AWS SigV4): its body cannot change.
     signed: bool,
@@ -168,7 +171,8 @@ impl GuardStream {
         self.masker.freeze();
         count(out, "request", &tally);
         decision_metric(out, "request", decision);
-        out.state("tollgate.guardrails.decision", decision.name());
+        self.decided = self.decided.max(decision);
+        out.state("tollgate.guardrails.decision", self.decided.name());
         if decision == Decision::Allow {
             return Ok(false);
         }
