@@ -7,7 +7,8 @@ application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently 
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
-`POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
+`POST /v1/audio/speech` the audio (or, with `stream_format: sse`, `speech.audio.delta` events
+and `speech.audio.done` with its `usage`), `POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
 `stream` is true) with its `usage` (`/v1/images/edits`, a multipart form, likewise with
 `image_edit.*` events), `/v1/audio/transcriptions` (a form) the transcript with token usage (or
 `whisper-1`'s seconds), OpenAI's
@@ -91,6 +92,7 @@ COUNT_TOKENS_INPUT = 14  # every POST …/messages/count_tokens
 REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model", "input"), "openai-responses": ("model",),
             "openai-responses-compact": ("model",),
             "openai-images": ("prompt",),
+            "openai-speech": ("model", "input", "voice"),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
             "anthropic-batch": ("requests",),
             "anthropic-vertex": ("anthropic_version", "messages", "max_tokens"),
@@ -178,6 +180,7 @@ SUFFIX_ROUTES = (
     (":batchGenerateContent", "gemini-batch"), ("/embeddings", "openai-embeddings"), ("/responses", "openai-responses"),
     ("/responses/input_tokens", "openai-input-tokens"), ("/responses/compact", "openai-responses-compact"),
     ("/audio/transcriptions", "openai-transcription"), ("/audio/translations", "openai-transcription"),
+    ("/audio/speech", "openai-speech"),
     ("/cachedContents", "gemini-cache"), ("/conversations", "openai-conversation"),
     ("/images/generations", "openai-images"), ("/images/edits", "openai-images-edit"), ("/messages", "anthropic"),
     ("/messages/count_tokens", "anthropic-count-tokens"), ("/messages/batches", "anthropic-batch"),
@@ -196,6 +199,7 @@ def default_case(route, stream, path):
         ("openai-transcription", False): "openai-transcription",
         ("openai-images-edit", False): "openai-images-edit", ("openai-images-edit", True): "openai-images-edit-stream",
         ("openai-transcription", True): "openai-transcription-stream",
+        ("openai-speech", True): "openai-speech-stream",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
         ("gemini", False): "vertex-generate" if vertex else "gemini-generate",
@@ -287,6 +291,27 @@ def transcription_without_tokens(request):
     if request.get("response_format") == "text":
         return Reply(200, [("content-type", "text/plain; charset=utf-8")], [(text + "\n").encode()])
     return json_reply(200, {"text": text, "usage": {"type": "duration", "seconds": 4}})
+
+
+# Text to speech answered with the audio itself, by `response_format` (mp3 by default).
+SPEECH_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac", "wav": "audio/wav",
+                "pcm": "audio/pcm"}
+
+
+def speech_audio(request):
+    """The audio of `POST /v1/audio/speech` without `stream_format: sse`: bytes, written as they
+    are made (chunked), with no usage anywhere. Deterministic: 400 bytes per character spoken."""
+    kind = SPEECH_TYPES.get(request.get("response_format", "mp3"))
+    if kind is None or not isinstance(request.get("input"), str):
+        return json_reply(400, {"error": {"message": "Invalid value for 'response_format'.", "type": "invalid_request_error",
+                                          "param": "response_format", "code": "invalid_value"}})
+    audio = speech_bytes(400 * len(request["input"]))
+    return Reply(200, [("content-type", kind)], [audio[i:i + 8192] for i in range(0, len(audio), 8192)], stream=True)
+
+
+def speech_bytes(n):
+    """`n` bytes of mock audio (an ID3 tag, then bytes that are no text)."""
+    return (b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes((i * 7 + 3) % 256 for i in range(n)))[:n]
 
 
 def gemini_cache(path, request):
@@ -599,6 +624,10 @@ def handle(method, path, headers, body):
 
     if route in FORM_ROUTES:
         request["stream"] = request.get("stream") == "true"  # a form's field is text
+    if route == "openai-speech":
+        if request.get("stream_format", "audio") == "audio":
+            return speech_audio(request)
+        request["stream"] = request.get("stream_format") == "sse"
     stream = bool(request.get("stream")) if not (route.startswith("gemini") or route.startswith("bedrock")) else route.endswith("stream")
     if route == "openai-responses" and request.get("background") is True and not stream:
         # OpenAI's background mode: the response object answers at once, queued, with no output

@@ -25,7 +25,7 @@ const CONFIGS: [&str; 4] = [
 ];
 const OBSERVING: usize = 2;
 const GLOBAL: usize = 3;
-const PATHS: [&str; 25] = [
+const PATHS: [&str; 26] = [
     "/v1/chat/completions",
     "/v1/messages",
     "/v1/responses",
@@ -51,6 +51,7 @@ const PATHS: [&str; 25] = [
     "/v1beta/cachedContents",
     "/v1/audio/transcriptions",
     "/v1/images/edits",
+    "/v1/audio/speech",
 ];
 const CONTENT_TYPES: [&str; 4] =
     ["application/json", "text/event-stream", "application/vnd.amazon.eventstream", "text/plain"];

@@ -249,6 +249,25 @@ def test_a_token_count_is_not_metered(quota_gateway):
     assert 4900 < int(after.headers["x-ratelimit-remaining-tokens"]) < 5000, "only this request's reservation"
 
 
+def test_speech_is_reserved_and_settled(quota_gateway):
+    """Text to speech is limited like any generation: a stream is settled to its
+    `speech.audio.done` usage (115), the audio answer (no usage in it) keeps its reservation
+    (the text's estimate + the default output, 4096), and the next is refused with a 429."""
+    away_from_hour_boundary()
+    client = openai.OpenAI(base_url=quota_gateway.url + "/v1", api_key=key(), max_retries=0)
+    text = "Today is a wonderful day to build something people love!"
+    with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="coral", input=text,
+                                                            stream_format="sse") as streamed:
+        assert b'"usage":{"input_tokens":14,"output_tokens":101,"total_tokens":115}' in streamed.read()
+    raw = client.audio.speech.with_raw_response.create(model="gpt-4o-mini-tts", voice="coral", input=text)
+    assert raw.content.startswith(b"ID3")
+    left = int(raw.headers["x-ratelimit-remaining-tokens"])
+    assert 5000 - 115 - 4200 < left < 5000 - 115 - 4096, f"115 settled, this one's reservation held: {left}"
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.audio.speech.create(model="gpt-4o-mini-tts", voice="coral", input=text)
+    assert "tokens_per_hour" in refused.value.body["message"]
+
+
 def test_a_background_response_is_charged_its_reservation(quota_gateway):
     """OpenAI's background mode answers queued and generates afterwards: the gateway keeps the
     reservation as the charge (releasing it would let `background` slip past the limit)."""

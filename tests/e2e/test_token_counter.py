@@ -272,6 +272,32 @@ def test_openai_sdk_transcription_is_counted(gateway, mock):
     assert delta(after, later, USAGE_METRIC, consumer="sdk-transcribe") == 0, "seconds are no tokens"
 
 
+def test_openai_sdk_speech_is_counted(gateway, mock):
+    """Text to speech with a GPT TTS model bills tokens: `audio.speech.create` answered with the
+    audio (no usage in it: counted as a request, `usage_missing`) and streamed as SSE events (the
+    `speech.audio.done` event's usage counted); the client gets the bytes the provider made."""
+    client = openai_client(gateway, "sdk-speech")
+    text = "Today is a wonderful day to build something people love!"
+    before = gateway.metrics()
+    audio = client.audio.speech.create(model="gpt-4o-mini-tts", voice="coral", input=text,
+                                       instructions="Speak in a cheerful and positive tone.")
+    made = (b"ID3\x04" + bytes(6) + bytes((i * 7 + 3) % 256 for i in range(400 * len(text))))[:400 * len(text)]
+    assert audio.content == made, "the audio passed as the provider made it"
+    with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="coral", input=text,
+                                                            stream_format="sse") as response:
+        streamed = response.read()
+    events = [json.loads(line[len(b"data: "):]) for line in streamed.split(b"\n") if line.startswith(b"data: ")]
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
+    assert events[-1]["usage"] == {"input_tokens": 14, "output_tokens": 101, "total_tokens": 115}
+    assert json.loads(mock.last_request("/audio/speech")["body"])["input"] == text
+    after = metrics_after(gateway, before, "sdk-speech", 2)
+    labels = {"consumer": "sdk-speech", "gen_ai_operation_name": "speech", "gen_ai_request_model": "gpt-4o-mini-tts"}
+    assert delta(before, after, "tollgate_gen_ai_requests", **labels) == 2
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 14
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 101
+    assert delta(before, after, "tollgate_token_counter_unread", reason="usage_missing") == 1, "the audio's request"
+
+
 def test_azure_openai_sdk(gateway):
     before = gateway.metrics()
     client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="azure-test-key", api_version="2024-10-21",

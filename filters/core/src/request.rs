@@ -179,6 +179,16 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.prompt);
             info
         }
+        ApiKind::OpenAiSpeech => {
+            let v: SpeechView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
+            // Streamed only as SSE events; `audio` (the default) is the audio's bytes as made.
+            let mut info = base(v.model, Some(v.stream_format.as_deref() == Some("sse")));
+            // No output cap to read: the audio reserves the configured default.
+            add_text(&mut info, v.instructions);
+            add_text(&mut info, v.input);
+            info
+        }
         ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiCompact => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
@@ -811,6 +821,19 @@ struct ImagesView<'a> {
     n: Option<u64>,
     #[serde(default)]
     stream: Option<bool>,
+}
+
+/// `POST /v1/audio/speech`.
+#[derive(Deserialize)]
+struct SpeechView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    input: Option<PromptText>,
+    #[serde(default)]
+    instructions: Option<PromptText>,
+    #[serde(borrow, default)]
+    stream_format: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -1532,6 +1555,19 @@ mod tests {
         );
         assert_eq!(images.output_cap(100), 300);
         assert!(images.estimated_prompt_tokens() >= 4);
+        // Text to speech: the text and its instructions are the prompt; it streams only as SSE.
+        let speech = |extra: &str| {
+            let body = format!(
+                r#"{{"model":"gpt-4o-mini-tts","voice":"coral","input":"Hello there, friend","instructions":"Speak calmly and slowly"{extra}}}"#
+            );
+            parse_ok(ApiKind::OpenAiSpeech, &body).info
+        };
+        let sse = speech(r#","stream_format":"sse""#);
+        assert_eq!((sse.model.as_deref(), sse.stream, sse.max_output_tokens), (Some("gpt-4o-mini-tts"), true, None));
+        assert!(!speech(r#","stream_format":"audio""#).stream && !speech("").stream);
+        let input_only =
+            parse_ok(ApiKind::OpenAiSpeech, r#"{"model":"tts-1","voice":"coral","input":"Hello there, friend"}"#);
+        assert!(sse.estimated_prompt_tokens() > input_only.info.estimated_prompt_tokens() + 2, "instructions count");
         // Vertex AI's `:predict`: one instance per text (a plain string), `title` read too.
         let predict = r#"{"instances":[{"content":"What is the meaning of life?","task_type":"RETRIEVAL_QUERY"},
             {"content":"How much wood would a woodchuck chuck?","title":"Woodchucks"}],"parameters":{"autoTruncate":true}}"#;

@@ -37,6 +37,13 @@ pub enum ApiKind {
     /// Responses' names (`input_tokens`, `output_tokens`), JSON or in the `transcript.text.done`
     /// event of a stream; `whisper-1` reports seconds, not tokens.
     OpenAiTranscription,
+    /// `POST …/audio/speech` (text to speech): `model`, `input` (the text spoken, up to 4,096
+    /// characters), `instructions`, `voice`; answered with the audio itself, or, when
+    /// `stream_format` is `sse` (the GPT TTS models), `speech.audio.delta` events carrying base64
+    /// audio and one `speech.audio.done` event with `usage` in Responses' names (`input_tokens`,
+    /// `output_tokens`, `total_tokens`). `tts-1` and `tts-1-hd` report no usage (billed per
+    /// character).
+    OpenAiSpeech,
     /// `POST …/responses/input_tokens`: a Responses body, answered
     /// `{"object": "response.input_tokens", "input_tokens": n}`.
     OpenAiInputTokens,
@@ -96,7 +103,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 28] = [
+    pub const ALL: [ApiKind; 29] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -125,6 +132,7 @@ impl ApiKind {
         ApiKind::OpenAiConversation,
         ApiKind::OpenAiTranscription,
         ApiKind::OpenAiImageEdits,
+        ApiKind::OpenAiSpeech,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -144,6 +152,7 @@ impl ApiKind {
             ApiKind::OpenAiCompact => "compact",
             ApiKind::OpenAiTranscription => "transcription",
             ApiKind::OpenAiImageEdits => "image_edit",
+            ApiKind::OpenAiSpeech => "speech",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens
@@ -174,7 +183,7 @@ impl ApiKind {
     }
 
     /// Whether a success answer carries generated text (a token count, a model list, a queued
-    /// batch, embeddings' vectors and images do not; a transcription's transcript does).
+    /// batch, embeddings' vectors, images and speech do not; a transcription's transcript does).
     pub fn answers_with_text(self) -> bool {
         self.has_usage()
             && !matches!(
@@ -186,6 +195,7 @@ impl ApiKind {
                     | ApiKind::VertexEmbedPredict
                     | ApiKind::OpenAiImages
                     | ApiKind::OpenAiImageEdits
+                    | ApiKind::OpenAiSpeech
             )
     }
 
@@ -205,7 +215,8 @@ impl ApiKind {
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiInputTokens
             | ApiKind::OpenAiImages
-            | ApiKind::OpenAiImageEdits => UsageFormat::OpenAiResponses,
+            | ApiKind::OpenAiImageEdits
+            | ApiKind::OpenAiSpeech => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -235,6 +246,7 @@ impl ApiKind {
             | ApiKind::OpenAiConversation
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiImageEdits
+            | ApiKind::OpenAiSpeech
             | ApiKind::OpenAiModels => Dialect::OpenAi,
             ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
@@ -282,6 +294,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/items")
         || path.ends_with("/audio/transcriptions")
         || path.ends_with("/audio/translations")
+        || path.ends_with("/audio/speech")
 }
 
 /// Classifies a request. `None` means it is not an LLM API call we understand.
@@ -364,6 +377,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiImageEdits
     } else if path.ends_with("/audio/transcriptions") || path.ends_with("/audio/translations") {
         ApiKind::OpenAiTranscription
+    } else if path.ends_with("/audio/speech") {
+        ApiKind::OpenAiSpeech
     } else if path.ends_with("/conversations") || is_conversation_items(path) {
         ApiKind::OpenAiConversation
     } else if path.ends_with("/v1/messages") || path == "/messages" {
@@ -462,6 +477,20 @@ mod tests {
         assert_eq!((edits.kind, edits.kind.operation()), (ApiKind::OpenAiImageEdits, "image_edit"));
         assert!(edits.kind.has_usage() && edits.kind.reads_form() && !edits.kind.answers_with_text());
         assert_eq!(kind("POST", "/v1/images/variations"), None, "dall-e-2: no usage");
+        let speech = classify("POST", "/v1/audio/speech", "api.openai.com").unwrap();
+        assert_eq!(
+            (speech.kind, speech.provider, speech.kind.operation()),
+            (ApiKind::OpenAiSpeech, "openai", "speech")
+        );
+        assert!(speech.kind.has_usage() && !speech.kind.reads_form() && !speech.kind.answers_with_text());
+        assert_eq!(speech.kind.usage_format(), UsageFormat::OpenAiResponses, "input_tokens, output_tokens");
+        let azure =
+            classify("POST", "/openai/deployments/tts/audio/speech?api-version=2025-04-01-preview", "x").unwrap();
+        assert_eq!(
+            (azure.kind, azure.provider, azure.path_model.as_deref()),
+            (ApiKind::OpenAiSpeech, "azure", Some("tts"))
+        );
+        assert!(may_be_ai("/v1/audio/speech"));
         assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
         let count = classify("POST", "/v1/responses/input_tokens?beta=true", "api.openai.com").unwrap();
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
@@ -475,7 +504,6 @@ mod tests {
             assert!(route.kind.has_usage() && route.kind.answers_with_text() && route.kind.reads_form());
             assert!(may_be_ai(path));
         }
-        assert_eq!(kind("POST", "/v1/audio/speech"), None, "speech: audio out, no usage");
         // A compaction: the whole conversation in, a compacted one and its usage out.
         let compact = classify("POST", "/v1/responses/compact", "api.openai.com").unwrap();
         assert_eq!(
@@ -635,6 +663,7 @@ mod tests {
                 ApiKind::OpenAiConversation => 25,
                 ApiKind::OpenAiTranscription => 26,
                 ApiKind::OpenAiImageEdits => 27,
+                ApiKind::OpenAiSpeech => 28,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();

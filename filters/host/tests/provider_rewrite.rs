@@ -217,9 +217,12 @@ fn openai_only_apis_reach_openai_backends_only() {
     let image = json!({"model": "fast", "prompt": "A lighthouse at dawn", "n": 2, "size": "1024x1024"});
     let compact =
         json!({"model": "fast", "input": [{"role": "user", "content": "Plan a three-day walking tour of Lisbon."}]});
-    for (path, request, api) in
-        [("/v1/images/generations", image, "image_generation"), ("/v1/responses/compact", compact, "compact")]
-    {
+    let speech = json!({"model": "fast", "voice": "coral", "input": "Hello", "stream_format": "sse"});
+    for (path, request, api) in [
+        ("/v1/images/generations", image, "image_generation"),
+        ("/v1/responses/compact", compact, "compact"),
+        ("/v1/audio/speech", speech.clone(), "speech"),
+    ] {
         let mut driver = driver(&config());
         let (ex, action) = send(&mut driver, path, &request);
         assert_eq!(action, Action::Continue, "{path}");
@@ -242,6 +245,17 @@ fn openai_only_apis_reach_openai_backends_only() {
             "{message}"
         );
     }
+    // On Azure, speech goes to the deployment's own path.
+    let mut azure = speech;
+    azure["model"] = json!("azure-tts");
+    let mut driver = driver(&config());
+    let (ex, action) = send(&mut driver, "/v1/audio/speech", &azure);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        ex.host.request_header_value(":path"),
+        Some("/openai/deployments/azure-tts/audio/speech?api-version=2024-10-21")
+    );
+    assert_eq!(ex.host.request_header_value("api-key"), Some("azure-key"));
 }
 
 /// A compaction is counted from its answer, passed on unchanged.

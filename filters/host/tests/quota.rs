@@ -365,6 +365,47 @@ fn a_completed_success_without_readable_usage_keeps_its_reservation() {
     assert_eq!(used(&gw), before, "the JSON answer without usage keeps its reservation too");
 }
 
+/// Text to speech is limited like any generation: reserved from its text and the default
+/// output before it goes (a consumer out of tokens is refused), settled to the `usage` of a
+/// stream's `speech.audio.done` event; answered with the audio itself (no usage in it), it keeps
+/// its reservation.
+#[test]
+fn speech_is_reserved_and_settled_to_its_streamed_usage() {
+    let gw = Gateway::new(tpm(8_000));
+    let record = record_of("sk-a");
+    let used = |gw: &Gateway| gw.shared.used(&record, "tokens_per_minute", NOW / 60);
+    let speak = |gw: &Gateway, stream_format: &str, answer: (&str, &[u8])| {
+        let mut driver = gw.driver();
+        let mut ex = exchange(gw, &mut driver);
+        let body = json!({"model": "gpt-4o-mini-tts", "voice": "coral", "stream_format": stream_format,
+                          "input": "Today is a wonderful day to build something people love!"})
+        .to_string();
+        ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/audio/speech")]);
+        let before = used(gw);
+        if ex.request_body(&[body.as_bytes()]) != Action::Continue {
+            return (None, ex.host.local_reply.clone().map(|r| r.status));
+        }
+        let reserved = used(gw) - before;
+        ex.response_headers(&[(":status", "200"), ("content-type", answer.0)], false);
+        let chunks: Vec<&[u8]> = answer.1.chunks(700).collect();
+        ex.response_body(&chunks, 1, true);
+        ex.log();
+        assert_eq!(ex.host.client_body, answer.1);
+        (Some((reserved, used(gw) - before)), None)
+    };
+    let stream =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/responses/openai/speech-stream.sse"))
+            .unwrap();
+    let (reserved, charged) = speak(&gw, "sse", ("text/event-stream", &stream)).0.unwrap();
+    assert!(reserved > 4096, "the text's estimate and the default output: {reserved}");
+    assert_eq!(charged, 115, "settled to speech.audio.done's usage");
+    let audio = vec![0xffu8; 5000];
+    let (reserved, charged) = speak(&gw, "audio", ("audio/mpeg", &audio)).0.unwrap();
+    assert_eq!(charged, reserved, "no usage in the audio: the reservation is kept");
+    let (admitted, refused) = speak(&gw, "sse", ("text/event-stream", &stream));
+    assert_eq!((admitted, refused), (None, Some(429)), "out of tokens: refused before it goes");
+}
+
 /// The provider answers `answer` at once, queued, without usage: the reservation (`reserved` on
 /// `record`) is kept as the charge, and the usage is deferred, not missing.
 fn answer_queued(gw: &Gateway, ex: &mut Exchange<'_>, answer: &Value, record: &str, reserved: u64) {

@@ -623,6 +623,52 @@ fn host_refusing_the_rewrite_means_nothing_is_stripped() {
     assert_eq!(ex.host.counter("tollgate.token_counter.unread", &["reason=usage_missing"]), 1);
 }
 
+/// Text to speech answered with the audio itself (`stream_format` unset or `audio`): the bytes
+/// pass as they come, unscanned (no usage is in them), and the request is counted with its
+/// estimate and `usage_missing`; streamed as SSE, its `speech.audio.done` event's usage is read
+/// (the golden `openai-speech-stream` case).
+#[test]
+fn speech_answered_as_audio_passes_through_unread() {
+    let factory = factory(json!({}));
+    for stream_format in [None, Some("audio")] {
+        let mut driver = driver_with(&factory, None);
+        let mut ex = Exchange::new(&mut driver);
+        let mut request = json!({"model": "gpt-4o-mini-tts", "voice": "coral",
+            "input": "Today is a wonderful day to build something people love!",
+            "instructions": "Speak in a cheerful and positive tone."});
+        if let Some(format) = stream_format {
+            request["stream_format"] = json!(format);
+        }
+        let body = serde_json::to_vec(&request).unwrap();
+        let mut headers = chat_headers(body.len());
+        headers[1].1 = "/v1/audio/speech".into();
+        assert_eq!(send_headers(&mut ex, &headers, false), Action::Pause);
+        assert_eq!(ex.request_body(&[&body]), Action::Continue);
+        assert_eq!(ex.host.forwarded_request, body, "the request passes unchanged");
+        // MP3 frames; one holds bytes a JSON scan would trip over (and a `"usage"` it could take).
+        let mut audio = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+        audio.extend((0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        audio.extend(br#"{"usage":{"input_tokens":99,"output_tokens":99}}"#);
+        ex.response_headers(&[(":status", "200"), ("content-type", "audio/mpeg")], false);
+        let pieces: Vec<&[u8]> = audio.chunks(4096).collect();
+        ex.response_body(&pieces, 5, true);
+        ex.log();
+        assert_eq!(ex.host.client_body, audio, "{stream_format:?}: the audio reaches the client as it came");
+        let state = &ex.host.filter_state;
+        assert_eq!(
+            (state["tollgate.usage"].as_str(), state["tollgate.request_model"].as_str()),
+            ("missing", "gpt-4o-mini-tts")
+        );
+        let estimate: u64 = state["tollgate.estimated_input_tokens"].parse().unwrap();
+        assert!((15..=30).contains(&estimate), "the input and the instructions are estimated: {estimate}");
+        let unread: Vec<_> = ex.host.counters.iter().filter(|(k, _)| k.contains("token_counter.unread")).collect();
+        assert_eq!(unread.len(), 1, "{unread:?}");
+        assert_eq!(ex.host.counter("tollgate.token_counter.unread", &["reason=usage_missing"]), 1);
+        assert_eq!(ex.host.counter("tollgate.gen_ai.requests", &["gen_ai_operation_name=speech", "error_type="]), 1);
+        assert_eq!(ex.host.counter("tollgate.gen_ai.client.token.usage", &[]), 0);
+    }
+}
+
 /// A host whose request-body writes fail, as Envoy's may.
 struct RefusingHost(tollgate_host::fake::FakeHost);
 

@@ -78,6 +78,17 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
+        ApiKind::OpenAiSpeech => {
+            // The text spoken, and how to speak it (`instructions`, as a Responses request's).
+            if wants(Role::System) {
+                if let Some(instructions) = object.get_mut("instructions") {
+                    strings_in(instructions, Role::System, 0, f);
+                }
+            }
+            if let Some(input) = object.get_mut("input").filter(|_| wants(Role::User)) {
+                strings_in(input, Role::User, 0, f);
+            }
+        }
         ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiCompact => {
             if wants(Role::System) {
                 if let Some(instructions) = object.get_mut("instructions") {

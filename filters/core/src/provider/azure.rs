@@ -11,6 +11,7 @@ pub fn path(backend: &Backend, api: ApiKind, deployment: &str) -> Option<String>
         ApiKind::OpenAiCompletions => "completions",
         ApiKind::OpenAiEmbeddings => "embeddings",
         ApiKind::OpenAiImages => "images/generations",
+        ApiKind::OpenAiSpeech => "audio/speech",
         _ => return None,
     };
     let base = &backend.base_path; // "" by default: Azure's paths start at the resource root

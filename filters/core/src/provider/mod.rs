@@ -894,11 +894,16 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
             | ApiKind::OpenAiCompletions
             | ApiKind::OpenAiResponses
             | ApiKind::OpenAiCompact
-            | ApiKind::OpenAiImages),
+            | ApiKind::OpenAiImages
+            | ApiKind::OpenAiSpeech),
         ) => Some(k),
         (
             Kind::Azure,
-            k @ (ApiKind::OpenAiChat | ApiKind::OpenAiEmbeddings | ApiKind::OpenAiCompletions | ApiKind::OpenAiImages),
+            k @ (ApiKind::OpenAiChat
+            | ApiKind::OpenAiEmbeddings
+            | ApiKind::OpenAiCompletions
+            | ApiKind::OpenAiImages
+            | ApiKind::OpenAiSpeech),
         ) => Some(k),
         (Kind::Openai | Kind::OpenaiCompatible | Kind::Azure, ApiKind::AnthropicMessages) => Some(ApiKind::OpenAiChat),
         (Kind::Anthropic, ApiKind::OpenAiChat | ApiKind::AnthropicMessages) => Some(ApiKind::AnthropicMessages),

@@ -14,6 +14,7 @@ pub fn path(backend: &Backend, api: ApiKind) -> Option<String> {
         ApiKind::OpenAiInputTokens => "/responses/input_tokens",
         ApiKind::OpenAiCompact => "/responses/compact",
         ApiKind::OpenAiImages => "/images/generations",
+        ApiKind::OpenAiSpeech => "/audio/speech",
         _ => return None,
     };
     Some(format!("{}{tail}", backend.base_path))

@@ -90,6 +90,7 @@ impl OutputMeter {
             | ApiKind::OpenAiConversation
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiImageEdits
+            | ApiKind::OpenAiSpeech
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {

@@ -247,6 +247,7 @@ fn routed(route: &crate::route::Route) -> bool {
                 | ApiKind::OpenAiInputTokens
                 | ApiKind::OpenAiCompact
                 | ApiKind::OpenAiImages
+                | ApiKind::OpenAiSpeech
                 | ApiKind::AnthropicMessages
                 | ApiKind::AnthropicCountTokens
         )

@@ -752,6 +752,9 @@ impl Stage for TokenCounterStream {
             Reader::Sse { decoder: SseDecoder::new(max_event), strip_usage }
         } else if event_stream {
             Reader::EventStream(EventStreamDecoder::new(max_event))
+        } else if ex.upstream_kind() == ApiKind::OpenAiSpeech {
+            // The audio itself (`stream_format: audio`): no usage in it, nothing to scan.
+            Reader::Skip
         } else {
             // JSON, or whatever the upstream labelled its JSON: the scanner decides.
             Reader::Json(format.scanner())
