@@ -170,12 +170,14 @@ fn resolve<'a>(schema: &'a Value, defs: &'a Value) -> (&'a Value, Option<String>
 }
 
 fn walk(schema: &Value, defs: &Value, path: &str, out: &mut Vec<(String, Value, bool)>, seen: &mut Vec<String>) {
+    // `seen` is the definitions being expanded on the way here (a recursive one stops); one
+    // used in two places is expanded in both.
     let (schema, name) = resolve(schema, defs);
-    if let Some(name) = name {
-        if seen.contains(&name) {
+    if let Some(name) = &name {
+        if seen.contains(name) {
             return;
         }
-        seen.push(name);
+        seen.push(name.clone());
     }
     let required: Vec<&str> = schema
         .get("required")
@@ -220,7 +222,7 @@ fn walk(schema: &Value, defs: &Value, path: &str, out: &mut Vec<(String, Value, 
     if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
         walk(values, defs, &format!("{path}.*"), out, seen);
     }
-    if let Some(name) = resolve(schema, defs).1 {
+    if let Some(name) = name {
         seen.retain(|n| *n != name);
     }
 }

@@ -33,6 +33,9 @@ pub struct Usage {
     pub output: u64,
     pub cached_input: u64,
     pub cache_creation: u64,
+    /// The part of `cache_creation` written to live an hour (Anthropic's `ttl: "1h"`, priced
+    /// above the 5-minute writes).
+    pub cache_creation_1h: u64,
     pub reasoning: u64,
     pub total: u64,
 }
@@ -139,6 +142,8 @@ pub struct Reported {
     pub output: Option<u64>,
     pub cache_read: Option<u64>,
     pub cache_write: Option<u64>,
+    /// Anthropic's `cache_creation.ephemeral_1h_input_tokens`.
+    pub cache_write_1h: Option<u64>,
     pub reasoning: Option<u64>,
     /// Gemini `toolUsePromptTokenCount`.
     pub tool_prompt: Option<u64>,
@@ -147,12 +152,13 @@ pub struct Reported {
 impl Reported {
     /// Overwrites the fields `newer` carries.
     pub fn merge(&mut self, newer: Reported) {
-        let Reported { input, output, cache_read, cache_write, reasoning, tool_prompt } = newer;
+        let Reported { input, output, cache_read, cache_write, cache_write_1h, reasoning, tool_prompt } = newer;
         for (slot, value) in [
             (&mut self.input, input),
             (&mut self.output, output),
             (&mut self.cache_read, cache_read),
             (&mut self.cache_write, cache_write),
+            (&mut self.cache_write_1h, cache_write_1h),
             (&mut self.reasoning, reasoning),
             (&mut self.tool_prompt, tool_prompt),
         ] {
@@ -180,6 +186,7 @@ impl Reported {
                     },
                     cache_read: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
                     cache_write: None,
+                    cache_write_1h: None,
                     reasoning: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
                     tool_prompt: None,
                 })
@@ -193,6 +200,7 @@ impl Reported {
                     output: u.candidates_token_count,
                     cache_read: u.cached_content_token_count,
                     cache_write: None,
+                    cache_write_1h: None,
                     reasoning: u.thoughts_token_count,
                     tool_prompt: u.tool_use_prompt_token_count,
                 })
@@ -203,6 +211,7 @@ impl Reported {
                     output: u.output_tokens,
                     cache_read: u.cache_read_input_tokens,
                     cache_write: u.cache_write_input_tokens,
+                    cache_write_1h: None,
                     reasoning: None,
                     tool_prompt: None,
                 })
@@ -249,6 +258,7 @@ impl Reported {
         let base_input = self.input.unwrap_or(0);
         let cached_input = self.cache_read.unwrap_or(0);
         let cache_creation = self.cache_write.unwrap_or(0);
+        let cache_creation_1h = self.cache_write_1h.unwrap_or(0).min(cache_creation);
         let reasoning = self.reasoning.unwrap_or(0);
         let (input, output) = match format {
             UsageFormat::OpenAiChat
@@ -260,7 +270,7 @@ impl Reported {
                 (base_input + cached_input + cache_creation, self.output.unwrap_or(0))
             }
         };
-        Usage { input, output, cached_input, cache_creation, reasoning, total: input + output }
+        Usage { input, output, cached_input, cache_creation, cache_creation_1h, reasoning, total: input + output }
     }
 }
 
@@ -271,6 +281,7 @@ impl From<api::anthropic::Usage> for Reported {
             output: u.output_tokens,
             cache_read: u.cache_read_input_tokens,
             cache_write: u.cache_creation_input_tokens,
+            cache_write_1h: u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
             reasoning: None,
             tool_prompt: None,
         }
@@ -284,6 +295,7 @@ impl From<api::bedrock::InvocationMetrics> for Reported {
             output: m.output_token_count,
             cache_read: m.cache_read_input_token_count,
             cache_write: m.cache_write_input_token_count,
+            cache_write_1h: None,
             reasoning: None,
             tool_prompt: None,
         }
@@ -541,6 +553,7 @@ mod tests {
                 output: 800,
                 cached_input: 1024,
                 cache_creation: 0,
+                cache_creation_1h: 0,
                 reasoning: 512,
                 total: 2000
             })
@@ -623,9 +636,34 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input: 2125, output: 40, cached_input: 2000, cache_creation: 100, reasoning: 0, total: 2165 })
+            Some(Usage {
+                input: 2125,
+                output: 40,
+                cached_input: 2000,
+                cache_creation: 100,
+                cache_creation_1h: 0,
+                reasoning: 0,
+                total: 2165
+            })
         );
         assert_eq!(model.as_deref(), Some("claude-sonnet-4"));
+    }
+
+    /// `usage.cache_creation` splits the writes by lifetime; a later `message_delta` that repeats
+    /// the total writes without the split keeps the split already read.
+    #[test]
+    fn anthropic_cache_writes_keep_their_one_hour_part() {
+        let start = r#"{"type":"message_start","message":{"model":"claude-sonnet-4","usage":{"input_tokens":25,
+            "cache_creation_input_tokens":1500,"cache_read_input_tokens":0,
+            "cache_creation":{"ephemeral_5m_input_tokens":500,"ephemeral_1h_input_tokens":1000},"output_tokens":1}}}"#;
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":25,
+            "cache_creation_input_tokens":1500,"cache_read_input_tokens":0,"output_tokens":40}}"#;
+        let (usage, _) = track(UsageFormat::Anthropic, &[start, delta]);
+        let usage = usage.unwrap();
+        assert_eq!((usage.input, usage.cache_creation, usage.cache_creation_1h), (1525, 1500, 1000));
+        let whole = r#"{"model":"claude-sonnet-4","usage":{"input_tokens":25,"cache_creation_input_tokens":1500,
+            "cache_creation":{"ephemeral_5m_input_tokens":1500,"ephemeral_1h_input_tokens":0},"output_tokens":9}}"#;
+        assert_eq!(track(UsageFormat::Anthropic, &[whole]).0.map(|u| u.cache_creation_1h), Some(0));
     }
 
     #[test]
@@ -652,7 +690,15 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input: 54, output: 50, cached_input: 32, cache_creation: 0, reasoning: 30, total: 104 })
+            Some(Usage {
+                input: 54,
+                output: 50,
+                cached_input: 32,
+                cache_creation: 0,
+                cache_creation_1h: 0,
+                reasoning: 30,
+                total: 104
+            })
         );
         assert_eq!(model.as_deref(), Some("gemini-2.5-flash"));
     }
@@ -667,7 +713,15 @@ mod tests {
         );
         assert_eq!(
             usage,
-            Some(Usage { input: 519, output: 30, cached_input: 500, cache_creation: 7, reasoning: 0, total: 549 })
+            Some(Usage {
+                input: 519,
+                output: 30,
+                cached_input: 500,
+                cache_creation: 7,
+                cache_creation_1h: 0,
+                reasoning: 0,
+                total: 549
+            })
         );
     }
 
@@ -703,8 +757,15 @@ mod tests {
             r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42}}"#,
             r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":10,"outputTokenCount":42,"invocationLatency":611,"firstByteLatency":300,"cacheReadInputTokenCount":0,"cacheWriteInputTokenCount":1800}}"#,
         ];
-        let expected =
-            Usage { input: 1810, output: 42, cached_input: 0, cache_creation: 1800, reasoning: 0, total: 1852 };
+        let expected = Usage {
+            input: 1810,
+            output: 42,
+            cached_input: 0,
+            cache_creation: 1800,
+            cache_creation_1h: 0,
+            reasoning: 0,
+            total: 1852,
+        };
         let mut tracker = UsageTracker::new(UsageFormat::BedrockInvoke);
         tracker.observe_invoke_chunk(&invoke_chunk(events[0])).unwrap();
         assert_eq!(tracker.usage().map(|u| u.input), Some(1810), "the input is known from the first chunk");
@@ -750,7 +811,15 @@ mod tests {
         let reported = Reported::from_invoke_headers(header).unwrap();
         assert_eq!(
             reported.normalise(UsageFormat::BedrockInvoke),
-            Usage { input: 517, output: 42, cached_input: 500, cache_creation: 7, reasoning: 0, total: 559 }
+            Usage {
+                input: 517,
+                output: 42,
+                cached_input: 500,
+                cache_creation: 7,
+                cache_creation_1h: 0,
+                reasoning: 0,
+                total: 559
+            }
         );
         let none = Reported::from_invoke_headers(|_| None).unwrap();
         assert_eq!(none, Reported::default());

@@ -1005,6 +1005,35 @@ fn dollars_limits_use_the_price_table() {
     assert!(start(&gw, &mut driver, "sk-a", chat(100), NOW).admitted);
 }
 
+/// Anthropic's prompt caching: reads cost a tenth of input, five-minute writes 1.25×, one-hour
+/// writes 2× — a dollar limit is charged each part of the input at its own price, from the
+/// usage Anthropic reports (`cache_creation` splitting the writes by lifetime).
+#[test]
+fn dollars_limits_price_cache_reads_and_writes_apart() {
+    let gw = Gateway::new(json!({"consumer": {"header": "x-api-key", "salt": "s"},
+        "prices": {"claude-sonnet-4*": {"input": 3, "output": 15, "cached_input": 0.3, "cache_creation_input": 3.75,
+                                        "cache_creation_input_1h": 6}},
+        "limits": [{"name": "daily_usd", "meter": "dollars", "per": "consumer", "window": "day", "limit": 10}]}));
+    let record = record_of("sk-a");
+    let mut driver = gw.driver();
+    let mut ex = exchange(&gw, &mut driver);
+    let body =
+        json!({"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]})
+            .to_string();
+    ex.chat_request_headers(body.len(), &[("x-api-key", "sk-a"), (":path", "/v1/messages")]);
+    assert_eq!(ex.request_body(&[body.as_bytes()]), Action::Continue);
+    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 25, "cache_read_input_tokens": 2000, "cache_creation_input_tokens": 1500,
+                  "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
+                  "output_tokens": 40}});
+    ex.response_headers(&[(":status", "200"), ("content-type", "application/json")], false);
+    ex.response_body(&[answer.to_string().as_bytes()], 1, true);
+    ex.log();
+    // 25 × 3 + 2,000 × 0.3 + 500 × 3.75 + 1,000 × 6 + 40 × 15 micro-USD
+    assert_eq!(gw.shared.used(&record, "daily_usd", NOW / 86_400), 75 + 600 + 1_875 + 6_000 + 600);
+}
+
 /// Istio's `WasmPlugin` cannot set `allow_on_headers_stop_iteration`: with
 /// `hold_request_headers: false` the headers go on at once and the body is held instead, so a
 /// refusal still answers 429 before the prompt leaves, and an admitted request settles as usual.

@@ -26,20 +26,9 @@ pub enum Meter {
     InputTokens,
     OutputTokens,
     TotalTokens,
-    /// `input × w_in + output × w_out + cached_input × w_cached` (cached input is part of input
-    /// and is priced by `cached_input` instead of `input`).
-    Weighted {
-        /// Weight of an input token.
-        #[schemars(extend("examples" = [1.0]))]
-        input: f64,
-        /// Weight of an output token.
-        #[schemars(extend("examples" = [4.0]))]
-        output: f64,
-        /// Weight of a cached input token (default: `input`'s).
-        #[serde(default)]
-        #[schemars(extend("examples" = [0.1]))]
-        cached_input: Option<f64>,
-    },
+    /// `input × w_in + output × w_out`, the parts of the input read from or written to a prompt
+    /// cache weighted by their own rates (`{"input": 1, "output": 4, "cached_input": 0.1}`).
+    Weighted(Rates),
     /// US dollars from `prices` (per million tokens), counted in micro-dollars; needs `prices`.
     Dollars,
 }
@@ -156,20 +145,58 @@ pub const RLS_MAX_LIMIT: u64 = u32::MAX as u64;
 /// Envoy's rate-limit filter ignores a `hits_addend` above this (`MAX_HITS_ADDEND`).
 pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 
-/// USD per million tokens.
+/// What each kind of token costs: a weighted meter's weights, or a model's price in USD per
+/// million tokens. Input read from a prompt cache (`cached_input`) and written to one
+/// (`cache_creation_input`: Anthropic's and Bedrock's cache writes, which cost more than input;
+/// `cache_creation_input_1h`: Anthropic's one-hour writes, which cost more again) are parts of
+/// the input priced at their own rates.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Price {
-    /// USD per million input tokens.
-    #[schemars(extend("examples" = [2.5]))]
+pub struct Rates {
+    /// An input token.
+    #[schemars(extend("examples" = [3.0]))]
     pub input: f64,
-    /// USD per million output tokens.
-    #[schemars(extend("examples" = [10.0]))]
+    /// An output token.
+    #[schemars(extend("examples" = [15.0]))]
     pub output: f64,
-    /// USD per million cached input tokens (default: `input`).
+    /// An input token read from a prompt cache (default: `input`).
     #[serde(default)]
-    #[schemars(extend("examples" = [1.25]))]
+    #[schemars(extend("examples" = [0.3]))]
     pub cached_input: Option<f64>,
+    /// An input token written to a prompt cache (default: `input`).
+    #[serde(default)]
+    #[schemars(extend("examples" = [3.75]))]
+    pub cache_creation_input: Option<f64>,
+    /// An input token written to a prompt cache for one hour (default: `cache_creation_input`).
+    #[serde(default)]
+    #[schemars(extend("examples" = [6.0]))]
+    pub cache_creation_input_1h: Option<f64>,
+}
+
+/// A model's price: USD per million tokens.
+pub type Price = Rates;
+
+impl Rates {
+    fn valid(&self) -> bool {
+        let optional = [self.cached_input, self.cache_creation_input, self.cache_creation_input_1h];
+        [self.input, self.output].into_iter().chain(optional.into_iter().flatten()).all(|v| v.is_finite() && v >= 0.0)
+    }
+
+    /// `tokens` at these rates, rounded up.
+    fn cost(&self, tokens: Tokens) -> u64 {
+        let cached = tokens.cached_input.min(tokens.input);
+        let written = tokens.cache_creation.min(tokens.input - cached);
+        let written_1h = tokens.cache_creation_1h.min(written);
+        let write = self.cache_creation_input.unwrap_or(self.input);
+        let parts = [
+            ((tokens.input - cached - written) as f64, self.input),
+            (cached as f64, self.cached_input.unwrap_or(self.input)),
+            ((written - written_1h) as f64, write),
+            (written_1h as f64, self.cache_creation_input_1h.unwrap_or(write)),
+            (tokens.output as f64, self.output),
+        ];
+        parts.iter().map(|(count, rate)| count * rate).sum::<f64>().ceil() as u64
+    }
 }
 
 pub use crate::consumer::{hashed_consumer, plain_consumer, ConsumerSource};
@@ -315,9 +342,13 @@ impl Limit {
 /// Token amounts a meter prices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tokens {
+    /// All input, the cache's reads and writes included.
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
+    pub cache_creation: u64,
+    /// The part of `cache_creation` written for one hour.
+    pub cache_creation_1h: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -384,8 +415,8 @@ impl Config {
                     }
                     (l.limit * 1e6).round()
                 }
-                Meter::Weighted { input, output, cached_input } => {
-                    if [input, output, cached_input.unwrap_or(0.0)].iter().any(|w| !w.is_finite() || *w < 0.0) {
+                Meter::Weighted(weights) => {
+                    if !weights.valid() {
                         return err(&at("meter"), "weights must be finite and not negative".into());
                     }
                     l.limit.ceil()
@@ -449,8 +480,7 @@ impl Config {
             let Some(p) = Pattern::parse(pattern) else {
                 return err(&format!("prices.{pattern}"), "must be a model name or a prefix ending in *".into());
             };
-            if [price.input, price.output, price.cached_input.unwrap_or(0.0)].iter().any(|v| !v.is_finite() || *v < 0.0)
-            {
+            if !price.valid() {
                 return err(&format!("prices.{pattern}"), "prices must be finite and not negative".into());
             }
             prices.push((p, *price));
@@ -525,25 +555,14 @@ impl Config {
 
     /// The amount of `tokens` (one request) in `limit`'s unit.
     pub fn amount(&self, limit: &Limit, model: &str, tokens: Tokens, requests: u64) -> u64 {
-        let uncached = tokens.input.saturating_sub(tokens.cached_input) as f64;
-        let cached = tokens.cached_input.min(tokens.input) as f64;
         match &limit.meter {
             Meter::Requests => requests,
             Meter::InputTokens => tokens.input,
             Meter::OutputTokens => tokens.output,
             Meter::TotalTokens => tokens.input + tokens.output,
-            Meter::Weighted { input, output, cached_input } => {
-                (uncached * input + cached * cached_input.unwrap_or(*input) + tokens.output as f64 * output).ceil()
-                    as u64
-            }
-            Meter::Dollars => match self.price(model) {
-                // Micro-dollars: price is USD per 1e6 tokens, so tokens × price = micro-USD.
-                Some(p) => {
-                    (uncached * p.input + cached * p.cached_input.unwrap_or(p.input) + tokens.output as f64 * p.output)
-                        .ceil() as u64
-                }
-                None => 0,
-            },
+            Meter::Weighted(weights) => weights.cost(tokens),
+            // Micro-dollars: price is USD per 1e6 tokens, so tokens × price = micro-USD.
+            Meter::Dollars => self.price(model).map_or(0, |p| p.cost(tokens)),
         }
     }
 
@@ -609,7 +628,7 @@ mod tests {
     #[test]
     fn meters_price_usage_as_documented() {
         let c = config(base()).unwrap();
-        let t = Tokens { input: 1000, output: 200, cached_input: 400 };
+        let t = Tokens { input: 1000, output: 200, cached_input: 400, ..Tokens::default() };
         let amount = |name: &str, model: &str| {
             let limit = c.limits.iter().find(|l| l.name == name).unwrap();
             c.amount(limit, model, t, 1)
@@ -626,6 +645,44 @@ mod tests {
         assert_eq!(c.amount(rpm, "x", t, 40), 40, "a batch of 40 is 40 requests");
         let tpm = c.limits.iter().find(|l| l.name == "tpm").unwrap();
         assert_eq!(c.amount(tpm, "x", t, 40), 1200, "its tokens are its tokens");
+    }
+
+    /// Anthropic's prices (Claude Sonnet 4: USD 3 / 15 per million, reads 0.30, 5-minute writes
+    /// 3.75, one-hour writes 6): every part of the input at its own rate.
+    #[test]
+    fn cache_writes_are_priced_apart_from_input_and_reads() {
+        let sonnet = json!({"input": 3, "output": 15, "cached_input": 0.3, "cache_creation_input": 3.75,
+                            "cache_creation_input_1h": 6});
+        let c = config(json!({
+            "limits": [{"name": "budget", "meter": "dollars", "per": "consumer", "window": "month", "limit": 100},
+                       {"name": "units", "meter": {"weighted": {"input": 1, "output": 5, "cached_input": 0.1,
+                                                                 "cache_creation_input": 1.25}},
+                        "per": "consumer", "window": "day", "limit": 100000},
+                       {"name": "tpm", "meter": "input_tokens", "per": "consumer", "window": "minute", "limit": 100000}],
+            "prices": {"claude-sonnet-4*": sonnet, "claude-haiku*": {"input": 1, "output": 5}}
+        }))
+        .unwrap();
+        // 10,000 input: 1,000 plain, 4,000 read, 5,000 written (2,000 of them for an hour); 100 out.
+        let t =
+            Tokens { input: 10_000, output: 100, cached_input: 4_000, cache_creation: 5_000, cache_creation_1h: 2_000 };
+        let amount = |name: &str, model: &str, t: Tokens| {
+            c.amount(c.limits.iter().find(|l| l.name == name).unwrap(), model, t, 1)
+        };
+        // 1,000 × 3 + 4,000 × 0.3 + 3,000 × 3.75 + 2,000 × 6 + 100 × 15 micro-USD
+        assert_eq!(amount("budget", "claude-sonnet-4-5", t), 3_000 + 1_200 + 11_250 + 12_000 + 1_500);
+        // Without their own rates, writes are input (one-hour ones at the write rate): as before.
+        assert_eq!(amount("budget", "claude-haiku-4-5", t), 10_000 + 500);
+        // 1,000 + 400 + 5,000 × 1.25 (no one-hour weight: the write weight) + 500
+        assert_eq!(amount("units", "any", t), 1_000 + 400 + 6_250 + 500);
+        assert_eq!(amount("tpm", "any", t), 10_000, "a token meter counts every input token once");
+        // Counts past the input (a provider's inconsistency) never price more than the input.
+        let odd = Tokens { input: 100, cached_input: 80, cache_creation: 500, cache_creation_1h: 900, ..t };
+        assert_eq!(amount("budget", "claude-sonnet-4-5", odd), (80.0 * 0.3 + 20.0 * 6.0 + 1_500.0f64).ceil() as u64);
+        let bad = config(
+            json!({"limits": [{"name": "b", "meter": "dollars", "per": "consumer", "window": "day", "limit": 1}],
+                                "prices": {"m": {"input": 1, "output": 1, "cache_creation_input_1h": -2}}}),
+        );
+        assert!(bad.unwrap_err().contains("prices.m"));
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl QuotaStream {
         let input = info.map_or(body.len() as u64, |i| i.estimated_prompt_tokens());
         let output =
             info.map_or(self.config.default_max_output_tokens, |i| i.output_cap(self.config.default_max_output_tokens));
-        Tokens { input, output, cached_input: 0 }
+        Tokens { input, output, ..Tokens::default() }
     }
 
     /// The provider-reported usage, if the response was a success that reported one; for a
@@ -249,19 +249,16 @@ impl QuotaStream {
         if let (None | Some(super::ReportedUsage { complete: false, .. }), Some(output)) = (reported, metered) {
             // What the provider reported so far is exact where it is not zero (Anthropic's
             // `message_start` gives the input and its cached part); the rest is estimated.
-            let (input, cached_input, reported_output) = match reported {
-                Some(r) if r.usage.input > 0 => (r.usage.input, r.usage.cached_input, r.usage.output),
-                Some(r) => (self.reserve.input, 0, r.usage.output),
-                None => (self.reserve.input, 0, 0),
+            let tokens = match reported {
+                Some(r) if r.usage.input > 0 => Tokens { output: output.max(r.usage.output), ..tokens_of(&r.usage) },
+                Some(r) => {
+                    Tokens { input: self.reserve.input, output: output.max(r.usage.output), ..Tokens::default() }
+                }
+                None => Tokens { input: self.reserve.input, output, ..Tokens::default() },
             };
-            let tokens = Tokens { input, output: output.max(reported_output), cached_input };
             return (Some(tokens), "estimated");
         }
-        let tokens = reported.map(|r| Tokens {
-            input: r.usage.input,
-            output: r.usage.output,
-            cached_input: r.usage.cached_input,
-        });
+        let tokens = reported.map(|r| tokens_of(&r.usage));
         match reported {
             Some(r) if r.complete => (tokens, "usage"),
             Some(_) => (tokens, "partial_usage"),
@@ -498,7 +495,7 @@ impl QuotaStream {
     /// one no longer fits (nothing charged then). Limits whose window rolled over since the
     /// reservation are left to settlement.
     fn extend(&mut self, output: u64, now_s: u64, host: &dyn StageHost, out: &mut Outbox) -> Result<(), usize> {
-        let tokens = Tokens { input: self.reserve.input, output, cached_input: 0 };
+        let tokens = Tokens { input: self.reserve.input, output, ..Tokens::default() };
         let mut positions = Vec::new();
         let mut deltas = Vec::new();
         for (position, ((index, _), charge)) in self.reserved.iter().zip(&self.charges).enumerate() {
@@ -802,6 +799,17 @@ impl QuotaStream {
                 stage: 0,
             })
             .collect()
+    }
+}
+
+/// What a provider's usage costs, each kind of input apart.
+fn tokens_of(usage: &crate::usage::Usage) -> Tokens {
+    Tokens {
+        input: usage.input,
+        output: usage.output,
+        cached_input: usage.cached_input,
+        cache_creation: usage.cache_creation,
+        cache_creation_1h: usage.cache_creation_1h,
     }
 }
 
