@@ -248,6 +248,22 @@ def test_openai_sdk_compaction_is_counted(gateway):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 318
 
 
+def test_openai_sdk_cache_writes_are_counted(gateway):
+    """OpenAI's prompt cache writes (`prompt_cache_options`, `input_tokens_details.cache_write_tokens`)
+    are counted as cache creation, part of the input, as the SDK reads them."""
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-cache-write")
+    response = client.responses.create(model="gpt-5.6", input="When does the contract renew?",
+                                       prompt_cache_options={"ttl": "12h"},
+                                       extra_headers={"x-mock-case": "openai-responses-cache-write"})
+    details = response.usage.input_tokens_details
+    assert (details.cache_write_tokens, details.cache_write_tokens_details.ttl_12h_tokens) == (6144, 6144)
+    after = metrics_after(gateway, before, "sdk-cache-write", 1)
+    labels = {"consumer": "sdk-cache-write", "gen_ai_request_model": "gpt-5.6"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="cache_creation_input", **labels) == 6144
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 6212
+
+
 def test_openai_sdk_transcription_is_counted(gateway, mock):
     """GPT transcription models bill tokens: `audio.transcriptions.create` (a multipart form with
     the audio) is counted from its usage, whole or streamed, with the model its form names; the

@@ -33,9 +33,9 @@ pub struct Usage {
     pub output: u64,
     pub cached_input: u64,
     pub cache_creation: u64,
-    /// The part of `cache_creation` written to live an hour (Anthropic's `ttl: "1h"`, priced
-    /// above the 5-minute writes).
-    pub cache_creation_1h: u64,
+    /// The part of `cache_creation` written with the provider's longer retention (Anthropic's
+    /// `ttl: "1h"`, OpenAI's 12 hours), priced above the shorter one's writes.
+    pub cache_creation_long: u64,
     pub reasoning: u64,
     pub total: u64,
 }
@@ -142,8 +142,9 @@ pub struct Reported {
     pub output: Option<u64>,
     pub cache_read: Option<u64>,
     pub cache_write: Option<u64>,
-    /// Anthropic's `cache_creation.ephemeral_1h_input_tokens`.
-    pub cache_write_1h: Option<u64>,
+    /// Anthropic's `cache_creation.ephemeral_1h_input_tokens`, OpenAI's
+    /// `cache_write_tokens_details.ttl_12h_tokens`.
+    pub cache_write_long: Option<u64>,
     pub reasoning: Option<u64>,
     /// Gemini `toolUsePromptTokenCount`.
     pub tool_prompt: Option<u64>,
@@ -152,13 +153,13 @@ pub struct Reported {
 impl Reported {
     /// Overwrites the fields `newer` carries.
     pub fn merge(&mut self, newer: Reported) {
-        let Reported { input, output, cache_read, cache_write, cache_write_1h, reasoning, tool_prompt } = newer;
+        let Reported { input, output, cache_read, cache_write, cache_write_long, reasoning, tool_prompt } = newer;
         for (slot, value) in [
             (&mut self.input, input),
             (&mut self.output, output),
             (&mut self.cache_read, cache_read),
             (&mut self.cache_write, cache_write),
-            (&mut self.cache_write_1h, cache_write_1h),
+            (&mut self.cache_write_long, cache_write_long),
             (&mut self.reasoning, reasoning),
             (&mut self.tool_prompt, tool_prompt),
         ] {
@@ -185,8 +186,11 @@ impl Reported {
                         _ => u.completion_tokens,
                     },
                     cache_read: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
-                    cache_write: None,
-                    cache_write_1h: None,
+                    cache_write: u.prompt_tokens_details.and_then(|d| d.cache_write_tokens),
+                    cache_write_long: u
+                        .prompt_tokens_details
+                        .and_then(|d| d.cache_write_tokens_details)
+                        .and_then(|d| d.ttl_12h_tokens),
                     reasoning: u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
                     tool_prompt: None,
                 })
@@ -200,7 +204,7 @@ impl Reported {
                     output: u.candidates_token_count,
                     cache_read: u.cached_content_token_count,
                     cache_write: None,
-                    cache_write_1h: None,
+                    cache_write_long: None,
                     reasoning: u.thoughts_token_count,
                     tool_prompt: u.tool_use_prompt_token_count,
                 })
@@ -211,7 +215,7 @@ impl Reported {
                     output: u.output_tokens,
                     cache_read: u.cache_read_input_tokens,
                     cache_write: u.cache_write_input_tokens,
-                    cache_write_1h: None,
+                    cache_write_long: None,
                     reasoning: None,
                     tool_prompt: None,
                 })
@@ -258,7 +262,7 @@ impl Reported {
         let base_input = self.input.unwrap_or(0);
         let cached_input = self.cache_read.unwrap_or(0);
         let cache_creation = self.cache_write.unwrap_or(0);
-        let cache_creation_1h = self.cache_write_1h.unwrap_or(0).min(cache_creation);
+        let cache_creation_long = self.cache_write_long.unwrap_or(0).min(cache_creation);
         let reasoning = self.reasoning.unwrap_or(0);
         let (input, output) = match format {
             UsageFormat::OpenAiChat
@@ -270,7 +274,7 @@ impl Reported {
                 (base_input + cached_input + cache_creation, self.output.unwrap_or(0))
             }
         };
-        Usage { input, output, cached_input, cache_creation, cache_creation_1h, reasoning, total: input + output }
+        Usage { input, output, cached_input, cache_creation, cache_creation_long, reasoning, total: input + output }
     }
 }
 
@@ -281,7 +285,7 @@ impl From<api::anthropic::Usage> for Reported {
             output: u.output_tokens,
             cache_read: u.cache_read_input_tokens,
             cache_write: u.cache_creation_input_tokens,
-            cache_write_1h: u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
+            cache_write_long: u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
             reasoning: None,
             tool_prompt: None,
         }
@@ -295,7 +299,7 @@ impl From<api::bedrock::InvocationMetrics> for Reported {
             output: m.output_token_count,
             cache_read: m.cache_read_input_token_count,
             cache_write: m.cache_write_input_token_count,
-            cache_write_1h: None,
+            cache_write_long: None,
             reasoning: None,
             tool_prompt: None,
         }
@@ -538,6 +542,34 @@ mod tests {
         (tracker.usage(), tracker.response_model().map(str::to_string))
     }
 
+    /// OpenAI's prompt caching (explicit breakpoints): the tokens written to the cache, part of
+    /// the input like the cached ones, and in Responses the writes by retention.
+    #[test]
+    fn openai_cache_writes_are_part_of_the_input() {
+        let chat = r#"{"model":"gpt-5.6","usage":{"prompt_tokens":3000,"completion_tokens":20,"total_tokens":3020,
+            "prompt_tokens_details":{"cached_tokens":1000,"cache_write_tokens":1500}}}"#;
+        let usage = track(UsageFormat::OpenAiChat, &[chat]).0.unwrap();
+        let parts = (usage.input, usage.cached_input, usage.cache_creation, usage.cache_creation_long, usage.total);
+        assert_eq!(parts, (3000, 1000, 1500, 0, 3020));
+        let responses = r#"{"type":"response.completed","response":{"model":"gpt-5.6","usage":{"input_tokens":6212,
+            "input_tokens_details":{"cached_tokens":0,"cache_write_tokens":6144,
+            "cache_write_tokens_details":{"ttl_30m_tokens":2048,"ttl_12h_tokens":4096}},
+            "output_tokens":120,"output_tokens_details":{"reasoning_tokens":64},"total_tokens":6332}}}"#;
+        let usage = track(UsageFormat::OpenAiResponses, &[responses]).0.unwrap();
+        assert_eq!((usage.input, usage.cache_creation, usage.cache_creation_long), (6212, 6144, 4096));
+        // Translated for an Anthropic client: reads and writes out of `input_tokens`.
+        let openai: api::openai::Usage = serde_json::from_str(
+            r#"{"prompt_tokens":3000,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":1000,"cache_write_tokens":1500}}"#,
+        )
+        .unwrap();
+        let anthropic = crate::convert::openai::usage(&openai);
+        assert_eq!(
+            anthropic,
+            serde_json::json!({"input_tokens": 500, "cache_creation_input_tokens": 1500,
+                               "cache_read_input_tokens": 1000, "output_tokens": 20})
+        );
+    }
+
     #[test]
     fn openai_chat_with_cached_and_reasoning_tokens() {
         let (usage, model) = track(
@@ -553,7 +585,7 @@ mod tests {
                 output: 800,
                 cached_input: 1024,
                 cache_creation: 0,
-                cache_creation_1h: 0,
+                cache_creation_long: 0,
                 reasoning: 512,
                 total: 2000
             })
@@ -641,7 +673,7 @@ mod tests {
                 output: 40,
                 cached_input: 2000,
                 cache_creation: 100,
-                cache_creation_1h: 0,
+                cache_creation_long: 0,
                 reasoning: 0,
                 total: 2165
             })
@@ -660,10 +692,10 @@ mod tests {
             "cache_creation_input_tokens":1500,"cache_read_input_tokens":0,"output_tokens":40}}"#;
         let (usage, _) = track(UsageFormat::Anthropic, &[start, delta]);
         let usage = usage.unwrap();
-        assert_eq!((usage.input, usage.cache_creation, usage.cache_creation_1h), (1525, 1500, 1000));
+        assert_eq!((usage.input, usage.cache_creation, usage.cache_creation_long), (1525, 1500, 1000));
         let whole = r#"{"model":"claude-sonnet-4","usage":{"input_tokens":25,"cache_creation_input_tokens":1500,
             "cache_creation":{"ephemeral_5m_input_tokens":1500,"ephemeral_1h_input_tokens":0},"output_tokens":9}}"#;
-        assert_eq!(track(UsageFormat::Anthropic, &[whole]).0.map(|u| u.cache_creation_1h), Some(0));
+        assert_eq!(track(UsageFormat::Anthropic, &[whole]).0.map(|u| u.cache_creation_long), Some(0));
     }
 
     #[test]
@@ -695,7 +727,7 @@ mod tests {
                 output: 50,
                 cached_input: 32,
                 cache_creation: 0,
-                cache_creation_1h: 0,
+                cache_creation_long: 0,
                 reasoning: 30,
                 total: 104
             })
@@ -718,7 +750,7 @@ mod tests {
                 output: 30,
                 cached_input: 500,
                 cache_creation: 7,
-                cache_creation_1h: 0,
+                cache_creation_long: 0,
                 reasoning: 0,
                 total: 549
             })
@@ -762,7 +794,7 @@ mod tests {
             output: 42,
             cached_input: 0,
             cache_creation: 1800,
-            cache_creation_1h: 0,
+            cache_creation_long: 0,
             reasoning: 0,
             total: 1852,
         };
@@ -816,7 +848,7 @@ mod tests {
                 output: 42,
                 cached_input: 500,
                 cache_creation: 7,
-                cache_creation_1h: 0,
+                cache_creation_long: 0,
                 reasoning: 0,
                 total: 559
             }

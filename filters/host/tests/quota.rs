@@ -1012,7 +1012,7 @@ fn dollars_limits_use_the_price_table() {
 fn dollars_limits_price_cache_reads_and_writes_apart() {
     let gw = Gateway::new(json!({"consumer": {"header": "x-api-key", "salt": "s"},
         "prices": {"claude-sonnet-4*": {"input": 3, "output": 15, "cached_input": 0.3, "cache_creation_input": 3.75,
-                                        "cache_creation_input_1h": 6}},
+                                        "cache_creation_input_long": 6}},
         "limits": [{"name": "daily_usd", "meter": "dollars", "per": "consumer", "window": "day", "limit": 10}]}));
     let record = record_of("sk-a");
     let mut driver = gw.driver();

@@ -176,6 +176,21 @@ pub struct PromptTokensDetails {
     pub cached_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_tokens: Option<u64>,
+    /// Input tokens written to the prompt cache (part of the input, like `cached_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    /// Responses: the writes by retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens_details: Option<CacheWriteDetails>,
+}
+
+/// `input_tokens_details.cache_write_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheWriteDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_30m_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_12h_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

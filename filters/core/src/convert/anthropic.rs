@@ -269,13 +269,18 @@ pub fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
 /// OpenAI `usage` for Anthropic usage: cached and cache-writing tokens are part of the prompt.
 pub fn usage(u: &Usage) -> Value {
     let cached = u.cache_read_input_tokens.unwrap_or(0);
-    let prompt = u.input_tokens.unwrap_or(0) + cached + u.cache_creation_input_tokens.unwrap_or(0);
+    let written = u.cache_creation_input_tokens.unwrap_or(0);
+    let prompt = u.input_tokens.unwrap_or(0) + cached + written;
     let completion = u.output_tokens.unwrap_or(0);
+    let mut details = json!({"cached_tokens": cached});
+    if written > 0 {
+        details["cache_write_tokens"] = json!(written);
+    }
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": details,
     })
 }
 

@@ -172,11 +172,15 @@ pub fn finish_reason(stop_reason: &str) -> &'static str {
 /// OpenAI usage for Converse `usage`: cache reads and writes are part of the prompt.
 pub fn usage(u: &Value) -> Value {
     let n = |key: &str| u.get(key).and_then(Value::as_u64).unwrap_or(0);
-    let cached = n("cacheReadInputTokens");
-    let prompt = n("inputTokens") + cached + n("cacheWriteInputTokens");
+    let (cached, written) = (n("cacheReadInputTokens"), n("cacheWriteInputTokens"));
+    let prompt = n("inputTokens") + cached + written;
     let completion = n("outputTokens");
+    let mut details = json!({"cached_tokens": cached});
+    if written > 0 {
+        details["cache_write_tokens"] = json!(written);
+    }
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-           "prompt_tokens_details": {"cached_tokens": cached}})
+           "prompt_tokens_details": details})
 }
 
 /// A complete Converse response as an OpenAI chat completion.

@@ -15,7 +15,8 @@
 //!
 //! Responses: content becomes a text block, tool calls `tool_use` blocks (arguments parsed);
 //! `finish_reason` maps to `stop_reason`; usage maps with cached prompt tokens reported as
-//! `cache_read_input_tokens` and left out of `input_tokens` (Anthropic's convention). Streams:
+//! `cache_read_input_tokens` and the tokens written to the cache as
+//! `cache_creation_input_tokens`, both left out of `input_tokens` (Anthropic's convention). Streams:
 //! chunks are re-framed as Anthropic events (`message_start`, one content block per text run or
 //! tool call, `message_delta` with the stop reason and usage, `message_stop`).
 
@@ -224,13 +225,16 @@ pub fn stop_reason(finish_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// Anthropic usage for OpenAI usage: cached prompt tokens apart, as Anthropic reports them.
+/// Anthropic usage for OpenAI usage: the prompt's cache reads and writes apart, as Anthropic
+/// reports them.
 pub fn usage(u: &Usage) -> Value {
     let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
     let prompt = u.prompt_tokens.unwrap_or(0);
+    let written =
+        u.prompt_tokens_details.and_then(|d| d.cache_write_tokens).unwrap_or(0).min(prompt.saturating_sub(cached));
     json!({
-        "input_tokens": prompt.saturating_sub(cached),
-        "cache_creation_input_tokens": 0,
+        "input_tokens": prompt.saturating_sub(cached) - written,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": u.completion_tokens.unwrap_or(0),
     })

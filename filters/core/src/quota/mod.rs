@@ -147,9 +147,9 @@ pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 
 /// What each kind of token costs: a weighted meter's weights, or a model's price in USD per
 /// million tokens. Input read from a prompt cache (`cached_input`) and written to one
-/// (`cache_creation_input`: Anthropic's and Bedrock's cache writes, which cost more than input;
-/// `cache_creation_input_1h`: Anthropic's one-hour writes, which cost more again) are parts of
-/// the input priced at their own rates.
+/// (`cache_creation_input`: the cache writes Anthropic, Bedrock and OpenAI report, which can cost
+/// more than input; `cache_creation_input_long`: those written with the longer retention,
+/// Anthropic's one hour or OpenAI's 12 hours) are parts of the input priced at their own rates.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
@@ -167,10 +167,11 @@ pub struct Rates {
     #[serde(default)]
     #[schemars(extend("examples" = [3.75]))]
     pub cache_creation_input: Option<f64>,
-    /// An input token written to a prompt cache for one hour (default: `cache_creation_input`).
+    /// An input token written to a prompt cache with the longer retention: Anthropic's one hour,
+    /// OpenAI's 12 hours (default: `cache_creation_input`).
     #[serde(default)]
     #[schemars(extend("examples" = [6.0]))]
-    pub cache_creation_input_1h: Option<f64>,
+    pub cache_creation_input_long: Option<f64>,
 }
 
 /// A model's price: USD per million tokens.
@@ -178,7 +179,7 @@ pub type Price = Rates;
 
 impl Rates {
     fn valid(&self) -> bool {
-        let optional = [self.cached_input, self.cache_creation_input, self.cache_creation_input_1h];
+        let optional = [self.cached_input, self.cache_creation_input, self.cache_creation_input_long];
         [self.input, self.output].into_iter().chain(optional.into_iter().flatten()).all(|v| v.is_finite() && v >= 0.0)
     }
 
@@ -186,13 +187,13 @@ impl Rates {
     fn cost(&self, tokens: Tokens) -> u64 {
         let cached = tokens.cached_input.min(tokens.input);
         let written = tokens.cache_creation.min(tokens.input - cached);
-        let written_1h = tokens.cache_creation_1h.min(written);
+        let written_long = tokens.cache_creation_long.min(written);
         let write = self.cache_creation_input.unwrap_or(self.input);
         let parts = [
             ((tokens.input - cached - written) as f64, self.input),
             (cached as f64, self.cached_input.unwrap_or(self.input)),
-            ((written - written_1h) as f64, write),
-            (written_1h as f64, self.cache_creation_input_1h.unwrap_or(write)),
+            ((written - written_long) as f64, write),
+            (written_long as f64, self.cache_creation_input_long.unwrap_or(write)),
             (tokens.output as f64, self.output),
         ];
         parts.iter().map(|(count, rate)| count * rate).sum::<f64>().ceil() as u64
@@ -347,8 +348,8 @@ pub struct Tokens {
     pub output: u64,
     pub cached_input: u64,
     pub cache_creation: u64,
-    /// The part of `cache_creation` written for one hour.
-    pub cache_creation_1h: u64,
+    /// The part of `cache_creation` written with the longer retention.
+    pub cache_creation_long: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -652,7 +653,7 @@ mod tests {
     #[test]
     fn cache_writes_are_priced_apart_from_input_and_reads() {
         let sonnet = json!({"input": 3, "output": 15, "cached_input": 0.3, "cache_creation_input": 3.75,
-                            "cache_creation_input_1h": 6});
+                            "cache_creation_input_long": 6});
         let c = config(json!({
             "limits": [{"name": "budget", "meter": "dollars", "per": "consumer", "window": "month", "limit": 100},
                        {"name": "units", "meter": {"weighted": {"input": 1, "output": 5, "cached_input": 0.1,
@@ -663,8 +664,13 @@ mod tests {
         }))
         .unwrap();
         // 10,000 input: 1,000 plain, 4,000 read, 5,000 written (2,000 of them for an hour); 100 out.
-        let t =
-            Tokens { input: 10_000, output: 100, cached_input: 4_000, cache_creation: 5_000, cache_creation_1h: 2_000 };
+        let t = Tokens {
+            input: 10_000,
+            output: 100,
+            cached_input: 4_000,
+            cache_creation: 5_000,
+            cache_creation_long: 2_000,
+        };
         let amount = |name: &str, model: &str, t: Tokens| {
             c.amount(c.limits.iter().find(|l| l.name == name).unwrap(), model, t, 1)
         };
@@ -676,11 +682,11 @@ mod tests {
         assert_eq!(amount("units", "any", t), 1_000 + 400 + 6_250 + 500);
         assert_eq!(amount("tpm", "any", t), 10_000, "a token meter counts every input token once");
         // Counts past the input (a provider's inconsistency) never price more than the input.
-        let odd = Tokens { input: 100, cached_input: 80, cache_creation: 500, cache_creation_1h: 900, ..t };
+        let odd = Tokens { input: 100, cached_input: 80, cache_creation: 500, cache_creation_long: 900, ..t };
         assert_eq!(amount("budget", "claude-sonnet-4-5", odd), (80.0 * 0.3 + 20.0 * 6.0 + 1_500.0f64).ceil() as u64);
         let bad = config(
             json!({"limits": [{"name": "b", "meter": "dollars", "per": "consumer", "window": "day", "limit": 1}],
-                                "prices": {"m": {"input": 1, "output": 1, "cache_creation_input_1h": -2}}}),
+                                "prices": {"m": {"input": 1, "output": 1, "cache_creation_input_long": -2}}}),
         );
         assert!(bad.unwrap_err().contains("prices.m"));
     }

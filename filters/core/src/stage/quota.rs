@@ -809,7 +809,7 @@ fn tokens_of(usage: &crate::usage::Usage) -> Tokens {
         output: usage.output,
         cached_input: usage.cached_input,
         cache_creation: usage.cache_creation,
-        cache_creation_1h: usage.cache_creation_1h,
+        cache_creation_long: usage.cache_creation_long,
     }
 }
 
