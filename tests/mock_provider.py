@@ -7,7 +7,7 @@ application/vnd.amazon.eventstream (encoded here with zlib.crc32, independently 
 encoder). It validates what the real APIs validate (credentials present, required fields such as
 Anthropic's max_tokens, JSON bodies) and answers with their error bodies. Anthropic's
 `POST /v1/messages/count_tokens` answers `{"input_tokens": 14}`, OpenAI's
-`POST /v1/audio/speech` the audio (or, with `stream_format: sse`, `speech.audio.delta` events
+`POST /v1/decisions` the answers with their `usage`, `POST /v1/audio/speech` the audio (or, with `stream_format: sse`, `speech.audio.delta` events
 and `speech.audio.done` with its `usage`), `POST /v1/images/generations` the GPT Image answer (JSON, or `image_generation.*` SSE events when
 `stream` is true) with its `usage` (`/v1/images/edits`, a multipart form, likewise with
 `image_edit.*` events), `/v1/audio/transcriptions` (a form) the transcript with token usage (or
@@ -93,6 +93,7 @@ REQUIRED = {"openai-chat": ("model", "messages"), "openai-embeddings": ("model",
             "openai-responses-compact": ("model",),
             "openai-images": ("prompt",),
             "openai-speech": ("model", "input", "voice"),
+            "openai-decisions": ("model", "input", "questions"),
             "anthropic": ("model", "messages", "max_tokens"), "anthropic-count-tokens": ("model", "messages"),
             "anthropic-batch": ("requests",),
             "anthropic-vertex": ("anthropic_version", "messages", "max_tokens"),
@@ -180,7 +181,7 @@ SUFFIX_ROUTES = (
     (":batchGenerateContent", "gemini-batch"), ("/embeddings", "openai-embeddings"), ("/responses", "openai-responses"),
     ("/responses/input_tokens", "openai-input-tokens"), ("/responses/compact", "openai-responses-compact"),
     ("/audio/transcriptions", "openai-transcription"), ("/audio/translations", "openai-transcription"),
-    ("/audio/speech", "openai-speech"),
+    ("/audio/speech", "openai-speech"), ("/v1/decisions", "openai-decisions"),
     ("/cachedContents", "gemini-cache"), ("/conversations", "openai-conversation"),
     ("/images/generations", "openai-images"), ("/images/edits", "openai-images-edit"), ("/messages", "anthropic"),
     ("/messages/count_tokens", "anthropic-count-tokens"), ("/messages/batches", "anthropic-batch"),
@@ -200,6 +201,7 @@ def default_case(route, stream, path):
         ("openai-images-edit", False): "openai-images-edit", ("openai-images-edit", True): "openai-images-edit-stream",
         ("openai-transcription", True): "openai-transcription-stream",
         ("openai-speech", True): "openai-speech-stream",
+        ("openai-decisions", False): "openai-decision",
         ("anthropic", False): "anthropic-messages", ("anthropic", True): "anthropic-messages-stream",
         ("anthropic-vertex", False): "anthropic-messages", ("anthropic-vertex", True): "anthropic-messages-stream",
         ("gemini", False): "vertex-generate" if vertex else "gemini-generate",

@@ -368,6 +368,16 @@ def test_speech_input_is_guarded(guard, mock):
     assert blocked.value.status_code == 400 and "injection" in blocked.value.body["message"]
 
 
+def test_decision_input_and_questions_are_guarded(guard, mock):
+    """A decision sends its input and its questions to OpenAI: a CPF in either is masked."""
+    client = oai(guard)
+    client.decisions.create(model="gpt-6-luna", input=f"Meu CPF é {CPF} e fui cobrado duas vezes.",
+                            questions=[{"type": "predicate", "name": "fraud", "instructions": f"O CPF {CPF} é do titular."}])
+    sent = json.loads(mock.last_request("/v1/decisions")["body"])
+    assert sent["input"] == "Meu CPF é [CPF_1] e fui cobrado duas vezes."
+    assert sent["questions"] == [{"type": "predicate", "name": "fraud", "instructions": "O CPF [CPF_1] é do titular."}]
+
+
 def test_compaction_is_guarded(guard, mock):
     """A compaction carries the whole conversation to OpenAI: masked like a Responses request."""
     client = openai.OpenAI(base_url=guard.url + "/v1", api_key="sk-test", max_retries=0)

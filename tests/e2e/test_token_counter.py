@@ -264,6 +264,24 @@ def test_openai_sdk_cache_writes_are_counted(gateway):
     assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 6212
 
 
+def test_openai_sdk_decisions_are_counted(gateway, mock):
+    """`decisions.create` (OpenAI's classification and scoring API) bills tokens: counted from its
+    usage, the request passed on unchanged."""
+    before = gateway.metrics()
+    client = openai_client(gateway, "sdk-decisions")
+    questions = [{"type": "predicate", "name": "is_complaint", "instructions": "The customer is complaining."},
+                 {"type": "choice", "name": "department", "instructions": "Which department should handle this?",
+                  "choices": [{"value": "billing"}, {"value": "shipping"}, {"value": "other"}]}]
+    decision = client.decisions.create(model="gpt-6-luna", input="I was charged twice for order 4521!",
+                                       questions=questions)
+    assert [a.type for a in decision.answers] == ["predicate", "choice", "score"] and decision.usage.total_tokens == 221
+    assert json.loads(mock.last_request("/v1/decisions")["body"])["questions"] == questions
+    after = metrics_after(gateway, before, "sdk-decisions", 1)
+    labels = {"consumer": "sdk-decisions", "gen_ai_operation_name": "decision", "gen_ai_request_model": "gpt-6-luna"}
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="input", **labels) == 212
+    assert delta(before, after, USAGE_METRIC, gen_ai_token_type="output", **labels) == 9
+
+
 def test_openai_sdk_transcription_is_counted(gateway, mock):
     """GPT transcription models bill tokens: `audio.transcriptions.create` (a multipart form with
     the audio) is counted from its usage, whole or streamed, with the model its form names; the

@@ -189,6 +189,16 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             add_text(&mut info, v.input);
             info
         }
+        ApiKind::OpenAiDecisions => {
+            let v: DecisionsView<'_> = serde_json::from_slice(body)?;
+            span = model_span(body, &v.model);
+            let mut info = base(v.model, Some(false));
+            // Each question's instructions (and its choices and levels) are read with the input.
+            add_text(&mut info, v.questions);
+            add_text(&mut info, v.input);
+            info.framing_tokens += REPLY_PRIMING_TOKENS;
+            info
+        }
         ApiKind::OpenAiResponses | ApiKind::OpenAiInputTokens | ApiKind::OpenAiCompact => {
             let v: ResponsesView<'_> = serde_json::from_slice(body)?;
             span = model_span(body, &v.model);
@@ -834,6 +844,17 @@ struct SpeechView<'a> {
     instructions: Option<PromptText>,
     #[serde(borrow, default)]
     stream_format: Option<Cow<'a, str>>,
+}
+
+/// `POST /v1/decisions`.
+#[derive(Deserialize)]
+struct DecisionsView<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    input: Option<PromptText>,
+    #[serde(default)]
+    questions: Option<PromptText>,
 }
 
 #[derive(Deserialize)]
@@ -1555,6 +1576,20 @@ mod tests {
         );
         assert_eq!(images.output_cap(100), 300);
         assert!(images.estimated_prompt_tokens() >= 4);
+        // A decision: the questions are read with the input.
+        let decision = |questions: &str| {
+            let body = format!(
+                r#"{{"model":"gpt-6-luna","input":"I was charged twice for my order","questions":[{questions}]}}"#
+            );
+            parse_ok(ApiKind::OpenAiDecisions, &body).info
+        };
+        let one = decision(r#"{"type":"predicate","instructions":"The customer is complaining."}"#);
+        let two = decision(
+            r#"{"type":"predicate","instructions":"The customer is complaining."},
+               {"type":"choice","instructions":"Which department should handle this?","choices":[{"value":"billing"}]}"#,
+        );
+        assert_eq!((one.model.as_deref(), one.stream), (Some("gpt-6-luna"), false));
+        assert!(two.estimated_prompt_tokens() > one.estimated_prompt_tokens() + 5, "every question counts");
         // Text to speech: the text and its instructions are the prompt; it streams only as SSE.
         let speech = |extra: &str| {
             let body = format!(

@@ -44,6 +44,10 @@ pub enum ApiKind {
     /// `output_tokens`, `total_tokens`). `tts-1` and `tts-1-hd` report no usage (billed per
     /// character).
     OpenAiSpeech,
+    /// `POST …/decisions` (OpenAI's classification and scoring API): `input` (a string or
+    /// Responses-style items), `questions[]` (predicates, choices, scores, each with
+    /// `instructions`); answered at once with `answers` and `usage` in Responses' names.
+    OpenAiDecisions,
     /// `POST …/responses/input_tokens`: a Responses body, answered
     /// `{"object": "response.input_tokens", "input_tokens": n}`.
     OpenAiInputTokens,
@@ -103,7 +107,7 @@ pub enum ApiKind {
 
 impl ApiKind {
     /// Every kind, each flag both ways (for tests and fuzzing).
-    pub const ALL: [ApiKind; 29] = [
+    pub const ALL: [ApiKind; 30] = [
         ApiKind::OpenAiChat,
         ApiKind::OpenAiCompletions,
         ApiKind::OpenAiEmbeddings,
@@ -133,6 +137,7 @@ impl ApiKind {
         ApiKind::OpenAiTranscription,
         ApiKind::OpenAiImageEdits,
         ApiKind::OpenAiSpeech,
+        ApiKind::OpenAiDecisions,
     ];
 
     /// Stable label for metrics and logs (`gen_ai.operation.name`-like).
@@ -153,6 +158,7 @@ impl ApiKind {
             ApiKind::OpenAiTranscription => "transcription",
             ApiKind::OpenAiImageEdits => "image_edit",
             ApiKind::OpenAiSpeech => "speech",
+            ApiKind::OpenAiDecisions => "decision",
             ApiKind::GeminiGenerate { .. } => "generate_content",
             ApiKind::OpenAiModels => "list_models",
             ApiKind::AnthropicCountTokens
@@ -183,7 +189,8 @@ impl ApiKind {
     }
 
     /// Whether a success answer carries generated text (a token count, a model list, a queued
-    /// batch, embeddings' vectors, images and speech do not; a transcription's transcript does).
+    /// batch, embeddings' vectors, images, speech and decisions' answers — probabilities and the
+    /// caller's own choices — do not; a transcription's transcript does).
     pub fn answers_with_text(self) -> bool {
         self.has_usage()
             && !matches!(
@@ -196,6 +203,7 @@ impl ApiKind {
                     | ApiKind::OpenAiImages
                     | ApiKind::OpenAiImageEdits
                     | ApiKind::OpenAiSpeech
+                    | ApiKind::OpenAiDecisions
             )
     }
 
@@ -216,7 +224,8 @@ impl ApiKind {
             | ApiKind::OpenAiInputTokens
             | ApiKind::OpenAiImages
             | ApiKind::OpenAiImageEdits
-            | ApiKind::OpenAiSpeech => UsageFormat::OpenAiResponses,
+            | ApiKind::OpenAiSpeech
+            | ApiKind::OpenAiDecisions => UsageFormat::OpenAiResponses,
             ApiKind::AnthropicMessages | ApiKind::AnthropicCountTokens | ApiKind::AnthropicBatch => {
                 UsageFormat::Anthropic
             }
@@ -247,6 +256,7 @@ impl ApiKind {
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiImageEdits
             | ApiKind::OpenAiSpeech
+            | ApiKind::OpenAiDecisions
             | ApiKind::OpenAiModels => Dialect::OpenAi,
             ApiKind::GeminiGenerate { .. }
             | ApiKind::GeminiCountTokens
@@ -295,6 +305,7 @@ pub fn may_be_ai(path: &str) -> bool {
         || path.ends_with("/audio/transcriptions")
         || path.ends_with("/audio/translations")
         || path.ends_with("/audio/speech")
+        || path.ends_with("/decisions")
 }
 
 /// Classifies a request. `None` means it is not an LLM API call we understand.
@@ -379,6 +390,8 @@ pub fn classify(method: &str, path: &str, authority: &str) -> Option<Route> {
         ApiKind::OpenAiTranscription
     } else if path.ends_with("/audio/speech") {
         ApiKind::OpenAiSpeech
+    } else if path.ends_with("/v1/decisions") {
+        ApiKind::OpenAiDecisions
     } else if path.ends_with("/conversations") || is_conversation_items(path) {
         ApiKind::OpenAiConversation
     } else if path.ends_with("/v1/messages") || path == "/messages" {
@@ -491,6 +504,10 @@ mod tests {
             (ApiKind::OpenAiSpeech, "azure", Some("tts"))
         );
         assert!(may_be_ai("/v1/audio/speech"));
+        let decisions = classify("POST", "/v1/decisions", "api.openai.com").unwrap();
+        assert_eq!((decisions.kind, decisions.kind.operation()), (ApiKind::OpenAiDecisions, "decision"));
+        assert!(decisions.kind.has_usage() && !decisions.kind.answers_with_text() && may_be_ai("/v1/decisions"));
+        assert_eq!(kind("POST", "/api/legal/decisions"), None, "a path that only ends like it");
         assert_eq!(kind("POST", "/v1/responses"), Some(ApiKind::OpenAiResponses));
         let count = classify("POST", "/v1/responses/input_tokens?beta=true", "api.openai.com").unwrap();
         assert_eq!((count.kind, count.provider), (ApiKind::OpenAiInputTokens, "openai"));
@@ -664,6 +681,7 @@ mod tests {
                 ApiKind::OpenAiTranscription => 26,
                 ApiKind::OpenAiImageEdits => 27,
                 ApiKind::OpenAiSpeech => 28,
+                ApiKind::OpenAiDecisions => 29,
             }
         }
         let places: Vec<usize> = ApiKind::ALL.iter().map(|k| place(*k)).collect();

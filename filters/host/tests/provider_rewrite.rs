@@ -218,10 +218,13 @@ fn openai_only_apis_reach_openai_backends_only() {
     let compact =
         json!({"model": "fast", "input": [{"role": "user", "content": "Plan a three-day walking tour of Lisbon."}]});
     let speech = json!({"model": "fast", "voice": "coral", "input": "Hello", "stream_format": "sse"});
+    let decision = json!({"model": "fast", "input": "Charged twice!",
+                          "questions": [{"type": "predicate", "instructions": "A complaint."}]});
     for (path, request, api) in [
         ("/v1/images/generations", image, "image_generation"),
         ("/v1/responses/compact", compact, "compact"),
         ("/v1/audio/speech", speech.clone(), "speech"),
+        ("/v1/decisions", decision.clone(), "decision"),
     ] {
         let mut driver = driver(&config());
         let (ex, action) = send(&mut driver, path, &request);
@@ -256,6 +259,12 @@ fn openai_only_apis_reach_openai_backends_only() {
         Some("/openai/deployments/azure-tts/audio/speech?api-version=2024-10-21")
     );
     assert_eq!(ex.host.request_header_value("api-key"), Some("azure-key"));
+    // Decisions are OpenAI's own: not on Azure.
+    let mut azure = decision;
+    azure["model"] = json!("azure-luna");
+    let mut driver = self::driver(&config());
+    let (ex, _) = send(&mut driver, "/v1/decisions", &azure);
+    assert_eq!(ex.host.local_reply.clone().map(|r| r.status), Some(400));
 }
 
 /// A compaction is counted from its answer, passed on unchanged.

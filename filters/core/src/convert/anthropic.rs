@@ -272,10 +272,11 @@ pub fn usage(u: &Usage) -> Value {
     let written = u.cache_creation_input_tokens.unwrap_or(0);
     let prompt = u.input_tokens.unwrap_or(0) + cached + written;
     let completion = u.output_tokens.unwrap_or(0);
-    let mut details = json!({"cached_tokens": cached});
-    if written > 0 {
-        details["cache_write_tokens"] = json!(written);
-    }
+    // Cache writes only where there were some, as OpenAI reports them.
+    let details = match written {
+        0 => json!({"cached_tokens": cached}),
+        _ => json!({"cached_tokens": cached, "cache_write_tokens": written}),
+    };
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,

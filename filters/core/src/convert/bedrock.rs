@@ -175,10 +175,11 @@ pub fn usage(u: &Value) -> Value {
     let (cached, written) = (n("cacheReadInputTokens"), n("cacheWriteInputTokens"));
     let prompt = n("inputTokens") + cached + written;
     let completion = n("outputTokens");
-    let mut details = json!({"cached_tokens": cached});
-    if written > 0 {
-        details["cache_write_tokens"] = json!(written);
-    }
+    // Cache writes only where there were some, as OpenAI reports them.
+    let details = match written {
+        0 => json!({"cached_tokens": cached}),
+        _ => json!({"cached_tokens": cached, "cache_write_tokens": written}),
+    };
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
            "prompt_tokens_details": details})
 }

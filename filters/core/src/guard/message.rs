@@ -78,6 +78,18 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                 }
             }
         }
+        ApiKind::OpenAiDecisions => {
+            // The input as a Responses request's; each question's instructions as the
+            // developer's (a system prompt).
+            if wants(Role::System) {
+                if let Some(Value::Array(questions)) = object.get_mut("questions") {
+                    for instructions in questions.iter_mut().filter_map(|q| q.get_mut("instructions")) {
+                        strings_in(instructions, Role::System, 0, f);
+                    }
+                }
+            }
+            responses_input(object.get_mut("input"), latest, &wants, f);
+        }
         ApiKind::OpenAiSpeech => {
             // The text spoken, and how to speak it (`instructions`, as a Responses request's).
             if wants(Role::System) {
@@ -95,16 +107,7 @@ pub fn for_each_text(body: &mut Value, kind: ApiKind, scope: &RequestScope, f: &
                     strings_in(instructions, Role::System, 0, f);
                 }
             }
-            match object.get_mut("input") {
-                Some(Value::Array(items)) => {
-                    let skip = if latest { items.len().saturating_sub(1) } else { 0 };
-                    for item in items.iter_mut().skip(skip) {
-                        message_texts(item, &wants, f);
-                    }
-                }
-                Some(input) if wants(Role::User) => strings_in(input, Role::User, 0, f),
-                _ => {}
-            }
+            responses_input(object.get_mut("input"), latest, &wants, f);
         }
         ApiKind::GeminiGenerate { .. } => {
             // Gemini reads protobuf JSON: every field by its camelCase or its snake_case name.
@@ -384,6 +387,26 @@ fn content_block(block: &mut Value, role: Role, f: &mut dyn FnMut(Role, &mut Str
 }
 
 /// Every string inside `value` (object keys excluded).
+/// A Responses-style `input`: a string (the user's), or items (messages, tool calls and
+/// outputs), of which only the last when `latest`.
+fn responses_input(
+    input: Option<&mut Value>,
+    latest: bool,
+    wants: &dyn Fn(Role) -> bool,
+    f: &mut dyn FnMut(Role, &mut String),
+) {
+    match input {
+        Some(Value::Array(items)) => {
+            let skip = if latest { items.len().saturating_sub(1) } else { 0 };
+            for item in items.iter_mut().skip(skip) {
+                message_texts(item, wants, f);
+            }
+        }
+        Some(input) if wants(Role::User) => strings_in(input, Role::User, 0, f),
+        _ => {}
+    }
+}
+
 fn strings_in(value: &mut Value, role: Role, depth: usize, f: &mut dyn FnMut(Role, &mut String)) {
     if depth > MAX_DEPTH {
         return;
@@ -501,6 +524,18 @@ mod tests {
         let image = r#"{"model":"gpt-image-1","prompt":"a","size":"1024x1024","quality":"low"}"#;
         let texts = collect(image, ApiKind::OpenAiImages, &RequestScope::default());
         assert_eq!(texts, [(Role::User, "a".to_string())], "the prompt, not the settings");
+        // A decision: each question's instructions (a string or parts) and the input; not the
+        // names, types, choices' values or levels' labels.
+        let decision = r#"{"model":"gpt-6-luna","input":[{"role":"user","content":"u1"},{"role":"user","content":"u2"}],
+            "questions":[{"type":"predicate","name":"p","instructions":"q1"},
+                         {"type":"choice","name":"c","instructions":[{"type":"input_text","text":"q2"}],
+                          "choices":[{"value":"billing"},{"value":true}]}]}"#;
+        let texts = collect(decision, ApiKind::OpenAiDecisions, &RequestScope::default());
+        let strings: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(strings, ["q1", "q2", "u1", "u2"]);
+        assert_eq!(texts[0].0, Role::System);
+        let only_user = RequestScope { roles: vec![Role::User], ..RequestScope::default() };
+        assert_eq!(collect(decision, ApiKind::OpenAiDecisions, &only_user).len(), 2);
         let predict = r#"{"instances":[{"content":"a","task_type":"RETRIEVAL_DOCUMENT","title":"t"},{"content":"b"}],
             "parameters":{"outputDimensionality":256}}"#;
         let texts = collect(predict, ApiKind::VertexEmbedPredict, &RequestScope::default());

@@ -912,6 +912,8 @@ pub fn upstream_api(kind: Kind, client: ApiKind, stream: bool) -> Option<ApiKind
         (Kind::Anthropic, ApiKind::AnthropicCountTokens) => Some(ApiKind::AnthropicCountTokens),
         (Kind::Bedrock, ApiKind::AnthropicCountTokens) => Some(ApiKind::BedrockCountTokens),
         (Kind::Openai, ApiKind::OpenAiInputTokens) => Some(ApiKind::OpenAiInputTokens),
+        // OpenAI's own model and API: no other provider answers it.
+        (Kind::Openai, ApiKind::OpenAiDecisions) => Some(ApiKind::OpenAiDecisions),
         _ => None,
     }
 }

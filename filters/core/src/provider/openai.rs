@@ -15,6 +15,7 @@ pub fn path(backend: &Backend, api: ApiKind) -> Option<String> {
         ApiKind::OpenAiCompact => "/responses/compact",
         ApiKind::OpenAiImages => "/images/generations",
         ApiKind::OpenAiSpeech => "/audio/speech",
+        ApiKind::OpenAiDecisions => "/decisions",
         _ => return None,
     };
     Some(format!("{}{tail}", backend.base_path))

@@ -91,6 +91,7 @@ impl OutputMeter {
             | ApiKind::OpenAiTranscription
             | ApiKind::OpenAiImageEdits
             | ApiKind::OpenAiSpeech
+            | ApiKind::OpenAiDecisions
             | ApiKind::GeminiBatch => return None,
         };
         Some(OutputMeter {

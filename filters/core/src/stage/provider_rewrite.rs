@@ -248,6 +248,7 @@ fn routed(route: &crate::route::Route) -> bool {
                 | ApiKind::OpenAiCompact
                 | ApiKind::OpenAiImages
                 | ApiKind::OpenAiSpeech
+                | ApiKind::OpenAiDecisions
                 | ApiKind::AnthropicMessages
                 | ApiKind::AnthropicCountTokens
         )
