@@ -286,7 +286,7 @@ impl From<api::anthropic::Usage> for Reported {
             cache_read: u.cache_read_input_tokens,
             cache_write: u.cache_creation_input_tokens,
             cache_write_long: u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
-            reasoning: None,
+            reasoning: u.output_tokens_details.and_then(|d| d.thinking_tokens),
             tool_prompt: None,
         }
     }
@@ -679,6 +679,26 @@ mod tests {
             })
         );
         assert_eq!(model.as_deref(), Some("claude-sonnet-4"));
+    }
+
+    /// Anthropic's `output_tokens_details.thinking_tokens` (cumulative in `message_delta`) is the
+    /// reasoning part of the output; translated for an OpenAI client it is `reasoning_tokens`.
+    #[test]
+    fn anthropic_thinking_tokens_are_the_reasoning() {
+        let start = r#"{"type":"message_start","message":{"model":"claude-opus-4-6","usage":{"input_tokens":40,"output_tokens":1}}}"#;
+        let first = r#"{"type":"message_delta","delta":{},"usage":{"output_tokens":300,"output_tokens_details":{"thinking_tokens":250}}}"#;
+        let last = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":420,
+            "output_tokens_details":{"thinking_tokens":380}}}"#;
+        let usage = track(UsageFormat::Anthropic, &[start, first, last]).0.unwrap();
+        assert_eq!((usage.output, usage.reasoning, usage.total), (420, 380, 460), "part of the output, not added");
+        let anthropic: api::anthropic::Usage = serde_json::from_str(
+            r#"{"input_tokens":40,"output_tokens":420,"output_tokens_details":{"thinking_tokens":380}}"#,
+        )
+        .unwrap();
+        let openai = crate::convert::anthropic::usage(&anthropic);
+        assert_eq!(openai["completion_tokens_details"], serde_json::json!({"reasoning_tokens": 380}));
+        let back: api::openai::Usage = serde_json::from_value(openai).unwrap();
+        assert_eq!(crate::convert::openai::usage(&back)["output_tokens_details"]["thinking_tokens"], 380);
     }
 
     /// `usage.cache_creation` splits the writes by lifetime; a later `message_delta` that repeats

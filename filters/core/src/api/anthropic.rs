@@ -23,6 +23,17 @@ pub struct Usage {
     /// differently).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation: Option<CacheCreation>,
+    /// `thinking_tokens`: the part of `output_tokens` spent thinking (the raw reasoning, however
+    /// summarised the returned thinking is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens_details: Option<OutputTokensDetails>,
+}
+
+/// `usage.output_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputTokensDetails {
+    #[serde(default)]
+    pub thinking_tokens: Option<u64>,
 }
 
 /// `usage.cache_creation`.

@@ -277,12 +277,18 @@ pub fn usage(u: &Usage) -> Value {
         0 => json!({"cached_tokens": cached}),
         _ => json!({"cached_tokens": cached, "cache_write_tokens": written}),
     };
-    json!({
+    let mut usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": details,
-    })
+    });
+    if let (Some(thinking), Some(object)) =
+        (u.output_tokens_details.and_then(|d| d.thinking_tokens), usage.as_object_mut())
+    {
+        object.insert("completion_tokens_details".into(), json!({"reasoning_tokens": thinking}));
+    }
+    usage
 }
 
 /// A complete Anthropic response as an OpenAI chat completion.

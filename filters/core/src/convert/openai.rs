@@ -232,12 +232,18 @@ pub fn usage(u: &Usage) -> Value {
     let prompt = u.prompt_tokens.unwrap_or(0);
     let written =
         u.prompt_tokens_details.and_then(|d| d.cache_write_tokens).unwrap_or(0).min(prompt.saturating_sub(cached));
-    json!({
+    let mut usage = json!({
         "input_tokens": prompt.saturating_sub(cached) - written,
         "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
         "output_tokens": u.completion_tokens.unwrap_or(0),
-    })
+    });
+    if let (Some(reasoning), Some(object)) =
+        (u.completion_tokens_details.and_then(|d| d.reasoning_tokens), usage.as_object_mut())
+    {
+        object.insert("output_tokens_details".into(), json!({"thinking_tokens": reasoning}));
+    }
+    usage
 }
 
 fn arguments_input(arguments: Option<&str>) -> Value {
