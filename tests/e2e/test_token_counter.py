@@ -377,6 +377,25 @@ def test_anthropic_sdk_cache_and_tool_use_stream(gateway):
     assert delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-tools", gen_ai_token_type="input") == 1496
 
 
+def test_anthropic_sdk_thinking_and_hour_long_cache_writes(gateway):
+    """Extended thinking with the system prompt cached for an hour: the SDK's final usage has the
+    thinking tokens and the one-hour writes; the metrics count them as reasoning and cache creation."""
+    before = gateway.metrics()
+    client = anthropic_client(gateway, "sdk-anthropic-thinking")
+    with client.messages.stream(model="claude-opus-4-6", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
+                                system=[{"type": "text", "text": "You answer questions about this contract.",
+                                         "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+                                messages=[{"role": "user", "content": "Summarise the supplier's obligations."}],
+                                extra_headers={"x-mock-case": "anthropic-thinking-stream"}) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.usage.output_tokens_details.thinking_tokens == 350
+    after = metrics_after(gateway, before, "sdk-anthropic-thinking", 1)
+    totals = {kind: delta(before, after, USAGE_METRIC, consumer="sdk-anthropic-thinking", gen_ai_token_type=kind)
+              for kind in ("input", "output", "reasoning", "cache_creation_input")}
+    assert totals == {"input": 2078, "output": 412, "reasoning": 350, "cache_creation_input": 2048}
+
+
 # Bedrock's InvokeModel through the AWS-signing clients: the Anthropic SDK's Bedrock client (Claude,
 # Anthropic's own format inside) and boto3's bedrock-runtime client (Llama), whose botocore reads the
 # event stream with the service's published model. Signed with the mock's known key, so the mock
