@@ -34,7 +34,7 @@ pub struct Usage {
     pub cached_input: u64,
     pub cache_creation: u64,
     /// The part of `cache_creation` written with the provider's longer retention (Anthropic's
-    /// `ttl: "1h"`, OpenAI's 12 hours), priced above the shorter one's writes.
+    /// `ttl: "1h"`, also on Bedrock, OpenAI's 12 hours), priced above the shorter one's writes.
     pub cache_creation_long: u64,
     pub reasoning: u64,
     pub total: u64,
@@ -215,7 +215,7 @@ impl Reported {
                     output: u.output_tokens,
                     cache_read: u.cache_read_input_tokens,
                     cache_write: u.cache_write_input_tokens,
-                    cache_write_long: None,
+                    cache_write_long: u.cache_write_long_input_tokens,
                     reasoning: None,
                     tool_prompt: None,
                 })
@@ -699,6 +699,18 @@ mod tests {
         assert_eq!(openai["completion_tokens_details"], serde_json::json!({"reasoning_tokens": 380}));
         let back: api::openai::Usage = serde_json::from_value(openai).unwrap();
         assert_eq!(crate::convert::openai::usage(&back)["output_tokens_details"]["thinking_tokens"], 380);
+    }
+
+    /// Converse's `cacheDetails` lists the writes by TTL: the hour-long ones are the longer
+    /// retention's.
+    #[test]
+    fn bedrock_cache_details_give_the_hour_long_writes() {
+        let metadata = r#"{"usage":{"inputTokens":12,"outputTokens":30,"totalTokens":3042,"cacheReadInputTokens":0,
+            "cacheWriteInputTokens":3000,"cacheDetails":[{"ttl":"1h","inputTokens":2000},{"ttl":"5m","inputTokens":1000}]}}"#;
+        let usage = track(UsageFormat::Bedrock, &[metadata]).0.unwrap();
+        assert_eq!((usage.input, usage.cache_creation, usage.cache_creation_long), (3012, 3000, 2000));
+        let none = r#"{"usage":{"inputTokens":12,"outputTokens":30,"totalTokens":42,"cacheDetails":[]}}"#;
+        assert_eq!(track(UsageFormat::Bedrock, &[none]).0.map(|u| u.cache_creation_long), Some(0));
     }
 
     /// `usage.cache_creation` splits the writes by lifetime; a later `message_delta` that repeats

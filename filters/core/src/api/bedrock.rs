@@ -22,6 +22,28 @@ pub struct TokenUsage {
     pub cache_read_input_tokens: Option<u64>,
     #[serde(default)]
     pub cache_write_input_tokens: Option<u64>,
+    /// The writes made to live an hour: `cacheDetails` (`[{ttl, inputTokens}]`, one per TTL)
+    /// summed for `1h`.
+    #[serde(default, rename = "cacheDetails", deserialize_with = "hour_long_writes", skip_serializing)]
+    pub cache_write_long_input_tokens: Option<u64>,
+}
+
+fn hour_long_writes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct CacheDetail {
+        #[serde(default)]
+        ttl: Option<String>,
+        #[serde(default)]
+        input_tokens: Option<u64>,
+    }
+    let details: Option<Vec<CacheDetail>> = Option::deserialize(deserializer)?;
+    Ok(details.map(|list| {
+        list.iter()
+            .filter(|d| d.ttl.as_deref() == Some("1h"))
+            .filter_map(|d| d.input_tokens)
+            .fold(0, u64::saturating_add)
+    }))
 }
 
 /// InvokeModel's counts, whatever the model family: the `amazon-bedrock-invocationMetrics` member

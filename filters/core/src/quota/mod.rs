@@ -149,7 +149,7 @@ pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 /// million tokens. Input read from a prompt cache (`cached_input`) and written to one
 /// (`cache_creation_input`: the cache writes Anthropic, Bedrock and OpenAI report, which can cost
 /// more than input; `cache_creation_input_long`: those written with the longer retention,
-/// Anthropic's one hour or OpenAI's 12 hours) are parts of the input priced at their own rates.
+/// Anthropic's and Bedrock's one hour or OpenAI's 12 hours) are parts of the input priced at their own rates.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
@@ -167,8 +167,8 @@ pub struct Rates {
     #[serde(default)]
     #[schemars(extend("examples" = [3.75]))]
     pub cache_creation_input: Option<f64>,
-    /// An input token written to a prompt cache with the longer retention: Anthropic's one hour,
-    /// OpenAI's 12 hours (default: `cache_creation_input`).
+    /// An input token written to a prompt cache with the longer retention: one hour at Anthropic
+    /// and Bedrock, 12 hours at OpenAI (default: `cache_creation_input`).
     #[serde(default)]
     #[schemars(extend("examples" = [6.0]))]
     pub cache_creation_input_long: Option<f64>,
