@@ -205,7 +205,8 @@ pub fn parse(kind: ApiKind, body: &[u8]) -> Result<Parsed, serde_json::Error> {
             // A count and a compaction answer at once, whatever `stream` says.
             let stream = if kind == ApiKind::OpenAiResponses { v.stream } else { Some(false) };
             let mut info = base(v.model, stream);
-            info.max_output_tokens = v.max_output_tokens;
+            let prewarm = v.prompt_cache_options.and_then(|o| o.prewarm) == Some(true);
+            info.max_output_tokens = if prewarm { Some(0) } else { v.max_output_tokens };
             info.background = v.background == Some(true);
             add_text(&mut info, v.instructions);
             add_text(&mut info, v.input);
@@ -873,6 +874,15 @@ struct ResponsesView<'a> {
     background: Option<bool>,
     #[serde(borrow, default)]
     tools: Option<&'a RawValue>,
+    #[serde(default)]
+    prompt_cache_options: Option<PromptCacheOptionsView>,
+}
+
+/// `prompt_cache_options`: `prewarm` writes the prompt to the cache and generates nothing.
+#[derive(Deserialize)]
+struct PromptCacheOptionsView {
+    #[serde(default)]
+    prewarm: Option<bool>,
 }
 
 /// OpenAI's Conversations API: `items` to store (Responses' input items).
@@ -1719,6 +1729,12 @@ mod tests {
             parse_ok(ApiKind::OpenAiResponses, r#"{"model":"o3-deep-research","input":"Survey","background":true}"#)
                 .info;
         assert!(background.background);
+        // A cache prewarm writes the prompt to the cache and generates nothing.
+        let prewarm = r#"{"model":"gpt-5.6","input":"A long contract","max_output_tokens":500,
+            "prompt_cache_options":{"prewarm":true,"ttl":"12h"}}"#;
+        assert_eq!(parse_ok(ApiKind::OpenAiResponses, prewarm).info.output_cap(4096), 0);
+        let cached = r#"{"model":"gpt-5.6","input":"A long contract","prompt_cache_options":{"ttl":"12h"}}"#;
+        assert_eq!(parse_ok(ApiKind::OpenAiResponses, cached).info.output_cap(4096), 4096);
         let embeddings =
             parse_ok(ApiKind::OpenAiEmbeddings, r#"{"model":"text-embedding-3-small","input":[[1,2,3],[4,5]]}"#).info;
         assert_eq!(embeddings.estimated_prompt_tokens(), 5);

@@ -283,9 +283,9 @@ pub fn usage(u: &Usage) -> Value {
         "total_tokens": prompt + completion,
         "prompt_tokens_details": details,
     });
-    if let (Some(thinking), Some(object)) =
-        (u.output_tokens_details.and_then(|d| d.thinking_tokens), usage.as_object_mut())
-    {
+    // Reasoning only where there was some, as cache writes.
+    let thinking = u.output_tokens_details.and_then(|d| d.thinking_tokens).filter(|&n| n > 0);
+    if let (Some(thinking), Some(object)) = (thinking, usage.as_object_mut()) {
         object.insert("completion_tokens_details".into(), json!({"reasoning_tokens": thinking}));
     }
     usage

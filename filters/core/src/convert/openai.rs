@@ -238,9 +238,9 @@ pub fn usage(u: &Usage) -> Value {
         "cache_read_input_tokens": cached,
         "output_tokens": u.completion_tokens.unwrap_or(0),
     });
-    if let (Some(reasoning), Some(object)) =
-        (u.completion_tokens_details.and_then(|d| d.reasoning_tokens), usage.as_object_mut())
-    {
+    // Reasoning only where there was some, as cache writes.
+    let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).filter(|&n| n > 0);
+    if let (Some(reasoning), Some(object)) = (reasoning, usage.as_object_mut()) {
         object.insert("output_tokens_details".into(), json!({"thinking_tokens": reasoning}));
     }
     usage

@@ -149,7 +149,8 @@ pub const ENVOY_MAX_HITS: u64 = 1_000_000_000;
 /// million tokens. Input read from a prompt cache (`cached_input`) and written to one
 /// (`cache_creation_input`: the cache writes Anthropic, Bedrock and OpenAI report, which can cost
 /// more than input; `cache_creation_input_long`: those written with the longer retention,
-/// Anthropic's and Bedrock's one hour or OpenAI's 12 hours) are parts of the input priced at their own rates.
+/// Anthropic's and Bedrock's one hour or OpenAI's 12 hours) are parts of the input priced at
+/// their own rates.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rates {
